@@ -1,0 +1,1 @@
+"""pytest-benchmark suite for GPU nodes: `pytest bench/benchmarks --benchmark-json=out.json`."""

@@ -1,0 +1,227 @@
+"""`colossus-bench`: the command line (typer + rich).
+
+Each part of the project adds its own verbs through a `register(app)` function (results/cli.py,
+reports/cli.py, bench/collectives/cli.py); this file holds the harness verbs and the one error
+convention: a user mistake or an unusable database prints one line on stderr and exits 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(help="Hardware-aware benchmarks for NVIDIA Hopper GPUs and the clusters "
+                       "built from them.", no_args_is_help=True, add_completion=False)
+# Piped output (CI logs, files) gets a wide table instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+DB_HELP = "Database URL or SQLite path (default: $COLOSSUS_BENCH_DB, else a per-user SQLite file)"
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one clear line and return the Exit to raise."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def open_store(db: str | None):
+    from results.store import Store, StoreError
+
+    try:
+        return Store(db)
+    except StoreError as e:
+        raise fail(str(e)) from None
+
+
+def _fmt(x: float | None, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _params(p: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in p.items())
+
+
+def results_table(results) -> Table:
+    t = Table(title="results", show_lines=False)
+    for col in ("workload", "backend", "dtype", "params", "median", "TFLOP/s", "GB/s",
+                "% peak", "power W", "correct", "status"):
+        t.add_column(col, justify="right" if col in ("median", "TFLOP/s", "GB/s", "% peak",
+                                                     "power W") else "left")
+    for r in results:
+        median = "-" if r.median_s is None else f"{r.median_s * 1e3:.3f} ms"
+        pct = None if r.peak_fraction is None else r.peak_fraction * 100
+        power = (r.telemetry or {}).get("power_w_mean")
+        status = r.status if r.status == "ok" else f"[red]{r.status}[/]"
+        correct = {True: "yes", False: "[red]NO[/]", None: "-"}[r.correct]
+        t.add_row(r.workload, r.backend, r.dtype, _params(r.params), median,
+                  _fmt(r.tflops, ".1f"), _fmt(r.gbps, ".1f"), _fmt(pct, ".1f"),
+                  _fmt(power, ".0f"), correct, status)
+    return t
+
+
+@app.command()
+def run(
+    suite: str = typer.Option("quick", "--suite", "-s", help="quick | standard | full | mamf"),
+    filter: str | None = typer.Option(None, "--filter", "-k",
+                                         help="comma-separated substrings or globs over "
+                                              "'workload/dtype/params:backend'"),
+    db: str | None = typer.Option(None, "--db", help=DB_HELP),
+    json_out: Path | None = typer.Option(None, "--json", help="also write the records here"),
+    no_telemetry: bool = typer.Option(False, "--no-telemetry", help="do not sample NVML"),
+    timing: str | None = typer.Option(None, "--timing",
+                                         help="timing preset: gpu | cpu | smoke"),
+    upload: str | None = typer.Option(None, "--upload",
+                                         help="after the run, upload to this shared database"),
+) -> None:
+    """Check, time and store every case of a suite on this machine's device."""
+    from bench import runner
+    from bench.device import detect
+    from bench.suites import SuiteError, select, suite_cases
+    from bench.timing import PRESETS
+
+    if timing is not None and timing not in PRESETS:
+        raise fail(f"unknown timing preset {timing!r}; choose one of {', '.join(PRESETS)}")
+    device = detect()
+    try:
+        pairs = select(suite_cases(suite, device), device, filter)
+    except SuiteError as e:
+        raise fail(str(e)) from None
+    store = open_store(db)
+    if device.kind == "cpu":
+        console.print("[yellow]no CUDA GPU: running small CPU cases (Triton through its "
+                      "interpreter); the numbers prove the flow, they do not measure a GPU[/]")
+    console.print(f"device: {device.name} ({device.kind}) | suite {suite}: {len(pairs)} "
+                  f"case-backends | database: {store.display_url}")
+    run_id = runner.new_run_id()
+    done = []
+    cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn())
+    try:
+        with Progress(*cols, console=console, transient=True) as progress:
+            task = progress.add_task("starting", total=len(pairs))
+            runner.run(pairs, store, device=device, run_id=run_id,
+                       timing=PRESETS[timing] if timing else None, telemetry=not no_telemetry,
+                       on_start=lambda c, b: progress.update(task, description=f"{c.key}:{b}"),
+                       on_result=lambda r: (done.append(r), progress.advance(task)))
+    except KeyboardInterrupt:
+        console.print(results_table(done))
+        err_console.print(f"interrupted: the {len(done)} finished results are stored in "
+                          f"{store.display_url} (run {run_id})")
+        raise typer.Exit(130) from None
+    console.print(results_table(done))
+    bad = [r for r in done if r.status == "failed"]
+    console.print(f"run {run_id}: {len(done)} results stored in {store.display_url}"
+                  + (f"; [red]{len(bad)} failed[/]" if bad else ""))
+    if json_out:
+        json_out.write_text(json.dumps([r.to_dict() for r in done], indent=1, default=str))
+    if upload:
+        _upload_after_run(store, upload)
+
+
+def _upload_after_run(store, url: str) -> None:
+    """--upload: a failed upload never fails or loses the run (its rows stay local)."""
+    try:
+        from results.upload import upload_store
+    except ImportError:
+        err_console.print("upload is not available in this build; results stay local")
+        return
+    try:
+        report = upload_store(store, url)
+        console.print(f"uploaded: {report}")
+    except Exception as e:  # the run has succeeded; say why the upload did not
+        err_console.print(f"[yellow]upload failed, results kept locally: {e}[/]")
+
+
+@app.command()
+def info(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """What device is this, and its datasheet peaks."""
+    from bench.device import detect, peaks
+    from bench.provenance import software
+
+    d = detect()
+    p = peaks(d)
+    data = {"device": d.record(), "peaks": p.__dict__ if p else None, "software": software()}
+    if as_json:
+        print(json.dumps(data, indent=1))
+        return
+    for section, values in data.items():
+        console.print(f"[bold]{section}[/]")
+        for k, v in (values or {"(unknown device)": ""}).items():
+            console.print(f"  {k}: {v}", highlight=False)
+
+
+@app.command()
+def export(
+    format: str = typer.Option("csv", "--format", "-f", help="csv | parquet | jsonl"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="file (default: stdout)"),
+    db: str | None = typer.Option(None, "--db", help=DB_HELP),
+) -> None:
+    """Write the whole table as CSV, Parquet or JSON Lines."""
+    from results.export import FORMATS
+    from results.export import export as do_export
+
+    if format not in FORMATS:
+        raise fail(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    store = open_store(db)
+    try:
+        do_export(store.frame(), format, out)
+    except (ValueError, OSError) as e:
+        raise fail(str(e)) from None
+
+
+@app.command()
+def ingest(
+    files: list[Path] = typer.Argument(..., help="pytest-benchmark JSON or JSON Lines files"),
+    db: str | None = typer.Option(None, "--db", help=DB_HELP),
+) -> None:
+    """Load result files into the table; each file is loaded whole or not at all."""
+    from results.ingest import IngestError
+    from results.ingest import ingest as do_ingest
+
+    store = open_store(db)
+    failed = 0
+    for f in files:
+        try:
+            new, total = do_ingest(f, store)
+            console.print(f"{f}: {total} rows, {new} new, {total - new} already there")
+        except IngestError as e:
+            err_console.print(f"[bold red]error:[/] {e} (nothing from this file was written)",
+                              highlight=False)
+            failed += 1
+    if failed:
+        raise typer.Exit(2)
+
+
+# Verbs of the other parts. Each module has `register(app)`; a part not built yet is absent.
+PART_CLIS = ("bench.collectives.cli", "results.cli", "reports.cli")
+
+for _name in PART_CLIS:
+    try:
+        _mod = importlib.import_module(_name)
+    except ModuleNotFoundError as _e:
+        if not _name.startswith(_e.name or "?"):
+            raise
+        continue
+    _mod.register(app)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Where and with what a result was produced: host and software versions, git commit."""
+
+from __future__ import annotations
+
+import functools
+import platform
+import socket
+import subprocess
+from pathlib import Path
+
+
+@functools.cache
+def git_state() -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the checkout this package runs from; (None, None) outside git."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, capture_output=True, text=True, timeout=5,
+                               check=True).stdout.strip() != ""
+        return sha, dirty
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+def _version(module: str) -> str | None:
+    try:
+        return __import__(module).__version__
+    except Exception:
+        return None
+
+
+@functools.cache
+def software() -> dict:
+    """The `software` dict of the result record."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ours = version("colossus-bench")
+    except PackageNotFoundError:
+        ours = None
+    sha, dirty = git_state()
+    return {"python": platform.python_version(), "torch": _version("torch"),
+            "triton": _version("triton"), "colossus_bench": ours, "git_sha": sha,
+            "git_dirty": dirty}
+
+
+def host() -> str:
+    return socket.gethostname()

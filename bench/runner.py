@@ -1,0 +1,138 @@
+"""Runs cases: check against the reference, then time with telemetry, then store at once.
+
+Order matters. The check runs on fresh random inputs before any timing, and a case that fails it
+is stored with correct=false and no throughput: a wrong kernel has no speed. Each result is
+inserted as soon as it exists (one small transaction), so Ctrl-C or a crash keeps every finished
+result. An out-of-memory case, or one a backend cannot run, is stored as skipped with the reason;
+any other exception is stored as failed; the run goes on either way.
+"""
+
+from __future__ import annotations
+
+import gc
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bench import provenance
+from bench.device import DeviceInfo, peaks
+from bench.telemetry import Sampler
+from bench.timing import Timing, TimingConfig, default_config, measure
+from bench.workloads import WORKLOADS, Case, Check, Unsupported
+from results.schema import Result
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What is fixed for a whole run."""
+
+    run_id: str
+    device: DeviceInfo
+    timing: TimingConfig
+    telemetry: bool = True
+
+
+def tflops(flops: float | None, seconds: float) -> float | None:
+    return flops / seconds / 1e12 if flops else None
+
+
+def gbps(nbytes: float | None, seconds: float) -> float | None:
+    return nbytes / seconds / 1e9 if nbytes else None
+
+
+def peak_fraction(device: DeviceInfo, dtype: str, tflops_: float | None,
+                  gbps_: float | None) -> float | None:
+    """Share of the datasheet peak: TFLOP/s for compute workloads, HBM for bandwidth ones."""
+    p = peaks(device)
+    if p is None:
+        return None
+    if tflops_ is not None:
+        peak = p.tflops(dtype)
+        return tflops_ / peak if peak else None
+    if gbps_ is not None and p.hbm_tbps:
+        return gbps_ / (p.hbm_tbps * 1e3)
+    return None
+
+
+def _is_oom(e: BaseException) -> bool:
+    import torch
+
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
+
+
+def _free(device: DeviceInfo) -> None:
+    gc.collect()
+    if device.kind == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+Timer = Callable[[Callable[[], object], DeviceInfo, TimingConfig], Timing]
+
+
+def run_case(case: Case, backend: str, ctx: RunContext, timer: Timer = measure) -> Result:
+    """Check, time and describe one (case, backend). Never raises except KeyboardInterrupt.
+
+    `timer` is the timing recipe's entry point; pytest-benchmark passes one that runs the same
+    recipe through its own fixture (bench/benchmarks/conftest.py).
+    """
+    wl = WORKLOADS[case.workload]
+    base = dict(run_id=ctx.run_id, workload=case.workload, backend=backend, dtype=case.dtype,
+                params=dict(case.params), host=provenance.host(), device=ctx.device.record(),
+                software=provenance.software())
+    inputs = None
+    try:
+        inputs = wl.setup(case, ctx.device)
+        fn = wl.prepare(case, backend, inputs)
+        check: Check = wl.check(case, backend, inputs, fn())
+        if not check.correct:
+            return Result(**base, correct=False, max_rel_error=check.max_rel_error,
+                          tolerance=check.tolerance, status="failed",
+                          error=f"reference check failed: max_rel_error {check.max_rel_error:.3g}"
+                                f" > tolerance {check.tolerance:.3g}")
+        with Sampler(ctx.device, enabled=ctx.telemetry) as sampler:
+            timing: Timing = timer(fn, ctx.device, ctx.timing)
+        t = timing.median_s
+        tf, gb = tflops(wl.flops(case), t), gbps(wl.bytes_moved(case), t)
+        return Result(**base, **timing.stats(), tflops=tf, gbps=gb,
+                      peak_fraction=peak_fraction(ctx.device, case.dtype, tf, gb),
+                      correct=True, max_rel_error=check.max_rel_error, tolerance=check.tolerance,
+                      telemetry=sampler.summary(), status="ok")
+    except KeyboardInterrupt:
+        raise
+    except Unsupported as e:
+        return Result(**base, status="skipped", error=f"unsupported: {e}")
+    except Exception as e:
+        if _is_oom(e):
+            return Result(**base, status="skipped", error=f"out of memory: {str(e)[:200]}")
+        last = traceback.extract_tb(e.__traceback__)[-1]
+        return Result(**base, status="failed",
+                      error=f"{type(e).__name__}: {e} ({last.filename}:{last.lineno})"[:2000])
+    finally:
+        del inputs
+        _free(ctx.device)
+
+
+def run(pairs: list[tuple[Case, str]], store, *, device: DeviceInfo,
+        run_id: str | None = None, timing: TimingConfig | None = None, telemetry: bool = True,
+        on_start: Callable[[Case, str], None] | None = None,
+        on_result: Callable[[Result], None] | None = None) -> list[Result]:
+    """Run (case, backend) pairs in order, storing each result as soon as it exists."""
+    ctx = RunContext(run_id or new_run_id(), device, timing or default_config(device), telemetry)
+    done: list[Result] = []
+    for case, backend in pairs:
+        if on_start:
+            on_start(case, backend)
+        result = run_case(case, backend, ctx)
+        if store is not None:
+            store.insert([result])
+        done.append(result)
+        if on_result:
+            on_result(result)
+    return done

@@ -1,0 +1,222 @@
+"""The one timing recipe, for every workload.
+
+On a GPU: warm up by time (clocks ramp, autotuners and caches settle), estimate one call's time,
+choose the repetition count that fills a time budget, then time each repetition alone between
+two CUDA events with the L2 cache flushed before it (a large buffer write outside the events), so
+every sample is a cold-L2 call and no sample hides another's tail. On CPU: the same statistics
+over perf_counter. Raw samples are kept: the median is what we report, the spread is evidence.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bench.device import DeviceInfo
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    """How long to warm up and time. Presets below; `budget_s` is the timed total to aim for."""
+
+    warmup_s: float = 0.2
+    budget_s: float = 1.0
+    min_reps: int = 10
+    max_reps: int = 1000
+    flush_l2: bool = True
+
+
+PRESETS: dict[str, TimingConfig] = {
+    "gpu": TimingConfig(),
+    # The CPU path proves the flow (and the Triton interpreter is slow): time little.
+    "cpu": TimingConfig(warmup_s=0.0, budget_s=0.2, min_reps=3, max_reps=20, flush_l2=False),
+    # Smoke runs (CI with --benchmark-disable, tests): one warm-up call, three samples.
+    "smoke": TimingConfig(warmup_s=0.0, budget_s=0.0, min_reps=3, max_reps=3, flush_l2=False),
+}
+
+
+def default_config(device: DeviceInfo) -> TimingConfig:
+    return PRESETS["gpu"] if device.kind == "cuda" else PRESETS["cpu"]
+
+
+def percentile(sorted_xs: list[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default) of an already sorted list, q in [0, 1]."""
+    pos = q * (len(sorted_xs) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_xs) - 1)
+    return sorted_xs[lo] + (sorted_xs[hi] - sorted_xs[lo]) * (pos - lo)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Raw per-call samples in seconds and their statistics."""
+
+    samples_s: list[float] = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.samples_s:
+            raise ValueError("a timing needs at least one sample")
+
+    @property
+    def n(self) -> int:
+        return len(self.samples_s)
+
+    @property
+    def median_s(self) -> float:
+        return statistics.median(self.samples_s)
+
+    @property
+    def p20_s(self) -> float:
+        return percentile(sorted(self.samples_s), 0.2)
+
+    @property
+    def p80_s(self) -> float:
+        return percentile(sorted(self.samples_s), 0.8)
+
+    @property
+    def mean_s(self) -> float:
+        return statistics.fmean(self.samples_s)
+
+    @property
+    def stdev_s(self) -> float:
+        return statistics.stdev(self.samples_s) if self.n > 1 else 0.0
+
+    def stats(self) -> dict[str, float | int | list[float]]:
+        """The timing fields of the result record."""
+        return {"median_s": self.median_s, "p20_s": self.p20_s, "p80_s": self.p80_s,
+                "mean_s": self.mean_s, "stdev_s": self.stdev_s, "n": self.n,
+                "samples_s": list(self.samples_s)}
+
+
+def repetitions(estimate_s: float, cfg: TimingConfig) -> int:
+    """Enough repetitions to fill the budget, within [min_reps, max_reps]."""
+    if estimate_s <= 0:
+        return cfg.max_reps
+    return max(cfg.min_reps, min(cfg.max_reps, int(cfg.budget_s / estimate_s)))
+
+
+_flush_buffers: dict[str, object] = {}
+
+# Larger than any Hopper L2 (50 MB H100, 60 MB H200): writing it evicts everything we timed.
+L2_FLUSH_BYTES = 256 * 1024 * 1024
+
+
+def _flush_buffer(device: DeviceInfo):
+    import torch
+
+    buf = _flush_buffers.get(device.torch_device)
+    if buf is None:
+        buf = torch.empty(L2_FLUSH_BYTES // 4, dtype=torch.int32, device=device.torch_device)
+        _flush_buffers[device.torch_device] = buf
+    return buf
+
+
+def measure(fn: Callable[[], object], device: DeviceInfo,
+            cfg: TimingConfig | None = None) -> Timing:
+    """Time `fn` (which launches the work once) by the recipe above."""
+    cfg = cfg or default_config(device)
+    if device.kind == "cuda":
+        return _measure_cuda(fn, device, cfg)
+    return _measure_cpu(fn, device, cfg)
+
+
+def warm_up(fn: Callable[[], object], device: DeviceInfo, cfg: TimingConfig) -> float:
+    """Run `fn` until `cfg.warmup_s` has passed (at least once after a first untimed call:
+    compilation, autotuning and allocation stay out of it); return the per-call estimate."""
+    sync = _synchronizer(device)
+    fn()
+    sync()
+    calls = 0
+    t0 = time.perf_counter()
+    while True:
+        fn()
+        calls += 1
+        sync()
+        if time.perf_counter() - t0 >= cfg.warmup_s:
+            return (time.perf_counter() - t0) / calls
+
+
+def _synchronizer(device: DeviceInfo) -> Callable[[], None]:
+    if device.kind != "cuda":
+        return lambda: None
+    import torch
+
+    return lambda: torch.cuda.synchronize(device.index)
+
+
+def l2_flusher(device: DeviceInfo, cfg: TimingConfig) -> Callable[[], None] | None:
+    """A callable that evicts L2 (a large buffer write), or None where not wanted."""
+    if device.kind != "cuda" or not cfg.flush_l2:
+        return None
+    buf = _flush_buffer(device)
+    return lambda: buf.fill_(1)
+
+
+def _measure_cpu(fn: Callable[[], object], device: DeviceInfo, cfg: TimingConfig) -> Timing:
+    reps = repetitions(warm_up(fn, device, cfg), cfg)
+    samples = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return Timing(samples)
+
+
+def _measure_cuda(fn: Callable[[], object], device: DeviceInfo, cfg: TimingConfig) -> Timing:
+    import torch
+
+    with torch.cuda.device(device.index):
+        flush = l2_flusher(device, cfg)
+        reps = repetitions(warm_up(fn, device, cfg), cfg)
+        starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+        ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+        for start, end in zip(starts, ends):
+            if flush is not None:
+                flush()  # outside the events: a cold L2 for every sample
+            start.record()
+            fn()
+            end.record()
+        torch.cuda.synchronize()
+        return Timing([s.elapsed_time(e) / 1e3 for s, e in zip(starts, ends)])
+
+
+class DeviceClock:
+    """A clock that advances by device time only: pytest-benchmark reads it before and after
+    each round, and the difference is the CUDA-event time of the calls wrapped by `wrap`.
+
+    pytest-benchmark times host code; with this clock as its timer its numbers mean device time
+    (reading the clock synchronises, then folds the finished events into the total).
+    On CPU it is perf_counter.
+    """
+
+    def __init__(self, device: DeviceInfo):
+        self.device = device
+        self.total_s = 0.0
+        self._pending: list = []
+
+    def wrap(self, fn: Callable[[], object]) -> Callable[[], object]:
+        if self.device.kind != "cuda":
+            return fn
+        import torch
+
+        def timed():
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            out = fn()
+            end.record()
+            self._pending.append((start, end))
+            return out
+
+        return timed
+
+    def __call__(self) -> float:
+        if self.device.kind != "cuda":
+            return time.perf_counter()
+        import torch
+
+        torch.cuda.synchronize(self.device.index)
+        self.total_s += sum(s.elapsed_time(e) / 1e3 for s, e in self._pending)
+        self._pending.clear()
+        return self.total_s

@@ -1,0 +1,115 @@
+"""The workload contract.
+
+A workload family (gemm, attention, membw, ...) is one file in this package with one `Workload`
+subclass decorated by `@register`. Like a tritonbench operator, it knows its cases, how to make
+fresh random inputs, the callable to time for each backend, how to check an output against a
+higher-precision reference, and its FLOP and byte formulas. The runner does the rest (check, time,
+telemetry, store), so every workload is timed by the same recipe.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from bench.device import DeviceInfo
+
+
+@dataclass(frozen=True)
+class Case:
+    """One point of a workload: what to run, at which sizes and dtype, on which backends.
+
+    `params` holds plain lower-case keys (gemm: m, n, k, layout; attention: b, h, kv_h, s, d,
+    causal, direction; membw: op, bytes) exactly as the result record stores them.
+    """
+
+    workload: str
+    dtype: str
+    params: dict[str, Any] = field(hash=False)
+    backends: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        """A short readable name, also what --filter matches against."""
+        p = ",".join(f"{k}={v}" for k, v in self.params.items())
+        return f"{self.workload}/{self.dtype}/{p}"
+
+
+@dataclass(frozen=True)
+class Check:
+    """The outcome of comparing an output to its reference."""
+
+    correct: bool
+    max_rel_error: float
+    tolerance: float
+
+
+class Unsupported(Exception):
+    """Raised by setup/prepare when a case cannot run here (stored as skipped with the reason)."""
+
+
+class Workload:
+    """Base class; subclasses fill in the methods below. Instances hold no per-run state."""
+
+    name: ClassVar[str]
+
+    def cases(self, suite: str, device: DeviceInfo) -> list[Case]:
+        """The cases of a named suite (quick, standard, full, mamf, ...) for this device.
+
+        On CPU return small sizes: the CPU path proves the flow, it does not measure a CPU.
+        """
+        raise NotImplementedError
+
+    def backends(self, case: Case, device: DeviceInfo) -> list[str]:
+        """The backends of `case` that can run on this device (default: all of them)."""
+        return list(case.backends)
+
+    def setup(self, case: Case, device: DeviceInfo) -> Any:
+        """Fresh random inputs on the device (never zeros: zeros flatter tensor cores)."""
+        raise NotImplementedError
+
+    def prepare(self, case: Case, backend: str, inputs: Any) -> Callable[[], Any]:
+        """A zero-argument callable that launches the work once and returns its output."""
+        raise NotImplementedError
+
+    def check(self, case: Case, backend: str, inputs: Any, out: Any) -> Check:
+        """Compare `out` (from the callable) with a higher-precision reference."""
+        raise NotImplementedError
+
+    def flops(self, case: Case) -> float | None:
+        """Useful floating-point operations of one call, or None if not a compute workload."""
+        return None
+
+    def bytes_moved(self, case: Case) -> float | None:
+        """Bytes read plus written by one call, or None if not a bandwidth workload."""
+        return None
+
+
+WORKLOADS: dict[str, Workload] = {}
+
+
+def register(cls: type[Workload]) -> type[Workload]:
+    """Class decorator: make a workload known to the runner, suites and pytest-benchmark."""
+    WORKLOADS[cls.name] = cls()
+    return cls
+
+
+def max_rel_error(out, ref) -> float:
+    """Largest absolute error relative to the largest reference magnitude (normwise).
+
+    Normwise rather than elementwise: elementwise relative error explodes where the reference
+    crosses zero, which random data always does.
+    """
+    import torch
+
+    out = out.detach().to(torch.float64)
+    ref = ref.detach().to(torch.float64)
+    if out.shape != ref.shape:
+        raise ValueError(f"output shape {tuple(out.shape)} != reference {tuple(ref.shape)}")
+    if not torch.isfinite(out).all():
+        return math.inf
+    scale = ref.abs().max().item()
+    err = (out - ref).abs().max().item()
+    return err / scale if scale > 0 else err

@@ -1,0 +1,143 @@
+"""The result record: one row per (run, case, backend, rank) of the shared table.
+
+Field names are a contract (ARCHITECTURE.md): reports and anyone reading the table rely on them.
+Add fields freely; rename or remove one only with a SCHEMA_VERSION bump and a migration in
+`results/store.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+STATUSES = ("ok", "failed", "skipped")
+
+
+class RecordError(ValueError):
+    """A row that is not a valid result record (missing field, wrong type, bad value)."""
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no whitespace: equal values give equal text (ids hash this)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def result_id(run_id: str, workload: str, backend: str, dtype: str, params: dict,
+              rank: int) -> str:
+    """Deterministic id: the same run and case give the same id, so uploads are idempotent."""
+    key = canonical_json([run_id, workload, backend, dtype, params, rank])
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class Result:
+    """One measured (or failed, or skipped) case. See ARCHITECTURE.md for each field."""
+
+    # what ran
+    run_id: str
+    workload: str
+    backend: str
+    dtype: str
+    params: dict[str, Any]
+    # where
+    host: str
+    device: dict[str, Any]
+    world_size: int = 1
+    rank: int = 0
+    software: dict[str, Any] = field(default_factory=dict)
+    # timing (seconds)
+    median_s: float | None = None
+    p20_s: float | None = None
+    p80_s: float | None = None
+    mean_s: float | None = None
+    stdev_s: float | None = None
+    n: int | None = None
+    samples_s: list[float] = field(default_factory=list)
+    # derived
+    tflops: float | None = None
+    gbps: float | None = None
+    algbw_gbps: float | None = None
+    busbw_gbps: float | None = None
+    peak_fraction: float | None = None  # of the device's datasheet peak (TFLOP/s or HBM TB/s)
+    # correctness
+    correct: bool | None = None
+    max_rel_error: float | None = None
+    tolerance: float | None = None
+    # telemetry (see bench/telemetry.py for the keys)
+    telemetry: dict[str, Any] = field(default_factory=lambda: {"source": "none"})
+    # outcome
+    status: str = "ok"
+    error: str | None = None
+    # identity
+    id: str = ""
+    created_at: str = field(default_factory=utc_now)
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            self.id = result_id(self.run_id, self.workload, self.backend, self.dtype,
+                                self.params, self.rank)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any], *, where: str = "row") -> Result:
+        """Validate and build a record; errors name `where` (file and line, say) and the field."""
+        if not isinstance(row, dict):
+            raise RecordError(f"{where}: expected an object, got {type(row).__name__}")
+        version = row.get("schema_version", SCHEMA_VERSION)
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise RecordError(f"{where}: schema_version {version!r} is newer than this "
+                              f"colossus-bench ({SCHEMA_VERSION}); upgrade colossus-bench")
+        unknown = set(row) - FIELD_NAMES
+        if unknown:
+            raise RecordError(f"{where}: unknown field(s) {sorted(unknown)}")
+        missing = [f for f in REQUIRED if row.get(f) in (None, "")]
+        if missing:
+            raise RecordError(f"{where}: missing field(s) {missing}")
+        for name, types in _TYPES.items():
+            value = row.get(name)
+            if value is not None and not isinstance(value, types):
+                raise RecordError(f"{where}: field {name!r} has type {type(value).__name__}")
+        if row.get("status", "ok") not in STATUSES:
+            raise RecordError(f"{where}: status {row['status']!r} not one of {STATUSES}")
+        rec = cls(**{k: v for k, v in row.items() if k in FIELD_NAMES})
+        expected = result_id(rec.run_id, rec.workload, rec.backend, rec.dtype, rec.params,
+                             rec.rank)
+        if row.get("id") and row["id"] != expected:
+            raise RecordError(f"{where}: id {row['id']!r} does not match its run and case")
+        if rec.status == "ok" and rec.correct is False:
+            raise RecordError(f"{where}: status 'ok' with correct=false")
+        return rec
+
+
+FIELD_NAMES = {f.name for f in dataclasses.fields(Result)}
+REQUIRED = ("run_id", "workload", "backend", "dtype", "params", "host", "device")
+_NUM = (int, float)
+_TYPES: dict[str, tuple[type, ...]] = {
+    "run_id": (str,), "workload": (str,), "backend": (str,), "dtype": (str,),
+    "params": (dict,), "host": (str,), "device": (dict,), "software": (dict,),
+    "world_size": (int,), "rank": (int,), "n": (int,), "samples_s": (list,),
+    "median_s": _NUM, "p20_s": _NUM, "p80_s": _NUM, "mean_s": _NUM, "stdev_s": _NUM,
+    "tflops": _NUM, "gbps": _NUM, "algbw_gbps": _NUM, "busbw_gbps": _NUM,
+    "peak_fraction": _NUM, "correct": (bool,), "max_rel_error": _NUM, "tolerance": _NUM,
+    "telemetry": (dict,), "status": (str,), "error": (str,), "id": (str,),
+    "created_at": (str,),
+}
+
+
+def finite_or_none(x: float | None) -> float | None:
+    """JSON and some databases have no inf/nan: store those as null."""
+    return x if x is None or math.isfinite(x) else None
