@@ -1,0 +1,101 @@
+"""The runner: check before timing, failures and skips stored, every result kept at once."""
+
+import pytest
+import torch
+
+from bench.device import detect
+from bench.runner import RunContext, run, run_case
+from bench.timing import PRESETS
+from bench.workloads import WORKLOADS, Case, Check, Unsupported, Workload
+from bench.workloads.membw import MemBandwidth
+from results.store import Store
+
+DEVICE = detect()
+CTX = RunContext("testrun", DEVICE, PRESETS["smoke"], telemetry=True)
+
+
+class Planted(Workload):
+    """A workload whose behaviour each case chooses: ok, wrong, unsupported, oom, crash."""
+
+    name = "planted"
+
+    def setup(self, case, device):
+        what = case.params["what"]
+        if what == "unsupported":
+            raise Unsupported("not on this device")
+        if what == "oom":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80 GiB")
+        if what == "interrupt":
+            raise KeyboardInterrupt
+        return torch.randn(64)
+
+    def prepare(self, case, backend, x):
+        if case.params["what"] == "crash":
+            raise RuntimeError("kernel launch failed")
+        return (lambda: x * 2) if case.params["what"] != "wrong" else (lambda: x * 2 + 1e-2)
+
+    def check(self, case, backend, x, out):
+        err = (out - 2 * x).abs().max().item() / (2 * x).abs().max().item()
+        return Check(err <= 1e-6, err, 1e-6)
+
+    def flops(self, case):
+        return 64.0
+
+
+@pytest.fixture
+def planted(monkeypatch):
+    monkeypatch.setitem(WORKLOADS, "planted", Planted())
+
+
+def case(what):
+    return Case("planted", "fp32", {"what": what}, ("torch",))
+
+
+def test_ok_case_is_checked_timed_and_described(planted):
+    r = run_case(case("ok"), "torch", CTX)
+    assert r.status == "ok" and r.correct is True
+    assert r.n == 3 and len(r.samples_s) == 3 and r.median_s > 0
+    assert r.tflops == pytest.approx(64 / r.median_s / 1e12)
+    assert r.telemetry["source"] == "none"
+    assert r.software["torch"] == torch.__version__
+
+
+def test_wrong_output_is_stored_as_failed_without_throughput(planted):
+    r = run_case(case("wrong"), "torch", CTX)
+    assert r.status == "failed" and r.correct is False
+    assert r.tflops is None and r.median_s is None and r.samples_s == []
+    assert "reference check failed" in r.error and r.max_rel_error > r.tolerance
+
+
+@pytest.mark.parametrize(("what", "status", "text"), [
+    ("unsupported", "skipped", "unsupported: not on this device"),
+    ("oom", "skipped", "out of memory"),
+    ("crash", "failed", "RuntimeError: kernel launch failed"),
+])
+def test_problems_are_stored_and_the_run_goes_on(planted, db_url, what, status, text):
+    with Store(db_url) as store:
+        results = run([(case(what), "torch"), (case("ok"), "torch")], store, device=DEVICE,
+                      run_id="r", timing=PRESETS["smoke"])
+        assert [r.status for r in results] == [status, "ok"]
+        assert text in results[0].error
+        assert store.count() == 2
+
+
+def test_interrupt_keeps_every_finished_result(planted, db_url):
+    pairs = [(case("ok"), "torch"), (case("wrong"), "torch"), (case("interrupt"), "torch"),
+             (Case("planted", "fp32", {"what": "ok", "n": 2}, ("torch",)), "torch")]
+    with Store(db_url) as store:
+        with pytest.raises(KeyboardInterrupt):
+            run(pairs, store, device=DEVICE, run_id="r", timing=PRESETS["smoke"])
+        assert store.count() == 2  # the two before the interrupt, nothing after
+
+
+def test_membw_cpu_cases_pass_their_check():
+    wl = MemBandwidth()
+    for c in wl.cases("quick", DEVICE):
+        for b in wl.backends(c, DEVICE):
+            r = run_case(c, b, CTX)
+            assert r.status == "ok", r.error
+            assert r.correct and r.gbps > 0
+            assert r.params["bytes"] * {"copy": 2, "triad": 3}[r.params["op"]] == \
+                pytest.approx(r.gbps * 1e9 * r.median_s)

@@ -1,0 +1,102 @@
+"""The result record and the local SQLite table."""
+
+import json
+import math
+
+import pytest
+import sqlalchemy as sa
+
+from results.schema import SCHEMA_VERSION, RecordError, Result, result_id
+from results.store import SchemaTooNew, Store, StoreError, meta_table, resolve_url
+
+
+def make(i=0, **kw):
+    base = dict(run_id="run1", workload="membw", backend="torch", dtype="fp32",
+                params={"op": "copy", "bytes": 1024 * (i + 1)}, host="h",
+                device={"name": "cpu", "kind": "cpu"}, median_s=1e-3, samples_s=[1e-3, 2e-3],
+                gbps=2.0, correct=True, max_rel_error=0.0, tolerance=0.0)
+    base.update(kw)
+    return Result(**base)
+
+
+def test_ids_are_deterministic_and_depend_on_the_case():
+    a, b = make(), make()
+    assert a.id == b.id  # same run and case: same id, whatever the time or numbers
+    assert a.id != make(1).id
+    assert a.id != make(backend="triton").id
+    assert a.id != make(rank=1).id
+    assert a.id != make(run_id="run2").id
+    # key order of params does not matter
+    assert result_id("r", "w", "b", "d", {"x": 1, "y": 2}, 0) == \
+        result_id("r", "w", "b", "d", {"y": 2, "x": 1}, 0)
+
+
+def test_record_round_trips_through_dict_json_and_store(db_url):
+    rec = make(telemetry={"source": "nvml", "power_w_mean": 650.5, "throttle_reasons": ["x"]})
+    again = Result.from_dict(json.loads(json.dumps(rec.to_dict())))
+    assert again == rec
+    with Store(db_url) as store:
+        assert store.insert([rec]) == 1
+        [back] = store.records()
+        assert back == rec
+        df = store.frame()
+        assert df.loc[0, "params"] == {"op": "copy", "bytes": 1024}
+        assert df.loc[0, "telemetry"]["power_w_mean"] == 650.5
+
+
+def test_insert_is_idempotent(db_url):
+    recs = [make(i) for i in range(5)]
+    with Store(db_url) as store:
+        assert store.insert(recs[:3]) == 3
+        assert store.insert(recs) == 2  # only the two new ones
+        assert store.insert(recs) == 0
+        assert store.count() == 5
+
+
+def test_non_finite_numbers_are_stored_as_null(db_url):
+    rec = make(max_rel_error=math.inf, correct=False, status="failed",
+               telemetry={"source": "nvml", "power_w_mean": math.nan})
+    with Store(db_url) as store:
+        store.insert([rec])
+        [back] = store.records()
+    assert back.max_rel_error is None and back.telemetry["power_w_mean"] is None
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    ({"workload": "membw"}, "missing field"),
+    ({**make().to_dict(), "params": "op=copy"}, "'params' has type str"),
+    ({**make().to_dict(), "status": "great"}, "status 'great'"),
+    ({**make().to_dict(), "bogus": 1}, "unknown field"),
+    ({**make().to_dict(), "schema_version": SCHEMA_VERSION + 1}, "newer"),
+    ({**make().to_dict(), "id": "0" * 32}, "does not match"),
+    ({**make().to_dict(), "status": "ok", "correct": False}, "status 'ok' with correct=false"),
+])
+def test_invalid_rows_are_rejected_with_the_reason(row, message):
+    with pytest.raises(RecordError, match=message):
+        Result.from_dict(row, where="f.jsonl: line 3")
+
+
+def test_newer_schema_is_refused(db_url):
+    Store(db_url).close()
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(meta_table.update().values(value=str(SCHEMA_VERSION + 1)))
+    engine.dispose()
+    with pytest.raises(SchemaTooNew, match="newer than this colossus-bench"):
+        Store(db_url)
+
+
+def test_unwritable_path_gives_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StoreError, match="cannot create the database folder"):
+        Store(str(blocker / "sub" / "results.db"))
+
+
+def test_url_resolution(monkeypatch, tmp_path):
+    monkeypatch.delenv("COLOSSUS_BENCH_DB", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert resolve_url() == f"sqlite:///{tmp_path}/colossus-bench/results.db"
+    monkeypatch.setenv("COLOSSUS_BENCH_DB", str(tmp_path / "x.db"))
+    assert resolve_url() == f"sqlite:///{tmp_path}/x.db"
+    assert resolve_url("postgresql://u:p@h/db") == "postgresql+psycopg://u:p@h/db"

@@ -1,0 +1,88 @@
+"""The timing recipe's statistics and the telemetry sampler where NVML is absent."""
+
+import time
+
+import numpy as np
+import pytest
+
+from bench.device import DeviceInfo, detect
+from bench.telemetry import Sampler, reason_names, summarise
+from bench.timing import PRESETS, Timing, TimingConfig, measure, repetitions
+
+
+def test_statistics_match_numpy():
+    xs = [0.5, 0.1, 0.4, 0.2, 0.3, 0.9, 0.7]
+    t = Timing(xs)
+    assert t.median_s == pytest.approx(np.median(xs))
+    assert t.p20_s == pytest.approx(np.percentile(xs, 20))
+    assert t.p80_s == pytest.approx(np.percentile(xs, 80))
+    assert t.mean_s == pytest.approx(np.mean(xs))
+    assert t.stdev_s == pytest.approx(np.std(xs, ddof=1))
+    assert t.stats()["samples_s"] == xs and t.n == 7
+
+
+def test_empty_timing_is_an_error():
+    with pytest.raises(ValueError):
+        Timing([])
+
+
+def test_repetitions_fill_the_budget_within_bounds():
+    cfg = TimingConfig(budget_s=1.0, min_reps=10, max_reps=100)
+    assert repetitions(0.05, cfg) == 20
+    assert repetitions(1.0, cfg) == 10
+    assert repetitions(1e-6, cfg) == 100
+
+
+def test_cpu_measure_times_the_call():
+    cfg = TimingConfig(warmup_s=0.0, budget_s=0.05, min_reps=5, max_reps=10, flush_l2=False)
+    t = measure(lambda: time.sleep(0.002), detect(), cfg)
+    assert 5 <= t.n <= 10
+    assert 0.0015 < t.median_s < 0.05
+
+
+def test_smoke_preset_is_three_samples():
+    t = measure(lambda: None, detect(), PRESETS["smoke"])
+    assert t.n == 3
+
+
+def test_sampler_on_cpu_is_source_none():
+    with Sampler(detect()) as s:
+        pass
+    summary = s.summary()
+    assert summary["source"] == "none"
+    assert summary["power_w_mean"] is None and summary["energy_j"] is None
+    assert "no GPU" in summary["reason"]
+
+
+def test_sampler_without_nvml_never_raises():
+    # A CUDA device that NVML cannot reach (no driver on this machine): source none, a reason.
+    fake = DeviceInfo(name="NVIDIA H100 80GB HBM3", kind="cuda", model="H100-SXM", cc="9.0")
+    with Sampler(fake) as s:
+        time.sleep(0.01)
+    summary = s.summary()
+    assert summary["source"] == "none"
+    assert "NVML unavailable" in summary["reason"]
+
+
+def test_summary_before_exit_is_an_error():
+    s = Sampler(detect())
+    with pytest.raises(RuntimeError):
+        s.summary()
+
+
+def test_summarise_aggregates_samples():
+    samples = [
+        {"power_w": 600.0, "sm_clock_mhz": 1980, "temp_c": 60, "throttle_mask": 0x0},
+        {"power_w": 700.0, "sm_clock_mhz": 1755, "temp_c": 66, "throttle_mask": 0x4},
+        {"power_w": None, "sm_clock_mhz": 1800, "temp_c": None, "throttle_mask": 0x44},
+    ]
+    s = summarise(samples)
+    assert s["power_w_mean"] == 650.0 and s["power_w_max"] == 700.0
+    assert s["sm_clock_mhz_min"] == 1755
+    assert s["temp_c_max"] == 66
+    assert s["throttle_reasons"] == ["hw_thermal_slowdown", "sw_power_cap"]
+    assert s["samples"] == 3
+
+
+def test_reason_names_keeps_unknown_bits():
+    assert reason_names(0x4 | 0x10000) == ["sw_power_cap", "0x10000"]
