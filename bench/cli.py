@@ -202,7 +202,7 @@ def ingest(
 
 
 # Verbs of the other parts. Each module has `register(app)`; a part not built yet is absent.
-PART_CLIS = ("bench.collectives.cli", "results.cli", "reports.cli")
+PART_CLIS = ("bench.collectives.cli", "results.cli", "reports.cli", "reports.report_cli")
 
 for _name in PART_CLIS:
     try:
