@@ -1,0 +1,146 @@
+"""CLI verbs of the scaling model: `estimate` and `validate`, added to the main typer app.
+
+`estimate --scenario FILE|PRESET [--json] [--db URL]` prints the training-step estimate of a
+scenario (a JSON/YAML file or a preset name from reports.scaling.SCENARIOS), using the measured
+rows of a results table when --db is given (else the shipped reference results, then the labelled
+fallbacks). `validate [--json]` prints the model against published training runs. A scenario the
+model cannot evaluate prints one line on stderr and exits 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from reports.model import ScenarioError
+
+
+def _console(stderr: bool = False) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 200)
+
+
+def _fail(message: str) -> typer.Exit:
+    _console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False,
+                                soft_wrap=True)
+    return typer.Exit(2)
+
+
+def _frame(db: str):
+    """The results table at `db` as a DataFrame (an unusable database is a user error)."""
+    from results.store import Store, StoreError
+
+    try:
+        with Store(db, create=False) as store:
+            return store.frame()
+    except StoreError as e:
+        raise _fail(str(e)) from None
+
+
+def _fmt(x: float, spec: str = ".3g") -> str:
+    return format(x, spec)
+
+
+def estimate_tables(d: dict) -> list[Table]:
+    """Rich tables for an Estimate.to_dict()."""
+    head = Table(title=f"estimate: {d['scenario']}", show_header=False)
+    head.add_column("what")
+    head.add_column("value", justify="right")
+    par = d["parallel"]
+    rows = [
+        ("model", f"{d['model']} ({d['params_b']:.1f}B params)"),
+        ("cluster", f"{d['cluster']}: {d['gpus']:,} GPUs ({', '.join(d['gpu_types'])})"),
+        ("parallel", f"tp {par['tp']} pp {par['pp']} cp {par['cp']} dp {par['dp']} mb "
+                     f"{par['micro_batch']} v {par['virtual_stages']} recompute "
+                     f"{par['recompute']}" + (" (searched)" if par["auto"] else "")),
+        ("global batch", f"{d['global_batch_tokens']:,} tokens"),
+        ("step time", f"{d['step_time_s']:.3f} s"),
+        ("tokens/s", f"{d['tokens_per_s']:,.0f}"),
+        ("TFLOP/s per GPU", f"{d['tflops_per_gpu']:.0f} (model FLOPs)"),
+        ("MFU", f"{d['mfu']:.1%}"),
+        ("memory per GPU", f"{d['memory_gib_per_gpu']:.1f} of {d['memory_capacity_gib']:.1f} GiB "
+                           f"usable: {'fits' if d['fits_in_memory'] else 'DOES NOT FIT'}"),
+    ]
+    for k, v in rows:
+        head.add_row(k, v)
+    tables = [head]
+    bd = Table(title="where the step goes")
+    bd.add_column("part")
+    bd.add_column("seconds", justify="right")
+    bd.add_column("share", justify="right")
+    for k, v in d["breakdown_s"].items():
+        bd.add_row(k, f"{v:.4f}", f"{v / d['step_time_s']:.1%}")
+    tables.append(bd)
+    if d.get("per_type"):
+        pt = Table(title=f"per GPU type ({d['mixed_batch']} batches)")
+        for col in ("GPU", "GPUs", "micro-batches", "own step s", "idle s", "tokens/s", "MFU",
+                    "memory GiB"):
+            pt.add_column(col, justify="left" if col == "GPU" else "right")
+        for g, v in d["per_type"].items():
+            pt.add_row(g, f"{v['gpus']:,}", str(v["microbatches"]), f"{v['own_step_time_s']:.3f}",
+                       f"{v['idle_s']:.3f}", f"{v['tokens_per_s']:,.0f}", f"{v['mfu']:.1%}",
+                       f"{v['memory_gib_per_gpu']:.1f}")
+        tables.append(pt)
+    src = Table(title="what the estimate rests on")
+    src.add_column("figure")
+    src.add_column("source")
+    for k, v in d["sources"].items():
+        src.add_row(k, v)
+    tables.append(src)
+    return tables
+
+
+def validation_table(rows) -> Table:
+    t = Table(title="the model against published runs (TFLOP/s per GPU)")
+    for col in ("run", "GPUs", "published", "predicted", "error", "source"):
+        t.add_column(col, justify="right" if col in ("GPUs", "published", "predicted", "error")
+                     else "left")
+    for r in rows:
+        t.add_row(r.name, f"{r.gpus:,}", f"{r.published:.0f}", f"{r.predicted:.1f}",
+                  f"{r.error_pct:+.1f}%", r.source)
+    return t
+
+
+def register(app: typer.Typer) -> None:
+    """Add `estimate` and `validate` to the app."""
+
+    @app.command("estimate")
+    def estimate_cmd(
+        scenario: str = typer.Option(..., "--scenario", "-s",
+                                     help="Scenario JSON/YAML file, or a preset name"),
+        as_json: bool = typer.Option(False, "--json", help="Print the estimate as JSON"),
+        db: str | None = typer.Option(None, "--db", help="Results table to take measured "
+                                      "efficiencies from (URL or SQLite path)"),
+    ):
+        """Estimate step time, tokens/s, MFU and memory of a training scenario."""
+        from reports.scaling import estimate
+
+        frame = _frame(db) if db else None
+        try:
+            est = estimate(scenario, frame)
+        except ScenarioError as e:
+            raise _fail(str(e)) from None
+        d = est.to_dict()
+        if as_json:
+            typer.echo(json.dumps(d, indent=2))
+            return
+        out = _console()
+        for t in estimate_tables(d):
+            out.print(t)
+
+    @app.command("validate")
+    def validate_cmd(
+        as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON"),
+    ):
+        """Compare the model with published training runs (Megatron-LM 2021, OPT-175B)."""
+        from reports.validation import validate
+
+        rows = validate()
+        if as_json:
+            typer.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+            return
+        _console().print(validation_table(rows))

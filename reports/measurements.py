@@ -1,0 +1,423 @@
+"""From result rows to the efficiencies the scaling model needs, each with where it came from.
+
+Lookup order for every figure: the frame passed in (rows measured by the user), then the reference
+results shipped with the package (`results.reference.load_reference()`, imported lazily so this
+module works before that exists), then FALLBACKS: ANCHORS.md-based values, each with its source
+string, or a labelled assumption. Rows count only when `status == "ok"` and, for kernels,
+`correct` is true; per shape the best row (any backend) wins.
+
+Figures are returned as `Figure(value, source, kind)`; `kind` is "measured", "reference",
+"assumption" or "calibrated" (a global constant fitted once in reports/validation.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from reports.hardware import GPU
+
+log = logging.getLogger(__name__)
+
+_ANCHORS = "shared/ANCHORS.md"
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One number the model uses and its provenance."""
+
+    value: float
+    source: str
+    kind: str  # measured | reference | assumption | calibrated
+
+
+# --- fallbacks: ANCHORS.md values and labelled assumptions ----------------------------------------
+
+# GEMM: the fallback model (gemm_time_fallback) is anchored on one large bf16 GEMM per GPU.
+GEMM_ANCHOR: dict[str, Figure] = {
+    "H100-SXM": Figure(798.0, "torch bf16 8192^3 matmul 798 TFLOP/s, measured on this "
+                              f"workplace's H100 ({_ANCHORS})", "assumption"),
+    "H200-SXM": Figure(788.0, "torch bf16 8192^3 matmul 788 TFLOP/s, measured on this "
+                              f"workplace's H200 ({_ANCHORS})", "assumption"),
+    "A100-SXM-80GB": Figure(312.0 * 798.0 / 989.4, "assumption: A100 reaches the fraction of its "
+                            "312 TFLOP/s peak that H100 measures here at 8192^3 (798/989.4, "
+                            "ANCHORS.md)", "assumption"),
+    "B200-SXM": Figure(2250.0 * 798.0 / 989.4, "assumption: B200 reaches the fraction of its "
+                       "dense bf16 peak that H100 reaches (798/989.4, ANCHORS.md); what-if",
+                       "assumption"),
+}
+
+# The one calibrated constant: the fraction of isolated-kernel speed (GEMM and attention, as
+# benchmarked) that the same kernels reach inside a training step (launch gaps, host overhead,
+# allocator, stragglers, everything the model does not price). Fitted once on all published runs
+# in reports/validation.py (calibrate()), applied to every GPU type.
+FRAMEWORK_EFFICIENCY = Figure(
+    0.82, "calibrated: kernels reach 82% of their benchmarked speed inside a training step; one "
+          "global constant fitted on Megatron-LM 2021 Tables 1-2 and OPT-175B "
+          "(reports/validation.py)", "calibrated")
+
+# Share of the SMs a collective occupies while it overlaps compute, slowing that compute
+# (assumption: DeepSeek-V3 dedicates 20 of 132 SMs to communication, technical report sec. 3.2.2).
+COMM_SM_SHARE = Figure(20 / 132, "assumption: an overlapped collective takes 20 of 132 SMs "
+                                 "(DeepSeek-V3 technical report, sec. 3.2.2)", "assumption")
+
+# Launch and ramp cost per GEMM in the fallback model (assumption, order of a kernel launch plus
+# the first wave's prologue).
+GEMM_LAUNCH_S = 4e-6
+
+HBM_FALLBACK: dict[str, Figure] = {
+    "H100-SXM": Figure(3.0, f"device-to-device copy ~3.0 TB/s read+write, measured here "
+                            f"({_ANCHORS})", "assumption"),
+    "H200-SXM": Figure(4.3, f"device-to-device copy ~4.3 TB/s read+write, measured here "
+                            f"({_ANCHORS})", "assumption"),
+    "A100-SXM-80GB": Figure(2.039 * 3.0 / 3.35, "assumption: A100 reaches the fraction of its "
+                            "2.039 TB/s datasheet HBM that H100 measures (3.0/3.35, ANCHORS.md)",
+                            "assumption"),
+    "B200-SXM": Figure(8.0 * 3.0 / 3.35, "assumption: B200 reaches the fraction of its 8 TB/s "
+                       "that H100 measures (3.0/3.35, ANCHORS.md); what-if", "assumption"),
+}
+
+# Attention (flash-style kernels), TFLOP/s under ANCHORS' convention (forward 4*B*H*S^2*D halved
+# for causal; backward 2.5x forward), keyed (gpu, direction).
+_FA3 = f"FlashAttention-3, H100 SXM, hd128, seq 16k ({_ANCHORS})"
+ATTENTION_FALLBACK: dict[tuple[str, str], Figure] = {
+    ("H100-SXM", "fwd"): Figure(616.0, f"{_FA3}: forward causal 616 TFLOP/s", "assumption"),
+    ("H100-SXM", "bwd"): Figure(561.0, f"{_FA3}: backward 561 TFLOP/s", "assumption"),
+    ("H200-SXM", "fwd"): Figure(616.0, f"{_FA3}: forward causal 616; H200 has H100's SMs and "
+                                "clocks (assumption: same rate)", "assumption"),
+    ("H200-SXM", "bwd"): Figure(561.0, f"{_FA3}: backward 561; same SMs and clocks as H100 "
+                                "(assumption)", "assumption"),
+    ("A100-SXM-80GB", "fwd"): Figure(0.6 * 312.0, "assumption: 60% of the 312 TFLOP/s peak, "
+                                     "inside the 50-73% FlashAttention-2 reports on A100 "
+                                     "(Dao 2023, abstract)", "assumption"),
+    ("A100-SXM-80GB", "bwd"): Figure(0.55 * 312.0, "assumption: 55% of peak for the backward "
+                                     "(FlashAttention-2 on A100, Dao 2023: 50-73%)", "assumption"),
+    ("B200-SXM", "fwd"): Figure(2250.0 * 616.0 / 989.4, "assumption: FA3's H100 fraction of peak "
+                                "(616/989.4, ANCHORS.md) on B200; what-if", "assumption"),
+    ("B200-SXM", "bwd"): Figure(2250.0 * 561.0 / 989.4, "assumption: FA3's H100 backward "
+                                "fraction of peak (561/989.4) on B200; what-if", "assumption"),
+}
+
+# NVLink all-reduce bus bandwidth inside one 8-GPU node (GB/s), nccl-tests convention.
+NVLINK_FALLBACK: dict[str, Figure] = {
+    "H100-SXM": Figure(370.0, "8x H100 all-reduce busbw ~370 GB/s with ring (~480 with NVLS), "
+                              f"nccl-tests #212, NVIDIA/nccl #1455 ({_ANCHORS}); ring taken",
+                       "assumption"),
+    "H200-SXM": Figure(366.0, "8x H200 all-reduce 8 GiB busbw 366 GB/s ring (473 NVLS), "
+                              f"stas00/ml-engineering ({_ANCHORS}); ring taken", "assumption"),
+    "A100-SXM-80GB": Figure(300.0 * 370.0 / 450.0, "assumption: NVLink 3 per-direction 300 GB/s "
+                            "x the ring busbw fraction H100 reaches (370/450, ANCHORS.md)",
+                            "assumption"),
+    "B200-SXM": Figure(900.0 * 370.0 / 450.0, "assumption: NVLink 5 per-direction 900 GB/s x "
+                       "H100's ring busbw fraction (370/450); what-if", "assumption"),
+}
+
+
+def power_fallback(gpu: GPU) -> Figure:
+    return Figure(gpu.tdp_w, f"assumption: GPU at its {gpu.tdp_w:.0f} W TDP under training load "
+                             f"({gpu.peaks.source})", "assumption")
+
+
+# --- the fallback GEMM model ----------------------------------------------------------------------
+
+
+def gemm_time_fallback(m: int, n: int, k: int, gpu: GPU, anchor_tflops: float,
+                       hbm_tbps: float) -> float:
+    """Seconds for one bf16 GEMM when nothing was measured on this GPU.
+
+    Roofline with a fixed launch cost: time = max(2mnk / rate, bytes / HBM) + launch, where rate
+    is set so that the model reproduces the anchor GEMM (8192^3) exactly. Small GEMMs lose to the
+    launch cost and to memory traffic, large ones approach the anchor rate.
+    """
+    rate = anchor_rate(anchor_tflops)
+    flops = 2.0 * m * n * k
+    bytes_moved = 2.0 * (m * k + k * n + m * n)
+    return max(flops / rate, bytes_moved / (hbm_tbps * 1e12)) + GEMM_LAUNCH_S
+
+
+def anchor_rate(anchor_tflops: float, size: int = 8192) -> float:
+    """FLOP/s of the compute term such that a size^3 GEMM takes 2 size^3 / anchor in total."""
+    flops = 2.0 * size**3
+    return flops / (flops / (anchor_tflops * 1e12) - GEMM_LAUNCH_S)
+
+
+# --- frames ---------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def reference_frame():
+    """The shipped reference results, or None when results.reference is not there (yet).
+    Read once per process: the shipped files do not change while it runs."""
+    try:
+        from results.reference import load_reference
+    except ImportError:
+        return None
+    try:
+        return load_reference()
+    except Exception as e:  # a broken shipped file must not break estimates
+        log.warning("could not load reference results: %s", e)
+        return None
+
+
+def _as_dict(v: Any) -> dict:
+    if isinstance(v, dict):
+        return v
+    if isinstance(v, str) and v.startswith("{"):
+        try:
+            return json.loads(v)
+        except ValueError:
+            return {}
+    return {}
+
+
+def _rows(frame, origin: str) -> list[dict]:
+    """Plain dict rows of the usable results in a frame (ok status; kernels also correct)."""
+    if frame is None or len(frame) == 0:
+        return []
+    out = []
+    for rec in frame.to_dict("records"):
+        if rec.get("status") != "ok":
+            continue
+        rec = dict(rec)
+        rec["params"] = _as_dict(rec.get("params"))
+        rec["device"] = _as_dict(rec.get("device"))
+        rec["telemetry"] = _as_dict(rec.get("telemetry"))
+        rec["_origin"] = origin
+        if rec.get("workload") in ("gemm", "attention") and rec.get("correct") is not True:
+            continue
+        out.append(rec)
+    return out
+
+
+def _num(v) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) and f > 0 else None
+
+
+class Measurements:
+    """The figures the model needs for each GPU type, from measured rows or fallbacks.
+
+    `frame`: a pandas DataFrame of result records (or None). `use_reference`: also read the shipped
+    reference results (lazy import) when the frame has nothing for a figure.
+    """
+
+    def __init__(self, frame=None, *, use_reference: bool = True,
+                 framework_efficiency: float | None = None):
+        self.framework_efficiency = FRAMEWORK_EFFICIENCY if framework_efficiency is None else \
+            Figure(framework_efficiency, "given by the caller", "assumption")
+        self.comm_sm_share = COMM_SM_SHARE
+        self._rows = _rows(frame, "measured")
+        if use_reference:
+            self._rows += _rows(reference_frame(), "reference")
+        self._gemm_cache: dict[tuple, Figure] = {}
+        self._gemm_tables: dict[tuple[str, str], list[tuple]] = {}
+        self._memo: dict[tuple, Figure] = {}
+        self.cache: dict = {}  # for callers' derived results (the model's per-layer times)
+
+    def _memoised(self, key: tuple, compute):
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+    # -- helpers
+
+    def _select(self, workload: str | tuple[str, ...], gpu: str, origin: str) -> list[dict]:
+        names = (workload,) if isinstance(workload, str) else workload
+        return [r for r in self._rows if r.get("workload") in names and r["_origin"] == origin
+                and r["device"].get("model") == gpu]
+
+    @staticmethod
+    def _label(origin: str) -> str:
+        return "measured (rows passed in)" if origin == "measured" else "reference results"
+
+    # -- GEMM
+
+    def _gemm_table(self, gpu: str, origin: str) -> list[tuple]:
+        """Best TFLOP/s per (m, n, k) for bf16 GEMMs of one origin: [(m, n, k, tflops, backend)]."""
+        key = (gpu, origin)
+        if key not in self._gemm_tables:
+            best: dict[tuple[int, int, int], tuple[float, str]] = {}
+            for r in self._select("gemm", gpu, origin):
+                p = r["params"]
+                tf = _num(r.get("tflops"))
+                if r.get("dtype") != "bf16" or tf is None:
+                    continue
+                try:
+                    shape = (int(p["m"]), int(p["n"]), int(p["k"]))
+                except (KeyError, TypeError, ValueError):
+                    continue
+                if tf > best.get(shape, (0.0, ""))[0]:
+                    best[shape] = (tf, str(r.get("backend")))
+            self._gemm_tables[key] = [(*s, tf, b) for s, (tf, b) in best.items()]
+        return self._gemm_tables[key]
+
+    def gemm_seconds(self, gpu: GPU, m: int, n: int, k: int) -> tuple[float, Figure]:
+        """Seconds for one bf16 GEMM of shape (m, n, k) on `gpu`, and the figure it came from."""
+        if min(m, n, k) <= 0:
+            raise ValueError(f"GEMM dimensions must be positive, got {(m, n, k)}")
+        key = (gpu.name, m, n, k)
+        if key not in self._gemm_cache:
+            self._gemm_cache[key] = self._gemm_figure(gpu, m, n, k)
+        fig = self._gemm_cache[key]
+        return 2.0 * m * n * k / (fig.value * 1e12), fig
+
+    def _gemm_figure(self, gpu: GPU, m: int, n: int, k: int) -> Figure:
+        """Achieved TFLOP/s at (m, n, k): nearest measured shapes (interpolated) or the fallback."""
+        for origin in ("measured", "reference"):
+            table = self._gemm_table(gpu.name, origin)
+            if table:
+                return self._interpolate(table, gpu, m, n, k, origin)
+        anchor = GEMM_ANCHOR[gpu.name] if gpu.name in GEMM_ANCHOR else Figure(
+            0.8 * gpu.bf16_tflops, "assumption: 80% of dense bf16 peak", "assumption")
+        hbm = self.hbm_tbps(gpu).value
+        seconds = gemm_time_fallback(m, n, k, gpu, anchor.value, hbm)
+        return Figure(2.0 * m * n * k / seconds / 1e12,
+                      f"fallback GEMM model (roofline + {GEMM_LAUNCH_S * 1e6:.0f} us launch, "
+                      f"assumption) anchored on {anchor.source}", anchor.kind)
+
+    @staticmethod
+    def _interpolate(table: list[tuple], gpu: GPU, m: int, n: int, k: int,
+                     origin: str) -> Figure:
+        """Inverse-distance weighting of efficiency over the 4 nearest shapes in log2(m, n, k)."""
+        target = (math.log2(m), math.log2(n), math.log2(k))
+        ranked = sorted(
+            (math.dist(target, (math.log2(a), math.log2(b), math.log2(c))), tf, (a, b, c), be)
+            for a, b, c, tf, be in table)
+        d0, tf0, shape0, be0 = ranked[0]
+        where = f"{Measurements._label(origin)}: gemm bf16 {gpu.name}"
+        if d0 < 1e-9:
+            return Figure(tf0, f"{where} {shape0[0]}x{shape0[1]}x{shape0[2]} ({be0})", origin)
+        near = ranked[:4]
+        weights = [1.0 / d**2 for d, *_ in near]
+        tf = sum(w * t for w, (_, t, _, _) in zip(weights, near, strict=True)) / sum(weights)
+        return Figure(tf, f"{where}, interpolated from {len(near)} nearest of {len(table)} shapes "
+                          f"(nearest {shape0[0]}x{shape0[1]}x{shape0[2]}, {be0})", origin)
+
+    # -- attention
+
+    def attention_tflops(self, gpu: GPU, s: int, d: int, causal: bool, direction: str) -> Figure:
+        """Achieved attention TFLOP/s (ANCHORS' FLOP convention) for a sequence length s, head
+        dim d and direction ("fwd" or "bwd"): nearest measured s (interpolated in log s), else the
+        fallback."""
+        return self._memoised(("attention", gpu.name, s, d, causal, direction),
+                              lambda: self._attention_tflops(gpu, s, d, causal, direction))
+
+    def _attention_tflops(self, gpu: GPU, s: int, d: int, causal: bool, direction: str) -> Figure:
+        if direction not in ("fwd", "bwd"):
+            raise ValueError(f"direction must be 'fwd' or 'bwd', got {direction!r}")
+        for origin in ("measured", "reference"):
+            pts: dict[int, tuple[float, str]] = {}
+            for r in self._select("attention", gpu.name, origin):
+                p = r["params"]
+                tf = _num(r.get("tflops"))
+                if (tf is None or r.get("dtype") not in ("bf16", "fp16")
+                        or p.get("direction") != direction or bool(p.get("causal")) != causal
+                        or _num(p.get("d")) != d or _num(p.get("s")) is None):
+                    continue
+                si = int(p["s"])
+                if tf > pts.get(si, (0.0, ""))[0]:
+                    pts[si] = (tf, str(r.get("backend")))
+            if pts:
+                return self._interp_1d(pts, s, f"{self._label(origin)}: attention {direction} "
+                                       f"{'causal ' if causal else ''}d={d} {gpu.name}", origin)
+        key = (gpu.name, direction)
+        if key in ATTENTION_FALLBACK:
+            return ATTENTION_FALLBACK[key]
+        return Figure(0.5 * gpu.bf16_tflops, "assumption: attention at 50% of dense bf16 peak",
+                      "assumption")
+
+    @staticmethod
+    def _interp_1d(pts: dict[int, tuple[float, str]], x: int, where: str, origin: str) -> Figure:
+        xs = sorted(pts)
+        if x in pts:
+            return Figure(pts[x][0], f"{where} s={x} ({pts[x][1]})", origin)
+        if x <= xs[0] or x >= xs[-1]:
+            xn = xs[0] if x <= xs[0] else xs[-1]
+            return Figure(pts[xn][0], f"{where}, nearest measured s={xn} ({pts[xn][1]})", origin)
+        hi = next(i for i, v in enumerate(xs) if v > x)
+        a, b = xs[hi - 1], xs[hi]
+        w = (math.log(x) - math.log(a)) / (math.log(b) - math.log(a))
+        tf = (1 - w) * pts[a][0] + w * pts[b][0]
+        return Figure(tf, f"{where}, interpolated in log s between s={a} and s={b}", origin)
+
+    # -- memory bandwidth, NVLink, power
+
+    def hbm_tbps(self, gpu: GPU) -> Figure:
+        """Achievable HBM bandwidth (TB/s, bytes read plus written) from the best membw row at
+        the largest size measured, else the fallback."""
+        return self._memoised(("hbm", gpu.name), lambda: self._hbm_tbps(gpu))
+
+    def _hbm_tbps(self, gpu: GPU) -> Figure:
+        for origin in ("measured", "reference"):
+            rows = [r for r in self._select("membw", gpu.name, origin) if _num(r.get("gbps"))]
+            if rows:
+                size = max(_num(r["params"].get("bytes")) or 0 for r in rows)
+                big = [r for r in rows if (_num(r["params"].get("bytes")) or 0) == size]
+                best = max(big, key=lambda r: float(r["gbps"]))
+                op = best["params"].get("op", "?")
+                return Figure(float(best["gbps"]) / 1000.0,
+                              f"{self._label(origin)}: membw {op} {gpu.name}, "
+                              f"{float(best['gbps']):.0f} GB/s at {size:.3g} bytes", origin)
+        if gpu.name in HBM_FALLBACK:
+            return HBM_FALLBACK[gpu.name]
+        return Figure(0.9 * gpu.hbm_tbps, "assumption: 90% of datasheet HBM", "assumption")
+
+    def nvlink_busbw_gbps(self, gpu: GPU) -> Figure:
+        """All-reduce bus bandwidth inside a node (GB/s) from the largest measured NCCL
+        all-reduce across several GPUs, else the fallback."""
+        return self._memoised(("nvlink", gpu.name), lambda: self._nvlink_busbw_gbps(gpu))
+
+    def _nvlink_busbw_gbps(self, gpu: GPU) -> Figure:
+        for origin in ("measured", "reference"):
+            rows = [r for r in self._select(("all_reduce", "allreduce"), gpu.name, origin)
+                    if _num(r.get("busbw_gbps")) and (_num(r.get("world_size")) or 0) >= 2
+                    and r["params"].get("op", "all_reduce") == "all_reduce"
+                    and r.get("backend") in ("nccl", None)]
+            if rows:
+                size = max(_num(r["params"].get("bytes")) or 0 for r in rows)
+                best = max((r for r in rows if (_num(r["params"].get("bytes")) or 0) == size),
+                           key=lambda r: float(r["busbw_gbps"]))
+                return Figure(float(best["busbw_gbps"]),
+                              f"{self._label(origin)}: nccl all_reduce {gpu.name} x"
+                              f"{int(best['world_size'])}, {size:.3g} bytes", origin)
+        if gpu.name in NVLINK_FALLBACK:
+            return NVLINK_FALLBACK[gpu.name]
+        return Figure(0.8 * gpu.nvlink_gbps, "assumption: 80% of NVLink per-direction bandwidth",
+                      "assumption")
+
+    def gemm_power_w(self, gpu: GPU) -> Figure:
+        """GPU power under GEMM load: median NVML power_w_mean of the gemm rows within 80% of the
+        best TFLOP/s measured (rows that load the GPU), else TDP (assumption)."""
+        return self._memoised(("power", gpu.name), lambda: self._gemm_power_w(gpu))
+
+    def _gemm_power_w(self, gpu: GPU) -> Figure:
+        for origin in ("measured", "reference"):
+            rows = [r for r in self._select("gemm", gpu.name, origin)
+                    if _num(r["telemetry"].get("power_w_mean")) and _num(r.get("tflops"))]
+            if rows:
+                top = max(float(r["tflops"]) for r in rows)
+                watts = sorted(float(r["telemetry"]["power_w_mean"]) for r in rows
+                               if float(r["tflops"]) >= 0.8 * top)
+                med = watts[len(watts) // 2]
+                return Figure(med, f"{self._label(origin)}: NVML power under GEMM load, "
+                                   f"median of {len(watts)} rows, {gpu.name}", origin)
+        return power_fallback(gpu)
+
+
+def as_measurements(m) -> Measurements:
+    """Accept None (reference + fallbacks), a DataFrame, or a Measurements object."""
+    if isinstance(m, Measurements):
+        return m
+    if m is None:
+        return Measurements(None)
+    if hasattr(m, "to_dict") and hasattr(m, "columns"):
+        return Measurements(m)
+    raise TypeError(f"measurements must be None, a pandas DataFrame or Measurements, "
+                    f"not {type(m).__name__}")

@@ -1,0 +1,339 @@
+"""The scaling model's formulas on hand-checked cases, and measurements over fallbacks."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from reports import hardware
+from reports.measurements import (
+    GEMM_ANCHOR,
+    Measurements,
+    anchor_rate,
+    as_measurements,
+    gemm_time_fallback,
+)
+from reports.model import (
+    MODELS,
+    Model,
+    Parallel,
+    ScenarioError,
+    Training,
+    activation_bytes_per_layer,
+    allreduce_seconds,
+    bubble_fraction,
+    dp_bucket_count,
+    flops_per_token,
+    hierarchical_reduce_scatter_seconds,
+    memory_per_gpu,
+    model_from,
+    narayanan_flops_per_iteration,
+    overlap_exposed,
+    reduce_scatter_seconds,
+    stage_layers,
+    state_bytes_per_param,
+    step_time,
+    training_from,
+)
+
+H100 = hardware.gpu("H100-SXM")
+
+
+def no_ref(frame=None) -> Measurements:
+    return Measurements(frame, use_reference=False)
+
+
+# --- FLOPs --------------------------------------------------------------------------------------
+
+
+def test_flops_per_token_gpt3_175b_by_hand():
+    # N = 96 layers x 12 h^2 + h V = 173,946,175,488 + 629,145,600 matmul weights
+    n = 96 * 12 * 12288**2 + 12288 * 51200
+    assert n == 174_575_321_088
+    # 6N + 12 l s h (attention over the full s x s, PaLM's convention)
+    expect = 6 * n + 12 * 96 * 2048 * 12288
+    assert flops_per_token(MODELS["gpt3-175b"]) == pytest.approx(expect, rel=1e-12)
+    assert flops_per_token(MODELS["gpt3-175b"]) == pytest.approx(1.0764e12, rel=1e-4)
+
+
+def test_flops_per_token_equals_narayanan_without_recompute():
+    m = MODELS["gpt3-175b"]
+    per_iter = narayanan_flops_per_iteration(1536, 2048, 96, 12288, 51200, recompute=False)
+    assert flops_per_token(m) == pytest.approx(per_iter / (1536 * 2048), rel=1e-12)
+
+
+def test_narayanan_formula_small_numbers():
+    # B=1, s=6, l=1, h=1, V=16: 96 * 6 * (1 + 6/6 + 16/16) = 1728; without recompute
+    # 72 * 6 * (1 + 1 + 16/12) = 1440
+    assert narayanan_flops_per_iteration(1, 6, 1, 1, 16) == pytest.approx(1728)
+    assert narayanan_flops_per_iteration(1, 6, 1, 1, 16, recompute=False) == pytest.approx(1440)
+    # recompute adds exactly one forward pass to the layers: 96/72 on the l h^2 term
+    r = narayanan_flops_per_iteration(8, 2048, 128, 25600, 0) / \
+        narayanan_flops_per_iteration(8, 2048, 128, 25600, 0, recompute=False)
+    assert r == pytest.approx(96 / 72)
+
+
+def test_model_params_match_megatron_table_sizes():
+    # Narayanan et al. 2021 Table 1 parameter counts (billions)
+    for name, billions in [("megatron-1.7b", 1.7), ("megatron-18.4b", 18.4),
+                           ("megatron-145.6b", 145.6), ("megatron-1t", 1008.0)]:
+        assert MODELS[name].params() / 1e9 == pytest.approx(billions, rel=0.03), name
+    assert MODELS["llama3-405b"].params() / 1e9 == pytest.approx(405, rel=0.02)
+    assert MODELS["llama3-70b"].params() / 1e9 == pytest.approx(70.6, rel=0.02)
+
+
+# --- pipeline -----------------------------------------------------------------------------------
+
+
+def test_bubble_fraction():
+    assert bubble_fraction(8, 32) == pytest.approx(7 / 32)
+    assert bubble_fraction(8, 32, 2) == pytest.approx(7 / 64)
+    assert bubble_fraction(1, 5) == 0.0
+    with pytest.raises(ValueError):
+        bubble_fraction(8, 0)
+
+
+def test_stage_layers():
+    assert stage_layers(96, 8) == (12, 12)
+    assert stage_layers(126, 16) == (8, 7)  # Llama 3 405B: fewer layers on the last stage
+    assert stage_layers(128, 25) == (6, 5)
+    with pytest.raises(ScenarioError, match="exceeds"):
+        stage_layers(4, 8)
+
+
+# --- communication ------------------------------------------------------------------------------
+
+
+def test_busbw_based_collective_times():
+    # 1 GB all-reduce on 8 ranks at busbw 350 GB/s: 1e9 * 2*7/8 / 350e9 = 5 ms; ring latency
+    # 2*(8-1) = 14 steps
+    assert allreduce_seconds(1e9, 8, 350, 0) == pytest.approx(5e-3)
+    assert allreduce_seconds(1e9, 8, 350, 1e-6) == pytest.approx(5e-3 + 14e-6)
+    assert reduce_scatter_seconds(1e9, 8, 350, 0) == pytest.approx(2.5e-3)
+    assert allreduce_seconds(1e9, 1, 350, 1e-6) == 0.0
+
+
+def test_hierarchical_allreduce_reproduces_measured_busbw():
+    # 248 nodes x 8 H200, 8x400G per node: ~350 GB/s all-reduce busbw (nccl-tests #283)
+    nbytes = 8 * 2**30
+    rs = hierarchical_reduce_scatter_seconds(nbytes, 8, 248, 366, 47.5, 0, 0)
+    n = 8 * 248
+    busbw = nbytes / (2 * rs) * 2 * (n - 1) / n / 1e9
+    assert busbw == pytest.approx(350, rel=0.15)
+
+
+def test_overlap_exposed():
+    assert overlap_exposed(1.0, 3.0, 0.15) == pytest.approx(0.15)  # hidden, SMs shared
+    assert overlap_exposed(3.0, 1.0, 0.15) == pytest.approx(2.15)
+    assert overlap_exposed(1.0, 0.0, 0.15) == pytest.approx(1.0)
+
+
+def test_dp_buckets_megatron_default():
+    # bucket = max(40M, 1M x dp) parameters
+    assert dp_bucket_count(3.2e9, 781) == 5
+    assert dp_bucket_count(100e6, 8) == 3
+    assert dp_bucket_count(1e6, 8) == 1
+
+
+# --- memory -------------------------------------------------------------------------------------
+
+
+def test_state_bytes_per_param():
+    assert sum(state_bytes_per_param(0, 8).values()) == 18
+    assert sum(state_bytes_per_param(1, 8).values()) == pytest.approx(6 + 12 / 8)
+    assert sum(state_bytes_per_param(3, 8).values()) == pytest.approx(18 / 8)
+
+
+def gpt(hidden=64, heads=4, seq=32) -> Model:
+    return Model("gpt", 2, hidden, heads, heads, 4 * hidden, 100, seq, dropout=True)
+
+
+def test_activation_memory_korthikanti_formulas():
+    m = gpt(hidden=64, heads=8, seq=32)
+    s, b, h, a, t = 32, 2, 64, 8, 8
+    sbh = s * b * h
+    # no parallelism: s b h (34 + 5 a s / h)
+    assert activation_bytes_per_layer(m, b, s, 1, False, "none", False) == \
+        pytest.approx(sbh * (34 + 5 * a * s / h))
+    # tensor parallel, no sequence parallel: s b h (10 + 24/t + 5 a s / (h t))
+    assert activation_bytes_per_layer(m, b, s, t, False, "none", False) == \
+        pytest.approx(sbh * (10 + 24 / t + 5 * a * s / (h * t)))
+    # tensor + sequence parallel: s b h (34/t + 5 a s / (h t))
+    assert activation_bytes_per_layer(m, b, s, t, True, "none", False) == \
+        pytest.approx(sbh * (34 / t + 5 * a * s / (h * t)))
+    # selective recomputation with sequence parallelism: 34 s b h / t
+    assert activation_bytes_per_layer(m, b, s, t, True, "selective", False) == \
+        pytest.approx(sbh * 34 / t)
+    # full recomputation: the layer input only, 2 s b h (/ t with sequence parallelism)
+    assert activation_bytes_per_layer(m, b, s, t, True, "full", False) == pytest.approx(2 * sbh / t)
+    assert activation_bytes_per_layer(m, b, s, t, False, "full", False) == pytest.approx(2 * sbh)
+    # a flash kernel stores no s x s scores
+    assert activation_bytes_per_layer(m, b, s, 1, False, "none", True) == \
+        pytest.approx(sbh * 34)
+
+
+def test_memory_of_a_small_config_by_hand():
+    m = Model("tiny", 2, 64, 4, 4, 256, 100, 32)  # no dropout, no gating
+    par = Parallel(tp=1, pp=1, cp=1, dp=2, micro_batch=1, recompute="none")
+    mem = memory_per_gpu(m, par, Training(), microbatches=4)
+    layer = 64 * (64 + 128) + 64 * 64 + 2 * 64 * 256 + 2 * 64  # QKV, proj, MLP, norms
+    assert layer == 49280
+    params = 2 * layer + 100 * 64 + 100 * 64  # layers, embedding, output layer
+    assert mem["weights"] == pytest.approx(2 * params)
+    assert mem["grads"] == pytest.approx(4 * params)
+    assert mem["optimizer"] == pytest.approx(12 / 2 * params)  # ZeRO-1 over dp = 2
+    # 32 s b h per layer (Korthikanti's 34 less two dropout masks), 2 layers, one micro-batch
+    # in flight (no pipeline) + logits 6 B x s x V
+    sbh = 32 * 1 * 64
+    assert mem["activations"] == pytest.approx(2 * 32 * sbh + 6 * 32 * 100)
+    assert sum(mem.values()) == pytest.approx(1_486_592)
+
+
+def test_pipeline_keeps_p_microbatches_in_flight():
+    m = MODELS["gpt3-175b"]
+    t = Training()
+    a1 = memory_per_gpu(m, Parallel(tp=8, pp=8, dp=1, recompute="full"), t, 64)["activations"]
+    a2 = memory_per_gpu(m, Parallel(tp=8, pp=8, dp=1, recompute="full"), t, 2)["activations"]
+    assert a1 > a2  # only min(p, m) micro-batches can be in flight
+    inter = memory_per_gpu(m, Parallel(tp=8, pp=8, dp=1, virtual_stages=2, recompute="full"),
+                           t, 64)["activations"]
+    assert inter > a1  # interleaving: x (1 + (p-1)/(p v))
+
+
+# --- the step -----------------------------------------------------------------------------------
+
+
+def test_step_time_breakdown_adds_up_and_pipeline_bubble():
+    m = MODELS["gpt3-175b"]
+    par = Parallel(tp=8, pp=8, cp=1, dp=4, micro_batch=1, recompute="none")
+    clu = hardware.cluster("colossus-100k")
+    st = step_time(m, par, Training(), clu, H100, no_ref(), microbatches=16)
+    assert st.step_s == pytest.approx(sum(st.breakdown_s.values()))
+    assert st.breakdown_s["pp_bubble"] == pytest.approx(7 / 16 * 16 * st.microbatch_s)
+    assert st.breakdown_s["compute"] > 0 and st.breakdown_s["tp_comm"] > 0
+    assert st.fits
+    full = step_time(m, Parallel(tp=8, pp=8, dp=4, recompute="full"), Training(), clu, H100,
+                     no_ref(), microbatches=16)
+    assert full.breakdown_s["recompute"] > 0 and full.step_s > st.step_s
+    assert full.memory_total < st.memory_total
+
+
+def test_model_and_parallel_errors():
+    with pytest.raises(ScenarioError, match="not divisible by heads"):
+        Model("x", 2, 100, 3, 3, 400, 10, 16)
+    with pytest.raises(ScenarioError, match="positive integer"):
+        Model("x", 0, 64, 4, 4, 256, 10, 16)
+    with pytest.raises(ScenarioError, match="recompute"):
+        Parallel(recompute="some")
+    with pytest.raises(ScenarioError, match="virtual_stages"):
+        Parallel(pp=1, virtual_stages=2)
+    with pytest.raises(ScenarioError, match="unknown model keys"):
+        model_from({"layers": 2, "hidden": 64, "heads": 4, "vocab": 10, "seq_len": 8, "x": 1})
+    with pytest.raises(ScenarioError, match="missing"):
+        model_from({"layers": 2})
+    with pytest.raises(ScenarioError, match="unknown model preset"):
+        model_from("gpt-5")
+    with pytest.raises(ScenarioError, match="unknown training keys"):
+        training_from({"flash": True})
+    with pytest.raises(ScenarioError, match="attention"):
+        training_from({"attention": "slow"})
+
+
+# --- measurements -------------------------------------------------------------------------------
+
+
+def test_fallback_gemm_model_reproduces_its_anchor():
+    hbm = 3.0
+    t = gemm_time_fallback(8192, 8192, 8192, H100, 798.0, hbm)
+    assert 2 * 8192**3 / t / 1e12 == pytest.approx(798.0)
+    assert anchor_rate(798.0) > 798e12  # the launch cost comes on top
+    # small GEMMs are slower per FLOP (launch and memory bound)
+    small = gemm_time_fallback(256, 256, 256, H100, 798.0, hbm)
+    assert 2 * 256**3 / small / 1e12 < 100
+
+
+def row(workload, params, device="H100-SXM", status="ok", correct=True, **kw):
+    return {"id": f"{workload}-{len(str(params))}", "run_id": "r1", "workload": workload,
+            "backend": kw.pop("backend", "torch"), "dtype": kw.pop("dtype", "bf16"),
+            "params": params, "device": {"model": device}, "status": status,
+            "correct": correct, "telemetry": kw.pop("telemetry", {}), **kw}
+
+
+def test_measured_rows_are_preferred_and_bad_rows_ignored():
+    frame = pd.DataFrame([
+        row("gemm", {"m": 4096, "n": 4096, "k": 4096}, tflops=600.0),
+        row("gemm", {"m": 4096, "n": 4096, "k": 4096}, tflops=650.0, backend="triton"),
+        row("gemm", {"m": 4096, "n": 4096, "k": 4096}, tflops=900.0, correct=False),
+        row("gemm", {"m": 4096, "n": 4096, "k": 4096}, tflops=950.0, status="failed"),
+        row("gemm", {"m": 4096, "n": 4096, "k": 4096}, tflops=990.0, device="H200-SXM"),
+        row("gemm", {"m": 16384, "n": 16384, "k": 16384}, tflops=750.0),
+        row("membw", {"op": "copy", "bytes": 2**30}, gbps=2800.0),
+        row("attention", {"s": 4096, "d": 128, "causal": True, "direction": "fwd"},
+            tflops=500.0),
+        row("attention", {"s": 16384, "d": 128, "causal": True, "direction": "fwd"},
+            tflops=600.0),
+        row("all_reduce", {"op": "all_reduce", "bytes": 2**30}, busbw_gbps=400.0,
+            backend="nccl", world_size=8),
+        row("gemm", {"m": 8192, "n": 8192, "k": 8192}, tflops=700.0,
+            telemetry={"power_w_mean": 650.0}),
+    ])
+    meas = no_ref(frame)
+    sec, fig = meas.gemm_seconds(H100, 4096, 4096, 4096)
+    assert fig.kind == "measured" and fig.value == 650.0  # best correct ok row, any backend
+    assert "triton" in fig.source
+    assert sec == pytest.approx(2 * 4096**3 / 650e12)
+    # between measured shapes: interpolated from the nearest, inside their range
+    _, mid = meas.gemm_seconds(H100, 8192, 8192, 4096)
+    assert mid.kind == "measured" and 600 <= mid.value <= 750 and "interpolated" in mid.source
+    assert meas.hbm_tbps(H100).value == pytest.approx(2.8)
+    a = meas.attention_tflops(H100, 8192, 128, True, "fwd")
+    assert a.value == pytest.approx(550.0) and a.kind == "measured"  # halfway in log s
+    assert meas.attention_tflops(H100, 8192, 128, True, "bwd").kind == "assumption"
+    assert meas.nvlink_busbw_gbps(H100).value == 400.0
+    assert meas.gemm_power_w(H100).value == 650.0
+    # nothing measured on this GPU (the H200 row is ignored for H100 and vice versa)
+    h200 = hardware.gpu("H200-SXM")
+    _, f200 = meas.gemm_seconds(h200, 4096, 4096, 4096)
+    assert f200.kind == "measured" and f200.value == 990.0
+    _, f_a100 = meas.gemm_seconds(hardware.gpu("A100-SXM-80GB"), 4096, 4096, 4096)
+    assert f_a100.kind == "assumption" and "fallback" in f_a100.source
+
+
+def test_empty_frames_fall_back_to_labelled_anchors():
+    meas = no_ref(pd.DataFrame(columns=["workload", "status"]))
+    _, fig = meas.gemm_seconds(H100, 8192, 8192, 8192)
+    assert fig.kind == "assumption" and "798" in fig.source
+    assert fig.value == pytest.approx(GEMM_ANCHOR["H100-SXM"].value)
+    assert meas.hbm_tbps(H100).value == 3.0
+    assert meas.nvlink_busbw_gbps(H100).value == 370.0
+    assert meas.gemm_power_w(H100).value == 700.0 and "assumption" in meas.gemm_power_w(H100).source
+    assert isinstance(as_measurements(None), Measurements)
+    with pytest.raises(TypeError):
+        as_measurements(42)
+    with pytest.raises(ValueError):
+        meas.gemm_seconds(H100, 0, 1, 1)
+
+
+def test_hardware_presets_carry_sources():
+    for name, c in hardware.CLUSTERS.items():
+        assert c.gpus > 0 and c.sources, name
+        for p in c.pools:
+            g = hardware.gpu(p.gpu)
+            assert g.sources and g.bf16_tflops > 0 and g.memory_bytes > 0
+    assert hardware.cluster("colossus-100k").gpus == 100_000
+    assert hardware.cluster("colossus-200k").gpu_types == ["H100-SXM", "H200-SXM"]
+    assert {p.gpu: p.gpus for p in hardware.cluster("colossus-200k-h200").pools} == \
+        {"H100-SXM": 100_000, "H200-SXM": 100_000}
+    # peaks come from the one table in bench.device; only the what-if GPU is added here
+    from bench.device import PEAKS
+
+    assert hardware.peaks_of("H100-SXM") is PEAKS["H100-SXM"]
+    assert "B200-SXM" not in PEAKS or hardware.WHAT_IF_PEAKS == {}
+    assert hardware.FABRICS["spectrum-x-400g"].busbw_gbps == pytest.approx(47.5)
+    with pytest.raises(ValueError, match="unknown GPU"):
+        hardware.gpu("V100")
+    with pytest.raises(ValueError, match="unknown cluster keys"):
+        hardware.cluster_from_dict({"gpu": "H100-SXM", "gpus": 8, "nics": 1})
+    assert math.isclose(hardware.cluster_from_dict(
+        {"gpu": "H100-SXM", "gpus": 16, "scale_out_gbps_per_gpu": 200}).fabric.busbw_gbps,
+        200 / 8 * 0.95)

@@ -1,0 +1,77 @@
+"""The `estimate` and `validate` verbs, on a throwaway typer app."""
+
+import json
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from reports.cli import register
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def app():
+    a = typer.Typer()
+    register(a)
+    return a
+
+
+def test_estimate_preset_json(app):
+    r = runner.invoke(app, ["estimate", "--scenario", "gpt3-4096-h100", "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    for k in ("step_time_s", "tokens_per_s", "tflops_per_gpu", "mfu", "breakdown_s",
+              "memory_gib_per_gpu", "fits_in_memory", "parallel", "sources"):
+        assert k in d
+    assert d["gpus"] == 4096
+
+
+def test_estimate_file_table(app, tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text("model: llama3-70b\ncluster: {gpu: H200-SXM, gpus: 256}\nparallel: auto\n"
+                 "global_batch_tokens: 4194304\n")
+    r = runner.invoke(app, ["estimate", "--scenario", str(f)])
+    assert r.exit_code == 0, r.output
+    assert "MFU" in r.stdout and "where the step goes" in r.stdout and "(searched)" in r.stdout
+
+
+@pytest.mark.parametrize("content", [
+    '{"model": "gpt3-175b", "cluster": {"gpu": "H100-SXM", "gpus": 64}, '
+    '"parallel": {"tp": 8, "pp": 2, "dp": 2}}',  # 32 GPUs in the config, 64 in the cluster
+    '{"model": "gpt3-175b", "cluster": {"gpu": "H100-SXM", "gpus": 64}, "speed": 1}',
+    '{"model": "no-such-model", "cluster": "colossus-100k"}',
+])
+def test_estimate_impossible_scenarios_exit_2_with_one_line(app, tmp_path, content):
+    f = tmp_path / "bad.json"
+    f.write_text(content)
+    r = runner.invoke(app, ["estimate", "--scenario", str(f)])
+    assert r.exit_code == 2
+    assert r.stderr.strip().startswith("error:") and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_estimate_unknown_preset(app):
+    r = runner.invoke(app, ["estimate", "--scenario", "colossus-9000"])
+    assert r.exit_code == 2 and "unknown scenario preset" in r.stderr
+
+
+def test_estimate_with_db(app, db_url, tmp_path):
+    from results.store import Store
+
+    Store(db_url).close()  # an empty table: nothing measured, fallbacks used
+    r = runner.invoke(app, ["estimate", "--scenario", "gpt3-4096-h100", "--json", "--db", db_url])
+    assert r.exit_code == 0, r.output
+    assert "fallback" in json.loads(r.stdout)["sources"]["gemm.qkv"]
+    missing = f"sqlite:///{tmp_path / 'nope' / 'x.db'}"
+    r = runner.invoke(app, ["estimate", "--scenario", "gpt3-4096-h100", "--db", missing])
+    assert r.exit_code == 2 and "error:" in r.stderr
+
+
+def test_validate(app):
+    r = runner.invoke(app, ["validate", "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    assert rows and all(abs(x["error_pct"]) <= 10 for x in rows)
+    r = runner.invoke(app, ["validate"])
+    assert r.exit_code == 0 and "Megatron 1T" in r.stdout
