@@ -24,25 +24,25 @@ def git_state() -> tuple[str | None, bool | None]:
         return None, None
 
 
-def _version(module: str) -> str | None:
+def _version(dist: str) -> str | None:
+    """An installed distribution's version, read from its metadata without importing it:
+    importing triton here, before `kernels` has chosen the interpreter on CPU, would decorate
+    Triton's own helpers in compiled mode and break every interpreted kernel."""
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        return __import__(module).__version__
-    except Exception:
+        return version(dist)
+    except PackageNotFoundError:
         return None
 
 
 @functools.cache
 def software() -> dict:
     """The `software` dict of the result record."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        ours = version("colossus-bench")
-    except PackageNotFoundError:
-        ours = None
     sha, dirty = git_state()
     return {"python": platform.python_version(), "torch": _version("torch"),
-            "triton": _version("triton"), "colossus_bench": ours, "git_sha": sha,
+            "triton": _version("triton"), "colossus_bench": _version("colossus-bench"),
+            "git_sha": sha,
             "git_dirty": dirty}
 
 
