@@ -62,8 +62,10 @@ def results_table(results) -> Table:
         power = (r.telemetry or {}).get("power_w_mean")
         status = r.status if r.status == "ok" else f"[red]{r.status}[/]"
         correct = {True: "yes", False: "[red]NO[/]", None: "-"}[r.correct]
+        # compute workloads report TFLOP/s, bandwidth ones GB/s: one throughput per row
+        gb = r.gbps if r.tflops is None else None
         t.add_row(r.workload, r.backend, r.dtype, _params(r.params), median,
-                  _fmt(r.tflops, ".1f"), _fmt(r.gbps, ".1f"), _fmt(pct, ".1f"),
+                  _fmt(r.tflops, ".4g"), _fmt(gb, ".4g"), _fmt(pct, ".1f"),
                   _fmt(power, ".0f"), correct, status)
     return t
 
