@@ -1,0 +1,229 @@
+"""Local ranks through torchrun, with a watchdog and a teardown that leaves nothing behind.
+
+`launch(cfg, nproc)` starts `python -m torch.distributed.run --standalone` (a rendezvous on a
+free local port) in a session of its own, forwards its output, and watches the ranks' status
+files (bench/collectives/status.py). The run ends when torchrun exits; or when no rank has
+advanced for --timeout seconds (plus a short grace in which the ranks' own collective timeouts,
+set to the same value, usually fire first with their own messages), in which case everything
+is stopped. torchrun starts each worker in a session of its own, so killing torchrun's process
+group is not enough: the teardown signals torchrun, every descendant it finds under /proc and
+every pid the ranks reported, then SIGKILLs what is left. Rows are stored by rank 0 as each
+size completes, so a killed run keeps its finished sizes.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TextIO
+
+from bench.collectives.status import DONE, diagnose, progress_key, read_statuses
+from bench.collectives.worker import CollConfig
+
+POLL_S = 0.1
+# Assumptions, not measurements: the ranks' own timeouts get this long to report first; a
+# start (importing torch in every rank, the rendezvous) gets this much beyond --timeout; a
+# SIGTERM'd process this long before SIGKILL.
+WATCHDOG_GRACE_S = 2.0
+STARTUP_GRACE_S = 120.0
+TERM_GRACE_S = 5.0
+
+ROOT = Path(__file__).resolve().parents[2]  # the folder holding the bench package
+
+
+@dataclass
+class Outcome:
+    """How a launched run ended. `error` is one line naming the rank(s) at fault, or None."""
+
+    returncode: int | None
+    rows: list[dict[str, Any]]
+    error: str | None
+    timed_out: bool
+    interrupted: bool
+    run_dir: str
+    statuses: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def torchrun_command(nproc: int, config_path: str | os.PathLike) -> list[str]:
+    """The torchrun command line for `nproc` local ranks running `python -m bench.collectives`."""
+    if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
+        raise ValueError(f"--nproc-per-node must be a positive integer, got {nproc!r}")
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc-per-node={nproc}", "-m", "bench.collectives", "--config",
+            str(config_path)]
+
+
+# ---- processes under /proc -------------------------------------------------------------------
+def _ppid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # the command name may hold spaces and ')'
+    return None if fields[0] == "Z" else int(fields[1])  # a zombie is dead already
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid` (children, grandchildren, ...)."""
+    kids: dict[int, list[int]] = collections.defaultdict(list)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            ppid = _ppid(int(entry))
+            if ppid is not None:
+                kids[ppid].append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        for child in kids.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    return _ppid(pid) is not None
+
+
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def processes_mentioning(token: str) -> list[int]:
+    """Live processes whose command line contains `token` (a run folder: our ranks)."""
+    me = os.getpid()
+    return [int(e) for e in os.listdir("/proc")
+            if e.isdigit() and int(e) != me and token in cmdline(int(e)) and alive(int(e))]
+
+
+def _signal(pid: int, sig: int, group: bool = False) -> None:
+    try:
+        os.killpg(pid, sig) if group else os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def teardown(proc: subprocess.Popen, run_dir: str, grace_s: float = TERM_GRACE_S) -> None:
+    """Stop torchrun and every rank: SIGTERM (ranks record 'terminated'), then SIGKILL."""
+    pids = descendants(proc.pid) | set(processes_mentioning(run_dir))
+    if proc.poll() is None:
+        _signal(proc.pid, signal.SIGTERM, group=True)
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and (proc.poll() is None or any(map(alive, pids))):
+        time.sleep(0.05)
+    pids |= descendants(proc.pid) | set(processes_mentioning(run_dir))
+    for pid in pids:
+        if alive(pid):
+            _signal(pid, signal.SIGKILL, group=True)  # each worker leads its own session
+            _signal(pid, signal.SIGKILL)
+    if proc.poll() is None:
+        _signal(proc.pid, signal.SIGKILL, group=True)
+    proc.wait()
+
+
+def _pump(stream, sink: TextIO | None, fallback: str, tail: collections.deque) -> None:
+    for text in iter(stream.readline, ""):
+        tail.append(text)
+        target = sink or getattr(sys, fallback)  # resolved late: pytest swaps sys.stdout
+        try:
+            target.write(text)
+            target.flush()
+        except (OSError, ValueError):
+            pass
+    stream.close()
+
+
+def _read_rows(run_dir: str) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "rows.jsonl"
+    if not path.exists():
+        return []
+    rows = []
+    for text in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(text))
+        except ValueError:
+            continue  # a line cut short by a kill
+    return rows
+
+
+def launch(cfg: CollConfig, nproc: int, *, out: TextIO | None = None, err: TextIO | None = None,
+           env: dict[str, str] | None = None, startup_grace_s: float = STARTUP_GRACE_S,
+           keep_run_dir: bool = False) -> Outcome:
+    """Run `cfg` on `nproc` local ranks through torchrun; never leaves a process behind.
+
+    Ranks' stdout goes to `out` (default sys.stdout), their stderr to `err` (sys.stderr).
+    `env` adds variables for the ranks (e.g. COLOSSUS_BENCH_FAULT).
+    """
+    run_dir = tempfile.mkdtemp(prefix="colossus-allreduce-")
+    cfg = replace(cfg, status_dir=run_dir)
+    config_path = Path(run_dir) / "config.json"
+    config_path.write_text(cfg.to_json())
+    child_env = dict(os.environ, **(env or {}))
+    child_env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(ROOT), child_env.get("PYTHONPATH")) if p)
+    child_env.setdefault("OMP_NUM_THREADS", "1")  # torchrun's default too, without its banner
+    proc = subprocess.Popen(torchrun_command(nproc, config_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, bufsize=1, env=child_env,
+                            start_new_session=True)
+    err_tail: collections.deque = collections.deque(maxlen=50)
+    pumps = [threading.Thread(target=_pump, args=(proc.stdout, out, "stdout",
+                                                  collections.deque(maxlen=1)), daemon=True),
+             threading.Thread(target=_pump, args=(proc.stderr, err, "stderr", err_tail),
+                              daemon=True)]
+    for t in pumps:
+        t.start()
+    timed_out = interrupted = False
+    try:
+        last_key, last_change = None, time.monotonic()
+        while proc.poll() is None:
+            statuses = read_statuses(run_dir)
+            key = progress_key(statuses)
+            if key != last_key:
+                last_key, last_change = key, time.monotonic()
+            started = len(statuses) == nproc and all(s["step"] >= 2 for s in statuses.values())
+            limit = cfg.timeout_s + WATCHDOG_GRACE_S + (0 if started else startup_grace_s)
+            if time.monotonic() - last_change > limit:
+                timed_out = True
+                break
+            time.sleep(POLL_S)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        teardown(proc, run_dir)
+        for t in pumps:
+            t.join(timeout=5)
+    statuses = read_statuses(run_dir)
+    rows = _read_rows(run_dir)
+    error = None
+    if interrupted:
+        error = f"interrupted; {len(rows)} finished rows were stored"
+    elif timed_out or proc.returncode != 0 or any(
+            s.get("state") != DONE for s in statuses.values()) or len(statuses) < nproc:
+        error = diagnose(statuses, nproc, timed_out=timed_out, timeout_s=cfg.timeout_s)
+        if not statuses:
+            last = next((t.strip() for t in reversed(err_tail) if t.strip()), "")
+            error += f" (torchrun exit code {proc.returncode}: {last[:300]})"
+        error += f"; {len(rows)} finished rows were stored"
+    if not keep_run_dir:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return Outcome(proc.returncode, rows, error, timed_out, interrupted, run_dir, statuses)

@@ -1,0 +1,137 @@
+"""Per-rank status files, and the diagnosis of a run that failed or hung.
+
+Each rank keeps `rank-<r>.json` in the run's status folder: its pid and host, a step counter
+that advances before every phase (warm-up, timing, check of each size and placement) with a
+description of that phase and the time it began (`step_t`; `t` is the last write), and a
+final state: done, error (with the message), or terminated
+(the launcher or torchrun stopped it). A rank that vanishes with state still `running` was
+killed or crashed; a rank whose step is behind the others never reached the collective they
+wait in. Writes are atomic (write, then rename), so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+RUNNING, DONE, ERROR, TERMINATED = "running", "done", "error", "terminated"
+
+# "[/path/to/gloo/transport/tcp/pair.cc:537] " and the like: noise in a one-line error
+_SOURCE_LOCATION = re.compile(r"\[[^\]]*\.(?:cc|cpp|cu|h|hpp):\d+\] ?")
+
+
+class StatusWriter:
+    """One rank's status file; a no-op without a folder (e.g. under srun)."""
+
+    def __init__(self, directory: str | os.PathLike | None, rank: int):
+        self.path = Path(directory) / f"rank-{rank}.json" if directory else None
+        self.data: dict[str, Any] = {"rank": rank, "pid": os.getpid(),
+                                     "host": socket.gethostname(), "step": 0,
+                                     "what": "starting", "state": RUNNING, "error": None,
+                                     "t": time.time(), "step_t": time.time()}
+        self._lock = threading.Lock()  # the SIGTERM thread may write while the main one does
+        self._write()
+
+    def step(self, what: str) -> None:
+        with self._lock:
+            now = time.time()
+            self.data.update(step=self.data["step"] + 1, what=what, t=now, step_t=now)
+            self._write()
+
+    def finish(self, state: str, error: str | None = None) -> None:
+        with self._lock:
+            if self.data["state"] != RUNNING:  # the first final word stands
+                return
+            self.data.update(state=state, error=error, t=time.time())
+            self._write()
+
+    def _write(self) -> None:
+        if self.path is None:
+            return
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.data))
+        os.replace(tmp, self.path)
+
+
+def read_statuses(directory: str | os.PathLike) -> dict[int, dict[str, Any]]:
+    """rank -> status dict of every rank that has written one."""
+    out: dict[int, dict[str, Any]] = {}
+    for p in Path(directory).glob("rank-*.json"):
+        try:
+            d = json.loads(p.read_text())
+            out[int(d["rank"])] = d
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # unreadable: treated as missing
+    return out
+
+
+def progress_key(statuses: dict[int, dict[str, Any]]) -> tuple:
+    """Changes whenever any rank advances or ends: the watchdog's notion of progress."""
+    return tuple(sorted((r, s.get("step"), s.get("state")) for r, s in statuses.items()))
+
+
+def ranks_text(ranks: list[int]) -> str:
+    ranks = sorted(ranks)
+    return ("rank " if len(ranks) == 1 else "ranks ") + ", ".join(map(str, ranks))
+
+
+def short_error(text: str | None, limit: int = 200) -> str:
+    """The first line of an error, without gloo's source locations, cut to `limit`."""
+    line = (text or "error").strip().splitlines()[0] if (text or "").strip() else "error"
+    line = _SOURCE_LOCATION.sub("", line)
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+def _where(s: dict[str, Any]) -> str:
+    return f"step {s['step']} ({s['what']})"
+
+
+def diagnose(statuses: dict[int, dict[str, Any]], world_size: int, *, timed_out: bool = False,
+             timeout_s: float | None = None) -> str:
+    """One line naming the rank(s) at fault, from the statuses after the run has ended.
+
+    Order of blame: ranks that never started; ranks that died (no final state: killed or
+    crashed); ranks that fell behind (a lower step than the others: they never reached the
+    collective the others waited in); then the earliest error.
+    """
+    parts: list[str] = []
+    if timed_out:
+        parts.append(f"no progress for {timeout_s:g} s (--timeout)" if timeout_s
+                     else "no progress before the timeout")
+    missing = [r for r in range(world_size) if r not in statuses]
+    if not statuses:
+        parts.append("no rank reported a status: the start failed (see the output above)")
+    elif missing:
+        parts.append(f"{ranks_text(missing)} never started (no status; see the output above)")
+    unfinished = {r: s for r, s in statuses.items() if s.get("state") != DONE}
+    died = [r for r, s in unfinished.items() if s.get("state") == RUNNING]
+    for r in died:
+        s = statuses[r]
+        parts.append(f"rank {r} died after {_where(s)}: it ended without an exit status "
+                     f"(killed or crashed; pid {s.get('pid')} on {s.get('host')})")
+    steps = {r: s.get("step", 0) for r, s in unfinished.items()}
+    if steps and min(steps.values()) < max(steps.values()):
+        low = min(steps.values())
+        behind = [r for r, k in steps.items() if k == low and r not in died]
+        ahead = [r for r, k in steps.items() if k == max(steps.values())]
+        if behind:
+            parts.append(f"{ranks_text(behind)} stopped after {_where(statuses[behind[0]])} "
+                         f"while {ranks_text(ahead)} waited in {_where(statuses[ahead[0]])}")
+    elif timed_out and unfinished and not died:
+        first = unfinished[min(unfinished)]
+        parts.append(f"{ranks_text(list(unfinished))} stuck in {_where(first)}")
+    errors = sorted((s.get("t", 0), r) for r, s in unfinished.items()
+                    if s.get("state") == ERROR)
+    if errors:
+        first = statuses[errors[0][1]]
+        parts.append(f"{ranks_text([r for _, r in errors])} failed in {_where(first)}: "
+                     f"{short_error(first.get('error'))}")
+    if not parts:
+        return "the run failed (see the output above)"
+    return "; ".join(parts)
