@@ -169,6 +169,11 @@ def detect(index: int | None = None) -> DeviceInfo:
             cuda=torch.version.cuda,
             index=i,
         )
+    return detect_cpu()
+
+
+def detect_cpu() -> DeviceInfo:
+    """Describe the host CPU (also where a GPU exists: gloo buffers live on the host)."""
     mem = None
     try:
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

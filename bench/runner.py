@@ -46,8 +46,11 @@ def gbps(nbytes: float | None, seconds: float) -> float | None:
 
 
 def peak_fraction(device: DeviceInfo, dtype: str, tflops_: float | None,
-                  gbps_: float | None) -> float | None:
-    """Share of the datasheet peak: TFLOP/s for compute workloads, HBM for bandwidth ones."""
+                  gbps_: float | None, link_peak_gbps: float | None = None) -> float | None:
+    """Share of the datasheet peak: TFLOP/s for compute workloads; for bandwidth ones the
+    workload's own link peak when it has one (PCIe, say), else HBM."""
+    if tflops_ is None and gbps_ is not None and link_peak_gbps:
+        return gbps_ / link_peak_gbps
     p = peaks(device)
     if p is None:
         return None
@@ -101,7 +104,8 @@ def run_case(case: Case, backend: str, ctx: RunContext, timer: Timer = measure) 
         t = timing.median_s
         tf, gb = tflops(wl.flops(case), t), gbps(wl.bytes_moved(case), t)
         return Result(**base, **timing.stats(), tflops=tf, gbps=gb,
-                      peak_fraction=peak_fraction(ctx.device, case.dtype, tf, gb),
+                      peak_fraction=peak_fraction(ctx.device, case.dtype, tf, gb,
+                                                  wl.peak_gbps(case, ctx.device)),
                       correct=True, max_rel_error=check.max_rel_error, tolerance=check.tolerance,
                       telemetry=sampler.summary(), status="ok")
     except KeyboardInterrupt:

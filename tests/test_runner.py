@@ -99,3 +99,16 @@ def test_membw_cpu_cases_pass_their_check():
             assert r.correct and r.gbps > 0
             assert r.params["bytes"] * {"copy": 2, "triad": 3}[r.params["op"]] == \
                 pytest.approx(r.gbps * 1e9 * r.median_s)
+
+
+def test_peak_fraction_uses_the_right_ceiling():
+    from bench.device import DeviceInfo
+    from bench.runner import peak_fraction
+
+    h100 = DeviceInfo(name="NVIDIA H100 80GB HBM3", kind="cuda", model="H100-SXM")
+    assert peak_fraction(h100, "bf16", 989.4 / 2, None) == pytest.approx(0.5)
+    assert peak_fraction(h100, "fp8_e4m3", 1978.9, None) == pytest.approx(1.0)
+    assert peak_fraction(h100, "fp32", None, 3350.0) == pytest.approx(1.0)  # HBM
+    assert peak_fraction(h100, "fp32", None, 31.5, link_peak_gbps=63.0) == pytest.approx(0.5)
+    unknown = DeviceInfo(name="NVIDIA Mystery", kind="cuda")
+    assert peak_fraction(unknown, "bf16", 100.0, None) is None

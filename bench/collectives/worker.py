@@ -169,9 +169,9 @@ def _init_process_group(cfg: CollConfig, world: World) -> None:
 
 def _cpu_device() -> DeviceInfo:
     """The CPU as a DeviceInfo even where a GPU exists (gloo buffers live on the host)."""
-    from bench.device import _cpu_name
+    from bench.device import detect_cpu
 
-    return DeviceInfo(name=_cpu_name(), kind="cpu", sm_count=os.cpu_count())
+    return detect_cpu()
 
 
 class _CpuMarks:

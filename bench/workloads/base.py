@@ -86,6 +86,11 @@ class Workload:
         """Bytes read plus written by one call, or None if not a bandwidth workload."""
         return None
 
+    def peak_gbps(self, case: Case, device: DeviceInfo) -> float | None:
+        """The bandwidth ceiling that GB/s is a share of; None means the device's HBM peak.
+        A workload over another link (PCIe, say) returns that link's peak."""
+        return None
+
 
 WORKLOADS: dict[str, Workload] = {}
 
