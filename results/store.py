@@ -29,6 +29,36 @@ class SchemaTooNew(StoreError):
     pass
 
 
+class StoreUnreachable(StoreError):
+    """The server could not be reached or dropped the connection: trying again may work."""
+
+
+# Errors worth retrying: connection exceptions (SQLSTATE class 08), server shutting down or
+# starting up (57P01-57P03), deadlock and serialisation failures (40P01, 40001).
+TRANSIENT_SQLSTATES = ("08", "57P01", "57P02", "57P03", "40P01", "40001")
+# libpq reports these as connection failures too, but retrying cannot fix them.
+PERMANENT_TEXT = ("authentication failed", "no password supplied", "does not exist",
+                  "permission denied", "pg_hba.conf")
+
+
+def transient(e: BaseException) -> bool:
+    """Whether a database error may go away by itself (server down or restarting, a network
+    blip, a deadlock), as opposed to a wrong URL, password or statement."""
+    if isinstance(e, StoreUnreachable):
+        return True
+    if not isinstance(e, sa.exc.DBAPIError):
+        return False
+    text = str(e.orig or e).lower()
+    if type(e.orig).__module__.startswith("sqlite3"):  # only a busy file passes by itself
+        return "locked" in text or "busy" in text
+    if any(t in text for t in PERMANENT_TEXT):
+        return False
+    state = getattr(e.orig, "sqlstate", None) or ""
+    if state.startswith(TRANSIENT_SQLSTATES) or e.connection_invalidated:
+        return True
+    return isinstance(e, (sa.exc.OperationalError, sa.exc.InterfaceError)) and not state
+
+
 metadata = sa.MetaData()
 
 JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
@@ -78,9 +108,17 @@ COLUMNS = [c.name for c in results_table.columns]
 JSON_COLUMNS = ["params", "device", "software", "samples_s", "telemetry"]
 
 # Versioned DDL: MIGRATIONS[v] takes a table at version v-1 to version v. Each entry is a list of
-# SQL statements valid on both SQLite and PostgreSQL. Version 1 is the table created above.
+# SQL statements valid on both SQLite and PostgreSQL, run in one transaction with the version
+# bump (both databases have transactional DDL), so a failed migration leaves the table as it was.
+# Version 1 is the table created above. A `results` table without a version row is taken to be
+# version 1: every colossus-bench since the first writes the row.
 MIGRATIONS: dict[int, list[str]] = {}
+BASE_VERSION = 1
 
+# Key of the PostgreSQL advisory lock that serialises creating and migrating the shared table
+# (32 uploaders opening a new database at once must not race on CREATE TABLE). Any constant
+# works; this one is "colo" in ASCII.
+PG_LOCK_KEY = 0x636F6C6F
 
 def default_path() -> Path:
     """The per-user SQLite file: $XDG_DATA_HOME/colossus-bench/results.db."""
@@ -113,12 +151,20 @@ def _finite(value):
     if isinstance(value, dict):
         return {k: _finite(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [v if type(v) is float and math.isfinite(v) else _finite(v) for v in value]
     return value
 
 
+def _reason(e: BaseException) -> str:
+    """The first line of a database error, without SQLAlchemy's statement and parameters."""
+    text = str(getattr(e, "orig", None) or e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def _row(rec: Result) -> dict:
-    return _finite(rec.to_dict())
+    # Not rec.to_dict(): dataclasses.asdict deep-copies every sample list, and _finite copies
+    # the nested values anyway (this is the hot path of inserts and ingests).
+    return {c: _finite(getattr(rec, c)) for c in COLUMNS}
 
 
 class Store:
@@ -138,8 +184,12 @@ class Store:
                 raise StoreError(f"database {path} is not writable")
             if not os.access(path.parent, os.W_OK):
                 raise StoreError(f"database folder {path.parent} is not writable")
-        connect_args = {"connect_timeout": 10} if self.url.startswith("postgresql") else {}
-        self.engine = sa.create_engine(self.url, connect_args=connect_args)
+        elif self.url.startswith("sqlite:///") and not Path(self.url[10:]).exists():
+            raise StoreError(f"no database at {self.url[10:]}")  # and do not create an empty one
+        pg = self.url.startswith("postgresql")
+        # pre-ping: a pooled connection to a server that restarted is replaced, not failed
+        self.engine = sa.create_engine(self.url, pool_pre_ping=pg,
+                                       connect_args={"connect_timeout": 10} if pg else {})
         try:
             self._open(create)
         except StoreError:
@@ -147,33 +197,78 @@ class Store:
             raise
         except sa.exc.SQLAlchemyError as e:
             self.engine.dispose()
-            reason = str(getattr(e, "orig", e)).strip().splitlines()[0] if str(e) else type(e)
-            raise StoreError(f"cannot open database {self.display_url}: {reason}") from None
+            error = StoreUnreachable if transient(e) else StoreError
+            raise error(f"cannot open database {self.display_url}: {_reason(e)}") from None
 
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
 
     def _open(self, create: bool) -> None:
+        """Check the schema version; create or migrate the table when needed.
+
+        The common case (table there, current version) reads one row and takes no lock. Creating
+        or migrating happens under a lock and re-reads the version there, so that concurrent
+        openers (uploaders on several nodes) create and migrate exactly once.
+        """
+        with self.engine.connect() as conn:
+            version = self._version(conn)
+        if version == SCHEMA_VERSION:
+            return
+        self._refuse_newer(version)
+        if not create:
+            what = "no results table" if version is None else f"schema version {version}"
+            raise StoreError(f"database {self.display_url} has {what}; open it for writing to "
+                             "create or migrate it")
         with self.engine.begin() as conn:
-            if create:
-                metadata.create_all(conn, checkfirst=True)
-            version = conn.execute(sa.select(meta_table.c.value).where(
-                meta_table.c.key == "schema_version")).scalar()
+            self._lock(conn)
+            version = self._version(conn)
+            self._refuse_newer(version)
             if version is None:
-                self._insert_ignore(conn, meta_table, [{"key": "schema_version",
-                                                        "value": str(SCHEMA_VERSION)}], "key")
-                return
-            version = int(version)
-            if version > SCHEMA_VERSION:
-                raise SchemaTooNew(
-                    f"database {self.display_url} has schema version {version}, newer than this "
-                    f"colossus-bench understands ({SCHEMA_VERSION}): upgrade colossus-bench")
-            for v in range(version + 1, SCHEMA_VERSION + 1):
-                for stmt in MIGRATIONS[v]:
-                    conn.execute(sa.text(stmt))
-                conn.execute(meta_table.update().where(meta_table.c.key == "schema_version")
-                             .values(value=str(v)))
+                metadata.create_all(conn, checkfirst=True)
+            else:
+                for v in range(version + 1, SCHEMA_VERSION + 1):
+                    self._migrate(conn, v)
+                metadata.create_all(conn, checkfirst=True)  # tables new since `version`
+            conn.execute(meta_table.delete().where(meta_table.c.key == "schema_version"))
+            conn.execute(meta_table.insert().values(key="schema_version",
+                                                    value=str(SCHEMA_VERSION)))
+
+    def _version(self, conn) -> int | None:
+        """The table's schema version; None when there is no results table yet."""
+        inspector = sa.inspect(conn)
+        if inspector.has_table(meta_table.name):
+            value = conn.execute(sa.select(meta_table.c.value).where(
+                meta_table.c.key == "schema_version")).scalar()
+            if value is not None:
+                return int(value)
+        return BASE_VERSION if inspector.has_table(results_table.name) else None
+
+    def _refuse_newer(self, version: int | None) -> None:
+        if version is not None and version > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"database {self.display_url} has schema version {version}, newer than this "
+                f"colossus-bench understands ({SCHEMA_VERSION}): upgrade colossus-bench")
+
+    def _lock(self, conn) -> None:
+        """Serialise schema changes: an advisory lock on PostgreSQL, the write lock on SQLite
+        (BEGIN IMMEDIATE, the first statement of the transaction). Both end with it."""
+        if self.dialect == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_LOCK_KEY})
+        elif self.dialect == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    def _migrate(self, conn, version: int) -> None:
+        if version not in MIGRATIONS:
+            raise StoreError(f"database {self.display_url}: no migration to schema version "
+                             f"{version} in this colossus-bench")
+        for stmt in MIGRATIONS[version]:
+            try:
+                conn.execute(sa.text(stmt))
+            except sa.exc.SQLAlchemyError as e:
+                raise StoreError(f"database {self.display_url}: migration to schema version "
+                                 f"{version} failed ({_reason(e)}); the table is unchanged"
+                                 ) from None
 
     def schema_version(self) -> int:
         with self.engine.connect() as conn:
@@ -184,6 +279,9 @@ class Store:
         """INSERT ... ON CONFLICT DO NOTHING; returns the keys actually inserted."""
         if not rows:
             return []
+        # Sorted by key, so concurrent transactions lock the same keys in the same order and
+        # never deadlock on each other's uncommitted rows (PostgreSQL).
+        rows = sorted(rows, key=lambda r: r[key])
         mod = postgresql if self.dialect == "postgresql" else sqlite
         stmt = mod.insert(table).on_conflict_do_nothing(index_elements=[key])
         stmt = stmt.returning(table.c[key])
@@ -191,7 +289,10 @@ class Store:
 
     def insert(self, records: Iterable[Result], *, conn=None) -> int:
         """Insert records (one transaction); already-present ids are skipped. Returns new rows."""
-        rows = [_row(r) for r in records]
+        return self.insert_rows([_row(r) for r in records], conn=conn)
+
+    def insert_rows(self, rows: list[dict], *, conn=None) -> int:
+        """Insert rows already in table form (as read from another Store); see `insert`."""
         if conn is not None:
             return len(self._insert_ignore(conn, results_table, rows, "id"))
         with self.engine.begin() as c:

@@ -19,3 +19,7 @@ def pytest_collection_modifyitems(config, items):
 def db_url(tmp_path):
     """A fresh SQLite database for one test."""
     return f"sqlite:///{tmp_path / 'results.db'}"
+
+
+# PostgreSQL fixtures (pg_server, pg_url, pg_server_factory): a private server per session.
+pytest_plugins = ["tests.pg"]

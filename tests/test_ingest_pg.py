@@ -1,0 +1,100 @@
+"""`colossus-bench ingest` into SQLite and PostgreSQL: a malformed file (truncated JSON, another
+tool's pytest-benchmark file, a row with a missing field) is refused with the file and row named,
+and nothing from it is written, while the good files of the same command are loaded."""
+
+import json
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from bench.cli import app
+from results.ingest import ingest
+from results.schema import Result
+from results.store import Store
+
+runner = CliRunner()
+
+
+def rec(i, **kw):
+    base = dict(run_id="r1", workload="membw", backend="torch", dtype="fp32",
+                params={"op": "copy", "bytes": 4096 * (i + 1)}, host="node1",
+                device={"name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-1"}, median_s=1e-3,
+                gbps=8.2, correct=True)
+    return Result(**{**base, **kw})
+
+
+def pytest_benchmark_doc(records):
+    """A pytest-benchmark --benchmark-json document as bench/benchmarks writes it."""
+    return {"machine_info": {"node": "node1"}, "commit_info": {}, "version": "5.1.0",
+            "benchmarks": [{"name": f"test_case[{i}]", "fullname": f"bench/x.py::test_case[{i}]",
+                            "stats": {"median": r.get("median_s")},
+                            "extra_info": {"record": r}} for i, r in enumerate(records)]}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request, db_url):
+    return db_url if request.param == "sqlite" else request.getfixturevalue("pg_url")
+
+
+def _missing(field):
+    row = rec(1).to_dict()
+    del row[field]
+    return row
+
+
+BAD_FILES = {
+    "truncated.json": (json.dumps(pytest_benchmark_doc([rec(0).to_dict()]))[:-40],
+                       ["truncated.json", "not valid JSON"]),
+    "other-tool.json": (json.dumps({"machine_info": {}, "benchmarks": [
+        {"name": "test_sort", "fullname": "tests/test_sort.py::test_sort",
+         "stats": {"median": 0.1}, "extra_info": {}}]}),
+        ["other-tool.json", "benchmark 1 (tests/test_sort.py::test_sort)",
+         "no colossus-bench record"]),
+    "missing-field.jsonl": ("\n".join(json.dumps(r) for r in
+                                      [rec(0).to_dict(), _missing("workload")]) + "\n",
+                            ["missing-field.jsonl", "line 2", "missing field(s) ['workload']"]),
+    "missing-in-benchmark.json": (json.dumps(pytest_benchmark_doc(
+        [rec(0).to_dict(), rec(2).to_dict(), _missing("device")])),
+        ["missing-in-benchmark.json", "benchmark 3", "missing field(s) ['device']"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_malformed_file_is_refused_whole_and_named(url, tmp_path, name):
+    content, expected = BAD_FILES[name]
+    bad = tmp_path / name
+    bad.write_text(content)
+    good = tmp_path / "good.jsonl"
+    good.write_text("\n".join(json.dumps(rec(i + 10).to_dict()) for i in range(3)) + "\n")
+    Store(url).close()
+    res = runner.invoke(app, ["ingest", str(bad), str(good), "--db", url])
+    assert res.exit_code == 2
+    for text in expected:
+        assert text in res.output
+    assert "nothing from this file was written" in res.output
+    assert "good.jsonl: 3 rows, 3 new" in res.output
+    with Store(url) as store:  # only the good file's rows: none of the bad file's valid rows
+        assert store.ids() == {rec(i + 10).id for i in range(3)}
+
+
+def test_good_pytest_benchmark_file_loads_and_reloading_adds_nothing(url, tmp_path):
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(pytest_benchmark_doc([rec(i).to_dict() for i in range(4)])))
+    res = runner.invoke(app, ["ingest", str(path), "--db", url])
+    assert res.exit_code == 0 and "4 rows, 4 new, 0 already there" in res.output
+    res = runner.invoke(app, ["ingest", str(path), "--db", url])
+    assert res.exit_code == 0 and "4 rows, 0 new, 4 already there" in res.output
+
+
+@pytest.mark.postgres
+def test_a_row_the_database_refuses_rolls_back_the_whole_file(pg_url, tmp_path):
+    """Valid records, but the third has a run_id longer than its column: PostgreSQL
+    refuses that row mid-insert, and the rows before it are rolled back with it."""
+    path = tmp_path / "long.jsonl"
+    rows = [rec(0), rec(1), rec(2, run_id="r" * 80)]  # run_id is VARCHAR(64)
+    path.write_text("\n".join(json.dumps(r.to_dict()) for r in rows) + "\n")
+    with Store(pg_url) as store:
+        with pytest.raises(sa.exc.DBAPIError, match="too long"):
+            ingest(path, store)
+        assert store.count() == 0

@@ -1,0 +1,182 @@
+"""The results table on SQLite and PostgreSQL: creation on first use, idempotent inserts, schema
+versions (refusing a newer table, migrating an older one in one transaction), concurrent openers,
+and clear errors for unreachable servers and wrong passwords."""
+
+import threading
+
+import pytest
+import sqlalchemy as sa
+
+import results.store as store_mod
+from results.schema import SCHEMA_VERSION, Result
+from results.store import (
+    SchemaTooNew,
+    Store,
+    StoreError,
+    StoreUnreachable,
+    meta_table,
+    resolve_url,
+    transient,
+)
+from tests.pg import free_port
+
+
+def make(i=0, **kw):
+    base = dict(run_id="run1", workload="gemm", backend="triton", dtype="bf16",
+                params={"m": 128 * (i + 1), "n": 256, "k": 64, "layout": "nt"}, host="h",
+                device={"name": "NVIDIA H100 80GB HBM3", "model": "H100-SXM", "uuid": "GPU-1"},
+                median_s=1e-3, samples_s=[1e-3, 1.1e-3], tflops=500.0, correct=True,
+                telemetry={"source": "nvml", "power_w_mean": 650.5, "throttle_reasons": []})
+    base.update(kw)
+    return Result(**base)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request, db_url):
+    """The same tests on a fresh SQLite file and a fresh PostgreSQL database."""
+    return db_url if request.param == "sqlite" else request.getfixturevalue("pg_url")
+
+
+def _columns(url, table="results"):
+    engine = sa.create_engine(resolve_url(url))
+    try:
+        return {c["name"] for c in sa.inspect(engine).get_columns(table)}
+    finally:
+        engine.dispose()
+
+
+def _set_version(url, version):
+    engine = sa.create_engine(resolve_url(url))
+    with engine.begin() as conn:
+        conn.execute(meta_table.update().values(value=str(version)))
+    engine.dispose()
+
+
+def test_table_is_created_on_first_use_and_rows_round_trip(url):
+    rec = make(telemetry={"source": "nvml", "power_w_mean": 650.5, "throttle_reasons": ["x"]})
+    with Store(url) as store:
+        assert store.count() == 0 and store.schema_version() == SCHEMA_VERSION
+        assert store.insert([rec]) == 1
+        [back] = store.records()
+        assert back == rec
+        df = store.frame()
+        assert df.loc[0, "params"] == rec.params
+        assert df.loc[0, "telemetry"]["throttle_reasons"] == ["x"]
+
+
+def test_insert_is_idempotent(url):
+    recs = [make(i) for i in range(6)]
+    with Store(url) as store:
+        assert store.insert(recs[:4]) == 4
+        assert store.insert(reversed(recs)) == 2
+        assert store.insert(recs) == 0
+        assert store.count() == 6 and store.ids() == {r.id for r in recs}
+
+
+def test_newer_table_is_refused_with_a_clear_error(url):
+    Store(url).close()
+    _set_version(url, SCHEMA_VERSION + 1)
+    with pytest.raises(SchemaTooNew, match=f"schema version {SCHEMA_VERSION + 1}, newer than"):
+        Store(url)
+
+
+def test_migration_to_a_new_version_is_applied_once(url, monkeypatch):
+    """A v1 table with rows; a test-only v2 adds a column. The v2 client migrates it, rows stay,
+    reopening changes nothing, and the v1 client then refuses the v2 table."""
+    with Store(url) as store:
+        store.insert([make(0), make(1)])
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setitem(store_mod.MIGRATIONS, SCHEMA_VERSION + 1,
+                        ["ALTER TABLE results ADD COLUMN note TEXT"])
+    with Store(url) as store:
+        assert store.schema_version() == SCHEMA_VERSION + 1
+        assert store.count() == 2
+    assert "note" in _columns(url)
+    Store(url).close()  # already migrated: no second ALTER (it would fail: column exists)
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", SCHEMA_VERSION)
+    with pytest.raises(SchemaTooNew):
+        Store(url)
+
+
+def test_a_failed_migration_leaves_the_table_unchanged(url, monkeypatch):
+    Store(url).close()
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setitem(store_mod.MIGRATIONS, SCHEMA_VERSION + 1,
+                        ["ALTER TABLE results ADD COLUMN note TEXT", "ALTER TABLE nope ADD x INT"])
+    with pytest.raises(StoreError, match="migration to schema version .* failed.*unchanged"):
+        Store(url)
+    assert "note" not in _columns(url)  # the first statement was rolled back with the second
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", SCHEMA_VERSION)
+    with Store(url) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+
+
+def test_a_missing_migration_is_a_clear_error(url, monkeypatch):
+    Store(url).close()
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    with pytest.raises(StoreError, match="no migration to schema version"):
+        Store(url)
+
+
+def test_a_table_without_a_version_row_is_taken_as_version_1(url, monkeypatch):
+    """A "v0" table (results, no colossus_meta): read as the first schema and migrated."""
+    with Store(url) as store:
+        store.insert([make(0)])
+    engine = sa.create_engine(resolve_url(url))
+    with engine.begin() as conn:
+        meta_table.drop(conn)
+    engine.dispose()
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 2)
+    monkeypatch.setitem(store_mod.MIGRATIONS, 2, ["ALTER TABLE results ADD COLUMN note TEXT"])
+    with Store(url) as store:
+        assert store.schema_version() == 2 and store.count() == 1
+    assert "note" in _columns(url)
+
+
+@pytest.mark.postgres
+def test_concurrent_openers_create_the_table_once(pg_url):
+    errors = []
+
+    def open_and_insert(i):
+        try:
+            with Store(pg_url) as store:
+                store.insert([make(j) for j in range(i, i + 5)])
+        except Exception as e:  # collected: an assert in a thread would be lost
+            errors.append(e)
+
+    threads = [threading.Thread(target=open_and_insert, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with Store(pg_url) as store:
+        assert store.count() == 12 and store.schema_version() == SCHEMA_VERSION
+
+
+def test_reading_a_missing_sqlite_file_does_not_create_it(tmp_path):
+    with pytest.raises(StoreError, match="no database at"):
+        Store(str(tmp_path / "none.db"), create=False)
+    assert not (tmp_path / "none.db").exists()
+
+
+@pytest.mark.postgres
+def test_unreachable_server_and_wrong_password_are_told_apart(pg_server):
+    down = f"postgresql://bench:hunter2-secret@127.0.0.1:{free_port()}/x"
+    with pytest.raises(StoreUnreachable) as e:
+        Store(down)
+    assert "hunter2-secret" not in str(e.value) and "bench:***@" in str(e.value)
+    assert transient(e.value)
+    wrong = pg_server.url().replace(pg_server.password, "wrong-password-xyz")
+    with pytest.raises(StoreError, match="authentication failed") as e:
+        Store(wrong)
+    assert not isinstance(e.value, StoreUnreachable)
+    assert "wrong-password-xyz" not in str(e.value)
+
+
+def test_transient_classification():
+    assert not transient(ValueError("x"))
+    orig = type("E", (Exception,), {"sqlstate": "40P01"})("deadlock detected")
+    assert transient(sa.exc.OperationalError("stmt", {}, orig))
+    orig = type("E", (Exception,), {"sqlstate": "42601"})("syntax error")
+    assert not transient(sa.exc.ProgrammingError("stmt", {}, orig))

@@ -1,0 +1,227 @@
+"""`colossus-bench upload` and `run --upload`: copying the local table into a shared PostgreSQL
+table, idempotently, in batches; retries and a clear failure when the server is unreachable
+(local rows untouched, a later upload finishes); passwords never in the output."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from bench.cli import _upload_after_run, app
+from results.schema import Result
+from results.store import Store
+from results.upload import (
+    BACKOFF_ENV,
+    TRIES_ENV,
+    UPLOAD_ENV,
+    RetryPolicy,
+    UploadError,
+    UploadReport,
+    scrub,
+    upload_store,
+)
+from results.upload_bench import concurrency
+from tests.pg import free_port
+
+runner = CliRunner()
+pg = pytest.mark.postgres
+
+
+def make(i, run_id="run1"):
+    return Result(run_id=run_id, workload="membw", backend="torch", dtype="fp32",
+                  params={"op": "copy", "bytes": 1024 * (i + 1)}, host="node1",
+                  device={"name": "NVIDIA H100 80GB HBM3", "model": "H100-SXM",
+                          "uuid": "GPU-1"},
+                  median_s=1e-3, samples_s=[1e-3, 1.2e-3, 0.9e-3], gbps=2.0, correct=True,
+                  telemetry={"source": "nvml", "power_w_mean": 600.0, "throttle_reasons": []})
+
+
+@pytest.fixture
+def local(tmp_path):
+    """A local SQLite table with 30 rows."""
+    store = Store(str(tmp_path / "local.db"))
+    store.insert([make(i) for i in range(30)])
+    yield store
+    store.close()
+
+
+def _snapshot(store):
+    return sorted((r.id, r.median_s, r.created_at) for r in store.records())
+
+
+def cli_subprocess(*args, env=None):
+    """The real command in a process of its own: everything it prints is captured."""
+    return subprocess.run([sys.executable, "-m", "bench.cli", *map(str, args)],
+                          capture_output=True, text=True, env={**os.environ, **(env or {})},
+                          timeout=120)
+
+
+@pg
+def test_upload_copies_what_is_missing_and_rerunning_adds_nothing(local, pg_url):
+    with Store(pg_url) as shared:  # 10 rows there already (another node, an earlier upload)
+        shared.insert([make(i) for i in range(10)])
+    before = _snapshot(local)
+    report = upload_store(local, pg_url, batch_size=7)
+    assert (report.new, report.already, report.local, report.batches) == (20, 10, 30, 5)
+    assert "20 new rows, 10 already there" in str(report) and "***" in str(report)
+    again = upload_store(local, pg_url)
+    assert (again.new, again.already) == (0, 30)
+    with Store(pg_url) as shared:
+        assert shared.ids() == local.ids()
+        assert sorted(r.to_dict()["samples_s"] for r in shared.records()) == \
+            sorted(r.to_dict()["samples_s"] for r in local.records())
+    assert _snapshot(local) == before  # the local table is only read
+
+
+def test_upload_between_sqlite_files_and_bad_arguments(local, tmp_path, monkeypatch):
+    other = f"sqlite:///{tmp_path / 'shared.db'}"
+    assert upload_store(local, other).new == 30
+    with pytest.raises(ValueError, match="batch size"):
+        upload_store(local, other, batch_size=0)
+    with pytest.raises(ValueError, match="tries"):
+        RetryPolicy(tries=0)
+    monkeypatch.delenv(UPLOAD_ENV, raising=False)
+    with pytest.raises(ValueError, match=UPLOAD_ENV):
+        upload_store(local, None)
+    with pytest.raises(UploadError, match="is the local table itself"):
+        upload_store(local, local.url)
+
+
+def test_unreachable_server_is_retried_with_backoff_then_fails(local):
+    waits = []
+    url = f"postgresql://bench:pw-never-shown-42@127.0.0.1:{free_port()}/x"
+    with pytest.raises(UploadError) as e:
+        upload_store(local, url, retry=RetryPolicy(tries=4, backoff_s=0.5), sleep=waits.append)
+    assert waits == [0.5, 1.0, 2.0]  # exponential; then the fourth try fails for good
+    msg = str(e.value)
+    assert "cannot reach" in msg and "after 4 tries" in msg and "local table is untouched" in msg
+    assert "pw-never-shown-42" not in msg and e.value.report.retries == 3
+    assert local.count() == 30
+
+
+@pg
+def test_server_down_mid_upload_keeps_local_rows_and_a_later_upload_finishes(local,
+                                                                            pg_server_factory):
+    server = pg_server_factory()
+    url = server.url(server.create_database())
+    before = _snapshot(local)
+
+    def stop_after_first_batch(report):
+        if report.batches == 1:
+            server.stop()  # a real server going away between two batches
+
+    with pytest.raises(UploadError, match="cannot reach") as e:
+        upload_store(local, url, batch_size=10, on_batch=stop_after_first_batch,
+                     retry=RetryPolicy(tries=2, backoff_s=0.05))
+    assert e.value.report.new == 10 and server.password not in str(e.value)
+    assert _snapshot(local) == before
+    server.start()
+    report = upload_store(local, url, batch_size=10)
+    assert (report.new, report.already) == (20, 10)
+    with Store(url) as shared:
+        assert shared.ids() == local.ids()
+
+
+@pg
+def test_eight_concurrent_uploaders_with_overlaps_give_exactly_the_distinct_rows(pg_url,
+                                                                                 tmp_path):
+    figures = concurrency(pg_url, tmp_path, uploaders=8, total=5000, samples=5,
+                          batch_size=500)
+    assert figures["rows_sent"] == 5000 and figures["distinct_rows"] < 5000  # overlaps
+    assert figures["checks"] == {"table_has_exactly_the_distinct_rows": True,
+                                 "new_counts_add_up": True, "rerun_adds_none": True}
+
+
+@pg
+def test_cli_upload_never_prints_the_password(local, pg_server, pg_url):
+    pw = pg_server.password
+    ok = cli_subprocess("upload", "--to", pg_url, "--db", local.url)
+    assert ok.returncode == 0, ok.stderr
+    assert "30 new rows, 0 already there" in ok.stdout
+    assert pw not in ok.stdout + ok.stderr and "***" in ok.stdout
+    # unreachable: retried, then a clear message, exit non-zero
+    down = pg_url.replace(f":{pg_server.port}/", f":{free_port()}/")
+    bad = cli_subprocess("upload", "--to", down, "--db", local.url, "--tries", "2",
+                         "--backoff", "0")
+    assert bad.returncode != 0 and "cannot reach" in bad.stderr
+    assert pw not in bad.stdout + bad.stderr and "Traceback" not in bad.stderr
+    # a wrong password is not retried and not shown either
+    wrong = cli_subprocess("upload", "--to", pg_url.replace(pw, "Wr0ng-pass-77"), "--db",
+                           local.url)
+    assert wrong.returncode != 0 and "authentication failed" in wrong.stderr
+    assert "Wr0ng-pass-77" not in wrong.stdout + wrong.stderr
+    # from the environment, and --help with it set
+    env = cli_subprocess("upload", "--db", local.url, "--json", env={UPLOAD_ENV: pg_url})
+    assert env.returncode == 0 and json.loads(env.stdout)["already"] == 30
+    assert pw not in env.stdout + env.stderr
+    helped = cli_subprocess("upload", "--help", env={UPLOAD_ENV: pg_url})
+    assert pw not in helped.stdout + helped.stderr
+
+
+@pg
+def test_password_from_pgpassword_or_pgpass(local, pg_server, pg_url, tmp_path):
+    no_pw = pg_url.replace(f":{pg_server.password}@", "@")
+    assert pg_server.password not in no_pw
+    res = cli_subprocess("upload", "--to", no_pw, "--db", local.url,
+                         env={"PGPASSWORD": pg_server.password})
+    assert res.returncode == 0 and "30 new rows" in res.stdout, res.stderr
+    pgpass = tmp_path / ".pgpass"
+    pgpass.write_text(f"127.0.0.1:{pg_server.port}:*:bench:{pg_server.password}\n")
+    pgpass.chmod(0o600)  # libpq ignores a .pgpass others can read
+    res = cli_subprocess("upload", "--to", no_pw, "--db", local.url,
+                         env={"HOME": str(tmp_path), "PGPASSWORD": ""})
+    assert res.returncode == 0 and "30 already there" in res.stdout, res.stderr
+    assert pg_server.password not in res.stdout + res.stderr
+
+
+def test_cli_errors_are_one_line(tmp_path, monkeypatch):
+    monkeypatch.delenv(UPLOAD_ENV, raising=False)
+    res = runner.invoke(app, ["upload", "--db", str(tmp_path / "r.db")])
+    assert res.exit_code == 2 and "--to" in res.output
+    res = runner.invoke(app, ["upload", "--to", "sqlite:///x.db", "--db",
+                              str(tmp_path / "missing.db")])
+    assert res.exit_code == 2 and "no local results table" in res.output
+    assert not (tmp_path / "missing.db").exists()
+    res = runner.invoke(app, ["upload", "--to", "sqlite:///x.db", "--db",
+                              str(tmp_path / "missing.db"), "--tries", "0"])
+    assert res.exit_code == 2
+
+
+@pg
+def test_run_upload_prints_the_report_and_never_fails_the_run(local, pg_url, capsys,
+                                                              monkeypatch):
+    _upload_after_run(local, pg_url)
+    out = capsys.readouterr()
+    assert "uploaded: 30 new rows, 0 already there" in out.out
+    monkeypatch.setenv(TRIES_ENV, "2")  # run --upload takes its retry policy from these
+    monkeypatch.setenv(BACKOFF_ENV, "0")
+    down = f"postgresql://u:pw-x9@127.0.0.1:{free_port()}/x"
+    _upload_after_run(local, down)  # does not raise, says why
+    out = capsys.readouterr()
+    assert "upload failed, results kept locally" in out.err and "pw-x9" not in out.err
+
+
+@pg
+@pytest.mark.slow
+def test_run_with_upload_end_to_end(pg_url, tmp_path):
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    res = runner.invoke(app, ["run", "--suite", "quick", "--filter", "membw/*:torch", "--db", db,
+                              "--timing", "smoke", "--upload", pg_url])
+    assert res.exit_code == 0, res.output
+    assert "uploaded: 2 new rows, 0 already there" in res.output
+    with Store(pg_url) as shared, Store(db) as mine:
+        assert shared.ids() == mine.ids() and len(mine.ids()) == 2
+
+
+def test_scrub_and_report():
+    url = "postgresql://u:p%40ss w@h/db"
+    assert scrub("x p@ss w y p%40ss%20w", url) == "x *** y ***"
+    assert scrub("nothing", "sqlite:///x.db") == "nothing"
+    r = UploadReport(to="postgresql+psycopg://u:***@h/db", local=3, new=2, already=1, batches=1,
+                     seconds=0.5)
+    assert str(r) == ("2 new rows, 1 already there (3 local rows, 1 batch) to "
+                      "postgresql+psycopg://u:***@h/db in 0.5 s")
+    assert r.to_dict()["rows_per_s"] == 6.0
