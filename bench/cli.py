@@ -186,8 +186,11 @@ def ingest(
     db: str | None = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
     """Load result files into the table; each file is loaded whole or not at all."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from results.ingest import IngestError
     from results.ingest import ingest as do_ingest
+    from results.store import StoreError
 
     store = open_store(db)
     failed = 0
@@ -195,7 +198,12 @@ def ingest(
         try:
             new, total = do_ingest(f, store)
             console.print(f"{f}: {total} rows, {new} new, {total - new} already there")
-        except IngestError as e:
+        except SQLAlchemyError as e:  # a row the database refuses; the file rolled back whole
+            reason = str(getattr(e, "orig", e)).strip().splitlines()[0]
+            err_console.print(f"[bold red]error:[/] {f}: the database refused a row: {reason} "
+                              "(nothing from this file was written)", highlight=False)
+            failed += 1
+        except (IngestError, StoreError) as e:
             err_console.print(f"[bold red]error:[/] {e} (nothing from this file was written)",
                               highlight=False)
             failed += 1

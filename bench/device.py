@@ -123,18 +123,40 @@ def peaks(device: DeviceInfo) -> Peaks | None:
     return None
 
 
-def _nvml_facts(index: int) -> dict:
-    """uuid and driver from NVML, when it is there; {} otherwise."""
+def _nvml_facts(uuid: str | None, index: int) -> dict:
+    """The driver version (and the uuid where torch has none) from NVML; {} without NVML.
+
+    NVML numbers GPUs physically and ignores CUDA_VISIBLE_DEVICES, so the GPU is found by the
+    uuid torch reports; its index is used only when no GPU is hidden (else under
+    CUDA_VISIBLE_DEVICES=3 every process would describe physical GPU 0).
+    """
     try:
         import pynvml
 
         pynvml.nvmlInit()
-        h = pynvml.nvmlDeviceGetHandleByIndex(index)
-        facts = {"uuid": pynvml.nvmlDeviceGetUUID(h), "driver": pynvml.nvmlSystemGetDriverVersion()}
-        pynvml.nvmlShutdown()
-        return {k: v.decode() if isinstance(v, bytes) else v for k, v in facts.items()}
     except Exception:  # no NVML (CPU machines, containers without the library)
         return {}
+    try:
+        facts = {"driver": pynvml.nvmlSystemGetDriverVersion()}
+        try:
+            h = pynvml.nvmlDeviceGetHandleByUUID(uuid) if uuid else None
+        except pynvml.NVMLError:
+            h = None
+        if h is None and "CUDA_VISIBLE_DEVICES" not in os.environ:
+            h = pynvml.nvmlDeviceGetHandleByIndex(index)
+        if h is not None:
+            facts["uuid"] = pynvml.nvmlDeviceGetUUID(h)
+        return {k: v.decode() if isinstance(v, bytes) else v for k, v in facts.items()}
+    except Exception:
+        return {}
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def torch_uuid(props) -> str | None:
+    """The GPU's uuid as torch reports it, in NVML's 'GPU-...' form."""
+    u = getattr(props, "uuid", None)
+    return f"GPU-{u}" if u else None
 
 
 def _cpu_name() -> str:
@@ -155,8 +177,8 @@ def detect(index: int | None = None) -> DeviceInfo:
     if torch.cuda.is_available():
         i = torch.cuda.current_device() if index is None else index
         p = torch.cuda.get_device_properties(i)
-        nv = _nvml_facts(i)
-        uuid = nv.get("uuid") or (f"GPU-{p.uuid}" if getattr(p, "uuid", None) else None)
+        nv = _nvml_facts(torch_uuid(p), i)
+        uuid = torch_uuid(p) or nv.get("uuid")
         return DeviceInfo(
             name=p.name,
             kind="cuda",

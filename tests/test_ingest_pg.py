@@ -98,3 +98,15 @@ def test_a_row_the_database_refuses_rolls_back_the_whole_file(pg_url, tmp_path):
         with pytest.raises(sa.exc.DBAPIError, match="too long"):
             ingest(path, store)
         assert store.count() == 0
+
+
+@pytest.mark.postgres
+def test_cli_names_a_refused_row_in_one_line_and_writes_nothing(pg_url, tmp_path):
+    path = tmp_path / "long.jsonl"
+    rows = [rec(0), rec(1, run_id="r" * 80)]
+    path.write_text("\n".join(json.dumps(r.to_dict()) for r in rows) + "\n")
+    res = runner.invoke(app, ["ingest", str(path), "--db", pg_url])
+    assert res.exit_code == 2
+    assert "the database refused a row" in res.output and "long.jsonl" in res.output
+    assert "Traceback" not in res.output
+    assert Store(pg_url).count() == 0
