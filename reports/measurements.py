@@ -163,7 +163,9 @@ def reference_frame():
         return None
 
 
-def _as_dict(v: Any) -> dict:
+def as_dict(v: Any) -> dict:
+    """A record's dict column as a dict, whether it comes from a frame (dict) or from CSV/JSON
+    text; anything else is an empty dict."""
     if isinstance(v, dict):
         return v
     if isinstance(v, str) and v.startswith("{"):
@@ -183,9 +185,9 @@ def _rows(frame, origin: str) -> list[dict]:
         if rec.get("status") != "ok":
             continue
         rec = dict(rec)
-        rec["params"] = _as_dict(rec.get("params"))
-        rec["device"] = _as_dict(rec.get("device"))
-        rec["telemetry"] = _as_dict(rec.get("telemetry"))
+        rec["params"] = as_dict(rec.get("params"))
+        rec["device"] = as_dict(rec.get("device"))
+        rec["telemetry"] = as_dict(rec.get("telemetry"))
         rec["_origin"] = origin
         if rec.get("workload") in ("gemm", "attention") and rec.get("correct") is not True:
             continue

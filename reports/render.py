@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.device import PEAKS
+from reports.measurements import as_dict
 
 REFERENCE = "shipped reference results"  # the origin pick_measurements names the reference
 NO_MEASUREMENTS = ("no measurements: run `colossus-bench run` on a GPU node or ship reference "
@@ -197,17 +197,6 @@ def _time(value: Any) -> str:
 # Rows: which measurements count
 # ----------------------------------------------------------------------------------------------
 
-def _as_dict(v: Any) -> dict:
-    if isinstance(v, dict):
-        return v
-    if isinstance(v, str) and v.startswith("{"):
-        try:
-            return json.loads(v)
-        except ValueError:
-            return {}
-    return {}
-
-
 def is_true(v: Any) -> bool:
     """True for True and numpy's True (frames from other readers may hold numpy bools)."""
     return v is True or (hasattr(v, "item") and v.item() is True)
@@ -244,7 +233,7 @@ def usable_rows(frame) -> list[dict]:
             continue
         rec = dict(rec)
         for k in ("params", "device", "software", "telemetry"):
-            rec[k] = _as_dict(rec.get(k))
+            rec[k] = as_dict(rec.get(k))
         out.append(rec)
     return out
 
