@@ -99,6 +99,20 @@ def _pytest_benchmark_json(tmp_path, *extra):
 
 
 @pytest.mark.slow
+def test_benchmark_suite_smoke_with_benchmark_disable():
+    """CI's smoke run of the pytest-benchmark suite: every quick case checked, nothing timed by
+    pytest-benchmark (--benchmark-disable)."""
+    env = {**os.environ, "COLOSSUS_BENCH_SUITE": "quick"}
+    env.pop("COLOSSUS_BENCH_FILTER", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "bench/benchmarks", "-q", "-p", "no:cacheprovider",
+         "--benchmark-disable"], cwd=os.path.dirname(os.path.dirname(__file__)), env=env,
+        capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert " passed" in proc.stdout and "failed" not in proc.stdout
+
+
+@pytest.mark.slow
 def test_pytest_benchmark_json_ingest(tmp_path):
     path = _pytest_benchmark_json(tmp_path)
     doc = json.loads(path.read_text())
