@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -176,6 +177,8 @@ def export(
     store = open_store(db)
     try:
         do_export(store.frame(), format, out)
+    except BrokenPipeError:  # `export | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except (ValueError, OSError) as e:
         raise fail(str(e)) from None
 

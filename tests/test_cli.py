@@ -189,3 +189,11 @@ def test_interrupt_or_crash_mid_run_keeps_finished_rows(tmp_path, sig):
     if sig == signal.SIGINT:
         assert proc.returncode == 130
         assert "finished results are stored" in err
+
+
+def test_export_into_a_closed_pipe_is_quiet(filled_db):
+    env = {**os.environ, "COLOSSUS_BENCH_DB": filled_db}
+    proc = subprocess.run(f"{sys.executable} -m bench.cli export --format jsonl | head -c 10",
+                          shell=True, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.startswith('{"id": "') and len(proc.stdout) == 10
+    assert "Broken pipe" not in proc.stderr and "error" not in proc.stderr
