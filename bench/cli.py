@@ -106,6 +106,13 @@ def run(
                   f"case-backends | database: {store.display_url}")
     run_id = runner.new_run_id()
     done = []
+    unstored: dict = {}  # spool path -> [count, last error]
+
+    def note_unstored(result, path, error):
+        entry = unstored.setdefault(path, [0, error])
+        entry[0] += 1
+        entry[1] = error
+
     cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn())
     try:
@@ -114,7 +121,8 @@ def run(
             runner.run(pairs, store, device=device, run_id=run_id,
                        timing=PRESETS[timing] if timing else None, telemetry=not no_telemetry,
                        on_start=lambda c, b: progress.update(task, description=f"{c.key}:{b}"),
-                       on_result=lambda r: (done.append(r), progress.advance(task)))
+                       on_result=lambda r: (done.append(r), progress.advance(task)),
+                       on_unstored=note_unstored)
     except KeyboardInterrupt:
         console.print(results_table(done))
         err_console.print(f"interrupted: the {len(done)} finished results are stored in "
@@ -122,8 +130,14 @@ def run(
         raise typer.Exit(130) from None
     console.print(results_table(done))
     bad = [r for r in done if r.status == "failed"]
-    console.print(f"run {run_id}: {len(done)} results stored in {store.display_url}"
+    kept = sum(n for n, _ in unstored.values())
+    console.print(f"run {run_id}: {len(done) - kept} results stored in {store.display_url}"
                   + (f"; [red]{len(bad)} failed[/]" if bad else ""))
+    for path, (n, error) in unstored.items():
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        err_console.print(f"[yellow]{n} results could not be stored ({reason}); they are kept in "
+                          f"{path}: load them with `colossus-bench ingest {path}`[/]",
+                          highlight=False, soft_wrap=True)
     if json_out:
         json_out.write_text(json.dumps([r.to_dict() for r in done], indent=1, default=str))
     if upload:

@@ -10,10 +10,13 @@ any other exception is stored as failed; the run goes on either way.
 from __future__ import annotations
 
 import gc
+import json
+import os
 import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from bench import provenance
 from bench.device import DeviceInfo, peaks
@@ -123,11 +126,33 @@ def run_case(case: Case, backend: str, ctx: RunContext, timer: Timer = measure) 
         _free(ctx.device)
 
 
+def spool_path(run_id: str) -> Path:
+    """Where results that the table refused are kept: beside the default table."""
+    from results.store import default_path
+
+    return default_path().parent / f"unstored-{run_id}.jsonl"
+
+
+def keep(result: Result, path: Path) -> None:
+    """Append one record to a JSON Lines file (`colossus-bench ingest` reads it back)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(result.to_dict(), default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def run(pairs: list[tuple[Case, str]], store, *, device: DeviceInfo,
         run_id: str | None = None, timing: TimingConfig | None = None, telemetry: bool = True,
         on_start: Callable[[Case, str], None] | None = None,
-        on_result: Callable[[Result], None] | None = None) -> list[Result]:
-    """Run (case, backend) pairs in order, storing each result as soon as it exists."""
+        on_result: Callable[[Result], None] | None = None,
+        on_unstored: Callable[[Result, Path, Exception], None] | None = None) -> list[Result]:
+    """Run (case, backend) pairs in order, storing each result as soon as it exists.
+
+    A result the table refuses (database locked or gone, disk full) is appended to
+    `spool_path(run_id)` instead, `on_unstored` is told, and the run goes on: nothing measured
+    is lost to a database hiccup.
+    """
     ctx = RunContext(run_id or new_run_id(), device, timing or default_config(device), telemetry)
     done: list[Result] = []
     for case, backend in pairs:
@@ -135,7 +160,13 @@ def run(pairs: list[tuple[Case, str]], store, *, device: DeviceInfo,
             on_start(case, backend)
         result = run_case(case, backend, ctx)
         if store is not None:
-            store.insert([result])
+            try:
+                store.insert([result])
+            except Exception as e:  # SQLAlchemyError, StoreError, OSError: keep it elsewhere
+                path = spool_path(ctx.run_id)
+                keep(result, path)
+                if on_unstored:
+                    on_unstored(result, path, e)
         done.append(result)
         if on_result:
             on_result(result)

@@ -136,10 +136,43 @@ def resolve_url(url: str | None = None) -> str:
     return url
 
 
-def redact(url: str) -> str:
-    """The URL with its password hidden, for messages and logs."""
+# libpq also takes secrets as query parameters (postgresql://u@h/db?password=...)
+SECRET_QUERY_KEYS = ("password", "sslpassword")
+
+
+def url_secrets(url: str) -> list[str]:
+    """Every secret a URL carries: the password of user:password@ and secret query values."""
     try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
+        u = sa.engine.make_url(url)
+    except Exception:
+        return []
+    found = [str(u.password)] if u.password else []
+    for key in SECRET_QUERY_KEYS:
+        values = u.query.get(key)
+        found += [values] if isinstance(values, str) else list(values or ())
+    return [x for x in found if x]
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file behind a SQLite URL; None for other databases, in-memory ones and SQLite URI
+    filenames (sqlite:///file:...?uri=true: SQLite itself checks those)."""
+    try:
+        u = sa.engine.make_url(url)
+    except Exception:
+        return None
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:" \
+            or u.query.get("uri") or u.database.startswith("file:"):
+        return None
+    return Path(u.database)
+
+
+def redact(url: str) -> str:
+    """The URL with its secrets hidden, for messages and logs."""
+    try:
+        u = sa.engine.make_url(url)
+        hidden = {k: "***" for k in SECRET_QUERY_KEYS if k in u.query}
+        text = u.update_query_dict(hidden).render_as_string(hide_password=True)
+        return text.replace("%2A%2A%2A", "***")
     except Exception:
         return "<unparseable database URL>"
 
@@ -173,8 +206,8 @@ class Store:
     def __init__(self, url: str | None = None, *, create: bool = True):
         self.url = resolve_url(url)
         self.display_url = redact(self.url)
-        if self.url.startswith("sqlite:///") and create:
-            path = Path(self.url[len("sqlite:///"):])
+        path = sqlite_file(self.url)
+        if path is not None and create:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
@@ -184,12 +217,16 @@ class Store:
                 raise StoreError(f"database {path} is not writable")
             if not os.access(path.parent, os.W_OK):
                 raise StoreError(f"database folder {path.parent} is not writable")
-        elif self.url.startswith("sqlite:///") and not Path(self.url[10:]).exists():
-            raise StoreError(f"no database at {self.url[10:]}")  # and do not create an empty one
+        elif path is not None and not path.exists():
+            raise StoreError(f"no database at {path}")  # and do not create an empty one
         pg = self.url.startswith("postgresql")
-        # pre-ping: a pooled connection to a server that restarted is replaced, not failed
-        self.engine = sa.create_engine(self.url, pool_pre_ping=pg,
-                                       connect_args={"connect_timeout": 10} if pg else {})
+        try:
+            # pre-ping: a pooled connection to a server that restarted is replaced, not failed
+            self.engine = sa.create_engine(self.url, pool_pre_ping=pg,
+                                           connect_args={"connect_timeout": 10} if pg else {})
+        except Exception as e:  # unknown driver, malformed URL or port
+            raise StoreError(f"cannot use database URL {self.display_url}: "
+                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
         try:
             self._open(create)
         except StoreError:

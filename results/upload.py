@@ -36,6 +36,7 @@ from results.store import (
     resolve_url,
     results_table,
     transient,
+    url_secrets,
 )
 
 log = logging.getLogger(__name__)
@@ -129,13 +130,9 @@ def destination(url: str | None) -> str:
 
 
 def scrub(text: str, url: str) -> str:
-    """`text` with the URL's password (plain or URL-encoded) replaced by ***."""
-    try:
-        password = sa.engine.make_url(url).password
-    except Exception:
-        return text
-    if password:
-        for form in {str(password), quote(str(password), safe="")}:
+    """`text` with the URL's secrets (plain or URL-encoded) replaced by ***."""
+    for secret in url_secrets(url):
+        for form in {secret, quote(secret, safe="")}:
             text = text.replace(form, "***")
     return text
 

@@ -197,3 +197,10 @@ def test_export_into_a_closed_pipe_is_quiet(filled_db):
                           shell=True, env=env, capture_output=True, text=True, timeout=120)
     assert proc.stdout.startswith('{"id": "') and len(proc.stdout) == 10
     assert "Broken pipe" not in proc.stderr and "error" not in proc.stderr
+
+
+@pytest.mark.parametrize("url", ["mysql://x@h/db", "postgresql://x@h:notaport/db"])
+def test_unusable_database_urls_give_one_line(url):
+    res = cli("export", "--db", url)
+    assert res.exit_code == 2 and "cannot use database URL" in res.output
+    assert "Traceback" not in res.output

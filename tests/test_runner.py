@@ -112,3 +112,25 @@ def test_peak_fraction_uses_the_right_ceiling():
     assert peak_fraction(h100, "fp32", None, 31.5, link_peak_gbps=63.0) == pytest.approx(0.5)
     unknown = DeviceInfo(name="NVIDIA Mystery", kind="cuda")
     assert peak_fraction(unknown, "bf16", 100.0, None) is None
+
+
+def test_results_the_table_refuses_are_kept_and_can_be_ingested(planted, tmp_path,
+                                                                monkeypatch):
+    from results.ingest import ingest
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    path = tmp_path / "r.db"
+    Store(str(path)).close()
+    # the same file opened read-only: SQLite itself refuses every insert
+    readonly = Store(f"sqlite:///file:{path}?mode=ro&uri=true", create=False)
+    told = []
+    results = run([(case("ok"), "torch"), (case("wrong"), "torch")], readonly, device=DEVICE,
+                  run_id="ro", timing=PRESETS["smoke"],
+                  on_unstored=lambda r, p, e: told.append((r.id, p, str(e))))
+    assert [r.status for r in results] == ["ok", "failed"]  # the run went on
+    assert len(told) == 2 and "readonly" in told[0][2]
+    spool = told[0][1]
+    assert spool.name == "unstored-ro.jsonl" and len(spool.read_text().splitlines()) == 2
+    with Store(str(path)) as store:
+        assert ingest(spool, store) == (2, 2)
+        assert store.ids() == {r.id for r in results}

@@ -100,3 +100,28 @@ def test_url_resolution(monkeypatch, tmp_path):
     monkeypatch.setenv("COLOSSUS_BENCH_DB", str(tmp_path / "x.db"))
     assert resolve_url() == f"sqlite:///{tmp_path}/x.db"
     assert resolve_url("postgresql://u:p@h/db") == "postgresql+psycopg://u:p@h/db"
+
+
+@pytest.mark.parametrize(("url", "secrets"), [
+    ("postgresql://u:pw@h/db", ["pw"]),
+    ("postgresql://u@h/db?password=s3cret", ["s3cret"]),
+    ("postgresql://u@h/db?sslmode=require&sslpassword=k3y", ["k3y"]),
+])
+def test_redact_hides_every_secret(url, secrets):
+    from results.store import redact, url_secrets
+
+    assert url_secrets(url) == secrets
+    shown = redact(url)
+    assert all(s not in shown for s in secrets) and "***" in shown
+
+
+def test_unreachable_upload_never_prints_a_query_password(db_url):
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    Store(db_url).close()
+    res = CliRunner().invoke(app, ["upload", "--db", db_url, "--tries", "1", "--to",
+                                   "postgresql://bench@127.0.0.1:1/db?password=s3cretQ"])
+    assert res.exit_code == 2
+    assert "s3cretQ" not in res.output and "***" in res.output
