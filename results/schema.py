@@ -111,6 +111,11 @@ class Result:
             value = row.get(name)
             if value is not None and not isinstance(value, types):
                 raise RecordError(f"{where}: field {name!r} has type {type(value).__name__}")
+        for name, limit in MAX_LENGTHS.items():
+            value = row.get(name)
+            if isinstance(value, str) and len(value) > limit:
+                raise RecordError(f"{where}: field {name!r} is {len(value)} characters, "
+                                  f"longer than the table's {limit}")
         if row.get("status", "ok") not in STATUSES:
             raise RecordError(f"{where}: status {row['status']!r} not one of {STATUSES}")
         rec = cls(**{k: v for k, v in row.items() if k in FIELD_NAMES})
@@ -136,6 +141,12 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "telemetry": (dict,), "status": (str,), "error": (str,), "id": (str,),
     "created_at": (str,),
 }
+
+
+# Column widths of the table (results/store.py); PostgreSQL enforces them, SQLite does not, so
+# records are checked here before any database sees them.
+MAX_LENGTHS = {"id": 64, "run_id": 64, "workload": 64, "backend": 64, "dtype": 32,
+               "host": 255, "status": 16, "created_at": 40}
 
 
 def finite_or_none(x: float | None) -> float | None:

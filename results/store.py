@@ -16,7 +16,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from results.schema import SCHEMA_VERSION, Result
+from results.schema import MAX_LENGTHS, SCHEMA_VERSION, Result
 
 DB_ENV = "COLOSSUS_BENCH_DB"
 
@@ -65,15 +65,15 @@ JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 results_table = sa.Table(
     "results", metadata,
-    sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("run_id", sa.String(64), nullable=False, index=True),
-    sa.Column("created_at", sa.String(40), nullable=False),
+    sa.Column("id", sa.String(MAX_LENGTHS["id"]), primary_key=True),
+    sa.Column("run_id", sa.String(MAX_LENGTHS["run_id"]), nullable=False, index=True),
+    sa.Column("created_at", sa.String(MAX_LENGTHS["created_at"]), nullable=False),
     sa.Column("schema_version", sa.Integer, nullable=False),
-    sa.Column("workload", sa.String(64), nullable=False, index=True),
-    sa.Column("backend", sa.String(64), nullable=False),
-    sa.Column("dtype", sa.String(32), nullable=False),
+    sa.Column("workload", sa.String(MAX_LENGTHS["workload"]), nullable=False, index=True),
+    sa.Column("backend", sa.String(MAX_LENGTHS["backend"]), nullable=False),
+    sa.Column("dtype", sa.String(MAX_LENGTHS["dtype"]), nullable=False),
     sa.Column("params", JSONType, nullable=False),
-    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("host", sa.String(MAX_LENGTHS["host"]), nullable=False),
     sa.Column("device", JSONType, nullable=False),
     sa.Column("world_size", sa.Integer),
     sa.Column("rank", sa.Integer),
@@ -94,7 +94,7 @@ results_table = sa.Table(
     sa.Column("max_rel_error", sa.Float),
     sa.Column("tolerance", sa.Float),
     sa.Column("telemetry", JSONType),
-    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(MAX_LENGTHS["status"]), nullable=False),
     sa.Column("error", sa.Text),
 )
 

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from urllib.parse import quote
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
@@ -183,7 +184,12 @@ def _send_batch(src: Store, dst: Store, ids: list[str]) -> int:
         if not missing:
             return 0
         if dst.dialect == "postgresql":
-            return _copy_pg(conn, _local_rows(src, missing, json_as_text=True))
+            try:
+                return _copy_pg(conn, _local_rows(src, missing, json_as_text=True))
+            except psycopg.Error as e:
+                # COPY runs on the raw cursor, outside SQLAlchemy's error wrapping: wrap it the
+                # same way (OperationalError, DataError, ...) so retries and messages see it
+                raise sa.exc.DBAPIError.instance("COPY results", None, e, psycopg.Error) from e
         return dst.insert_rows(_local_rows(src, missing), conn=conn)
 
 

@@ -89,24 +89,32 @@ def test_good_pytest_benchmark_file_loads_and_reloading_adds_nothing(url, tmp_pa
 
 @pytest.mark.postgres
 def test_a_row_the_database_refuses_rolls_back_the_whole_file(pg_url, tmp_path):
-    """Valid records, but the third has a run_id longer than its column: PostgreSQL
-    refuses that row mid-insert, and the rows before it are rolled back with it."""
-    path = tmp_path / "long.jsonl"
-    rows = [rec(0), rec(1), rec(2, run_id="r" * 80)]  # run_id is VARCHAR(64)
+    """Valid records, but the third has a NUL character in a JSON string, which SQLite takes
+    and PostgreSQL's JSONB refuses mid-insert: the rows before it are rolled back with it."""
+    path = tmp_path / "nul.jsonl"
+    rows = [rec(0), rec(1), rec(2, device={"name": "H100\u0000", "uuid": "GPU-1"})]
     path.write_text("\n".join(json.dumps(r.to_dict()) for r in rows) + "\n")
     with Store(pg_url) as store:
-        with pytest.raises(sa.exc.DBAPIError, match="too long"):
+        with pytest.raises(sa.exc.DBAPIError, match="unsupported Unicode|\\\\u0000"):
             ingest(path, store)
         assert store.count() == 0
 
 
 @pytest.mark.postgres
 def test_cli_names_a_refused_row_in_one_line_and_writes_nothing(pg_url, tmp_path):
-    path = tmp_path / "long.jsonl"
-    rows = [rec(0), rec(1, run_id="r" * 80)]
+    path = tmp_path / "nul.jsonl"
+    rows = [rec(0), rec(1, device={"name": "H100\u0000", "uuid": "GPU-1"})]
     path.write_text("\n".join(json.dumps(r.to_dict()) for r in rows) + "\n")
     res = runner.invoke(app, ["ingest", str(path), "--db", pg_url])
     assert res.exit_code == 2
-    assert "the database refused a row" in res.output and "long.jsonl" in res.output
+    assert "the database refused a row" in res.output and "nul.jsonl" in res.output
     assert "Traceback" not in res.output
     assert Store(pg_url).count() == 0
+
+
+def test_over_long_fields_are_refused_before_any_database(db_url, tmp_path):
+    path = tmp_path / "long.jsonl"
+    path.write_text(json.dumps(rec(0, run_id="r" * 80).to_dict()) + "\n")
+    res = runner.invoke(app, ["ingest", str(path), "--db", db_url])
+    assert res.exit_code == 2
+    assert "'run_id' is 80 characters, longer than the table's 64" in res.output

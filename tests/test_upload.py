@@ -225,3 +225,20 @@ def test_scrub_and_report():
     assert str(r) == ("2 new rows, 1 already there (3 local rows, 1 batch) to "
                       "postgresql+psycopg://u:***@h/db in 0.5 s")
     assert r.to_dict()["rows_per_s"] == 6.0
+
+
+@pytest.mark.postgres
+def test_a_row_postgres_refuses_during_copy_is_one_line_and_keeps_earlier_batches(tmp_path,
+                                                                                  pg_url):
+    """SQLite keeps a NUL character in a JSON string; PostgreSQL's JSONB refuses it inside
+    COPY, on psycopg's raw cursor: that must end the upload in one line, not a traceback."""
+    store = Store(str(tmp_path / "l.db"))
+    good = [make(i) for i in range(3)]
+    bad = Result(**{**make(3).to_dict(), "id": "", "device": {"name": "H100\u0000"}})
+    store.insert([*good, bad])
+    res = CliRunner().invoke(app, ["upload", "--db", str(tmp_path / "l.db"), "--to", pg_url,
+                                   "--tries", "1", "--batch-size", "3"])
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output and "failed while sending batch 2" in res.output
+    assert Store(pg_url).count() == 3  # the first batch stays
+    assert store.count() == 4  # the local table is only read
