@@ -197,6 +197,13 @@ def _time(value: Any) -> str:
 # Rows: which measurements count
 # ----------------------------------------------------------------------------------------------
 
+def is_all_reduce(r: dict) -> bool:
+    """An all-reduce row with a bus bandwidth: the collectives family also holds all_gather and
+    reduce_scatter rows, whose busbw uses another factor and must not stand for all-reduce."""
+    return (r["workload"] in ALLREDUCE_WORKLOADS and bool(num(r.get("busbw_gbps")))
+            and r["params"].get("op", "all_reduce") == "all_reduce")
+
+
 def is_true(v: Any) -> bool:
     """True for True and numpy's True (frames from other readers may hold numpy bools)."""
     return v is True or (hasattr(v, "item") and v.item() is True)
@@ -604,9 +611,7 @@ def allreduce_section(rows: list[dict], prov: Provenance) -> Section:
     sec = Section("allreduce", "All-reduce bus bandwidth by size",
                   intro="busbw = algbw x 2(n-1)/n (nccl-tests doc/PERFORMANCE.md): comparable "
                         "across GPU counts; dashed lines are published 8-GPU figures.")
-    ar = [r for r in rows if r["workload"] in ALLREDUCE_WORKLOADS and num(r.get("busbw_gbps"))
-          and r["params"].get("op", "all_reduce") == "all_reduce"
-          and num(r["params"].get("bytes"))]
+    ar = [r for r in rows if is_all_reduce(r) and num(r["params"].get("bytes"))]
     if not ar:
         sec.empty = NO_MEASUREMENTS
         return sec
@@ -1332,8 +1337,7 @@ def summary_section(rows: list[dict], prov: Provenance, sections: list[Section],
                 sec.facts.append((f"{g} HBM bandwidth", Cell(
                     f"{num(b['gbps']) / 1000:.2f} TB/s ({b['params'].get('op')}, "
                     f"{b['backend']})", (prov.run(b),))))
-            ar = [r for r in mine if r["workload"] in ALLREDUCE_WORKLOADS
-                  and num(r.get("busbw_gbps"))]
+            ar = [r for r in mine if is_all_reduce(r)]
             if ar:
                 b = max(ar, key=lambda r: num(r["busbw_gbps"]))
                 sec.facts.append((f"{g} all-reduce busbw", Cell(

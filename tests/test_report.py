@@ -511,3 +511,16 @@ def test_browser_tests_skip_outside_ci_and_fail_in_ci(monkeypatch):
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI must run the browser tests"):
         _no_browser("no Chromium")
+
+
+def test_the_summary_all_reduce_figure_ignores_other_collectives():
+    """all_gather and reduce_scatter rows share the workload name `allreduce`; their busbw
+    (another factor) must not become the headline all-reduce figure."""
+    recs = [r for r in synthetic_records()]
+    ag = next(r for r in recs if r.workload == "allreduce")
+    other = Result(**{**ag.to_dict(), "id": "", "params": {**ag.params, "op": "all_gather"},
+                      "busbw_gbps": 9999.0})
+    frame = pd.DataFrame([r.to_dict() for r in [*recs, other]])
+    summary = render.assemble_report(frame, config="quick").summary
+    text = "\n".join(cell.text for label, cell in summary.facts if "all-reduce" in label)
+    assert "9999" not in text and "370" in text
