@@ -15,7 +15,7 @@ import time
 import pytest
 import torch
 
-from bench.collectives import faults, report, status
+from bench.collectives import faults, report, spool, status
 from bench.collectives.formulas import (
     algbw_gbps,
     busbw_factor,
@@ -365,3 +365,54 @@ def test_world_of_one_nccl_rank(db_url, capsys, monkeypatch):
     rows, table = _one_rank("nccl", db_url, capsys, monkeypatch)
     _check_one_rank_rows(rows, db_url, table, "nccl")
     assert rows[0].device["kind"] == "cuda"
+
+
+# ---- the final pass over rank 0's spool -----------------------------------------------------
+def _spooled(tmp_path, n):
+    from results.schema import Result
+
+    path = tmp_path / "rows.jsonl"
+    rows = [Result(run_id="s", workload="allreduce", backend="gloo", dtype="fp32",
+                   params={"op": "all_reduce", "bytes": 1024 * (i + 1)}, host="h",
+                   device={"kind": "cpu"}) for i in range(n)]
+    for r in rows:
+        spool.append_row(path, r.to_dict())
+    with open(path, "a") as f:
+        f.write('{"cut short by a ki')  # a kill mid-line: skipped
+    return path, rows
+
+
+def test_spool_is_stored_idempotently(tmp_path, db_url):
+    from results.store import Store
+
+    path, rows = _spooled(tmp_path, 3)
+    with Store(db_url) as store:
+        store.insert(rows[:1])  # the worker stored one before the database went away
+    saved = spool.save(path, db_url, "s")
+    assert (saved.rows, saved.stored, saved.kept, saved.message()) == (3, 3, None, None)
+    with Store(db_url) as store:
+        assert store.count() == 3
+    assert spool.save(tmp_path / "none.jsonl", db_url, "s").rows == 0
+
+
+def test_spool_kept_when_the_database_refuses(tmp_path, db_url, monkeypatch):
+    import sqlite3
+
+    from results.store import Store
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    Store(db_url).close()
+    con = sqlite3.connect(db_url[len("sqlite:///"):])
+    con.execute("CREATE TRIGGER refuse BEFORE INSERT ON results "
+                "BEGIN SELECT RAISE(ABORT, 'no'); END")
+    con.commit()
+    con.close()
+    path, rows = _spooled(tmp_path, 3)
+    spool.mark_stored(path, [rows[0].id])  # what the worker managed before
+    saved = spool.save(path, db_url, "s", retry_s=0)
+    assert saved.rows == 3 and saved.stored == 1 and saved.error == "no"
+    kept = tmp_path / "xdg" / "colossus-bench" / "unsaved"
+    assert saved.kept.startswith(str(kept)) and saved.kept.endswith(".jsonl")
+    assert len(spool.read_rows(saved.kept)) == 3
+    assert saved.message().startswith("warning: 2 of 3 finished rows could not be stored")
+    assert f"colossus-bench ingest {saved.kept} --db {db_url}" in saved.message()

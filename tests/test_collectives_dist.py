@@ -1,12 +1,20 @@
 """Collectives on real torch.distributed gloo processes launched through torchrun, with real
 failures planted by COLOSSUS_BENCH_FAULT: a rank with wrong data, a rank killed with SIGKILL,
-a rank that hangs. Sizes are small and iterations few: the machine running tests is shared."""
+a rank that hangs; and a database that cannot be written during the run (locked by another
+connection, or refusing inserts), whose rows must be stored at the end or kept in a file.
+Sizes are small and iterations few: the machine running tests is shared."""
 
 from __future__ import annotations
 
+import io
+import json
 import os
+import re
+import sqlite3
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -134,3 +142,127 @@ def test_hung_rank_ends_at_the_timeout(db_url):
     assert elapsed < 90
     assert [r["params"]["bytes"] for r in outcome.rows] == [K, K]  # 1K out and in, kept
     _no_orphans(outcome)
+
+
+# ---- a database that cannot be written while the ranks run --------------------------------
+KEPT = re.compile(r"all (\d+) are kept in (\S+): load them later with "
+                  r"`colossus-bench ingest (\S+) --db ([^`\s]+)`")
+
+
+def _refusing_db(path: Path) -> str:
+    """A results table whose inserts fail (a trigger: chmod does not stop root)."""
+    url = f"sqlite:///{path}"
+    Store(url).close()
+    con = sqlite3.connect(path)
+    con.execute("CREATE TRIGGER refuse BEFORE INSERT ON results "
+                "BEGIN SELECT RAISE(ABORT, 'refused for the test'); END")
+    con.commit()
+    con.close()
+    return url
+
+
+def _allow(path: Path) -> None:
+    con = sqlite3.connect(path)
+    con.execute("DROP TRIGGER refuse")
+    con.commit()
+    con.close()
+
+
+def _env(tmp_path, **extra):
+    env = {k: v for k, v in os.environ.items()
+           if k not in (FAULT_ENV, "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                        "MASTER_PORT", "COLOSSUS_BENCH_DB")}
+    env["XDG_DATA_HOME"] = str(tmp_path / "xdg")  # where a kept spool goes
+    env.update(extra)
+    return env
+
+
+def _cli(args, env, cwd):
+    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True,
+                          text=True, timeout=240, cwd=cwd, env=env)
+
+
+def _ingest_kept(stderr, tmp_path, db, expected_rows):
+    """The one line names the kept file and the command that loads it; run that command."""
+    found = KEPT.findall(stderr)
+    assert len(found) == 1, stderr[-3000:]
+    total, kept, again, url = found[0]
+    assert int(total) == expected_rows and kept == again
+    assert Path(kept).parent == tmp_path / "xdg" / "colossus-bench" / "unsaved"
+    assert len(Path(kept).read_text().splitlines()) == expected_rows
+    _allow(db)
+    r = _cli(["ingest", kept, "--db", url], _env(tmp_path), ROOT)
+    assert r.returncode == 0, r.stderr
+    assert f"{expected_rows} rows, {expected_rows} new" in r.stdout
+    with Store(f"sqlite:///{db}") as store:
+        assert store.count() == expected_rows
+
+
+def test_rows_spooled_while_the_db_is_locked_are_stored_when_the_ranks_end(tmp_path,
+                                                                            monkeypatch):
+    """Another connection holds the database's exclusive lock for the whole run: rank 0 can
+    neither open nor write it, warns and spools; the lock goes when the ranks are done, and
+    the launcher's final pass stores every row, so the count it reports is true."""
+    db = tmp_path / "locked.db"
+    Store(f"sqlite:///{db}").close()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the run folder lands here
+    lock = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    lock.execute("BEGIN EXCLUSIVE")
+    released = threading.Event()
+
+    def release_when_rank_0_is_done():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            states = [json.loads(p.read_text()).get("state")
+                      for p in tmp_path.glob("colossus-allreduce-*/rank-0.json")]
+            if "done" in states:
+                break
+            time.sleep(0.05)
+        lock.rollback()
+        released.set()
+
+    watcher = threading.Thread(target=release_when_rank_0_is_done, daemon=True)
+    watcher.start()
+    err = io.StringIO()
+    try:
+        outcome = launch(_cfg(f"sqlite:///{db}", ops=("all_reduce",), max_bytes=4 * K), 2,
+                         out=open(os.devnull, "w"), err=err)
+    finally:
+        watcher.join(timeout=130)
+        lock.close()
+    assert released.is_set()
+    assert outcome.ok, outcome.error
+    warning = err.getvalue()
+    assert "warning: storing results failed" in warning and "database is locked" in warning
+    assert len(outcome.rows) == 4 and outcome.stored == 4 and outcome.saved.kept is None
+    with Store(f"sqlite:///{db}") as store:
+        assert store.count() == 4
+    assert not Path(outcome.run_dir).exists()
+
+
+def test_cli_keeps_rows_it_cannot_store_and_says_how_to_load_them(tmp_path):
+    """The database refuses every insert, during the run and after: the CLI stores 0 rows,
+    says so, exits 1, and keeps all rows in a file that `colossus-bench ingest` loads."""
+    db = tmp_path / "refusing.db"
+    _refusing_db(db)
+    r = _cli(["allreduce", "--backend", "gloo", "--nproc-per-node", "2", "-b", "1K", "-e", "4K",
+              "-f", "4", "-n", "2", "-w", "1", "--no-telemetry", "--db", str(db)],
+             _env(tmp_path), tmp_path)
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert "refused for the test" in r.stderr
+    assert "0 rows stored in" in r.stderr and "rows stored" not in r.stdout
+    _ingest_kept(r.stderr, tmp_path, db, 4)
+
+
+def test_in_process_rank_keeps_rows_it_cannot_store(tmp_path):
+    """`colossus-bench allreduce` as rank 0 of a one-rank world (as torchrun/srun start it)
+    does the launcher's final pass itself: the same kept file and line."""
+    db = tmp_path / "refusing.db"
+    _refusing_db(db)
+    r = _cli(["allreduce", "--backend", "gloo", "-b", "1K", "-e", "4K", "-f", "4", "-n", "2",
+              "-w", "1", "--no-telemetry", "--db", str(db)],
+             _env(tmp_path, RANK="0", WORLD_SIZE="1", LOCAL_RANK="0"), tmp_path)
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert "refused for the test" in r.stderr
+    assert "0 rows stored in" in r.stdout
+    _ingest_kept(r.stderr, tmp_path, db, 4)

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import uuid
+from pathlib import Path
 
 import typer
 
@@ -76,7 +77,7 @@ def allreduce(
     import torch
 
     from bench.collectives.launch import launch
-    from bench.collectives.worker import CollConfig, run_rank, world_from_env
+    from bench.collectives.worker import CollConfig, world_from_env
 
     try:
         world = world_from_env()
@@ -107,13 +108,12 @@ def allreduce(
         store.close()
 
     if world is not None:  # torchrun/srun started us: run as this rank
-        code, rows = run_rank(cfg, world)
-        if world.rank == 0:
-            _finish(rows, as_json, f"run {cfg.run_id}: {len(rows)} rows stored in {where}")
+        code, rows, kept = _run_in_process(cfg, world, as_json, where)
         sys.stdout.flush()
         sys.stderr.flush()
         bad = any(r.correct is False for r in rows)
-        os._exit(code or (1 if bad else 0))  # no process-group destructors after a failure
+        # no process-group destructors after a failure
+        os._exit(code or (1 if bad or kept else 0))
 
     nproc = nproc_per_node if nproc_per_node is not None else (
         torch.cuda.device_count() if backend == "nccl" else 2)
@@ -122,28 +122,55 @@ def allreduce(
     if backend == "nccl" and nproc > torch.cuda.device_count():
         raise fail(f"--nproc-per-node {nproc} > {torch.cuda.device_count()} visible GPUs: "
                    "NCCL needs one GPU per rank")
-    outcome = launch(cfg, nproc)
+    outcome = launch(cfg, nproc)  # prints the line naming the kept file if storing failed
+    saved = outcome.saved
     if as_json:
         print(json.dumps(outcome.rows, indent=1, default=str))
     if outcome.interrupted:
-        err_console.print(f"interrupted: {len(outcome.rows)} finished rows are stored in {where}")
+        err_console.print(f"interrupted: {saved.stored} finished rows are stored in {where}",
+                          highlight=False)
         raise typer.Exit(130)
     if outcome.error:
         raise fail(outcome.error, code=1)
     bad = [r for r in outcome.rows if r.get("correct") is False]
     if bad:
         raise fail(f"data check failed (#wrong > 0) for {len(bad)} of {len(outcome.rows)} rows; "
-                   f"they are stored with correct=false in {where}", code=1)
+                   f"{saved.stored} rows are stored (failed ones with correct=false) in {where}",
+                   code=1)
+    summary = f"run {cfg.run_id}: {saved.stored} rows stored in {where}"
+    if saved.kept:
+        raise fail(f"{summary}; {saved.rows - saved.stored} are not (kept in {saved.kept})",
+                   code=1)
     if not as_json:
-        console.print(f"run {cfg.run_id}: {len(outcome.rows)} rows stored in {where}",
-                      highlight=False)
+        console.print(summary, highlight=False)
 
 
-def _finish(rows, as_json: bool, summary: str) -> None:
+def _run_in_process(cfg, world, as_json: bool, where: str):
+    """Run as `world.rank`; rank 0 spools its rows and stores them again at the end, like
+    the launcher. Returns (exit code, rank 0's rows, the kept spool or None)."""
+    import tempfile
+    from dataclasses import replace
+
+    from bench.collectives import spool as spoollib
+    from bench.collectives.worker import run_rank
+
+    if world.rank != 0:
+        code, rows = run_rank(cfg, world)
+        return code, rows, None
+    fd, spool = tempfile.mkstemp(prefix=f"colossus-allreduce-{cfg.run_id}-", suffix=".jsonl")
+    os.close(fd)
+    code, rows = run_rank(replace(cfg, spool=spool), world)  # never raises
+    saved = spoollib.save(spool, cfg.db_url, cfg.run_id)
+    for path in (Path(spool), spoollib.stored_ids_path(spool)):
+        if str(path) != saved.kept:
+            path.unlink(missing_ok=True)
+    if saved.kept:
+        print(saved.message(), file=sys.stderr, flush=True)
     if as_json:
         print(json.dumps([r.to_dict() for r in rows], indent=1, default=str))
     else:
-        print(summary, flush=True)
+        print(f"run {cfg.run_id}: {saved.stored} rows stored in {where}", flush=True)
+    return code, rows, saved.kept
 
 
 def register(app: typer.Typer) -> None:

@@ -8,13 +8,14 @@ set to the same value, usually fire first with their own messages), in which cas
 is stopped. torchrun starts each worker in a session of its own, so killing torchrun's process
 group is not enough: the teardown signals torchrun, every descendant it finds under /proc and
 every pid the ranks reported, then SIGKILLs what is left. Rows are stored by rank 0 as each
-size completes, so a killed run keeps its finished sizes.
+size completes, so a killed run keeps its finished sizes; rank 0 also spools them in the run
+folder, and after the ranks end the launcher stores that spool again, or keeps it in a stable
+place when the database cannot be written (bench/collectives/spool.py).
 """
 
 from __future__ import annotations
 
 import collections
-import json
 import os
 import shutil
 import signal
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
+from bench.collectives import spool as spoollib
 from bench.collectives.status import DONE, diagnose, progress_key, read_statuses
 from bench.collectives.worker import CollConfig
 
@@ -52,6 +54,12 @@ class Outcome:
     interrupted: bool
     run_dir: str
     statuses: dict[int, dict[str, Any]] = field(default_factory=dict)
+    saved: spoollib.Saved = field(default_factory=lambda: spoollib.Saved(0, 0))
+
+    @property
+    def stored(self) -> int:
+        """Rows known to be in the database (len(rows) unless storing failed)."""
+        return self.saved.stored
 
     @property
     def ok(self) -> bool:
@@ -153,26 +161,17 @@ def _pump(stream, sink: TextIO | None, fallback: str, tail: collections.deque) -
     stream.close()
 
 
-def _read_rows(run_dir: str) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "rows.jsonl"
-    if not path.exists():
-        return []
-    rows = []
-    for text in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(text))
-        except ValueError:
-            continue  # a line cut short by a kill
-    return rows
-
-
 def launch(cfg: CollConfig, nproc: int, *, out: TextIO | None = None, err: TextIO | None = None,
            env: dict[str, str] | None = None, startup_grace_s: float = STARTUP_GRACE_S,
-           keep_run_dir: bool = False) -> Outcome:
+           keep_run_dir: bool = False,
+           store_retry_s: float = spoollib.STORE_RETRY_S) -> Outcome:
     """Run `cfg` on `nproc` local ranks through torchrun; never leaves a process behind.
 
     Ranks' stdout goes to `out` (default sys.stdout), their stderr to `err` (sys.stderr).
-    `env` adds variables for the ranks (e.g. COLOSSUS_BENCH_FAULT).
+    `env` adds variables for the ranks (e.g. COLOSSUS_BENCH_FAULT). After the ranks end, the
+    spooled rows are stored in cfg.db_url (retrying for `store_retry_s` while the failure may
+    pass); rows that cannot be are kept in a file named by one line on `err` and in
+    `Outcome.saved`.
     """
     run_dir = tempfile.mkdtemp(prefix="colossus-allreduce-")
     cfg = replace(cfg, status_dir=run_dir)
@@ -213,17 +212,25 @@ def launch(cfg: CollConfig, nproc: int, *, out: TextIO | None = None, err: TextI
         for t in pumps:
             t.join(timeout=5)
     statuses = read_statuses(run_dir)
-    rows = _read_rows(run_dir)
+    spool = Path(run_dir) / "rows.jsonl"
+    rows = spoollib.read_rows(spool)
+    saved = spoollib.save(spool, cfg.db_url, cfg.run_id, retry_s=store_retry_s)
+    if saved.kept:
+        print(saved.message(), file=err or sys.stderr, flush=True)
+    stored = f"{saved.stored} finished rows were stored" + (
+        f" ({saved.rows - saved.stored} more are kept in {saved.kept})" if saved.kept else "")
     error = None
     if interrupted:
-        error = f"interrupted; {len(rows)} finished rows were stored"
+        error = f"interrupted; {stored}"
     elif timed_out or proc.returncode != 0 or any(
             s.get("state") != DONE for s in statuses.values()) or len(statuses) < nproc:
         error = diagnose(statuses, nproc, timed_out=timed_out, timeout_s=cfg.timeout_s)
         if not statuses:
             last = next((t.strip() for t in reversed(err_tail) if t.strip()), "")
             error += f" (torchrun exit code {proc.returncode}: {last[:300]})"
-        error += f"; {len(rows)} finished rows were stored"
-    if not keep_run_dir:
+        error += f"; {stored}"
+    kept_inside = saved.kept is not None and Path(saved.kept).is_relative_to(run_dir)
+    if not keep_run_dir and not kept_inside:
         shutil.rmtree(run_dir, ignore_errors=True)
-    return Outcome(proc.returncode, rows, error, timed_out, interrupted, run_dir, statuses)
+    return Outcome(proc.returncode, rows, error, timed_out, interrupted, run_dir, statuses,
+                   saved)

@@ -38,6 +38,7 @@ import torch.distributed as dist
 from bench import provenance
 from bench.collectives import faults as faultlib
 from bench.collectives import report
+from bench.collectives import spool as spoollib
 from bench.collectives.formulas import REDOP, Shape, algbw_gbps, busbw_gbps, check_op, shape
 from bench.collectives.sizes import format_size, size_sweep
 from bench.collectives.status import DONE, ERROR, TERMINATED, StatusWriter
@@ -82,6 +83,7 @@ class CollConfig:
     db_url: str | None = None
     run_id: str = ""
     status_dir: str | None = None
+    spool: str | None = None  # rank 0's JSON Lines of rows; default <status_dir>/rows.jsonl
     iter_stats: bool = False
     json: bool = False
     telemetry: bool = True
@@ -222,8 +224,9 @@ class RankRun:
         self.tdev = self.device.torch_device
         self.out = sys.stderr if cfg.json else sys.stdout
         self.store = None
-        self.spool = (os.path.join(cfg.status_dir, "rows.jsonl")
-                      if cfg.status_dir and self.rank == 0 else None)
+        self.spool = None
+        if self.rank == 0 and (cfg.spool or cfg.status_dir):
+            self.spool = cfg.spool or os.path.join(cfg.status_dir, "rows.jsonl")
         self.rows: list[Result] = []
         self.cells: list[report.Cell] = []
         self.rep = 0
@@ -238,9 +241,14 @@ class RankRun:
         # Control traffic (times, counts) on a CPU group, like nccl-tests' MPI side channel.
         self.ctrl = dist.new_group(backend="gloo", timeout=timedelta(seconds=self.cfg.timeout_s))
         if self.rank == 0 and self.cfg.db_url:
-            from results.store import Store
+            from results.store import Store, StoreError
 
-            self.store = Store(self.cfg.db_url)
+            try:
+                self.store = Store(self.cfg.db_url)
+            except StoreError as e:
+                if not self.spool:
+                    raise
+                self._store_failed(e)
         self._preamble()
 
     def _print(self, text: str = "") -> None:
@@ -444,18 +452,32 @@ class RankRun:
         return tele
 
     def keep(self, row: Result) -> None:
-        """Store the row at once (one transaction) and spool it for the launcher."""
+        """Spool the row, then store it at once (one transaction)."""
         self.rows.append(row)
         if self.spool:
-            with open(self.spool, "a") as f:
-                f.write(json.dumps(row.to_dict(), default=str) + "\n")
+            spoollib.append_row(self.spool, row.to_dict())
         if self.store is not None:
             try:
                 self.store.insert([row])
             except Exception as e:  # the run goes on; the rows are still printed/spooled
-                if not self._store_warned:
-                    print(f"warning: storing results failed: {e}", file=sys.stderr, flush=True)
-                    self._store_warned = True
+                self._store_failed(e)
+                return
+            if self.spool:
+                spoollib.mark_stored(self.spool, [row.id])
+
+    def _store_failed(self, e: BaseException) -> None:
+        """Warn once. With a spool, stop trying: whoever started the ranks stores the spool
+        when they end (bench/collectives/spool.py), and a dead server would stall every size."""
+        if not self._store_warned:
+            reason = (str(getattr(e, "orig", None) or e).strip().splitlines() or [""])[0]
+            later = ("; rows are spooled and stored when the run ends" if self.spool
+                     else "; the run goes on")
+            print(f"warning: storing results failed: {reason}{later}", file=sys.stderr,
+                  flush=True)
+            self._store_warned = True
+        if self.spool and self.store is not None:
+            self.store.close()
+            self.store = None
 
     def finish(self) -> None:
         self.status.step("finish")
