@@ -79,7 +79,7 @@ def _free(device: DeviceInfo) -> None:
         torch.cuda.empty_cache()
 
 
-Timer = Callable[[Callable[[], object], DeviceInfo, TimingConfig], Timing]
+Timer = Callable[..., Timing]  # (fn, device, cfg, region=sampler) -> Timing
 
 
 def run_case(case: Case, backend: str, ctx: RunContext, timer: Timer = measure) -> Result:
@@ -102,8 +102,8 @@ def run_case(case: Case, backend: str, ctx: RunContext, timer: Timer = measure) 
                           tolerance=check.tolerance, status="failed",
                           error=f"reference check failed: max_rel_error {check.max_rel_error:.3g}"
                                 f" > tolerance {check.tolerance:.3g}")
-        with Sampler(ctx.device, enabled=ctx.telemetry) as sampler:
-            timing: Timing = timer(fn, ctx.device, ctx.timing)
+        sampler = Sampler(ctx.device, enabled=ctx.telemetry)
+        timing: Timing = timer(fn, ctx.device, ctx.timing, region=sampler)
         t = timing.median_s
         tf, gb = tflops(wl.flops(case), t), gbps(wl.bytes_moved(case), t)
         return Result(**base, **timing.stats(), tflops=tf, gbps=gb,

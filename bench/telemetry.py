@@ -24,6 +24,9 @@ from bench.device import DeviceInfo
 log = logging.getLogger(__name__)
 
 GPM_MIN_INTERVAL_S = 0.1
+# What the sampled region covers, stored with every summary: for kernels much shorter than a
+# flush (~85 us for 256 MiB at ~3 TB/s), power and DRAM figures are mostly the flushes'.
+REGION = "the timed samples, each preceded by its 256 MiB L2-flush write; warm-up excluded"
 
 # NVML clock-event ("throttle") reason bits -> names, stable across driver versions.
 THROTTLE_REASONS: dict[int, str] = {
@@ -173,8 +176,10 @@ class _Nvml:
             mg.metrics[0].metricId = nv.NVML_GPM_METRIC_DRAM_BW_UTIL
             mg.metrics[1].metricId = nv.NVML_GPM_METRIC_ANY_TENSOR_UTIL
             nv.nvmlGpmMetricsGet(mg)
-            return {"dram_bw_util_pct": mg.metrics[0].value,
-                    "tensor_util_pct": mg.metrics[1].value}
+            # each metric has its own return code: an unsupported one is null, not 0.0
+            return {name: (m.value if m.nvmlReturn == 0 else None)
+                    for name, m in (("dram_bw_util_pct", mg.metrics[0]),
+                                    ("tensor_util_pct", mg.metrics[1]))}
 
         out = self.read("gpm_metrics", get) or {}
         for s in (s1, s2):
@@ -249,6 +254,7 @@ class Sampler:
         s = empty_summary()
         s.update(summarise(self._samples))
         s["source"] = "nvml"
+        s["region"] = REGION
         s["duration_s"] = time.monotonic() - self._t0
         if self._energy0 is not None and energy1 is not None:
             s["energy_j"] = (energy1 - self._energy0) / 1e3

@@ -3,8 +3,10 @@
 On a GPU: warm up by time (clocks ramp, autotuners and caches settle), estimate one call's time,
 choose the repetition count that fills a time budget, then time each repetition alone between
 two CUDA events with the L2 cache flushed before it (a large buffer write outside the events), so
-every sample is a cold-L2 call and no sample hides another's tail. On CPU: the same statistics
-over perf_counter. Raw samples are kept: the median is what we report, the spread is evidence.
+every sample is a cold-L2 call and no sample hides another's tail. A GPU sleep queued first
+keeps the device busy while the host enqueues every sample, so no sample measures launch gaps.
+On CPU: the same statistics over perf_counter. Raw samples are kept: the median is what we
+report, the spread is evidence.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 from bench.device import DeviceInfo
@@ -113,13 +116,14 @@ def _flush_buffer(device: DeviceInfo):
     return buf
 
 
-def measure(fn: Callable[[], object], device: DeviceInfo,
-            cfg: TimingConfig | None = None) -> Timing:
-    """Time `fn` (which launches the work once) by the recipe above."""
+def measure(fn: Callable[[], object], device: DeviceInfo, cfg: TimingConfig | None = None,
+            region: AbstractContextManager | None = None) -> Timing:
+    """Time `fn` (which launches the work once) by the recipe above. `region` (the telemetry
+    sampler) is entered around the timed samples only, after the warm-up."""
     cfg = cfg or default_config(device)
     if device.kind == "cuda":
-        return _measure_cuda(fn, device, cfg)
-    return _measure_cpu(fn, device, cfg)
+        return _measure_cuda(fn, device, cfg, region or nullcontext())
+    return _measure_cpu(fn, device, cfg, region or nullcontext())
 
 
 def warm_up(fn: Callable[[], object], device: DeviceInfo, cfg: TimingConfig) -> float:
@@ -154,17 +158,34 @@ def l2_flusher(device: DeviceInfo, cfg: TimingConfig) -> Callable[[], None] | No
     return lambda: buf.fill_(1)
 
 
-def _measure_cpu(fn: Callable[[], object], device: DeviceInfo, cfg: TimingConfig) -> Timing:
+def _measure_cpu(fn: Callable[[], object], device: DeviceInfo, cfg: TimingConfig,
+                 region: AbstractContextManager) -> Timing:
     reps = repetitions(warm_up(fn, device, cfg), cfg)
     samples = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
+    with region:
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t0)
     return Timing(samples)
 
 
-def _measure_cuda(fn: Callable[[], object], device: DeviceInfo, cfg: TimingConfig) -> Timing:
+# Upper bound of the SM clock, to turn seconds into torch.cuda._sleep cycles (H100/H200 boost
+# 1.98 GHz): over-estimating the clock only makes the backlog longer, never too short.
+SLEEP_CYCLES_PER_S = 2.0e9
+MAX_BACKLOG_S = 1.0
+
+
+def backlog_s(host_s_per_rep: float, reps: int) -> float:
+    """How long the GPU must be kept busy before the samples so that the host can enqueue all
+    of them first: every sample then starts with work already queued, and no sample includes
+    the GPU idling while the host launches (launch-heavy calls such as autograd backward or
+    decode-sized GEMMs otherwise measure the host). 20% margin, capped."""
+    return min(MAX_BACKLOG_S, 1.2 * host_s_per_rep * reps)
+
+
+def _measure_cuda(fn: Callable[[], object], device: DeviceInfo, cfg: TimingConfig,
+                  region: AbstractContextManager) -> Timing:
     import torch
 
     with torch.cuda.device(device.index):
@@ -172,13 +193,21 @@ def _measure_cuda(fn: Callable[[], object], device: DeviceInfo, cfg: TimingConfi
         reps = repetitions(warm_up(fn, device, cfg), cfg)
         starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
         ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-        for start, end in zip(starts, ends):
-            if flush is not None:
-                flush()  # outside the events: a cold L2 for every sample
-            start.record()
-            fn()
-            end.record()
+        t0 = time.perf_counter()  # the host's time to enqueue one sample (no synchronisation)
+        if flush is not None:
+            flush()
+        fn()
+        host_s = time.perf_counter() - t0
         torch.cuda.synchronize()
+        with region:
+            torch.cuda._sleep(int(backlog_s(host_s, reps) * SLEEP_CYCLES_PER_S))
+            for start, end in zip(starts, ends):
+                if flush is not None:
+                    flush()  # outside the events: a cold L2 for every sample
+                start.record()
+                fn()
+                end.record()
+            torch.cuda.synchronize()
         return Timing([s.elapsed_time(e) / 1e3 for s, e in zip(starts, ends)])
 
 

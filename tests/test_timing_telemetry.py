@@ -86,3 +86,30 @@ def test_summarise_aggregates_samples():
 
 def test_reason_names_keeps_unknown_bits():
     assert reason_names(0x4 | 0x10000) == ["sw_power_cap", "0x10000"]
+
+
+def test_backlog_covers_the_host_enqueue_time_within_a_cap():
+    from bench.timing import MAX_BACKLOG_S, backlog_s
+
+    assert backlog_s(100e-6, 50) == pytest.approx(1.2 * 100e-6 * 50)
+    assert backlog_s(1e-3, 10_000) == MAX_BACKLOG_S
+
+
+def test_telemetry_region_is_the_timed_samples_only():
+    """The sampler is entered after the warm-up, around the samples alone."""
+    import contextlib
+
+    events = []
+
+    @contextlib.contextmanager
+    def region():
+        events.append("enter")
+        yield
+        events.append("exit")
+
+    calls = []
+    cfg = TimingConfig(warmup_s=0.0, budget_s=0.0, min_reps=4, max_reps=4, flush_l2=False)
+    t = measure(lambda: calls.append(list(events)), detect(), cfg, region())
+    assert t.n == 4 and events == ["enter", "exit"]
+    assert [c for c in calls if c == []]  # the warm-up ran before the region
+    assert calls[-4:] == [["enter"]] * 4  # every sample inside it

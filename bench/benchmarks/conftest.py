@@ -13,6 +13,7 @@ COLOSSUS_BENCH_TIMING (a bench.timing.PRESETS name; default by device).
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 
 import pytest
 
@@ -55,14 +56,15 @@ def recipe_timer(benchmark):
     """The timing recipe (warm-up by time, repetitions to fill the budget, L2 flushed between
     samples), with pytest-benchmark running the timed rounds."""
 
-    def timer(fn, device, cfg) -> Timing:
+    def timer(fn, device, cfg, region=None) -> Timing:
         if benchmark.disabled:  # --benchmark-disable: a smoke run, still checked and timed
             benchmark.pedantic(fn)
-            return measure(fn, device, PRESETS["smoke"])
+            return measure(fn, device, PRESETS["smoke"], region)
         clock = DeviceClock(device)
         benchmark._timer = clock  # read by pytest-benchmark before and after each round
         reps = repetitions(warm_up(fn, device, cfg), cfg)
-        benchmark.pedantic(clock.wrap(fn), setup=l2_flusher(device, cfg), rounds=reps)
+        with region or nullcontext():
+            benchmark.pedantic(clock.wrap(fn), setup=l2_flusher(device, cfg), rounds=reps)
         return Timing(list(benchmark.stats.stats.data))
 
     return timer
