@@ -8,11 +8,11 @@ add one by adding an entry to GPUS or CLUSTERS.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from bench.device import PEAKS, Peaks
 
-GB = 1e9  # datasheet GB and GB/s are decimal
 GIB = 2**30
 
 _ANCHORS = "shared/ANCHORS.md"
@@ -47,12 +47,17 @@ class GPU:
 
     `nvlink_gbps` is the NVLink bandwidth per direction (GB/s); `sm_count` and `gemm_tile` feed the
     fallback GEMM model; `arch` picks the attention fallback (flash kernels exist for Hopper on).
+    `memory_total_bytes` is the device memory the driver reports (binary units: the "80 GB" of an
+    H100 is 80 GiB of HBM, less what the driver reserves), not the datasheet's decimal GB;
+    `node_gpus` is how many of them share one NVLink domain (an HGX/DGX baseboard).
     """
 
     name: str  # PEAKS key
     arch: str  # "ampere", "hopper", "blackwell"
     sm_count: int
     nvlink_gbps: float
+    memory_total_bytes: int
+    node_gpus: int = 8
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -65,7 +70,8 @@ class GPU:
 
     @property
     def memory_bytes(self) -> float:
-        return float(self.peaks.memory_gb) * GB
+        """Total device memory as the driver reports it (the model applies its usable fraction)."""
+        return float(self.memory_total_bytes)
 
     @property
     def hbm_tbps(self) -> float:
@@ -77,23 +83,50 @@ class GPU:
 
 
 _NVL4 = "NVLink 4: 900 GB/s total per GPU, 450 per direction (NVIDIA H100 datasheet; ANCHORS.md)"
+MIB = 2**20
+# Device memory as reported on real parts. nvidia-smi's memory.total (MiB) and torch's
+# get_device_properties().total_memory agree to within a MiB; these are public readings of the
+# shipped parts, not measured in this project (no GPU was lent when they were entered).
+_MEM_SRC = ("nvidia-smi memory.total {mib:,} MiB = {gib:.1f} GiB on {part} (public nvidia-smi "
+            "listings; assumption: every part of the model reports the same){extra}")
+
+
+def _mem_source(mib: float, part: str, extra: str = "") -> str:
+    return _MEM_SRC.format(mib=round(mib), gib=mib / 1024, part=part, extra=extra)
+
+
+_H100_MEM = 85_520_809_984  # torch total_memory on "NVIDIA H100 80GB HBM3" (= 81,559 MiB)
+_H200_MEM = 143_771 * MIB
+_NODE8 = "8 GPUs per NVLink domain on an HGX/DGX baseboard (ANCHORS.md; NVIDIA DGX datasheets)"
 GPUS: dict[str, GPU] = {
-    "H100-SXM": GPU("H100-SXM", "hopper", 132, 450.0, {
+    "H100-SXM": GPU("H100-SXM", "hopper", 132, 450.0, _H100_MEM, 8, {
         "peaks": PEAKS["H100-SXM"].source, "nvlink_gbps": _NVL4,
-        "sm_count": "132 SMs (ANCHORS.md, H100 SXM)"}),
-    "H200-SXM": GPU("H200-SXM", "hopper", 132, 450.0, {
+        "sm_count": "132 SMs (ANCHORS.md, H100 SXM)",
+        "memory_total_bytes": "torch.cuda.get_device_properties().total_memory 85,520,809,984 B "
+                              "(79.6 GiB) on NVIDIA H100 80GB HBM3, = nvidia-smi 81,559 MiB "
+                              "(public readings; the device machines here describe 'about "
+                              "78 GiB' free)",
+        "node_gpus": _NODE8}),
+    "H200-SXM": GPU("H200-SXM", "hopper", 132, 450.0, _H200_MEM, 8, {
         "peaks": PEAKS["H200-SXM"].source, "nvlink_gbps": _NVL4,
-        "sm_count": "132 SMs (ANCHORS.md, H200 SXM)"}),
-    "A100-SXM-80GB": GPU("A100-SXM-80GB", "ampere", 108, 300.0, {
+        "sm_count": "132 SMs (ANCHORS.md, H200 SXM)",
+        "memory_total_bytes": _mem_source(143_771, "NVIDIA H200 (141 GB)",
+                                          "; the device machines here describe 'about 139 GiB'"),
+        "node_gpus": _NODE8}),
+    "A100-SXM-80GB": GPU("A100-SXM-80GB", "ampere", 108, 300.0, 81_920 * MIB, 8, {
         "peaks": PEAKS["A100-SXM-80GB"].source,
         "nvlink_gbps": "NVLink 3: 600 GB/s total per GPU, 300 per direction (NVIDIA A100 "
                        "datasheet)",
-        "sm_count": "108 SMs (NVIDIA A100 whitepaper)"}),
-    "B200-SXM": GPU("B200-SXM", "blackwell", 148, 900.0, {
+        "sm_count": "108 SMs (NVIDIA A100 whitepaper)",
+        "memory_total_bytes": _mem_source(81_920, "NVIDIA A100-SXM4-80GB"),
+        "node_gpus": "8 A100 per DGX A100 / HGX A100 baseboard (NVIDIA DGX A100 datasheet)"}),
+    "B200-SXM": GPU("B200-SXM", "blackwell", 148, 900.0, 183_359 * MIB, 8, {
         "peaks": _B200_SRC,
         "nvlink_gbps": "NVLink 5: 1.8 TB/s total per GPU, 900 per direction (NVIDIA HGX B200 "
                        "datasheet); what-if",
-        "sm_count": "148 SMs (NVIDIA Blackwell architecture technical brief); what-if"}),
+        "sm_count": "148 SMs (NVIDIA Blackwell architecture technical brief); what-if",
+        "memory_total_bytes": _mem_source(183_359, "NVIDIA B200 (180 GB)", "; what-if"),
+        "node_gpus": "8 B200 per HGX B200 baseboard (NVIDIA HGX B200 datasheet); what-if"}),
 }
 
 
@@ -265,41 +298,42 @@ def cluster(name: str) -> Cluster:
     return CLUSTERS[name]
 
 
+# (no "power": a cluster's power overheads follow its GPU type, see Power)
 _CLUSTER_KEYS = {"name", "gpu", "gpus", "pools", "gpus_per_node", "scale_out_gbps_per_gpu",
-                 "fabric", "fabric_efficiency", "power"}
+                 "fabric", "fabric_efficiency"}
 
 
 def cluster_from_dict(d: dict) -> Cluster:
     """A cluster from a scenario dict: {"gpu", "gpus"} or {"pools": [{"gpu", "gpus"}, ...]}.
 
     Optional: gpus_per_node (8), scale_out_gbps_per_gpu (400), fabric (a FABRICS name,
-    default spectrum-x-400g), fabric_efficiency (that fabric's).
+    default spectrum-x-400g), fabric_efficiency (that fabric's). Wrong types raise TypeError and
+    bad values ValueError, each naming the key.
     """
     if not isinstance(d, dict):
         raise TypeError(f"cluster must be a preset name or a dict, not {type(d).__name__}")
     unknown = set(d) - _CLUSTER_KEYS
     if unknown:
-        raise ValueError(f"unknown cluster keys: {', '.join(sorted(unknown))}; "
+        raise ValueError(f"unknown cluster keys: {', '.join(sorted(map(str, unknown)))}; "
                          f"allowed: {', '.join(sorted(_CLUSTER_KEYS))}")
     if "pools" in d:
         if "gpu" in d or "gpus" in d:
             raise ValueError("cluster: give either gpu/gpus or pools, not both")
-        pools = tuple(Pool(str(p["gpu"]), _positive_int(p.get("gpus"), "pools[].gpus"))
-                      for p in d["pools"])
+        if not isinstance(d["pools"], list):
+            raise TypeError(f"pools must be a list of {{gpu, gpus}} mappings, got {d['pools']!r}")
+        pools = tuple(_pool(p, f"pools[{i}]") for i, p in enumerate(d["pools"]))
     else:
         if "gpu" not in d or "gpus" not in d:
             raise ValueError("cluster needs 'gpu' and 'gpus' (or 'pools')")
-        pools = (Pool(str(d["gpu"]), _positive_int(d["gpus"], "gpus")),)
+        pools = (_pool({"gpu": d["gpu"], "gpus": d["gpus"]}, ""),)
     if not pools:
         raise ValueError("cluster has no GPU pools")
-    for p in pools:
-        gpu(p.gpu)  # raises on unknown GPUs
-    fabric_name = d.get("fabric", "spectrum-x-400g")
+    fabric_name = _string(d.get("fabric", "spectrum-x-400g"), "fabric")
     if fabric_name not in FABRICS:
         raise ValueError(f"unknown fabric {fabric_name!r}; known: {', '.join(sorted(FABRICS))}")
     base = FABRICS[fabric_name]
-    gbps = float(d.get("scale_out_gbps_per_gpu", base.gbps_per_gpu))
-    eff = float(d.get("fabric_efficiency", base.efficiency))
+    gbps = _number(d.get("scale_out_gbps_per_gpu", base.gbps_per_gpu), "scale_out_gbps_per_gpu")
+    eff = _number(d.get("fabric_efficiency", base.efficiency), "fabric_efficiency")
     if gbps <= 0 or not 0 < eff <= 1:
         raise ValueError("scale_out_gbps_per_gpu must be > 0 and fabric_efficiency in (0, 1]")
     fabric = Fabric(base.name, gbps, eff, base.alpha_s,
@@ -308,10 +342,36 @@ def cluster_from_dict(d: dict) -> Cluster:
     gpn = _positive_int(d.get("gpus_per_node", 8), "gpus_per_node")
     ampere = all(gpu(p.gpu).arch == "ampere" for p in pools)
     power = _A100_POWER if ampere else _HGX_POWER
-    return Cluster(str(d.get("name", "custom")), pools, gpn, fabric, power,
+    return Cluster(_string(d.get("name", "custom"), "name"), pools, gpn, fabric, power,
                    sources={"pools": "scenario file", "gpus_per_node": "scenario file",
                             "power": _A100_POWER_SRC if ampere else _HGX_POWER_SRC,
                             "nvlink_alpha_s": _COLOSSUS_SRC["nvlink_alpha_s"]})
+
+
+def _pool(p, where: str) -> Pool:
+    """One {gpu, gpus} entry of a scenario's cluster, checked (`where`: "pools[i]" or "")."""
+    if not isinstance(p, dict):
+        raise TypeError(f"{where} must be a mapping with 'gpu' and 'gpus', got {p!r}")
+    if set(p) != {"gpu", "gpus"}:
+        raise ValueError(f"{where} needs exactly the keys 'gpu' and 'gpus', got "
+                         f"{', '.join(sorted(map(str, p)))}")
+    prefix = f"{where}." if where else ""
+    name = _string(p["gpu"], prefix + "gpu")
+    gpu(name)  # raises on unknown GPUs
+    return Pool(name, _positive_int(p["gpus"], prefix + "gpus"))
+
+
+def _string(v, what: str) -> str:
+    if not isinstance(v, str):
+        raise TypeError(f"{what} must be a string, got {v!r} ({type(v).__name__})")
+    return v
+
+
+def _number(v, what: str) -> float:
+    """A real number (int or float; bools and numeric strings refused)."""
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise TypeError(f"{what} must be a number, got {v!r} ({type(v).__name__})")
+    return float(v)
 
 
 def _positive_int(v, what: str) -> int:

@@ -195,6 +195,13 @@ def _rows(frame, origin: str) -> list[dict]:
     return out
 
 
+def _intra_node(row: dict, node_gpus: int) -> bool:
+    """A collective row over 2..node_gpus ranks (one node's NVLink; a larger world crossed the
+    network). world_size must be a whole number."""
+    w = _num(row.get("world_size"))
+    return w is not None and w == int(w) and 2 <= w <= node_gpus
+
+
 def _num(v) -> float | None:
     try:
         f = float(v)
@@ -372,23 +379,29 @@ class Measurements:
         return Figure(0.9 * gpu.hbm_tbps, "assumption: 90% of datasheet HBM", "assumption")
 
     def nvlink_busbw_gbps(self, gpu: GPU) -> Figure:
-        """All-reduce bus bandwidth inside a node (GB/s) from the largest measured NCCL
-        all-reduce across several GPUs, else the fallback."""
+        """All-reduce bus bandwidth inside one node (GB/s): the largest measured NCCL all-reduce
+        over a full NVLink domain (world_size == the GPU's node_gpus, what a tp=8 group sees),
+        else over the largest smaller world that fits in a node (said in the source), else the
+        fallback. Rows over more GPUs than a node holds crossed the network and are ignored."""
         return self._memoised(("nvlink", gpu.name), lambda: self._nvlink_busbw_gbps(gpu))
 
     def _nvlink_busbw_gbps(self, gpu: GPU) -> Figure:
         for origin in ("measured", "reference"):
             rows = [r for r in self._select(("all_reduce", "allreduce"), gpu.name, origin)
-                    if _num(r.get("busbw_gbps")) and (_num(r.get("world_size")) or 0) >= 2
-                    and r["params"].get("op", "all_reduce") == "all_reduce"
+                    if _num(r.get("busbw_gbps")) and _intra_node(r, gpu.node_gpus)
+                    and r["params"].get("op") == "all_reduce"
                     and r.get("backend") in ("nccl", None)]
             if rows:
+                world = max(int(r["world_size"]) for r in rows)  # the node's size when measured
+                rows = [r for r in rows if int(r["world_size"]) == world]
                 size = max(_num(r["params"].get("bytes")) or 0 for r in rows)
                 best = max((r for r in rows if (_num(r["params"].get("bytes")) or 0) == size),
                            key=lambda r: float(r["busbw_gbps"]))
+                note = "" if world == gpu.node_gpus else \
+                    f"; from a smaller world than the {gpu.node_gpus}-GPU node (none measured)"
                 return Figure(float(best["busbw_gbps"]),
-                              f"{self._label(origin)}: nccl all_reduce {gpu.name} x"
-                              f"{int(best['world_size'])}, {size:.3g} bytes", origin)
+                              f"{self._label(origin)}: nccl all_reduce {gpu.name} x{world}, "
+                              f"{size:.3g} bytes{note}", origin)
         if gpu.name in NVLINK_FALLBACK:
             return NVLINK_FALLBACK[gpu.name]
         return Figure(0.8 * gpu.nvlink_gbps, "assumption: 80% of NVLink per-direction bandwidth",

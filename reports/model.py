@@ -24,6 +24,41 @@ class ScenarioError(ValueError):
     """A scenario the model cannot evaluate: the message says what is wrong."""
 
 
+# Scenario files are YAML or JSON: a quoted "false" is a non-empty string, which bool() would take
+# as true, so flags must be real booleans and numbers real numbers (bools are ints in Python and
+# are refused where a number is meant).
+
+
+def check_bool(v, what: str) -> bool:
+    if not isinstance(v, bool):
+        raise ScenarioError(f"{what} must be true or false (a boolean), got {v!r} "
+                            f"({type(v).__name__})")
+    return v
+
+
+def check_number(v, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise ScenarioError(f"{what} must be a number, got {v!r} ({type(v).__name__})")
+    return v
+
+
+def check_int(v, what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ScenarioError(f"{what} must be an integer, got {v!r} ({type(v).__name__})")
+    return v
+
+
+def key_names(keys) -> str:
+    """Keys for a message, sorted (YAML keys need not be strings)."""
+    return ", ".join(sorted(map(str, keys)))
+
+
+def check_str(v, what: str) -> str:
+    if not isinstance(v, str):
+        raise ScenarioError(f"{what} must be a string, got {v!r} ({type(v).__name__})")
+    return v
+
+
 # --- the model ------------------------------------------------------------------------------------
 
 
@@ -49,10 +84,13 @@ class Model:
     source: str = "scenario file"
 
     def __post_init__(self):
+        check_str(self.name, "model name")
         for f in ("layers", "hidden", "heads", "kv_heads", "ffn_hidden", "vocab", "seq_len"):
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ScenarioError(f"model {f} must be a positive integer, got {v!r}")
+        for f in ("gated_mlp", "dropout", "learned_positions", "tied_embeddings"):
+            check_bool(getattr(self, f), f"model {f}")
         if self.hidden % self.heads:
             raise ScenarioError(f"hidden {self.hidden} is not divisible by heads {self.heads}")
         if self.heads % self.kv_heads:
@@ -143,16 +181,19 @@ def model_from(spec) -> Model:
         raise ScenarioError(f"model must be a preset name or a dict, not {type(spec).__name__}")
     unknown = set(spec) - _MODEL_KEYS
     if unknown:
-        raise ScenarioError(f"unknown model keys: {', '.join(sorted(unknown))}; allowed: "
+        raise ScenarioError(f"unknown model keys: {key_names(unknown)}; allowed: "
                             f"{', '.join(sorted(_MODEL_KEYS))}")
     missing = {"layers", "hidden", "heads", "vocab", "seq_len"} - set(spec)
     if missing:
         raise ScenarioError(f"model is missing: {', '.join(sorted(missing))}")
-    return Model(str(spec.get("name", "custom")), spec["layers"], spec["hidden"], spec["heads"],
-                 spec.get("kv_heads", spec["heads"]), spec.get("ffn_hidden", 4 * spec["hidden"]),
-                 spec["vocab"], spec["seq_len"], bool(spec.get("gated_mlp", False)),
-                 bool(spec.get("dropout", False)), bool(spec.get("learned_positions", False)),
-                 bool(spec.get("tied_embeddings", False)))
+    hidden = spec["hidden"]
+    ffn = spec["ffn_hidden"] if "ffn_hidden" in spec else \
+        4 * hidden if isinstance(hidden, int) else hidden  # Model reports a bad hidden
+    # Model checks every type (flags real booleans, sizes positive integers)
+    return Model(spec.get("name", "custom"), spec["layers"], hidden, spec["heads"],
+                 spec.get("kv_heads", spec["heads"]), ffn, spec["vocab"], spec["seq_len"],
+                 spec.get("gated_mlp", False), spec.get("dropout", False),
+                 spec.get("learned_positions", False), spec.get("tied_embeddings", False))
 
 
 # --- the parallel configuration and the training settings -----------------------------------------
@@ -177,7 +218,7 @@ class Parallel:
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ScenarioError(f"parallel {f} must be a positive integer, got {v!r}")
-        if self.recompute not in RECOMPUTE:
+        if not isinstance(self.recompute, str) or self.recompute not in RECOMPUTE:
             raise ScenarioError(f"recompute must be one of {RECOMPUTE}, got {self.recompute!r}")
         if self.virtual_stages > 1 and self.pp == 1:
             raise ScenarioError("virtual_stages > 1 needs pp > 1 (interleaving splits stages)")
@@ -218,6 +259,12 @@ class Training:
     }, compare=False)
 
     def __post_init__(self):
+        for f in ("sequence_parallel", "overlap_grad_reduce", "causal"):
+            check_bool(getattr(self, f), f"training {f}")
+        check_str(self.attention, "training attention")
+        check_int(self.zero, "training zero")
+        check_number(self.tp_overlap, "training tp_overlap")
+        check_int(self.grad_bytes, "training grad_bytes")
         if self.attention not in ("flash", "unfused"):
             raise ScenarioError(f"attention must be 'flash' or 'unfused', got {self.attention!r}")
         if self.zero not in (0, 1, 3):
@@ -244,7 +291,7 @@ def training_from(spec: dict | None) -> Training:
         raise ScenarioError(f"training must be a dict, not {type(spec).__name__}")
     unknown = set(spec) - _TRAINING_KEYS
     if unknown:
-        raise ScenarioError(f"unknown training keys: {', '.join(sorted(unknown))}; allowed: "
+        raise ScenarioError(f"unknown training keys: {key_names(unknown)}; allowed: "
                             f"{', '.join(sorted(_TRAINING_KEYS))}")
     return replace(Training(), **spec)
 
@@ -577,6 +624,29 @@ def output_layer_seconds(model: Model, par: Parallel, g: GPU, meas: Measurements
     return {"compute": tf + tb, "memory_bound": loss}
 
 
+def end_params(model: Model, pp: int) -> tuple[int, int]:
+    """Parameters of the embedding and output layers held by the (first, last) pipeline stage.
+
+    With pp > 1 the first stage holds the input embedding and the last the output layer (a copy
+    of the embedding when tied: Megatron keeps one and all-reduces its gradient with the first
+    stage). With pp = 1 one stage holds both: the embedding plus, untied, the output layer too.
+    The one rule for memory and for the data-parallel gradient and optimizer bytes.
+    """
+    out = model.vocab * model.hidden
+    if pp == 1:
+        both = model.embedding_params() + (0 if model.tied_embeddings else out)
+        return both, both
+    return model.embedding_params(), out
+
+
+def stage_params(model: Model, pp: int) -> tuple[int, int]:
+    """All parameters (before tensor parallelism) on the (first, last) pipeline stage: the fullest
+    stage's layers plus the embedding, the last stage's layers plus the output layer."""
+    per, last = stage_layers(model.layers, pp)
+    first_end, last_end = end_params(model, pp)
+    return per * model.layer_params() + first_end, last * model.layer_params() + last_end
+
+
 def memory_per_gpu(model: Model, par: Parallel, train: Training, microbatches: int) -> dict:
     """Bytes per GPU on the fullest pipeline stage: weights, gradients, optimizer state and
     activations (with the 1F1B in-flight micro-batches), the larger of the first and last stage.
@@ -590,8 +660,7 @@ def memory_per_gpu(model: Model, par: Parallel, train: Training, microbatches: i
     per, last = stage_layers(model.layers, p)
     shards = par.dp * par.cp
     state = state_bytes_per_param(train.zero, shards)
-    emb = model.embedding_params() / t
-    out = model.vocab * model.hidden / t
+    first_params, last_params = stage_params(model, p)
     layer = model.layer_params() / t
     seq = model.seq_len // par.cp
     flash = train.attention == "flash"
@@ -609,12 +678,8 @@ def memory_per_gpu(model: Model, par: Parallel, train: Training, microbatches: i
         return {k: params * bpp for k, bpp in state.items()} | {
             "activations": acts, "zero3_buffers": gathered}
 
-    first = stage(per * layer + emb, per * a_layer * inflight + remat)
-    # the output layer: its own weights, or with tied embeddings a copy on the last stage
-    # (none when one stage holds both ends)
-    out_w = 0.0 if model.tied_embeddings and p == 1 else out
-    lastd = stage(last * layer + out_w + (emb if p == 1 else 0),
-                  last * a_layer * (1 if p > 1 else inflight) + remat + logits)
+    first = stage(first_params / t, per * a_layer * inflight + remat)
+    lastd = stage(last_params / t, last * a_layer * (1 if p > 1 else inflight) + remat + logits)
     return max(first, lastd, key=lambda d: sum(d.values()))
 
 
@@ -663,8 +728,8 @@ def step_time(model: Model, par: Parallel, train: Training, cluster: Cluster, g:
     breakdown["pp_bubble"] = bubble_fraction(par.pp, m, par.virtual_stages) * m * t_mb
 
     # data-parallel gradient reduction (and parameter all-gather with a sharded optimizer)
-    params_local = per * model.layer_params() / par.tp + \
-        max(model.embedding_params(), model.vocab * model.hidden) / par.tp
+    # the fuller stage's parameters, by the rule memory_per_gpu uses (end_params)
+    params_local = max(stage_params(model, par.pp)) / par.tp
     breakdown["dp_comm"], dp_src = _dp_seconds(model, par, train, cluster, g, meas,
                                                params_local, stage, m)
     # optimizer: Adam over this GPU's shard, ~30 B per parameter (fp32 master, m, v read and

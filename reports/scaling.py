@@ -28,6 +28,7 @@ from reports.model import (
     Training,
     flops_per_token,
     gib,
+    key_names,
     memory_per_gpu,
     model_from,
     stage_layers,
@@ -142,7 +143,7 @@ def load_scenario(spec) -> Scenario:
                             f"{type(spec).__name__}")
     unknown = set(spec) - _SCENARIO_KEYS
     if unknown:
-        raise ScenarioError(f"unknown scenario keys: {', '.join(sorted(unknown))}; allowed: "
+        raise ScenarioError(f"unknown scenario keys: {key_names(unknown)}; allowed: "
                             f"{', '.join(sorted(_SCENARIO_KEYS))}")
     for key in ("model", "cluster"):
         if key not in spec:
@@ -160,11 +161,11 @@ def load_scenario(spec) -> Scenario:
     elif isinstance(par_spec, dict):
         unknown = set(par_spec) - _PARALLEL_KEYS
         if unknown:
-            raise ScenarioError(f"unknown parallel keys: {', '.join(sorted(unknown))}; allowed: "
+            raise ScenarioError(f"unknown parallel keys: {key_names(unknown)}; allowed: "
                                 f"{', '.join(sorted(_PARALLEL_KEYS))}")
         p = dict(par_spec)
         if "dp" not in p:
-            mp = p.get("tp", 1) * p.get("pp", 1) * p.get("cp", 1)
+            mp = Parallel(**p).model_parallel  # checks the types first (dp defaults to 1)
             if clu.gpus % mp:
                 raise ScenarioError(f"tp*pp*cp = {mp} does not divide the {clu.gpus} GPUs")
             p["dp"] = clu.gpus // mp

@@ -1,6 +1,7 @@
 """The scaling model's formulas on hand-checked cases, and measurements over fallbacks."""
 
 import math
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -23,6 +24,7 @@ from reports.model import (
     allreduce_seconds,
     bubble_fraction,
     dp_bucket_count,
+    end_params,
     flops_per_token,
     hierarchical_reduce_scatter_seconds,
     memory_per_gpu,
@@ -31,6 +33,7 @@ from reports.model import (
     overlap_exposed,
     reduce_scatter_seconds,
     stage_layers,
+    stage_params,
     state_bytes_per_param,
     step_time,
     training_from,
@@ -189,6 +192,56 @@ def test_memory_of_a_small_config_by_hand():
     assert sum(mem.values()) == pytest.approx(1_486_592)
 
 
+def test_embedding_and_output_layer_on_the_stages():
+    llama = MODELS["llama3-70b"]  # untied: the output layer is a second vocab x hidden matrix
+    vh = 128256 * 8192
+    assert end_params(llama, 1) == (2 * vh, 2 * vh)  # one stage holds both ends
+    assert end_params(llama, 4) == (vh, vh)
+    gpt3 = MODELS["gpt3-175b"]  # tied, learned positions
+    emb = 51200 * 12288 + 2048 * 12288
+    assert end_params(gpt3, 1) == (emb, emb)  # the output layer is the embedding
+    assert end_params(gpt3, 8) == (emb, 51200 * 12288)  # the last stage keeps a copy
+    layer = llama.layer_params()
+    assert stage_params(llama, 1) == (80 * layer + 2 * vh,) * 2
+    assert sum(stage_params(llama, 1)) / 2 == pytest.approx(llama.params())
+
+
+def test_dp_gradients_and_memory_count_the_same_parameters():
+    """pp = 1, untied (llama3-70b): the one stage's gradients, optimizer shard and weights all
+    include both the embedding and the output layer (~1.05B parameters, /tp)."""
+    m = MODELS["llama3-70b"]
+    clu = hardware.cluster("colossus-100k")
+    meas = no_ref()
+    tp, dp = 8, 4
+    par = Parallel(tp=tp, pp=1, dp=dp, recompute="full")
+    st = step_time(m, par, Training(), clu, H100, meas, microbatches=2)
+    params_local = (80 * m.layer_params() + 2 * 128256 * 8192) / tp
+    assert params_local * tp == pytest.approx(m.params())
+    hbm = meas.hbm_tbps(H100).value * 1e12
+    # Adam over the ZeRO-1 shard, 30 B per parameter
+    assert st.breakdown_s["optimizer"] == pytest.approx(params_local / dp * 30 / hbm)
+    assert st.memory_bytes["weights"] == pytest.approx(2 * params_local)
+    assert st.memory_bytes["grads"] == pytest.approx(4 * params_local)
+    # tying drops exactly the output layer from both
+    tied = step_time(replace(m, tied_embeddings=True), par, Training(), clu, H100, meas, 2)
+    assert tied.memory_bytes["weights"] == pytest.approx(2 * (params_local - 128256 * 8192 / tp))
+    assert tied.breakdown_s["optimizer"] < st.breakdown_s["optimizer"]
+    assert tied.breakdown_s["dp_comm"] < st.breakdown_s["dp_comm"]
+
+
+def test_memory_capacity_is_the_driver_reported_gib():
+    # H100 80GB HBM3: torch total_memory 85,520,809,984 B = 79.6 GiB (not 80e9 B = 74.5 GiB)
+    assert H100.memory_bytes == 85_520_809_984
+    assert H100.memory_bytes / 2**30 == pytest.approx(79.65, abs=0.01)
+    assert hardware.gpu("H200-SXM").memory_bytes / 2**30 == pytest.approx(140.4, abs=0.1)
+    assert hardware.gpu("A100-SXM-80GB").memory_bytes == 80 * 2**30
+    for g in hardware.GPUS.values():
+        assert "memory_total_bytes" in g.sources and g.node_gpus == 8
+    st = step_time(MODELS["gpt3-175b"], Parallel(tp=8, pp=8, dp=4), Training(),
+                   hardware.cluster("colossus-100k"), H100, no_ref(), microbatches=16)
+    assert st.capacity_bytes == pytest.approx(0.9 * 85_520_809_984)  # usable fraction kept
+
+
 def test_pipeline_keeps_p_microbatches_in_flight():
     m = MODELS["gpt3-175b"]
     t = Training()
@@ -237,6 +290,50 @@ def test_model_and_parallel_errors():
         training_from({"flash": True})
     with pytest.raises(ScenarioError, match="attention"):
         training_from({"attention": "slow"})
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"tp_overlap": "x"}, "training tp_overlap must be a number, got 'x'"),
+    ({"tp_overlap": True}, "tp_overlap must be a number"),
+    ({"tp_overlap": 1.5}, "tp_overlap must be in"),
+    # a quoted "false" in YAML/JSON is a non-empty string: bool("false") would be True
+    ({"causal": "false"}, "training causal must be true or false"),
+    ({"sequence_parallel": "false"}, "training sequence_parallel must be true or false"),
+    ({"overlap_grad_reduce": 0}, "overlap_grad_reduce must be true or false"),
+    ({"zero": True}, "training zero must be an integer"),
+    ({"zero": "1"}, "training zero must be an integer"),
+    ({"grad_bytes": 4.0}, "grad_bytes must be an integer"),
+    ({"attention": ["flash"]}, "attention must be a string"),
+])
+def test_training_types_are_checked(spec, message):
+    with pytest.raises(ScenarioError, match=message):
+        training_from(spec)
+
+
+def test_training_accepts_real_types():
+    t = training_from({"causal": False, "sequence_parallel": False, "tp_overlap": 1, "zero": 3})
+    assert t.causal is False and t.sequence_parallel is False and t.tp_overlap == 1
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"gated_mlp": "false"}, "model gated_mlp must be true or false"),
+    ({"tied_embeddings": 1}, "model tied_embeddings must be true or false"),
+    ({"hidden": "64"}, "model hidden must be a positive integer"),
+    ({"hidden": 64.0}, "model hidden must be a positive integer"),
+    ({"layers": True}, "model layers must be a positive integer"),
+    ({"name": 7}, "model name must be a string"),
+])
+def test_model_dict_types_are_checked(change, message):
+    spec = {"layers": 2, "hidden": 64, "heads": 4, "vocab": 10, "seq_len": 8, **change}
+    with pytest.raises(ScenarioError, match=message):
+        model_from(spec)
+
+
+def test_parallel_types_are_checked():
+    with pytest.raises(ScenarioError, match="parallel tp must be a positive integer"):
+        Parallel(tp="8")
+    with pytest.raises(ScenarioError, match="recompute"):
+        Parallel(recompute=["full"])
 
 
 # --- measurements -------------------------------------------------------------------------------
@@ -297,6 +394,24 @@ def test_measured_rows_are_preferred_and_bad_rows_ignored():
     assert f200.kind == "measured" and f200.value == 990.0
     _, f_a100 = meas.gemm_seconds(hardware.gpu("A100-SXM-80GB"), 4096, 4096, 4096)
     assert f_a100.kind == "assumption" and "fallback" in f_a100.source
+
+
+def test_nvlink_figure_uses_intra_node_all_reduce_rows_only():
+    def ar(world, busbw, nbytes=2**30, op="all_reduce", **kw):
+        params = {"bytes": nbytes} if op is None else {"op": op, "bytes": nbytes}
+        return row("allreduce", params, busbw_gbps=busbw, backend="nccl", world_size=world, **kw)
+
+    # across nodes (16 ranks), another collective, no op, a single rank: none are NVLink figures
+    noise = [ar(16, 900.0), ar(8, 800.0, op="all_gather"), ar(8, 700.0, op=None), ar(1, 600.0)]
+    assert no_ref(pd.DataFrame(noise)).nvlink_busbw_gbps(H100).kind == "assumption"
+    # a full node (8 ranks) wins over a smaller world even with bigger messages or more GB/s
+    fig = no_ref(pd.DataFrame([*noise, ar(4, 500.0, nbytes=2**32), ar(8, 360.0),
+                               ar(8, 350.0, nbytes=2**20)])).nvlink_busbw_gbps(H100)
+    assert fig.value == 360.0 and fig.kind == "measured" and "x8" in fig.source
+    assert "smaller world" not in fig.source
+    # only a smaller world measured: used, and the source says so
+    fig = no_ref(pd.DataFrame([*noise, ar(2, 150.0), ar(4, 300.0)])).nvlink_busbw_gbps(H100)
+    assert fig.value == 300.0 and "x4" in fig.source and "smaller world" in fig.source
 
 
 def test_empty_frames_fall_back_to_labelled_anchors():

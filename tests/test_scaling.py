@@ -127,6 +127,45 @@ def test_impossible_scenarios_give_clear_errors(change, message, meas):
         estimate(dict(EXAMPLE, **change), meas)
 
 
+@pytest.mark.parametrize("change, message", [
+    # wrong types in any part of a scenario file: a ScenarioError naming the key, no traceback
+    ({"training": {"tp_overlap": "x"}}, "training tp_overlap must be a number"),
+    ({"training": {"causal": "false"}}, "training causal must be true or false"),
+    ({"model": dict(EXAMPLE["model"], hidden="12288")}, "model hidden must be a positive"),
+    ({"model": dict(EXAMPLE["model"], gated_mlp="no")}, "model gated_mlp must be true or false"),
+    ({"parallel": {"tp": "8", "pp": 8}}, "parallel tp must be a positive integer"),
+    ({"parallel": {"tp": 8, "pp": 8.0, "dp": 64}}, "parallel pp must be a positive integer"),
+    ({"parallel": {"tp": 8, "recompute": 1}}, "recompute must be one of"),
+    ({"parallel": {"tp": 8, 1: 2}}, "unknown parallel keys: 1"),
+    ({"cluster": {"gpu": "H100-SXM", "gpus": "4096"}}, "cluster: gpus must be a positive"),
+    ({"cluster": {"gpu": ["H100-SXM"], "gpus": 4096}}, "cluster: gpu must be a string"),
+    ({"cluster": {"pools": "H100-SXM"}}, "cluster: pools must be a list"),
+    ({"cluster": {"pools": ["H100-SXM"]}}, "cluster: pools\\[0\\] must be a mapping"),
+    ({"cluster": {"pools": [{"gpu": "H100-SXM"}]}}, "cluster: pools\\[0\\] needs exactly"),
+    ({"cluster": {"gpu": "H100-SXM", "gpus": 4096, "scale_out_gbps_per_gpu": "400"}},
+     "cluster: scale_out_gbps_per_gpu must be a number"),
+    ({"cluster": {"gpu": "H100-SXM", "gpus": 4096, "fabric_efficiency": True}},
+     "cluster: fabric_efficiency must be a number"),
+    ({"cluster": {"gpu": "H100-SXM", "gpus": 4096, "fabric": ["x"]}},
+     "cluster: fabric must be a string"),
+    ({"cluster": {"gpu": "H100-SXM", "gpus": 4096, "power": 1}}, "unknown cluster keys: power"),
+])
+def test_wrong_types_give_scenario_errors(change, message):
+    with pytest.raises(ScenarioError, match=message):
+        load_scenario(dict(EXAMPLE, **change))
+
+
+def test_quoted_false_in_yaml_is_refused(tmp_path):
+    import yaml
+
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump(dict(EXAMPLE, training={"sequence_parallel": False})))
+    assert load_scenario(str(f)).training.sequence_parallel is False
+    f.write_text(yaml.safe_dump(dict(EXAMPLE, training={"sequence_parallel": "false"})))
+    with pytest.raises(ScenarioError, match="sequence_parallel must be true or false"):
+        load_scenario(str(f))
+
+
 def test_bad_scenario_inputs(tmp_path):
     with pytest.raises(ScenarioError, match="unknown scenario preset"):
         load_scenario("no-such-preset")
