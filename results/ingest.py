@@ -43,7 +43,8 @@ def load_pytest_benchmark(path: Path, doc: dict) -> list[Result]:
     out = []
     for i, b in enumerate(benchmarks, 1):
         name = b.get("fullname") or b.get("name") if isinstance(b, dict) else None
-        record = (b.get("extra_info") or {}).get("record") if isinstance(b, dict) else None
+        extra = b.get("extra_info") if isinstance(b, dict) else None
+        record = extra.get("record") if isinstance(extra, dict) else None
         if record is None:
             raise IngestError(f"{path}: benchmark {i} ({name}): no colossus-bench record in "
                               "extra_info: this file was not written by bench/benchmarks")

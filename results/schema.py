@@ -24,9 +24,21 @@ class RecordError(ValueError):
     """A row that is not a valid result record (missing field, wrong type, bad value)."""
 
 
+def finite(value: Any) -> Any:
+    """inf/nan -> None, recursively: neither JSON nor every database column can hold them, so
+    the table stores them as null, and ids must hash what the table stores."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):  # sample lists: plain floats take the short path
+        return [v if type(v) is float and math.isfinite(v) else finite(v) for v in value]
+    return value
+
+
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys and no whitespace: equal values give equal text (ids hash this)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return json.dumps(finite(value), sort_keys=True, separators=(",", ":"), default=str)
 
 
 def result_id(run_id: str, workload: str, backend: str, dtype: str, params: dict,
@@ -147,8 +159,3 @@ _TYPES: dict[str, tuple[type, ...]] = {
 # records are checked here before any database sees them.
 MAX_LENGTHS = {"id": 64, "run_id": 64, "workload": 64, "backend": 64, "dtype": 32,
                "host": 255, "status": 16, "created_at": 40}
-
-
-def finite_or_none(x: float | None) -> float | None:
-    """JSON and some databases have no inf/nan: store those as null."""
-    return x if x is None or math.isfinite(x) else None

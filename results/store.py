@@ -8,7 +8,6 @@ a newer colossus-bench is refused, an older one is migrated by the versioned DDL
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from results.schema import MAX_LENGTHS, SCHEMA_VERSION, Result
+from results.schema import MAX_LENGTHS, SCHEMA_VERSION, Result, finite
 
 DB_ENV = "COLOSSUS_BENCH_DB"
 
@@ -177,17 +176,6 @@ def redact(url: str) -> str:
         return "<unparseable database URL>"
 
 
-def _finite(value):
-    """inf/nan -> None, recursively: neither JSON nor every database column can hold them."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [v if type(v) is float and math.isfinite(v) else _finite(v) for v in value]
-    return value
-
-
 def _reason(e: BaseException) -> str:
     """The first line of a database error, without SQLAlchemy's statement and parameters."""
     text = str(getattr(e, "orig", None) or e).strip()
@@ -197,7 +185,7 @@ def _reason(e: BaseException) -> str:
 def _row(rec: Result) -> dict:
     # Not rec.to_dict(): dataclasses.asdict deep-copies every sample list, and _finite copies
     # the nested values anyway (this is the hot path of inserts and ingests).
-    return {c: _finite(getattr(rec, c)) for c in COLUMNS}
+    return {c: finite(getattr(rec, c)) for c in COLUMNS}
 
 
 class Store:

@@ -204,3 +204,10 @@ def test_unusable_database_urls_give_one_line(url):
     res = cli("export", "--db", url)
     assert res.exit_code == 2 and "cannot use database URL" in res.output
     assert "Traceback" not in res.output
+
+
+def test_benchmark_file_whose_extra_info_is_not_an_object(tmp_path, db_url):
+    bad = tmp_path / "other.json"
+    bad.write_text('{"benchmarks": [{"name": "t", "stats": {}, "extra_info": ["x"]}]}')
+    res = cli("ingest", bad, "--db", db_url)
+    assert res.exit_code == 2 and "no colossus-bench record" in res.output
