@@ -148,7 +148,7 @@ def _fwd_step(acc, l_i, m_i, q, k_base, k_desc, v_base, v_desc, start_n, offs_m,
 def _attn_fwd(Q, K, V, O, LSE, sm_scale,
               stride_qb, stride_qh, stride_qs, stride_kb, stride_kh, stride_ks,
               stride_vb, stride_vh, stride_vs, stride_ob, stride_oh, stride_os,
-              H, GROUP, SEQ_Q, SEQ_K,
+              BATCH, H, GROUP, SEQ_Q, SEQ_K,
               HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
               CAUSAL: tl.constexpr, USE_DESC: tl.constexpr, F32_DOT: tl.constexpr):
     pid_m = tl.program_id(0)
@@ -345,7 +345,7 @@ def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, sm_scale,
                  stride_qb, stride_qh, stride_qs, stride_kb, stride_kh, stride_ks,
                  stride_vb, stride_vh, stride_vs, stride_db, stride_dh, stride_ds,
                  stride_dqb, stride_dqh, stride_dqs,
-                 H, GROUP, SEQ_Q, SEQ_K,
+                 BATCH, H, GROUP, SEQ_Q, SEQ_K,
                  HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                  CAUSAL: tl.constexpr, USE_DESC: tl.constexpr, F32_DOT: tl.constexpr):
     pid_m = tl.program_id(0)
@@ -430,6 +430,16 @@ CONFIGS: dict[str, dict[str, list[BlockConfig]]] = {
     },
 }
 
+# Used only when no config above fits: fp32 at head_dim 256 (4-byte tiles of 256 columns). One
+# stage and 32-row tiles (16-row q steps in 99 KiB). Compiled here without a GPU (Triton 3.8,
+# fp32, causal), shared memory: sm90 with descriptors fwd 37 KB, dkdv 98 KB, dq 66 KB; sm86 with
+# pointers fwd 70 KB, dkdv 100 KB, dq 98 KB (limit 99 KiB). Not measured on a GPU yet.
+FALLBACK_CONFIGS: dict[str, dict[str, BlockConfig]] = {
+    "sm90": {k: BlockConfig(32, 32, 4, 1) for k in ("fwd", "dkdv", "dq")},
+    "portable": {"fwd": BlockConfig(32, 32, 4, 1), "dkdv": BlockConfig(16, 32, 4, 1),
+                 "dq": BlockConfig(16, 32, 4, 1)},
+}
+
 # The interpreter runs one config (autotune needs a GPU). block_m != block_n on purpose, so the
 # tests exercise the causal block arithmetic with unequal tiles; small tiles keep it quick.
 CPU_CONFIGS: dict[str, BlockConfig] = {
@@ -464,6 +474,22 @@ def config_fits(kind: str, cfg: BlockConfig, head_dim: int, elem_bytes: int,
     return smem * elem_bytes <= smem_bytes and acc <= REGS_PER_THREAD_FOR_ACC * threads
 
 
+def gpu_configs(kind: str, arch: str, head_dim: int, elem_bytes: int,
+                smem_bytes: int) -> list[BlockConfig]:
+    """The configs the GPU autotuner tries: those of CONFIGS[arch][kind] that fit, else the
+    small FALLBACK_CONFIGS one (fp32 at head_dim 256), else a ValueError saying why."""
+    space = CONFIGS[arch][kind]
+    fits = [c for c in space if config_fits(kind, c, head_dim, elem_bytes, smem_bytes)]
+    if fits:
+        return fits
+    fallback = FALLBACK_CONFIGS[arch][kind]
+    if config_fits(kind, fallback, head_dim, elem_bytes, smem_bytes):
+        return [fallback]
+    raise ValueError(f"attention: no {kind} tile fits head_dim {head_dim} with {elem_bytes}-byte "
+                     f"elements in {smem_bytes} bytes of shared memory; use bf16/fp16 or a "
+                     "smaller head_dim")
+
+
 def _arch(device: torch.device) -> str:
     major, _ = torch.cuda.get_device_capability(device)
     return "sm90" if major == 9 else "portable"
@@ -488,6 +514,14 @@ def _smem_bytes(device: torch.device) -> int:
 _TUNERS: dict[tuple, object] = {}
 _KERNELS = {"fwd": _attn_fwd, "dkdv": _attn_bwd_dkdv, "dq": _attn_bwd_dq}
 _TUNE_KEY = ["SEQ_Q", "SEQ_K", "HEAD_DIM", "CAUSAL", "USE_DESC", "F32_DOT"]
+# The best tile also depends on how many programs run (batch x heads) and on GQA sharing, so
+# shapes differing only in batch, heads or group must not share a tuned config. fwd and dq take
+# BATCH for this key alone; dkdv runs batch x KV_H programs and its Q_ROWS (b*h*seq_q) fixes batch.
+TUNE_KEYS = {
+    "fwd": _TUNE_KEY + ["BATCH", "H", "GROUP"],
+    "dkdv": _TUNE_KEY + ["H", "KV_H", "GROUP", "Q_ROWS"],
+    "dq": _TUNE_KEY + ["BATCH", "H", "GROUP"],
+}
 
 
 def _tuner(kind: str, device: torch.device, head_dim: int, elem_bytes: int):
@@ -496,13 +530,10 @@ def _tuner(kind: str, device: torch.device, head_dim: int, elem_bytes: int):
     smem = _smem_bytes(device)
     key = (kind, arch, smem, head_dim, elem_bytes)
     if key not in _TUNERS:
-        space = CONFIGS[arch][kind]
-        fits = [c for c in space if config_fits(kind, c, head_dim, elem_bytes, smem)]
-        if not fits:  # keep the smallest tiles rather than nothing; compile errors will say why
-            fits = [min(space, key=lambda c: (c.block_m * c.block_n, c.num_stages))]
+        fits = gpu_configs(kind, arch, head_dim, elem_bytes, smem)
         configs = [triton.Config({"BLOCK_M": c.block_m, "BLOCK_N": c.block_n},
                                  num_warps=c.num_warps, num_stages=c.num_stages) for c in fits]
-        _TUNERS[key] = triton.autotune(configs=configs, key=_TUNE_KEY)(_KERNELS[kind])
+        _TUNERS[key] = triton.autotune(configs=configs, key=TUNE_KEYS[kind])(_KERNELS[kind])
     return _TUNERS[key]
 
 
@@ -634,7 +665,7 @@ def _forward(q, k, v, causal: bool, sm_scale: float, use_desc: bool | None):
     lse = torch.empty((b, h, sq), device=q.device, dtype=torch.float32)
     desc = _choose_desc(use_desc, q, k, v, o)
     args = (q, k, v, o, lse, sm_scale, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
-            *o.stride()[:3], h, h // kv_h, sq, sk)
+            *o.stride()[:3], b, h, h // kv_h, sq, sk)
     _launch("fwd", sq, b * h, args, head_dim=d, elem_bytes=q.element_size(), device=q.device,
             use_desc=desc, CAUSAL=causal, F32_DOT=_f32_dot(q.dtype))
     return o, lse
@@ -662,7 +693,7 @@ def _backward(do, q, k, v, o, lse, causal: bool, sm_scale: float, use_desc: bool
              *dv.stride()[:3], h, kv_h, h // kv_h, sq, sk, b * h * sq), **common)
     _launch("dq", sq, b * h,
             (q, k, v, do, lse, delta, dq, sm_scale, *strides, *dq.stride()[:3],
-             h, h // kv_h, sq, sk), **common)
+             b, h, h // kv_h, sq, sk), **common)
     return dq, dk, dv
 
 

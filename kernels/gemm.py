@@ -275,7 +275,10 @@ def _matmul_tma_kernel(a_ptr, b_ptr, c_ptr, scale_a_ptr, scale_b_ptr, M, N, K,
     # epilogue of the flattened loop independent for the software pipeliner.
     tile_id_c = start_pid - NUM_SMS
 
-    for tile_id in tl.range(start_pid, num_tiles, NUM_SMS, flatten=True,
+    # Warp specialisation is only enabled on Hopper (TMA) and Hopper warpspec does not work with
+    # a flattened loop (Triton tutorial 09: `flatten = False if (warp_specialize and
+    # is_hopper()) else True`), so flatten exactly when not warp-specialising.
+    for tile_id in tl.range(start_pid, num_tiles, NUM_SMS, flatten=not WARP_SPECIALIZE,
                             warp_specialize=WARP_SPECIALIZE):
         pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
         off_m = pid_m * BLOCK_M
@@ -509,6 +512,18 @@ def _warp_specialize(device: torch.device) -> bool:
             and _has_tma(device))
 
 
+def tf32_allowed(settings=None) -> bool:
+    """Whether torch lets fp32 matmuls use TF32. torch >= 2.9 has `fp32_precision` ("tf32",
+    "ieee" or "none"; it also reflects the legacy flag and inherits torch.backends'), and then
+    reading the legacy `allow_tf32` raises RuntimeError if anything set the new API; older torch
+    has only `allow_tf32`. `settings` defaults to torch.backends.cuda.matmul (tests pass fakes)."""
+    m = torch.backends.cuda.matmul if settings is None else settings
+    precision = getattr(m, "fp32_precision", None)
+    if precision is not None:
+        return precision == "tf32"
+    return bool(m.allow_tf32)
+
+
 def matmul(a: torch.Tensor, b: torch.Tensor, *, scale_a=None, scale_b=None, out_dtype=None,
            path: str = "auto") -> torch.Tensor:
     """C = (A * scale_a) @ (B * scale_b) for A (M, K), B (K, N); C is (M, N), row-major.
@@ -518,7 +533,7 @@ def matmul(a: torch.Tensor, b: torch.Tensor, *, scale_a=None, scale_b=None, out_
     fp8 requires `scale_a` and `scale_b`: numbers or one-element tensors (per tensor), or
     per-row (M,)/(M, 1) for a and per-column (N,)/(1, N) for b. Other dtypes refuse scales.
     `path` forces a kernel ("tma" or "portable"); "auto" picks TMA where it can (Hopper).
-    fp32 on a GPU uses TF32 exactly when torch.backends.cuda.matmul.allow_tf32 does.
+    fp32 on a GPU uses TF32 exactly when torch's cuBLAS matmul would (see tf32_allowed).
     """
     _check_operands(a, b)
     if path not in PATHS:
@@ -548,7 +563,7 @@ def matmul(a: torch.Tensor, b: torch.Tensor, *, scale_a=None, scale_b=None, out_
 
     c = torch.empty((M, N), dtype=c_dtype, device=a.device)
     if a.dtype == torch.float32 and not interpreted():
-        precision = "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
+        precision = "tf32" if tf32_allowed() else "ieee"
     else:
         precision = "ieee"  # ignored by 16/8-bit dots; the interpreter's fp32 dot is exact
     flags = dict(HAS_SCALE=fp8, ROW_SCALE_A=row_a, COL_SCALE_B=col_b,

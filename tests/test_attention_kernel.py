@@ -156,6 +156,56 @@ def test_config_fits_rejects_oversized_tiles():
         config_fits("nope", BlockConfig(16, 16), 64, 2, H100_SMEM)
 
 
+@pytest.mark.parametrize("arch,smem", [("sm90", H100_SMEM), ("portable", 99 * 1024),
+                                       ("portable", 163 * 1024)])
+@pytest.mark.parametrize("kind", ["fwd", "dkdv", "dq"])
+def test_fp32_head_dim_256_gets_the_fallback_config(arch, smem, kind):
+    from kernels.attention import FALLBACK_CONFIGS, gpu_configs
+
+    # No tuned config fits 4-byte tiles of 256 columns (the old fallback, 64x64 2 stages, was
+    # estimated at ~320 KB > 227 KB on sm90); the small fallback does.
+    assert not any(config_fits(kind, c, 256, 4, smem) for c in CONFIGS[arch][kind])
+    assert gpu_configs(kind, arch, 256, 4, smem) == [FALLBACK_CONFIGS[arch][kind]]
+    assert FALLBACK_CONFIGS[arch][kind] not in gpu_configs(kind, arch, 128, 2, smem)
+
+
+def test_gpu_configs_refuse_what_cannot_fit():
+    from kernels.attention import gpu_configs
+
+    with pytest.raises(ValueError, match="no fwd tile fits head_dim 256"):
+        gpu_configs("fwd", "sm90", 256, 4, 48 * 1024)
+
+
+def _tune_keys(monkeypatch, b, h, kv_h):
+    """The autotune key values each kernel launch of a tiny forward + backward would use."""
+    import kernels.attention as A
+
+    keys = {}
+
+    def record(kind, grid_rows, grid_y, args, *, head_dim, elem_bytes, device, use_desc, **meta):
+        values = dict(zip(A._KERNELS[kind].arg_names, args, strict=False),
+                      HEAD_DIM=head_dim, USE_DESC=use_desc, **meta)
+        keys[kind] = tuple(values[n] for n in A.TUNE_KEYS[kind])
+
+    monkeypatch.setattr(A, "_launch", record)
+    q, k, v = _t(b, h, 8, 16), _t(b, kv_h, 8, 16), _t(b, kv_h, 8, 16)
+    o, lse = A._forward(q, k, v, True, 0.25, None)
+    o.zero_(), lse.zero_()  # no kernel ran: give the delta kernel defined values
+    A._backward(torch.zeros_like(o), q, k, v, o, lse, True, 0.25, None)
+    return keys
+
+
+def test_tune_keys_tell_batch_heads_and_group_apart(monkeypatch):
+    import kernels.attention as A
+
+    for kind, names in A.TUNE_KEYS.items():
+        assert set(names) <= set(A._KERNELS[kind].arg_names), kind
+    shapes = [(2, 4, 4), (1, 8, 8), (1, 8, 2), (2, 8, 2), (1, 8, 4)]
+    seen = [_tune_keys(monkeypatch, *s) for s in shapes]
+    for kind in ("fwd", "dkdv", "dq"):
+        assert len({keys[kind] for keys in seen}) == len(shapes), kind
+
+
 def _t(*shape, dtype=torch.float16, device=DEV):
     return torch.randn(*shape, device=device).to(dtype)
 

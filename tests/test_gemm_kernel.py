@@ -183,6 +183,27 @@ def test_smem_estimate_and_hopper_pruning():
     assert {x.block_m for x in kept(2, 1)} == {64}  # decode: short tiles only
 
 
+def test_tf32_allowed_prefers_the_new_precision_api():
+    from types import SimpleNamespace as NS
+
+    assert gemm.tf32_allowed(NS(fp32_precision="tf32", allow_tf32=False))
+    assert not gemm.tf32_allowed(NS(fp32_precision="ieee", allow_tf32=True))
+    assert not gemm.tf32_allowed(NS(fp32_precision="none", allow_tf32=True))
+    assert gemm.tf32_allowed(NS(allow_tf32=True))  # torch < 2.9: legacy flag only
+    assert not gemm.tf32_allowed(NS(allow_tf32=False))
+    m = torch.backends.cuda.matmul
+    if getattr(m, "fp32_precision", None) is None:
+        pytest.skip("this torch has no fp32_precision API")
+    before = m.fp32_precision
+    try:
+        m.fp32_precision = "tf32"  # after this, reading m.allow_tf32 raises RuntimeError
+        assert gemm.tf32_allowed()
+        m.fp32_precision = "ieee"
+        assert not gemm.tf32_allowed()
+    finally:
+        m.fp32_precision = before
+
+
 A = torch.randn(8, 4)
 B = torch.randn(4, 3)
 

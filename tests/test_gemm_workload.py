@@ -100,6 +100,30 @@ def test_backends_drop_torch_fp8_where_scaled_mm_cannot_run():
     assert W.backends(g._case("bf16", 64, 64, 64), CPU) == ["triton", "torch"]
 
 
+def test_backends_drop_torch_for_e5m2_times_e5m2():
+    # cuBLASLt has no e5m2 x e5m2 kernel: torch._scaled_mm raises ValueError on torch 2.11.
+    assert W.backends(g._case("fp8_e5m2", 8192, 8192, 4096), H100) == ["triton"]
+
+
+def test_triton_fp8_check_survives_scaled_mm_value_error(monkeypatch):
+    case = g._case("fp8_e5m2", 32, 48, 16)
+    x = W.setup(case, CPU)
+    out = W.prepare(case, "triton", x)()
+    a_cuda = type("FakeCuda", (), {"type": "cuda"})()
+
+    class _A:  # only .device is read before _scaled_mm is called
+        device = a_cuda
+
+    def refuse(*args, **kwargs):
+        raise ValueError("Multiplication of two Float8_e5m2 matrices is not supported")
+
+    monkeypatch.setattr(torch, "_scaled_mm", refuse, raising=False)
+    fake = g.GemmInputs(_A(), x.b, x.scale_a, x.scale_b, x.out_dtype)
+    assert g.GemmWorkload._torch_baseline(fake) is None
+    res = W.check(case, "triton", x, out)
+    assert res.correct and res.tolerance == g.FIXED_TOLERANCE[x.out_dtype]
+
+
 def test_flops_and_bytes():
     c = g._case("bf16", 8192, 8192, 8192)
     assert W.flops(c) == 2 * 8192**3 == 1_099_511_627_776
