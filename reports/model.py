@@ -53,6 +53,14 @@ def key_names(keys) -> str:
     return ", ".join(sorted(map(str, keys)))
 
 
+def check_keys(spec: dict, allowed: set[str], what: str) -> None:
+    """Refuse the keys a scenario section does not know, naming them and the allowed ones."""
+    unknown = set(spec) - allowed
+    if unknown:
+        raise ScenarioError(f"unknown {what} keys: {key_names(unknown)}; allowed: "
+                            f"{', '.join(sorted(allowed))}")
+
+
 def check_str(v, what: str) -> str:
     if not isinstance(v, str):
         raise ScenarioError(f"{what} must be a string, got {v!r} ({type(v).__name__})")
@@ -179,10 +187,7 @@ def model_from(spec) -> Model:
         return MODELS[spec]
     if not isinstance(spec, dict):
         raise ScenarioError(f"model must be a preset name or a dict, not {type(spec).__name__}")
-    unknown = set(spec) - _MODEL_KEYS
-    if unknown:
-        raise ScenarioError(f"unknown model keys: {key_names(unknown)}; allowed: "
-                            f"{', '.join(sorted(_MODEL_KEYS))}")
+    check_keys(spec, _MODEL_KEYS, "model")
     missing = {"layers", "hidden", "heads", "vocab", "seq_len"} - set(spec)
     if missing:
         raise ScenarioError(f"model is missing: {', '.join(sorted(missing))}")
@@ -289,10 +294,7 @@ def training_from(spec: dict | None) -> Training:
         return Training()
     if not isinstance(spec, dict):
         raise ScenarioError(f"training must be a dict, not {type(spec).__name__}")
-    unknown = set(spec) - _TRAINING_KEYS
-    if unknown:
-        raise ScenarioError(f"unknown training keys: {key_names(unknown)}; allowed: "
-                            f"{', '.join(sorted(_TRAINING_KEYS))}")
+    check_keys(spec, _TRAINING_KEYS, "training")
     return replace(Training(), **spec)
 
 

@@ -26,9 +26,9 @@ from reports.model import (
     ScenarioError,
     StepTime,
     Training,
+    check_keys,
     flops_per_token,
     gib,
-    key_names,
     memory_per_gpu,
     model_from,
     stage_layers,
@@ -141,10 +141,7 @@ def load_scenario(spec) -> Scenario:
     if not isinstance(spec, dict):
         raise ScenarioError(f"scenario must be a dict, a file or a preset name, not "
                             f"{type(spec).__name__}")
-    unknown = set(spec) - _SCENARIO_KEYS
-    if unknown:
-        raise ScenarioError(f"unknown scenario keys: {key_names(unknown)}; allowed: "
-                            f"{', '.join(sorted(_SCENARIO_KEYS))}")
+    check_keys(spec, _SCENARIO_KEYS, "scenario")
     for key in ("model", "cluster"):
         if key not in spec:
             raise ScenarioError(f"scenario needs '{key}'")
@@ -159,10 +156,7 @@ def load_scenario(spec) -> Scenario:
     if par_spec == "auto":
         par = None
     elif isinstance(par_spec, dict):
-        unknown = set(par_spec) - _PARALLEL_KEYS
-        if unknown:
-            raise ScenarioError(f"unknown parallel keys: {key_names(unknown)}; allowed: "
-                                f"{', '.join(sorted(_PARALLEL_KEYS))}")
+        check_keys(par_spec, _PARALLEL_KEYS, "parallel")
         p = dict(par_spec)
         if "dp" not in p:
             mp = Parallel(**p).model_parallel  # checks the types first (dp defaults to 1)
