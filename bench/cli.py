@@ -1,46 +1,15 @@
-"""`colossus-bench`: the command line (typer + rich).
-
-Each part of the project adds its own verbs through a `register(app)` function (results/cli.py,
-reports/cli.py, bench/collectives/cli.py); this file holds the harness verbs and the one error
-convention: a user mistake or an unusable database prints one line on stderr and exits 2.
-"""
+"""The harness verbs `run` and `info` (registered on the one app by the top-level cli.py)."""
 
 from __future__ import annotations
 
-import importlib
 import json
-import logging
-import os
-import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-app = typer.Typer(help="Hardware-aware benchmarks for NVIDIA Hopper GPUs and the clusters "
-                       "built from them.", no_args_is_help=True, add_completion=False)
-# Piped output (CI logs, files) gets a wide table instead of rich's 80-column default.
-console = Console(width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
-
-DB_HELP = "Database URL or SQLite path (default: $COLOSSUS_BENCH_DB, else a per-user SQLite file)"
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print one clear line and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def open_store(db: str | None):
-    from results.store import Store, StoreError
-
-    try:
-        return Store(db)
-    except StoreError as e:
-        raise fail(str(e)) from None
+from results.console import DB_HELP, console, err_console, fail, first_line, open_store
 
 
 def _fmt(x: float | None, spec: str) -> str:
@@ -71,7 +40,6 @@ def results_table(results) -> Table:
     return t
 
 
-@app.command()
 def run(
     suite: str = typer.Option("quick", "--suite", "-s", help="quick | standard | full | mamf"),
     filter: str | None = typer.Option(None, "--filter", "-k",
@@ -134,7 +102,7 @@ def run(
     console.print(f"run {run_id}: {len(done) - kept} results stored in {store.display_url}"
                   + (f"; [red]{len(bad)} failed[/]" if bad else ""))
     for path, (n, error) in unstored.items():
-        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        reason = first_line(error)
         err_console.print(f"[yellow]{n} results could not be stored ({reason}); they are kept in "
                           f"{path}: load them with `colossus-bench ingest {path}`[/]",
                           highlight=False, soft_wrap=True)
@@ -158,7 +126,6 @@ def _upload_after_run(store, url: str) -> None:
         err_console.print(f"[yellow]upload failed, results kept locally: {e}[/]")
 
 
-@app.command()
 def info(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """What device is this, and its datasheet peaks."""
     from bench.device import detect, peaks
@@ -174,81 +141,3 @@ def info(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> No
         console.print(f"[bold]{section}[/]")
         for k, v in (values or {"(unknown device)": ""}).items():
             console.print(f"  {k}: {v}", highlight=False)
-
-
-@app.command()
-def export(
-    format: str = typer.Option("csv", "--format", "-f", help="csv | parquet | jsonl"),
-    out: Path | None = typer.Option(None, "--out", "-o", help="file (default: stdout)"),
-    db: str | None = typer.Option(None, "--db", help=DB_HELP),
-) -> None:
-    """Write the whole table as CSV, Parquet or JSON Lines."""
-    from results.export import FORMATS
-    from results.export import export as do_export
-
-    if format not in FORMATS:
-        raise fail(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
-    store = open_store(db)
-    try:
-        do_export(store.frame(), format, out)
-    except BrokenPipeError:  # `export | head`: the reader has what it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (ValueError, OSError) as e:
-        raise fail(str(e)) from None
-
-
-@app.command()
-def ingest(
-    files: list[Path] = typer.Argument(..., help="pytest-benchmark JSON or JSON Lines files"),
-    db: str | None = typer.Option(None, "--db", help=DB_HELP),
-) -> None:
-    """Load result files into the table; each file is loaded whole or not at all."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from results.ingest import IngestError
-    from results.ingest import ingest as do_ingest
-    from results.store import StoreError
-
-    store = open_store(db)
-    failed = 0
-    for f in files:
-        try:
-            new, total = do_ingest(f, store)
-            console.print(f"{f}: {total} rows, {new} new, {total - new} already there")
-        except SQLAlchemyError as e:  # a row the database refuses; the file rolled back whole
-            reason = str(getattr(e, "orig", e)).strip().splitlines()[0]
-            err_console.print(f"[bold red]error:[/] {f}: the database refused a row: {reason} "
-                              "(nothing from this file was written)", highlight=False)
-            failed += 1
-        except (IngestError, StoreError) as e:
-            err_console.print(f"[bold red]error:[/] {e} (nothing from this file was written)",
-                              highlight=False)
-            failed += 1
-    if failed:
-        raise typer.Exit(2)
-
-
-# Verbs of the other parts. Each module has `register(app)`; a part not built yet is absent.
-PART_CLIS = ("bench.collectives.cli", "results.cli", "reports.cli", "reports.report_cli")
-
-for _name in PART_CLIS:
-    try:
-        _mod = importlib.import_module(_name)
-    except ModuleNotFoundError as _e:
-        if not _name.startswith(_e.name or "?"):
-            raise
-        continue
-    _mod.register(app)
-
-
-def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        app()
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        sys.exit(130)
-
-
-if __name__ == "__main__":
-    main()

@@ -16,7 +16,7 @@ if compgen -G ".whl/*.whl" >/dev/null; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 DB="sqlite:///$OUT/results.db"
-cb() { python3 -m bench.cli "$@"; }
+cb() { python3 -m cli "$@"; }
 
 nvidia-smi -q > "$OUT/nvidia-smi.txt" 2>&1
 cb info --json > "$OUT/info.json"

@@ -1,17 +1,18 @@
-"""CLI verbs of the results part: `upload` (local table -> shared table) and `fleet`."""
+"""CLI verbs of the results part: `export`, `ingest`, `upload` (local -> shared table), `fleet`."""
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
+from results.console import DB_HELP, console, err_console, fail, first_line, open_store
 from results.fleet import DEFAULT_THRESHOLD
 from results.upload import BACKOFF_ENV, DEFAULT_BATCH, TRIES_ENV, UPLOAD_ENV, RetryPolicy
-
-DB_HELP = "Database URL or SQLite path (default: $COLOSSUS_BENCH_DB, else a per-user SQLite file)"
 
 
 def upload(
@@ -30,7 +31,6 @@ def upload(
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
     """Copy every local row the shared table lacks; re-running it is harmless."""
-    from bench.cli import console, fail, open_store
     from results.upload import UploadError, upload_store
 
     _require_local(db, fail)
@@ -72,7 +72,6 @@ def fleet(
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Find slow GPUs: each device against the median of its GPU model, case by case."""
-    from bench.cli import console, fail, open_store
     from results.fleet import fleet as build
 
     store = open_store(db)
@@ -131,6 +130,51 @@ def devices_table(report, devices) -> Table:
     return t
 
 
-def register(app: typer.Typer) -> None:
-    app.command()(upload)
-    app.command()(fleet)
+def export(
+    format: str = typer.Option("csv", "--format", "-f", help="csv | parquet | jsonl"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="file (default: stdout)"),
+    db: str | None = typer.Option(None, "--db", help=DB_HELP),
+) -> None:
+    """Write the whole table as CSV, Parquet or JSON Lines."""
+    from results.export import FORMATS
+    from results.export import export as do_export
+
+    if format not in FORMATS:
+        raise fail(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    store = open_store(db)
+    try:
+        do_export(store.frame(), format, out)
+    except BrokenPipeError:  # `export | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (ValueError, OSError) as e:
+        raise fail(str(e)) from None
+
+
+def ingest(
+    files: list[Path] = typer.Argument(..., help="pytest-benchmark JSON or JSON Lines files"),
+    db: str | None = typer.Option(None, "--db", help=DB_HELP),
+) -> None:
+    """Load result files into the table; each file is loaded whole or not at all."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from results.ingest import IngestError
+    from results.ingest import ingest as do_ingest
+    from results.store import StoreError
+
+    store = open_store(db)
+    failed = 0
+    for f in files:
+        try:
+            new, total = do_ingest(f, store)
+            console.print(f"{f}: {total} rows, {new} new, {total - new} already there")
+        except SQLAlchemyError as e:  # a row the database refuses; the file rolled back whole
+            reason = first_line(e)
+            err_console.print(f"[bold red]error:[/] {f}: the database refused a row: {reason} "
+                              "(nothing from this file was written)", highlight=False)
+            failed += 1
+        except (IngestError, StoreError) as e:
+            err_console.print(f"[bold red]error:[/] {e} (nothing from this file was written)",
+                              highlight=False)
+            failed += 1
+    if failed:
+        raise typer.Exit(2)

@@ -39,7 +39,7 @@ def sanity_problems(records) -> list[str]:
     Every row ok and checked correct, or explicitly skipped; no throughput above the device's
     datasheet peak; GPU rows carry NVML telemetry and full provenance.
     """
-    from bench.device import PEAKS
+    from results.peaks import PEAKS
 
     problems = []
     for r in records:

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from bench.cli import app
+from cli import app
 from results.schema import SCHEMA_VERSION
 from results.store import Store, meta_table
 
@@ -157,7 +157,7 @@ def test_a_bad_row_after_good_ones_writes_nothing(filled_db, tmp_path, db_url):
 
 def _start_run(db):
     return subprocess.Popen(
-        [sys.executable, "-m", "bench.cli", "run", "--filter", "membw", "--db", db],
+        [sys.executable, "-m", "cli", "run", "--filter", "membw", "--db", db],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -193,7 +193,7 @@ def test_interrupt_or_crash_mid_run_keeps_finished_rows(tmp_path, sig):
 
 def test_export_into_a_closed_pipe_is_quiet(filled_db):
     env = {**os.environ, "COLOSSUS_BENCH_DB": filled_db}
-    proc = subprocess.run(f"{sys.executable} -m bench.cli export --format jsonl | head -c 10",
+    proc = subprocess.run(f"{sys.executable} -m cli export --format jsonl | head -c 10",
                           shell=True, env=env, capture_output=True, text=True, timeout=120)
     assert proc.stdout.startswith('{"id": "') and len(proc.stdout) == 10
     assert "Broken pipe" not in proc.stderr and "error" not in proc.stderr

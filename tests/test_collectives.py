@@ -271,7 +271,7 @@ def test_world_from_env():
 def test_cli_argument_errors_are_one_line():
     from typer.testing import CliRunner
 
-    from bench.cli import app
+    from cli import app
 
     runner = CliRunner()
     for args, needle in [(["-b", "1X"], "invalid size"), (["--op", "bcast"], "unknown collective"),

@@ -86,7 +86,7 @@ def test_two_ranks_correct_then_a_planted_wrong_rank(db_url, capsys):
 def test_cli_four_ranks_stores_rows(tmp_path):
     """The command of the issue, on CPU, in a subprocess; rows land in the table."""
     db = tmp_path / "cli.db"
-    cmd = [sys.executable, "-m", "bench.cli", "allreduce", "--backend", "gloo",
+    cmd = [sys.executable, "-m", "cli", "allreduce", "--backend", "gloo",
            "--nproc-per-node", "4", "-b", "1K", "-e", "16M", "-f", "4", "-n", "2", "-w", "1",
            "--db", str(db)]
     env = {k: v for k, v in os.environ.items() if k != FAULT_ENV}
@@ -178,7 +178,7 @@ def _env(tmp_path, **extra):
 
 
 def _cli(args, env, cwd):
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True,
                           text=True, timeout=240, cwd=cwd, env=env)
 
 

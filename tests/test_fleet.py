@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bench.cli import app
+from cli import app
 from results.fleet import fleet, fleet_report
 from results.schema import Result
 from results.store import Store
@@ -178,7 +178,7 @@ for a in "$@"; do
   if [ "$FAKE_HOST" = upload-fails ] && [ "${prev:-}" = --to ]; then a=$FAKE_DOWN_URL; fi
   args+=("$a"); prev=$a
 done
-exec "$PYTHON" -m bench.cli "$verb" "${args[@]}"
+exec "$PYTHON" -m cli "$verb" "${args[@]}"
 """,
 }
 

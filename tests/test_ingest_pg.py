@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from bench.cli import app
+from cli import app
 from results.ingest import ingest
 from results.schema import Result
 from results.store import Store

@@ -6,15 +6,15 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
-from reports import hardware
-from reports.measurements import (
+from reports.model import hardware
+from reports.model.measurements import (
     GEMM_ANCHOR,
     Measurements,
     anchor_rate,
     as_measurements,
     gemm_time_fallback,
 )
-from reports.model import (
+from reports.model.step import (
     MODELS,
     Model,
     Parallel,

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from reports import render
-from reports.render import NO_MEASUREMENTS, build_report
+from reports.page import render
+from reports.page.render import NO_MEASUREMENTS, build_report
 from results.schema import Result
 from results.store import Store
 
@@ -305,7 +304,7 @@ def test_model_inputs_use_the_measurements(measured, empty):
 def test_reference_measurements_are_labelled_as_such(monkeypatch, request):
     """With the shipped reference as the measurements, the model's inputs say 'reference'."""
     import results.reference
-    from reports import measurements
+    from reports.model import measurements
 
     frame = synthetic_frame()
     monkeypatch.setattr(results.reference, "load_reference", lambda: frame)
@@ -384,12 +383,9 @@ def test_bad_input_gives_clear_errors(tmp_path):
 
 @pytest.fixture
 def app():
-    from reports.report_cli import register
+    from cli import app as main_app
 
-    a = typer.Typer()
-    register(a)
-    a.command("noop", hidden=True)(lambda: None)  # two verbs: typer keeps `report` as a verb
-    return a
+    return main_app
 
 
 def test_cli_report_from_a_table(app, tmp_path, db_url):
@@ -422,7 +418,7 @@ def test_cli_report_without_measurements(app, tmp_path, monkeypatch):
 
 
 def test_default_table_is_never_created(tmp_path, monkeypatch):
-    from reports.report_cli import _local_frame
+    from reports.page.cli import _local_frame
 
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("COLOSSUS_BENCH_DB", raising=False)

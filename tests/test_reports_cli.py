@@ -3,19 +3,16 @@
 import json
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from reports.cli import register
+from cli import app as main_app
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def app():
-    a = typer.Typer()
-    register(a)
-    return a
+    return main_app
 
 
 def test_estimate_preset_json(app):

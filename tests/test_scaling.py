@@ -7,11 +7,11 @@ import math
 import pandas as pd
 import pytest
 
-from reports import scaling
-from reports.hardware import CLUSTERS
-from reports.measurements import Measurements
-from reports.model import MODELS, ScenarioError, flops_per_token
-from reports.scaling import SCENARIOS, Estimate, estimate, load_scenario
+from reports.model import scaling
+from reports.model.hardware import CLUSTERS
+from reports.model.measurements import Measurements
+from reports.model.scaling import SCENARIOS, Estimate, estimate, load_scenario
+from reports.model.step import MODELS, ScenarioError, flops_per_token
 
 # the example of ARCHITECTURE.md, "The scenario file"
 EXAMPLE = {

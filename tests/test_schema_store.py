@@ -118,7 +118,7 @@ def test_redact_hides_every_secret(url, secrets):
 def test_unreachable_upload_never_prints_a_query_password(db_url):
     from typer.testing import CliRunner
 
-    from bench.cli import app
+    from cli import app
 
     Store(db_url).close()
     res = CliRunner().invoke(app, ["upload", "--db", db_url, "--tries", "1", "--to",

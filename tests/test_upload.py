@@ -10,7 +10,8 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from bench.cli import _upload_after_run, app
+from bench.cli import _upload_after_run
+from cli import app
 from results.schema import Result
 from results.store import Store
 from results.upload import (
@@ -54,7 +55,7 @@ def _snapshot(store):
 
 def cli_subprocess(*args, env=None):
     """The real command in a process of its own: everything it prints is captured."""
-    return subprocess.run([sys.executable, "-m", "bench.cli", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "cli", *map(str, args)],
                           capture_output=True, text=True, env={**os.environ, **(env or {})},
                           timeout=120)
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from reports import validation
-from reports.measurements import FRAMEWORK_EFFICIENCY
-from reports.model import MODELS
+from reports.model import validation
+from reports.model.measurements import FRAMEWORK_EFFICIENCY
+from reports.model.step import MODELS
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""`colossus-bench allreduce`: collectives with nccl-tests semantics (registered by bench.cli).
+"""`colossus-bench allreduce`: collectives with nccl-tests semantics (registered by cli.py).
 
 Outside a distributed world it launches --nproc-per-node local ranks through torchrun; inside
 one (RANK/WORLD_SIZE from torchrun, or an srun job step) it runs as that rank, which is how
@@ -16,6 +16,8 @@ import uuid
 from pathlib import Path
 
 import typer
+
+from results.console import console, err_console, fail, open_store
 
 OPS_HELP = "all_reduce | all_gather | reduce_scatter | all; repeat for several (default all_reduce)"
 
@@ -64,7 +66,6 @@ def allreduce(
                                                        "(the table goes to stderr)"),
 ) -> None:
     """Collective bandwidth with nccl-tests semantics (algbw, busbw, #wrong), stored per size."""
-    from bench.cli import console, err_console, fail, open_store
     from bench.collectives.sizes import parse_size
 
     try:
@@ -172,6 +173,3 @@ def _run_in_process(cfg, world, as_json: bool, where: str):
         print(f"run {cfg.run_id}: {saved.stored} rows stored in {where}", flush=True)
     return code, rows, saved.kept
 
-
-def register(app: typer.Typer) -> None:
-    app.command("allreduce")(allreduce)

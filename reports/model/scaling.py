@@ -4,7 +4,7 @@ cluster-scale questions (throughput, H200 gain, mixed H100+H200 jobs, power, goo
 A scenario (ARCHITECTURE.md, "The scenario file") is a dict, a JSON or YAML file or text, or a
 preset name from SCENARIOS. `model` and `cluster` may be preset names or dicts; `parallel` may be
 "auto" (search the fastest configuration that fits in memory). Optional keys: `training` (see
-reports.model.Training), `mixed_batch` ("plain_dp": every data-parallel replica gets the same
+reports.model.step.Training), `mixed_batch` ("plain_dp": every data-parallel replica gets the same
 micro-batches, the slowest GPU type sets the pace; "proportional": micro-batches in proportion to
 each type's speed), `name`.
 """
@@ -16,9 +16,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reports.hardware import Cluster, Pool, cluster, cluster_from_dict, gpu
-from reports.measurements import Measurements, as_measurements
-from reports.model import (
+from reports.model.hardware import Cluster, Pool, cluster, cluster_from_dict, gpu
+from reports.model.measurements import Measurements, as_measurements
+from reports.model.step import (
     RECOMPUTE,
     USABLE_MEMORY_FRACTION,
     Model,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from bench.device import PEAKS, Peaks
+from results.peaks import PEAKS, Peaks
 
 GIB = 2**30
 

@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from reports.hardware import GPU
+from reports.model.hardware import GPU
 
 log = logging.getLogger(__name__)
 

@@ -1,16 +1,16 @@
 """The scaling model against published training runs: predicted vs published TFLOP/s per GPU.
 
-Cases (plain data, CASES): Narayanan et al. 2021 ("Efficient Large-Scale Language Model Training
-on GPU Clusters Using Megatron-LM", SC21) Table 1, all ten rows of the weak-scaling sweep on Selene
+Cases (plain data, CASES): Narayanan et al. 2021 ("Efficient Large-Scale Language Model Training on
+GPU Clusters Using Megatron-LM", SC21) Table 1, all ten rows of the weak-scaling sweep on Selene
 (80-GB A100, 8x 200 Gb/s HDR InfiniBand per node), the PTD-P rows of its Table 2 (GPT-3 175B and
 the 530B model at three GPU counts), and OPT-175B (Zhang et al. 2022, section 2.4: 992 80-GB A100,
 FSDP with Megatron tensor parallelism, "up to 147 TFLOP/s per GPU").
 
-What the published numbers count: Megatron's tables count F = 96 B s l h^2 (1 + s/(6h) +
-V/(16 l h)) per iteration, i.e. with the extra forward pass of full activation recomputation; the
-prediction divides the same F by the model's step time. OPT does not state its convention; we
-count it the same way (assumption: counted the other way, 147 would mean 196 TFLOP/s of executed
-work, 63% of the A100 peak, above every Megatron row of the time).
+What the published numbers count: Megatron's tables count F = 96 B s l h^2 (1 + s/(6h) + V/(16 l
+h)) per iteration, i.e. with the extra forward pass of full activation recomputation; the
+prediction divides the same F by the model's step time. OPT does not state its convention; we count
+it the same way (assumption: counted the other way, 147 would mean 196 TFLOP/s of executed work,
+63% of the A100 peak, above every Megatron row of the time).
 
 Settings of these runs that the papers state are used as stated (tp, pp, GPUs, batch, sequence
 2048, vocabulary, activation recomputation); unstated ones are assumptions applied to all cases
@@ -19,24 +19,23 @@ its stated 2M batch), no interleaving, 2021-era software (unfused attention, no 
 parallelism, fp32 gradient all-reduce after the backward, replicated optimizer; OPT: ZeRO-3).
 
 Calibrated, once for all cases (not per case): one global constant,
-`reports.measurements.FRAMEWORK_EFFICIENCY`, the fraction of their benchmarked speed that GEMM and
-attention kernels reach inside a training step (launch gaps, host overhead and everything else the
-model does not price). The fit is a grid over that one number minimising the largest |error| over
-all cases; `calibrate()` re-runs it (0.82; largest error ~6.6%). The constant is applied to every
-GPU type, Hopper estimates included. Nothing else was fitted: the A100 GEMM rate is an assumption
-(the fraction of peak H100 measures here), bandwidths and formulas are sourced or labelled
-assumptions elsewhere; the SM share of overlapped collectives (DeepSeek-V3's 20 of 132 SMs) was
-set from its source, not fitted.
-"""
+`reports.model.measurements.FRAMEWORK_EFFICIENCY`, the fraction of their benchmarked speed that
+GEMM and attention kernels reach inside a training step (launch gaps, host overhead and everything
+else the model does not price). The fit is a grid over that one number minimising the largest
+|error| over all cases; `calibrate()` re-runs it (0.82; largest error ~6.6%). The constant is
+applied to every GPU type, Hopper estimates included. Nothing else was fitted: the A100 GEMM rate
+is an assumption (the fraction of peak H100 measures here), bandwidths and formulas are sourced or
+labelled assumptions elsewhere; the SM share of overlapped collectives (DeepSeek-V3's 20 of 132
+SMs) was set from its source, not fitted."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-from reports.hardware import cluster
-from reports.measurements import Measurements
-from reports.model import MODELS, Parallel, Training, narayanan_flops_per_iteration
-from reports.scaling import Scenario, evaluate
+from reports.model.hardware import cluster
+from reports.model.measurements import Measurements
+from reports.model.scaling import Scenario, evaluate
+from reports.model.step import MODELS, Parallel, Training, narayanan_flops_per_iteration
 
 _T1 = "Narayanan et al. 2021 (Megatron-LM, SC21), Table 1"
 _T2 = "Narayanan et al. 2021, Table 2 (PTD-P rows)"

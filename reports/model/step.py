@@ -16,8 +16,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, replace
 
-from reports.hardware import GIB, GPU, Cluster
-from reports.measurements import Figure, Measurements
+from reports.model.hardware import GIB, GPU, Cluster
+from reports.model.measurements import Figure, Measurements
 
 
 class ScenarioError(ValueError):

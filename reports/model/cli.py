@@ -1,11 +1,10 @@
-"""CLI verbs of the scaling model: `estimate` and `validate`, added to the main typer app.
+"""CLI verbs of the scaling model: `estimate` and `validate` (registered by the top-level cli.py).
 
 `estimate --scenario FILE|PRESET [--json] [--db URL]` prints the training-step estimate of a
-scenario (a JSON/YAML file or a preset name from reports.scaling.SCENARIOS), using the measured
-rows of a results table when --db is given (else the shipped reference results, then the labelled
-fallbacks). `validate [--json]` prints the model against published training runs. A scenario the
-model cannot evaluate prints one line on stderr and exits 2.
-"""
+scenario (a JSON/YAML file or a preset name from reports.model.scaling.SCENARIOS), using the
+measured rows of a results table when --db is given (else the shipped reference results, then the
+labelled fallbacks). `validate [--json]` prints the model against published training runs. A
+scenario the model cannot evaluate prints one line on stderr and exits 2."""
 
 from __future__ import annotations
 
@@ -16,7 +15,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from reports.model import ScenarioError
+from reports.model.scaling import estimate as run_estimate
+from reports.model.step import ScenarioError
+from reports.model.validation import validate as run_validation
 
 
 def _console(stderr: bool = False) -> Console:
@@ -105,42 +106,35 @@ def validation_table(rows) -> Table:
     return t
 
 
-def register(app: typer.Typer) -> None:
-    """Add `estimate` and `validate` to the app."""
+def estimate(
+    scenario: str = typer.Option(..., "--scenario", "-s",
+                                 help="Scenario JSON/YAML file, or a preset name"),
+    as_json: bool = typer.Option(False, "--json", help="Print the estimate as JSON"),
+    db: str | None = typer.Option(None, "--db", help="Results table to take measured "
+                                  "efficiencies from (URL or SQLite path)"),
+):
+    """Estimate step time, tokens/s, MFU and memory of a training scenario."""
 
-    @app.command("estimate")
-    def estimate_cmd(
-        scenario: str = typer.Option(..., "--scenario", "-s",
-                                     help="Scenario JSON/YAML file, or a preset name"),
-        as_json: bool = typer.Option(False, "--json", help="Print the estimate as JSON"),
-        db: str | None = typer.Option(None, "--db", help="Results table to take measured "
-                                      "efficiencies from (URL or SQLite path)"),
-    ):
-        """Estimate step time, tokens/s, MFU and memory of a training scenario."""
-        from reports.scaling import estimate
+    frame = _frame(db) if db else None
+    try:
+        est = run_estimate(scenario, frame)
+    except ScenarioError as e:
+        raise _fail(str(e)) from None
+    d = est.to_dict()
+    if as_json:
+        typer.echo(json.dumps(d, indent=2))
+        return
+    out = _console()
+    for t in estimate_tables(d):
+        out.print(t)
 
-        frame = _frame(db) if db else None
-        try:
-            est = estimate(scenario, frame)
-        except ScenarioError as e:
-            raise _fail(str(e)) from None
-        d = est.to_dict()
-        if as_json:
-            typer.echo(json.dumps(d, indent=2))
-            return
-        out = _console()
-        for t in estimate_tables(d):
-            out.print(t)
+def validate(
+    as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON"),
+):
+    """Compare the model with published training runs (Megatron-LM 2021, OPT-175B)."""
 
-    @app.command("validate")
-    def validate_cmd(
-        as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON"),
-    ):
-        """Compare the model with published training runs (Megatron-LM 2021, OPT-175B)."""
-        from reports.validation import validate
-
-        rows = validate()
-        if as_json:
-            typer.echo(json.dumps([r.to_dict() for r in rows], indent=2))
-            return
-        _console().print(validation_table(rows))
+    rows = run_validation()
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+        return
+    _console().print(validation_table(rows))

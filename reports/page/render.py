@@ -10,13 +10,13 @@ the H200 gain, power and goodput, and the model's validation against published r
 Every number points somewhere: a measured one to the run it came from (run id, device, git sha,
 time: the "R" labels), a datasheet or published one to its source or labelled assumption (the "S"
 labels), a modelled one to the model inputs it rests on (the "I" labels: per GPU type and cluster
-preset, each input with its own R or S). Measured sections with nothing to show say so plainly;
-the model sections always render, from the labelled assumptions when nothing was measured.
+preset, each input with its own R or S). Measured sections with nothing to show say so plainly; the
+model sections always render, from the labelled assumptions when nothing was measured.
 
-The model sections call the scaling model's public functions (reports.scaling, reports.validation,
-reports.measurements) with the same measurements, so measured inputs replace the assumptions
-wherever they exist; a "model inputs" section lists what each estimate rests on.
-"""
+The model sections call the scaling model's public functions (reports.model.scaling,
+reports.model.validation, reports.model.measurements) with the same measurements, so measured
+inputs replace the assumptions wherever they exist; a "model inputs" section lists what each
+estimate rests on."""
 
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench.device import PEAKS
-from reports.measurements import as_dict
+from reports.model.measurements import as_dict
+from results.peaks import PEAKS
 
 REFERENCE = "shipped reference results"  # the origin pick_measurements names the reference
 NO_MEASUREMENTS = ("no measurements: run `colossus-bench run` on a GPU node or ship reference "
@@ -606,7 +606,7 @@ def baselines_section(rows: list[dict], prov: Provenance) -> Section:
 
 
 def allreduce_section(rows: list[dict], prov: Provenance) -> Section:
-    from reports.measurements import NVLINK_FALLBACK  # published 8-GPU figures, with sources
+    from reports.model.measurements import NVLINK_FALLBACK  # published 8-GPU figures, with sources
 
     sec = Section("allreduce", "All-reduce bus bandwidth by size",
                   intro="busbw = algbw x 2(n-1)/n (nccl-tests doc/PERFORMANCE.md): comparable "
@@ -691,7 +691,7 @@ def failed_note(frame, usable: int) -> Cell | None:
 # ----------------------------------------------------------------------------------------------
 
 RACK_GPUS = 64  # pools scale in whole racks: 8 servers x 8 GPUs (ANCHORS.md, Colossus)
-# the base the H200-gain comparison builds its one-GPU-type clusters on (reports.scaling)
+# the base the H200-gain comparison builds its one-GPU-type clusters on (reports.model.scaling)
 H200_GAIN_BASE = "colossus-100k"
 
 
@@ -750,7 +750,7 @@ class ModelContext:
     """
 
     def __init__(self, frame, rows: list[dict], prov: Provenance, config: ReportConfig):
-        from reports.measurements import Measurements
+        from reports.model.measurements import Measurements
 
         self.config = config
         # the frame as chosen by the caller, never mixed with another; the shipped reference is
@@ -781,7 +781,7 @@ class ModelContext:
 
     def gpu_set(self, gpu_name: str) -> Ref:
         """The I ref of a GPU type's inputs."""
-        from reports.hardware import gpu
+        from reports.model.hardware import gpu
 
         def build() -> list[InputRow]:
             g, m = gpu(gpu_name), self.meas
@@ -809,7 +809,7 @@ class ModelContext:
 
     def cluster_set(self, name: str) -> Ref:
         """The I ref of a cluster preset's inputs (pools, node shape, fabric, power)."""
-        from reports.hardware import cluster
+        from reports.model.hardware import cluster
 
         def build() -> list[InputRow]:
             c = cluster(name)
@@ -843,7 +843,7 @@ class ModelContext:
     def constants(self) -> list:
         """(name, Figure) of the model-wide constants the Measurements object carries (the
         calibrated framework efficiency, the SM share of overlapped collectives, ...)."""
-        from reports.measurements import Figure as MFigure
+        from reports.model.measurements import Figure as MFigure
 
         return [(k, v) for k, v in vars(self.meas).items() if isinstance(v, MFigure)]
 
@@ -896,7 +896,7 @@ def inputs_section(ctx: ModelContext) -> Section:
 
 def scaled_cluster(name: str, gpus: int):
     """A cluster preset at another size: each GPU pool keeps its share, in whole racks."""
-    from reports.hardware import Pool, cluster
+    from reports.model.hardware import Pool, cluster
 
     c = cluster(name)
     if gpus == c.gpus:
@@ -908,9 +908,9 @@ def scaled_cluster(name: str, gpus: int):
 
 def sweep_estimate(ctx: ModelContext, cluster_name: str, gpus: int, model: str):
     """The best-configuration estimate of `model` on a preset scaled to `gpus` GPUs (batch:
-    reports.scaling.TOKENS_PER_GPU_PER_STEP per GPU), or None when nothing fits."""
-    from reports.model import Training, model_from
-    from reports.scaling import TOKENS_PER_GPU_PER_STEP, Scenario, ScenarioError, estimate
+    reports.model.scaling.TOKENS_PER_GPU_PER_STEP per GPU), or None when nothing fits."""
+    from reports.model.scaling import TOKENS_PER_GPU_PER_STEP, Scenario, ScenarioError, estimate
+    from reports.model.step import Training, model_from
 
     c = scaled_cluster(cluster_name, gpus)
     m = model_from(model)
@@ -929,8 +929,8 @@ def parallel_text(p: dict) -> str:
 
 
 def throughput_section(ctx: ModelContext) -> Section:
-    from reports.hardware import cluster
-    from reports.scaling import TOKEN_BUDGETS, cluster_throughput
+    from reports.model.hardware import cluster
+    from reports.model.scaling import TOKEN_BUDGETS, cluster_throughput
 
     cfg = ctx.config
     sec = Section("throughput", "Throughput against GPU count (cluster presets)",
@@ -1031,8 +1031,8 @@ def measured_h200_ratios(rows: list[dict], prov: Provenance) -> Table | None:
 
 
 def h200_section(ctx: ModelContext) -> Section:
-    from reports.hardware import cluster
-    from reports.scaling import colossus_200k_gain, h200_gain
+    from reports.model.hardware import cluster
+    from reports.model.scaling import colossus_200k_gain, h200_gain
 
     cfg = ctx.config
     sec = Section("h200", "The H200 gain",
@@ -1095,8 +1095,8 @@ def h200_section(ctx: ModelContext) -> Section:
 
 
 def power_section(ctx: ModelContext) -> Section:
-    from reports.hardware import cluster
-    from reports.scaling import goodput, power
+    from reports.model.hardware import cluster
+    from reports.model.scaling import goodput, power
 
     cfg = ctx.config
     sec = Section("power", "Power and goodput",
@@ -1153,8 +1153,8 @@ def power_section(ctx: ModelContext) -> Section:
 
 
 def validation_section(ctx: ModelContext) -> Section:
-    from reports.hardware import cluster
-    from reports.validation import CASES, validate
+    from reports.model.hardware import cluster
+    from reports.model.validation import CASES, validate
 
     sec = Section("validation", "Validation: predicted against published runs",
                   intro="The model run with each published configuration, TFLOP/s per GPU "

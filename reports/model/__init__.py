@@ -1,0 +1,1 @@
+"""The scaling model: presets, measurements, the step model, estimates, validation."""

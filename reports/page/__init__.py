@@ -1,0 +1,1 @@
+"""The report: provenance document, charts, sections, HTML and Markdown rendering."""

@@ -1,0 +1,44 @@
+"""The command line's one error convention and its consoles, shared by every part's verbs.
+
+A user mistake or an unusable database prints one line on stderr and exits 2 (`fail`); an
+exception is reduced to its first line by `first_line`. Lives at the bottom of the layers (above
+kernels) so that the verbs of results/, bench/ and reports/ all use the same one.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+# Piped output (CI logs, files) gets a wide table instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+DB_HELP = "Database URL or SQLite path (default: $COLOSSUS_BENCH_DB, else a per-user SQLite file)"
+
+
+def first_line(e: BaseException | str | None) -> str:
+    """The first non-empty line of an error (a database driver's `orig` first), else its type."""
+    if isinstance(e, str) or e is None:
+        text = (e or "").strip()
+        return text.splitlines()[0] if text else "error"
+    text = str(getattr(e, "orig", None) or e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one clear line and return the Exit to raise."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def open_store(db: str | None, *, create: bool = True):
+    """The results table at `db`; an unusable one is a user error (one line, exit 2)."""
+    from results.store import Store, StoreError  # lazy: sqlalchemy costs CLI start time
+
+    try:
+        return Store(db, create=create)
+    except StoreError as e:
+        raise fail(str(e)) from None
