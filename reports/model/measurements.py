@@ -242,6 +242,11 @@ class Measurements:
         return [r for r in self._rows if r.get("workload") in names and r["_origin"] == origin
                 and r["device"].get("model") == gpu]
 
+    def rows(self, workload: str, gpu: str) -> list[dict]:
+        """Usable rows of one workload on one GPU model: the measured ones, else the reference
+        ones (each row dict carries `_origin`); for models that read rows of their own."""
+        return self._select(workload, gpu, "measured") or self._select(workload, gpu, "reference")
+
     @staticmethod
     def _label(origin: str) -> str:
         return "measured (rows passed in)" if origin == "measured" else "reference results"
