@@ -125,5 +125,6 @@ def validate_serving(measurements=None) -> list[dict]:
                      "error_pct": (pred - c.published_tokens_per_s)
                      / c.published_tokens_per_s * 100,
                      "unit": "output tokens/s", "setting": c.setting(),
-                     "predicted_batch": est["batch"], "source": c.source})
+                     "predicted_batch": est["batch"], "source": c.source,
+                     "inputs": est["sources"]})
     return rows

@@ -71,7 +71,7 @@ def _replica_row(est: ServingEstimate) -> dict:
             "tokens_per_s_per_gpu_range": [x / d["gpus"] for x in
                                            d["range"]["output_tokens_per_s"]],
             "tpot_s": d["tpot_s"], "ttft_s": d["ttft_s"], "kv_cache_gib": d["kv_cache_gib"],
-            "memory_gib_per_gpu": d["memory_gib_per_gpu"]}
+            "memory_gib_per_gpu": d["memory_gib_per_gpu"], "inputs": d["sources"]}
 
 
 def cluster_serving(models=SERVING_MODELS, clusters=scaling.COLOSSUS_CLUSTERS,
@@ -151,9 +151,13 @@ def serving_gain(model: str, workload: str = "throughput", measurements=None) ->
 def why_gain(h100: dict, h200_same: dict, hbm_ratio: float) -> str:
     """One sentence on where the serving gain comes from."""
     kv = h200_same["kv_cache_gib"] / max(h100["kv_cache_gib"], 1e-9)
-    return (f"decode streams weights and KV cache from HBM: {hbm_ratio:.2f}x the bandwidth; "
-            f"141 GB holds {kv:.1f}x the KV cache at the same tp ({h200_same['batch']} vs "
-            f"{h100['batch']} sequences), so each weight read serves more tokens; training is "
-            f"compute-bound and both GPUs have the same tensor cores")
+    limit = {"memory": "memory-bound batch", "latency target": "batch set by the TPOT target",
+             "max_batch": "engine batch cap", "given": "given batch"}
+    return (f"decode streams weights and KV cache from HBM: {hbm_ratio:.2f}x the bandwidth; at "
+            f"the same tp the H200 keeps {h200_same['batch']} sequences in flight against "
+            f"{h100['batch']} ({limit[h200_same['batch_reason']]} vs "
+            f"{limit[h100['batch_reason']]}; {kv:.1f}x the KV cache), so each weight read serves "
+            f"more tokens; at large batches the GEMMs turn compute-bound and the gain shrinks "
+            f"toward 1; training is compute-bound and both GPUs have the same tensor cores")
 
 
