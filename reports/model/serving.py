@@ -1,8 +1,8 @@
 """The serving model: output tokens/s, time to first token and time per output token of a dense
 transformer served with continuous batching on one GPU type, and the batch its memory holds.
 
-A serving scenario is a mapping with `"mode": "serve"` and a `serving` section (keys in
-SERVING_KEYS), or a preset name from SERVING_SCENARIOS. Prefill is compute-bound: measured GEMM
+A serving scenario (reports.model.serving_scenario) is a mapping with `"mode": "serve"` and a
+`serving` section, or a preset name. Prefill is compute-bound: measured GEMM
 and attention rates (reports.model.measurements). A decode step is bound by reading the weights and
 the KV cache: the measured HBM bandwidth (membw rows) and, for the KV cache, measured decode-kernel
 rows (workload `attention`, params direction `decode`), else the HBM figure. The KV cache and the
@@ -12,7 +12,7 @@ are the named functions below. Conventions: bytes decimal, GiB binary; per GPU u
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from reports.model.hardware import GIB, GPU
 from reports.model.measurements import Figure, Measurements
@@ -50,6 +50,7 @@ ASSUMPTIONS: dict[str, Figure] = {
                              "(small-message latency; as the training model)", "assumption"),
 }
 A = {k: v.value for k, v in ASSUMPTIONS.items()}
+
 
 @dataclass(frozen=True)
 class Serving:
@@ -352,8 +353,3 @@ def evaluate(s: Serving, meas: Measurements) -> ServingEstimate:
         {k: v.source for k, v in f.items()} | {"model": s.model.source,
                                                "memory": s.gpu.sources.get("memory_total_bytes",
                                                                            "")})
-
-
-def with_batch(s: Serving, batch: int | None) -> Serving:
-    return replace(s, batch=batch)
-

@@ -10,6 +10,7 @@ serving model's assumptions. The page engineer wires it into the report.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from reports.model.measurements import as_measurements
@@ -65,8 +66,7 @@ def batch_sweep(s: Serving, meas, points: int = 14) -> list[dict]:
     out = []
     for b in batches:
         try:
-            d = evaluate(Serving(**{**s.__dict__, "batch": b, "tpot_s": None,
-                                    "ttft_s": None}), meas).to_dict()
+            d = evaluate(replace(s, batch=b, tpot_s=None, ttft_s=None), meas).to_dict()
         except ScenarioError:
             continue
         out.append({"batch": b, "per_gpu": d["output_tokens_per_s_per_gpu"],
