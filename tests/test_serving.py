@@ -117,6 +117,8 @@ def test_serving_spec_reads_files_and_text(tmp_path):
     assert serving_spec(json.dumps(spec()))["mode"] == "serve"
     assert serving_spec("gpt3-4096-h100") is None  # a training preset
     assert serving_spec('{"model": "gpt3-175b"}') is None
+    with pytest.raises(ScenarioError, match="unknown serving preset 'serve-nope'; known: serve-"):
+        serving_spec("serve-nope")
 
 
 def test_measured_decode_rows_replace_the_hbm_figure():

@@ -112,6 +112,9 @@ def serving_spec(spec) -> dict | None:
         return None
     if spec in SERVING_SCENARIOS:
         return dict(SERVING_SCENARIOS[spec], name=spec)
+    if spec.startswith("serve-") and "\n" not in spec and not Path(spec).is_file():
+        raise ScenarioError(f"unknown serving preset {spec!r}; known: "
+                            f"{', '.join(SERVING_SCENARIOS)}")
     path = Path(spec)
     text = path.read_text() if "\n" not in spec and path.is_file() else spec
     try:
