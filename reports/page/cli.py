@@ -11,13 +11,9 @@ from pathlib import Path
 
 import typer
 
-from reports.page.render import (
-    CONFIGS,
-    NO_MEASUREMENTS,
-    build_report,
-    pick_measurements,
-    usable_rows,
-)
+from reports.page.context import CONFIGS
+from reports.page.render import build_report
+from reports.page.rows import NO_MEASUREMENTS, pick_measurements, usable_rows
 from results.console import console, err_console, fail
 from results.store import StoreError
 
