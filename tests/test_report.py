@@ -543,3 +543,50 @@ def test_the_summary_all_reduce_figure_ignores_other_collectives():
     summary = render.assemble_report(frame, config="quick").summary
     text = "\n".join(cell.text for label, cell in summary.facts if "all-reduce" in label)
     assert "9999" not in text and "370" in text
+
+
+# ----------------------------------------------------------------------------------------------
+# CPU rows are flow checks; hostile text stays text
+# ----------------------------------------------------------------------------------------------
+
+CPU_DEVICE = {"name": "AMD EPYC 9654", "kind": "cpu", "model": None}
+
+
+def _cpu_frame(host: str = "node-cpu") -> pd.DataFrame:
+    rows = []
+    for wl, backend, params, tf, gb in (
+            ("gemm", "torch", {"m": 64, "n": 64, "k": 64, "layout": "nt"}, 0.02, None),
+            ("membw", "torch", {"op": "copy", "bytes": 2**24}, None, 40.0)):
+        r = _result("H100-SXM", wl, backend, "bf16", params, tflops=tf, gbps=gb).to_dict()
+        r.update(device=CPU_DEVICE, host=host, run_id="run-cpu")
+        rows.append(r)
+    return pd.DataFrame(rows)
+
+
+def test_cpu_rows_are_flow_checks_never_gpu_figures():
+    report = render.assemble_report(_cpu_frame(), origin="local table", config="quick")
+    facts = " ".join(label for label, _ in report.summary.facts)
+    assert "EPYC" not in facts and "HBM bandwidth" not in facts
+    ids = [s.id for s in report.sections]
+    assert "flow-checks" in ids
+    flow = next(s for s in report.sections if s.id == "flow-checks")
+    assert len(flow.tables[0].rows) == 2
+    roof = next(s for s in report.sections if s.id == "roofline")
+    assert not roof.figures or all("EPYC" not in f.title for f in roof.figures)
+    assert any("flow checks" in n.text for n in report.summary.notes)
+
+
+def test_mixed_gpu_and_cpu_rows_keep_the_gpu_headlines():
+    frame = pd.concat([synthetic_frame(), _cpu_frame()], ignore_index=True)
+    report = render.assemble_report(frame, origin="local table", config="quick")
+    facts = " ".join(label for label, _ in report.summary.facts)
+    assert "H100-SXM best GEMM" in facts and "EPYC" not in facts
+
+
+def test_markdown_escapes_what_the_table_holds(tmp_path):
+    frame = _cpu_frame(host="node[/bold]01<script>alert(1)</script>")
+    _, md = build_report(frame, tmp_path, origin="local <b>table</b>", config="quick")
+    text = md.read_text()
+    assert "<script>" not in text and "<b>" not in text
+    assert "&lt;script&gt;" in text
+    assert render.md_cell("a|b\nc") == "a\\|b c"

@@ -21,7 +21,7 @@ from reports.page.provenance import (
 )
 from reports.page.rows import ALLREDUCE_WORKLOADS, ROOF_GPUS, gpu_model
 
-RACK_GPUS = 64  # pools scale in whole racks: 8 servers x 8 GPUs (ANCHORS.md, Colossus)
+RACK_GPUS = 64  # pools scale in whole racks: 8 servers x 8 GPUs (docs/SOURCES.md: colossus-rack)
 
 
 # the base the H200-gain comparison builds its one-GPU-type clusters on (reports.model.scaling)

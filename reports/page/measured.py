@@ -23,6 +23,7 @@ from reports.page.rows import (
     fmt_bytes,
     gpu_model,
     is_all_reduce,
+    is_true,
     num,
     ridge_point,
     shape_label,
@@ -245,6 +246,29 @@ def failed_note(frame, usable: int) -> Cell | None:
                 f"not checked correct.")
 
 
+def flow_check_section(rows: list[dict], prov: Provenance) -> Section:
+    """CPU rows: the flow checked end to end (check, time, store, report), not a measurement."""
+    devices = sorted({gpu_model(r) for r in rows})
+    sec = Section("flow-checks", "Flow checks on the CPU (not GPU measurements)",
+                  intro=f"{len(rows)} results come from CPU runs ({', '.join(devices)}): our "
+                        "Triton kernels through the Triton interpreter and torch on the CPU at "
+                        "small sizes. They show that every case was checked against its "
+                        "reference, timed and stored; their speed says nothing about a GPU, so "
+                        "no headline, figure or model input above uses them.")
+    table = Table(["device", "workload", "backend", "dtype", "shape", "checked", "median"], [],
+                  "CPU results (flow checks)")
+    for r in sorted(rows, key=lambda r: (r["workload"], r["dtype"], r["backend"])):
+        t = num(r.get("median_s"))
+        checked = "correct" if is_true(r.get("correct")) else "not checked"
+        table.rows.append([Cell(gpu_model(r)), Cell(r["workload"]), Cell(r["backend"]),
+                           Cell(r["dtype"]), Cell(r.get("shape") or shape_label(r["workload"],
+                                                                                 r["params"])),
+                           Cell(checked), Cell(f"{t * 1e3:.3g} ms" if t else "-",
+                                               (prov.run(r),))])
+    sec.tables.append(table)
+    return sec
+
+
 def measured_h200_ratios(rows: list[dict], prov: Provenance) -> Table | None:
     """Per case and backend measured on both GPUs: H200 over H100 (TFLOP/s, or GB/s)."""
     by: dict[tuple, dict[str, dict]] = {}
@@ -271,7 +295,7 @@ def measured_h200_ratios(rows: list[dict], prov: Provenance) -> Table | None:
 
 
 def summary_section(rows: list[dict], prov: Provenance, sections: list[Section],
-                    frame) -> Section:
+                    frame, flow_checks: int = 0) -> Section:
     """Headline figures first: the best measured kernels, then the model's headline numbers."""
     sec = Section("summary", "Summary")
     if rows:
@@ -304,9 +328,13 @@ def summary_section(rows: list[dict], prov: Provenance, sections: list[Section],
                     f"{num(b['busbw_gbps']):.0f} GB/s (x{count(b.get('world_size'))}, "
                     f"{fmt_bytes(num(b['params'].get('bytes')) or 0)})", (prov.run(b),))))
     else:
-        sec.intro = (f"Measured sections: {NO_MEASUREMENTS}. The model sections below render "
+        gpu = " on a GPU" if flow_checks else ""
+        sec.intro = (f"Measured sections: {NO_MEASUREMENTS}{gpu}. The model sections below render "
                      f"from labelled assumptions and published figures (S and I labels).")
-    note = failed_note(frame, len(rows))
+    if flow_checks:
+        sec.notes.append(Cell(f"{flow_checks} results are CPU flow checks, not GPU measurements: "
+                              f"they are listed under Flow checks and count in no headline."))
+    note = failed_note(frame, len(rows) + flow_checks)
     if note:
         sec.notes.append(note)
     for s in sections:

@@ -17,13 +17,14 @@ from reports.page.context import CONFIGS, ReportConfig
 from reports.page.measured import (
     allreduce_section,
     baselines_section,
+    flow_check_section,
     measured_power_table,
     roofline_section,
     summary_section,
 )
 from reports.page.modelled import model_sections
 from reports.page.provenance import Cell, Provenance, Run, Section, SourceNote
-from reports.page.rows import NO_MEASUREMENTS, usable_rows
+from reports.page.rows import NO_MEASUREMENTS, gpu_frame, is_gpu_row, usable_rows
 
 HTML_NAME, MD_NAME = "report.html", "report.md"
 
@@ -31,9 +32,19 @@ HTML_NAME, MD_NAME = "report.html", "report.md"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
-def md_cell(text: str) -> str:
-    """Text safe inside a Markdown table cell."""
-    return str(text).replace("|", "\\|").replace("\n", " ")
+# Markdown passes raw HTML through, so text from the table (host names, device names, errors)
+# is escaped: an entity for <, > and &, a backslash for what would open a link.
+_MD_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "[": "\\[", "]": "\\]"})
+
+
+def md_text(text: object) -> str:
+    """Text safe in Markdown prose: no raw HTML, no accidental links."""
+    return str(text).translate(_MD_ESCAPES)
+
+
+def md_cell(text: object) -> str:
+    """Text safe inside a Markdown table cell: md_text, and no | or line break."""
+    return md_text(text).replace("|", "\\|").replace("\n", " ")
 
 
 def _environment():
@@ -43,6 +54,7 @@ def _environment():
                       autoescape=select_autoescape(["html"]), trim_blocks=True,
                       lstrip_blocks=True, keep_trailing_newline=True)
     env.filters["md"] = md_cell
+    env.filters["mdtext"] = md_text
     return env
 
 
@@ -93,20 +105,22 @@ def assemble_report(frame, *, origin: str | None = None, generated: str | None =
         raise TypeError(f"config must be a ReportConfig or a name, not {type(config).__name__}")
     if frame is not None and not (hasattr(frame, "to_dict") and hasattr(frame, "columns")):
         raise TypeError(f"frame must be a pandas DataFrame or None, not {type(frame).__name__}")
-    rows = usable_rows(frame)
-    origin = origin or ("results frame" if rows else "none")
+    every = usable_rows(frame)
+    rows = [r for r in every if is_gpu_row(r)]
+    flow = [r for r in every if not is_gpu_row(r)]
+    origin = origin or ("results frame" if every else "none")
     prov = Provenance(origin)
     measured = [roofline_section(rows, prov), baselines_section(rows, prov),
                 allreduce_section(rows, prov)]
-    modelled = model_sections(frame, rows, prov, config)
+    modelled = model_sections(gpu_frame(frame), rows, prov, config)
     power = next(s for s in modelled if s.id == "power")
     table = measured_power_table(rows, prov)
     if table:
         power.tables.insert(0, table)
     else:
         power.notes.insert(0, Cell(f"Measured power: {NO_MEASUREMENTS}."))
-    sections = measured + modelled
-    summary = summary_section(rows, prov, sections, frame)
+    sections = measured + modelled + ([flow_check_section(flow, prov)] if flow else [])
+    summary = summary_section(rows, prov, sections, frame, len(flow))
     now = generated or datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     return Report("colossus-bench report", now, origin, summary, sections,
                   sorted(prov.runs.values(), key=lambda r: int(r.label[1:])),

@@ -81,6 +81,21 @@ def usable_rows(frame) -> list[dict]:
     return out
 
 
+def is_gpu_row(row: dict) -> bool:
+    """A row measured on a GPU. CPU rows (the Triton interpreter, torch on the CPU) prove the flow
+    end to end; they are flow checks, never GPU figures, so no headline, figure or model input
+    uses them."""
+    return row["device"].get("kind") == "cuda"
+
+
+def gpu_frame(frame):
+    """The frame's rows measured on a GPU (what the scaling model may read), or None."""
+    if frame is None or len(frame) == 0 or "device" not in frame.columns:
+        return None
+    keep = [as_dict(d).get("kind") == "cuda" for d in frame["device"]]
+    return frame[keep] if any(keep) else None
+
+
 def pick_measurements(local, reference) -> tuple[Any, str]:
     """The local table when it has usable rows, else the shipped reference, else nothing."""
     if usable_rows(local):
