@@ -289,10 +289,15 @@ def validation_section(ctx: ModelContext) -> Section:
 
 
 def model_sections(frame, rows: list[dict], prov: Provenance,
-                   config: ReportConfig | None = None) -> list[Section]:
+                   config: ReportConfig | None = None, progress=None) -> list[Section]:
     """The modelled sections, in report order; the inputs section comes first but is built last,
-    once every input set the others point to is known."""
+    once every input set the others point to is known. `progress(text)` hears of each one."""
     ctx = ModelContext(frame, rows, prov, config or CONFIGS["full"])
-    others = [throughput_section(ctx), h200_section(ctx), power_section(ctx),
-              validation_section(ctx)]
+    say = progress or (lambda text: None)
+    others = []
+    for what, build in (("throughput against GPU count", throughput_section),
+                        ("the H200 gain", h200_section), ("power and goodput", power_section),
+                        ("validation", validation_section)):
+        say(f"model: {what}")
+        others.append(build(ctx))
     return [inputs_section(ctx), *others]

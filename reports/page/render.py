@@ -91,12 +91,14 @@ def render(report: Report, out_dir: Path) -> tuple[Path, Path]:
 
 
 def assemble_report(frame, *, origin: str | None = None, generated: str | None = None,
-                    config: ReportConfig | str = "full") -> Report:
+                    config: ReportConfig | str = "full", progress=None) -> Report:
     """The report as data (sections, runs, sources) from a results frame, or None.
 
     `origin` says where the frame came from ("local table", "shipped reference results");
-    `config` is a ReportConfig or a CONFIGS name.
+    `config` is a ReportConfig or a CONFIGS name; `progress(text)`, if given, hears of each
+    stage as it starts (the CLI shows it).
     """
+    say = progress or (lambda text: None)
     if isinstance(config, str):
         if config not in CONFIGS:
             raise ValueError(f"unknown report config {config!r}; known: {', '.join(CONFIGS)}")
@@ -110,9 +112,10 @@ def assemble_report(frame, *, origin: str | None = None, generated: str | None =
     flow = [r for r in every if not is_gpu_row(r)]
     origin = origin or ("results frame" if every else "none")
     prov = Provenance(origin)
+    say("measured sections")
     measured = [roofline_section(rows, prov), baselines_section(rows, prov),
                 allreduce_section(rows, prov)]
-    modelled = model_sections(gpu_frame(frame), rows, prov, config)
+    modelled = model_sections(gpu_frame(frame), rows, prov, config, progress=say)
     power = next(s for s in modelled if s.id == "power")
     table = measured_power_table(rows, prov)
     if table:
@@ -128,9 +131,12 @@ def assemble_report(frame, *, origin: str | None = None, generated: str | None =
 
 
 def build_report(frame, out_dir: str | Path, *, origin: str | None = None,
-                 generated: str | None = None,
-                 config: ReportConfig | str = "full") -> tuple[Path, Path]:
+                 generated: str | None = None, config: ReportConfig | str = "full",
+                 progress=None) -> tuple[Path, Path]:
     """Build the report from a results frame (or None: no measurements) into out_dir:
     report.html (self-contained) and report.md with its PNGs. Returns (html_path, md_path)."""
-    report = assemble_report(frame, origin=origin, generated=generated, config=config)
+    report = assemble_report(frame, origin=origin, generated=generated, config=config,
+                             progress=progress)
+    if progress:
+        progress("writing the page")
     return render(report, Path(out_dir))
