@@ -30,7 +30,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 MEASURED_HEADINGS = ("Roofline", "Our kernels against the vendor baselines",
                      "All-reduce bus bandwidth by size")
-MODEL_HEADINGS = ("Model inputs", "Throughput against GPU count", "The H200 gain",
+MODEL_HEADINGS = ("Model inputs", "Throughput against GPU count", "The H200 gain", "Serving",
                   "Power and goodput", "Validation")
 ALL_HEADINGS = ("Summary", *MEASURED_HEADINGS, *MODEL_HEADINGS, "Runs",
                 "Sources and assumptions")

@@ -31,6 +31,7 @@ from reports.page.context import (
 from reports.page.measured import measured_h200_ratios
 from reports.page.provenance import Cell, Figure, Provenance, Ref, Section, Table
 from reports.page.rows import NO_MEASUREMENTS, ROOF_GPUS, fmt, fmt_days
+from reports.page.serving import serving_page_section
 from results.peaks import PEAKS
 
 
@@ -296,7 +297,8 @@ def model_sections(frame, rows: list[dict], prov: Provenance,
     say = progress or (lambda text: None)
     others = []
     for what, build in (("throughput against GPU count", throughput_section),
-                        ("the H200 gain", h200_section), ("power and goodput", power_section),
+                        ("the H200 gain", h200_section), ("serving", serving_page_section),
+                        ("power and goodput", power_section),
                         ("validation", validation_section)):
         say(f"model: {what}")
         others.append(build(ctx))
