@@ -8,16 +8,17 @@ scenario the model cannot evaluate prints one line on stderr and exits 2."""
 
 from __future__ import annotations
 
-import json
 import sys
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from reports.model.scaling import SCENARIOS
 from reports.model.scaling import estimate as run_estimate
 from reports.model.step import ScenarioError
 from reports.model.validation import validate as run_validation
+from results.console import print_json
 
 
 def _console(stderr: bool = False) -> Console:
@@ -108,7 +109,8 @@ def validation_table(rows) -> Table:
 
 def estimate(
     scenario: str = typer.Option(..., "--scenario", "-s",
-                                 help="Scenario JSON/YAML file, or a preset name"),
+                                 help="Scenario JSON/YAML file, or a preset: "
+                                      + ", ".join(SCENARIOS)),
     as_json: bool = typer.Option(False, "--json", help="Print the estimate as JSON"),
     db: str | None = typer.Option(None, "--db", help="Results table to take measured "
                                   "efficiencies from (URL or SQLite path)"),
@@ -122,7 +124,7 @@ def estimate(
         raise _fail(str(e)) from None
     d = est.to_dict()
     if as_json:
-        typer.echo(json.dumps(d, indent=2))
+        print_json(d)
         return
     out = _console()
     for t in estimate_tables(d):
@@ -135,6 +137,6 @@ def validate(
 
     rows = run_validation()
     if as_json:
-        typer.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+        print_json([r.to_dict() for r in rows])
         return
     _console().print(validation_table(rows))

@@ -18,7 +18,7 @@ from reports.page.render import (
     pick_measurements,
     usable_rows,
 )
-from results.console import console, err_console, fail
+from results.console import console, err_console, fail, working
 from results.store import StoreError
 
 
@@ -79,7 +79,8 @@ def report(
     if origin == "local table":
         origin = f"local table {where}"
     try:
-        html, md = build_report(frame, out, origin=origin, config=config)
+        with working(f"writing the report to {out}"):
+            html, md = build_report(frame, out, origin=origin, config=config)
     except OSError as e:
         raise fail(f"cannot write the report to {out}: {e.strerror or e}") from None
     n = len(usable_rows(frame))
