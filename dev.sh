@@ -30,12 +30,18 @@ APT_UPDATED=0
 say() { printf 'dev.sh: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 2; }
 
-gpu_node() {
-  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-    return 0
+GPU_NODE=
+gpu_node() {  # asked once: importing torch takes seconds
+  if [ -z "$GPU_NODE" ]; then
+    GPU_NODE=no
+    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+      GPU_NODE=yes
+    elif "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' \
+         >/dev/null 2>&1; then
+      GPU_NODE=yes
+    fi
   fi
-  "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' \
-    >/dev/null 2>&1
+  [ "$GPU_NODE" = yes ]
 }
 
 # APT_WHY: why apt-get cannot be used here (empty when it can); SUDO: how to run it.
@@ -93,10 +99,11 @@ make_venv() {
 pip() { "$VPY" -m pip --disable-pip-version-check "$@"; }
 
 ensure_torch() {
-  if "$VPY" -c 'import torch, triton' >/dev/null 2>&1; then
-    say "torch $("$VPY" -c 'import torch; print(torch.__version__)') and triton" \
-        "$("$VPY" -c 'import triton; print(triton.__version__)') present: kept"
-    if gpu_node || [ "$("$VPY" -c 'import triton; print(triton.__version__)')" = 3.8.0 ]; then
+  if versions=$("$VPY" -c 'import torch, triton; print(torch.__version__, triton.__version__)' \
+                2>/dev/null); then
+    triton_version=${versions#* }
+    say "torch ${versions%% *} and triton $triton_version present: kept"
+    if [ "$triton_version" = 3.8.0 ] || gpu_node; then
       return
     fi
     say "no GPU: Triton 3.8.0 instead (the interpreter of older ones breaks with numpy >= 2.4)"
