@@ -143,7 +143,7 @@ def comparison_table(rows: list[Comparison]) -> Table:
         t.add_row(c.case, _throughput(c.ours), _f(c.ours.max_rel_error if c.ours else None, ".1e"),
                   _check(c.ours), b.backend if b else "(none)", _throughput(b),
                   _f(b.max_rel_error if b else None, ".1e"), _check(b),
-                  "-" if sp is None else (f"{sp:.2f}x" if sp >= 1 else f"[yellow]{sp:.2f}x[/]"))
+                  "-" if sp is None else (f"{sp:.3g}x" if sp >= 1 else f"[yellow]{sp:.3g}x[/]"))
     return t
 
 
