@@ -100,6 +100,8 @@ def run(
     if list_only:
         _print_list(pairs, value(suite), device, as_json)
         return
+    if json_out is not None and not json_out.parent.is_dir():  # refused before any case runs
+        raise fail(f"--json-out {json_out}: no folder {json_out.parent}")
     out = err_console if as_json else console  # --json: stdout holds only the JSON
     store = open_store(db)
     if device.kind == "cpu":

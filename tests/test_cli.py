@@ -49,6 +49,7 @@ def test_run_stores_checked_membw_rows(filled_db):
     (("run", "--suite", "nope"), "'nope' is not one of 'quick'"),
     (("run", "--filter", "no-such-case"), "matches no case"),
     (("run", "--timing", "fast"), "'fast' is not one of 'gpu'"),
+    (("run", "--json-out", "/no/such/folder/r.json"), "no folder /no/such/folder"),
     (("export", "--format", "xls"), "'xls' is not one of 'csv'"),
 ])
 def test_user_mistakes_give_one_line_and_exit_2(args, message, db_url):
