@@ -243,8 +243,15 @@ def test_short_and_long_help_on_every_verb(verb):
 
 def test_help_keeps_bracketed_text():
     """rich reads '[...]' in help strings as markup; defaults are given through show_default."""
+    import typer
+
     text = flat(cli("upload", "-h").output)
     assert "COLOSSUS_BENCH_UPLOAD_TRIES, else" in text and "COLOSSUS_BENCH_UPLOAD_BACKOFF" in text
+    for name, command in typer.main.get_command(app).commands.items():
+        shown = flat(runner.invoke(app, [name, "-h"], env={"COLUMNS": "300"}).output)
+        for param in command.params:
+            for bracketed in re.findall(r"\[[^\]]*\]", getattr(param, "help", None) or ""):
+                assert bracketed in shown, f"{name} {param.name}: {bracketed} lost"
 
 
 def test_choices_match_the_data_they_name():
