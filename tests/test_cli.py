@@ -17,6 +17,10 @@ from results.schema import SCHEMA_VERSION
 from results.store import Store, meta_table
 
 runner = CliRunner()
+try:  # click < 8.2 mixes stderr into stdout unless told not to; 8.2 keeps them apart always
+    apart = CliRunner(mix_stderr=False)
+except TypeError:
+    apart = CliRunner()
 
 
 def cli(*args):
@@ -280,31 +284,32 @@ def test_estimate_help_lists_presets():
 
 
 def test_run_list_with_exact_keys_and_repeated_filters():
-    res = cli("run", "--list", "--json", "-k", "membw/*:torch", "-k", "attention")
+    listing = lambda *a: apart.invoke(app, ["run", "--list", "--json", *a])
+    res = listing("-k", "membw/*:torch", "-k", "attention")
     assert res.exit_code == 0, res.output
     rows = json.loads(res.stdout)
     assert {r["backend"] for r in rows if r["case"].startswith("membw")} == {"torch"}
     assert any(r["case"].startswith("attention") for r in rows)
-    gemm = cli("run", "--list", "--json", "-k", "gemm/bf16")
+    gemm = listing("-k", "gemm/bf16")
     key = json.loads(gemm.stdout)[0]["case"]
     assert "," in key  # a case key holds commas and is matched whole
     for term, n in ((f"{key}:torch", 1), (key, 2)):
-        res = cli("run", "--list", "--json", "-k", term)
+        res = listing("-k", term)
         picked = json.loads(res.stdout)
         assert len(picked) == n and {p["case"] for p in picked} == {key}
-    legacy = json.loads(cli("run", "--list", "--json", "-k", "gemm/bf16,*:triton").stdout)
+    legacy = json.loads(listing("-k", "gemm/bf16,*:triton").stdout)
     assert {p["backend"] for p in legacy if not p["case"].startswith("gemm/bf16")} == {"triton"}
 
 
 def test_run_json_flag_and_json_out(tmp_path):
     db, out = tmp_path / "r.db", tmp_path / "r.json"
-    res = runner.invoke(app, ["run", "-k", "membw/fp32/op=copy", "--timing", "smoke",
+    res = apart.invoke(app, ["run", "-k", "membw/fp32/op=copy", "--timing", "smoke",
                               "--db", str(db), "--json", "--json-out", str(out)])
     assert res.exit_code == 0, res.output
     records = json.loads(res.stdout)  # stdout holds only the JSON
     assert len(records) == 2 and json.loads(out.read_text()) == records
     assert res.stdout.startswith('[\n  {')  # indent 2, as every --json
-    cmp = cli("compare", "--db", db, "--json")
+    cmp = apart.invoke(app, ["compare", "--db", str(db), "--json"])
     assert cmp.exit_code == 0
     case = json.loads(cmp.stdout)["cases"][0]
     assert case["ours"]["backend"] == "triton" and case["baseline"]["backend"] == "torch"
@@ -318,8 +323,7 @@ def test_run_json_flag_and_json_out(tmp_path):
 def test_info_lists_the_peak_table_with_sources():
     from results.peaks import PEAKS
 
-    res = cli("info", "--json")
-    data = json.loads(res.stdout)
+    data = json.loads(apart.invoke(app, ["info", "--json"]).stdout)
     assert set(data["known_peaks"]) == set(PEAKS) and data["device"]["kind"] in ("cpu", "cuda")
     assert all(p["source"] for p in data["known_peaks"].values())
     text = flat(cli("info").output)
