@@ -97,6 +97,11 @@ make_venv() {
 }
 
 pip() { "$VPY" -m pip --disable-pip-version-check "$@"; }
+# Wheels carried to a machine without network (README, reference runs) are used when present.
+if [ -d .whl ]; then
+  PIP_FIND_LINKS="$(pwd)/.whl${PIP_FIND_LINKS:+ $PIP_FIND_LINKS}"
+  export PIP_FIND_LINKS
+fi
 
 ensure_torch() {
   if versions=$("$VPY" -c 'import torch, triton; print(torch.__version__, triton.__version__)' \
