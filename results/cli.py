@@ -187,11 +187,12 @@ def ingest(
         except SQLAlchemyError as e:  # a row the database refuses; the file rolled back whole
             reason = first_line(e)
             err_console.print(f"[bold red]error:[/] {f}: the database refused a row: {reason} "
-                              "(nothing from this file was written)", highlight=False)
+                              "(nothing from this file was written)", highlight=False,
+                              soft_wrap=True)
             failed += 1
         except (IngestError, StoreError) as e:
             err_console.print(f"[bold red]error:[/] {e} (nothing from this file was written)",
-                              highlight=False)
+                              highlight=False, soft_wrap=True)
             failed += 1
     if failed:
         raise typer.Exit(2)
