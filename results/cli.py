@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -10,7 +9,19 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from results.console import DB_HELP, console, err_console, fail, first_line, open_store
+from results.console import (
+    DB_HELP,
+    choice,
+    console,
+    err_console,
+    fail,
+    first_line,
+    open_store,
+    print_json,
+    value,
+    working,
+)
+from results.export import FORMATS
 from results.fleet import DEFAULT_THRESHOLD
 from results.upload import BACKOFF_ENV, DEFAULT_BATCH, TRIES_ENV, UPLOAD_ENV, RetryPolicy
 
@@ -21,13 +32,14 @@ def upload(
                                 "from the URL, $PGPASSWORD or ~/.pgpass)"),
     db: str | None = typer.Option(None, "--db", help="the local table: " + DB_HELP),
     batch_size: int = typer.Option(DEFAULT_BATCH, "--batch-size", help="rows per transaction"),
-    tries: int | None = typer.Option(None, "--tries", show_default=False,
-                                     help="attempts per step while the server is unreachable "
-                                          f"[default: ${TRIES_ENV}, else {RetryPolicy.tries}]"),
-    backoff: float | None = typer.Option(None, "--backoff", show_default=False,
-                                         help="first wait between attempts in seconds, doubling "
-                                              f"[default: ${BACKOFF_ENV}, else "
-                                              f"{RetryPolicy.backoff_s}]"),
+    tries: int | None = typer.Option(None, "--tries",
+                                     show_default=f"${TRIES_ENV}, else {RetryPolicy.tries}",
+                                     help="attempts per step while the server is unreachable"),
+    backoff: float | None = typer.Option(None, "--backoff",
+                                         show_default=f"${BACKOFF_ENV}, else "
+                                                      f"{RetryPolicy.backoff_s}",
+                                         help="first wait between attempts in seconds, "
+                                              "doubling"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
     """Copy every local row the shared table lacks; re-running it is harmless."""
@@ -40,13 +52,14 @@ def upload(
         raise fail(str(e)) from None
     store = open_store(db)
     try:
-        report = upload_store(store, to, batch_size=batch_size, retry=policy)
+        with working(f"uploading {store.display_url}"):
+            report = upload_store(store, to, batch_size=batch_size, retry=policy)
     except (UploadError, ValueError) as e:
         raise fail(str(e)) from None
     finally:
         store.close()
     if as_json:
-        print(json.dumps({**report.to_dict(), "from": store.display_url}, indent=1))
+        print_json({**report.to_dict(), "from": store.display_url})
     else:
         console.print(f"uploaded {report}", highlight=False)
 
@@ -82,7 +95,7 @@ def fleet(
     finally:
         store.close()
     if as_json:
-        print(json.dumps(report.to_dict(), indent=1, default=str))
+        print_json(report.to_dict())
         return
     devices = report.devices()
     if not devices:
@@ -130,24 +143,28 @@ def devices_table(report, devices) -> Table:
     return t
 
 
+Format = choice("Format", FORMATS)
+
+
 def export(
-    format: str = typer.Option("csv", "--format", "-f", help="csv | parquet | jsonl"),
+    format: Format = typer.Option("csv", "--format", "-f", help="file format"),
     out: Path | None = typer.Option(None, "--out", "-o", help="file (default: stdout)"),
     db: str | None = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
     """Write the whole table as CSV, Parquet or JSON Lines."""
-    from results.export import FORMATS
     from results.export import export as do_export
 
-    if format not in FORMATS:
-        raise fail(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     store = open_store(db)
+    frame = store.frame()
     try:
-        do_export(store.frame(), format, out)
+        do_export(frame, value(format), out)
     except BrokenPipeError:  # `export | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return
     except (ValueError, OSError) as e:
         raise fail(str(e)) from None
+    sys.stdout.flush()  # the rows before the note about them
+    err_console.print(f"{len(frame)} rows written to {out or 'stdout'}", highlight=False)
 
 
 def ingest(
@@ -170,11 +187,12 @@ def ingest(
         except SQLAlchemyError as e:  # a row the database refuses; the file rolled back whole
             reason = first_line(e)
             err_console.print(f"[bold red]error:[/] {f}: the database refused a row: {reason} "
-                              "(nothing from this file was written)", highlight=False)
+                              "(nothing from this file was written)", highlight=False,
+                              soft_wrap=True)
             failed += 1
         except (IngestError, StoreError) as e:
             err_console.print(f"[bold red]error:[/] {e} (nothing from this file was written)",
-                              highlight=False)
+                              highlight=False, soft_wrap=True)
             failed += 1
     if failed:
         raise typer.Exit(2)

@@ -7,7 +7,11 @@ kernels) so that the verbs of results/, bench/ and reports/ all use the same one
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum
 
 import typer
 from rich.console import Console
@@ -17,6 +21,36 @@ console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 DB_HELP = "Database URL or SQLite path (default: $COLOSSUS_BENCH_DB, else a per-user SQLite file)"
+
+
+def choice(name: str, values) -> type[Enum]:
+    """A str Enum of `values` for an option, so help lists the choices and shells complete them
+    (read the chosen string as `.value`)."""
+    return Enum(name, {v: v for v in values}, type=str)
+
+
+def value(option) -> str | None:
+    """The string of an enum option (None stays None)."""
+    return None if option is None else getattr(option, "value", option)
+
+
+def print_json(data) -> None:
+    """What every `--json` flag prints on stdout: one indent style for every verb."""
+    print(json.dumps(data, indent=JSON_INDENT, default=str))
+
+
+JSON_INDENT = 2
+
+
+@contextmanager
+def working(message: str) -> Iterator[None]:
+    """Progress of a long step on stderr: a spinner on a terminal, else one status line."""
+    if err_console.is_terminal:
+        with err_console.status(message):
+            yield
+    else:
+        err_console.print(f"{message} ...", highlight=False, soft_wrap=True)
+        yield
 
 
 def first_line(e: BaseException | str | None) -> str:

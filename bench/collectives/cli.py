@@ -9,7 +9,6 @@ must not import torch.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import uuid
@@ -17,16 +16,19 @@ from pathlib import Path
 
 import typer
 
-from results.console import console, err_console, fail, open_store
+from bench.collectives.formulas import OPS
+from results.console import choice, console, err_console, fail, open_store, print_json, value
 
-OPS_HELP = "all_reduce | all_gather | reduce_scatter | all; repeat for several (default all_reduce)"
+OPS_HELP = "the collective (all: every one); repeat for several"
+Collective = choice("Collective", (*OPS, "all"))
+# bench.collectives.worker.DTYPES is the truth (it imports torch; tests/test_cli.py checks these)
+Dtype = choice("Dtype", ("fp32", "bf16", "fp16"))
+Backend = choice("Backend", ("nccl", "gloo"))
 
 
 def _ops(values: list[str] | None) -> tuple[str, ...]:
-    from bench.collectives.formulas import OPS
-
     ops: list[str] = []
-    for v in values or ["all_reduce"]:
+    for v in (value(v) for v in values or ["all_reduce"]):
         for name in (s.strip() for s in v.split(",")):
             if name == "all":
                 ops += [o for o in OPS if o not in ops]
@@ -42,8 +44,9 @@ def allreduce(
     nproc_per_node: int | None = typer.Option(
         None, "--nproc-per-node", help="local ranks to launch (default: every visible GPU with "
                                        "nccl, 2 with gloo)"),
-    backend: str | None = typer.Option(
-        None, "--backend", help="nccl | gloo (default: nccl where CUDA is available, else gloo)"),
+    backend: Backend | None = typer.Option(
+        None, "--backend", show_default="nccl where CUDA is available, else gloo",
+        help="process-group backend"),
     minbytes: str = typer.Option("1K", "-b", "--minbytes", help="smallest size: bytes or "
                                                                 "1K/16M/1G"),
     maxbytes: str | None = typer.Option(None, "-e", "--maxbytes",
@@ -53,8 +56,9 @@ def allreduce(
     iters: int = typer.Option(20, "-n", "--iters", help="timed iterations per size"),
     warmup: int = typer.Option(5, "-w", "--warmup-iters", help="warm-up iterations"),
     check: int = typer.Option(1, "-c", "--check", help="check iterations (0: no check)"),
-    op: list[str] | None = typer.Option(None, "--op", "-o", help=OPS_HELP),
-    dtype: str = typer.Option("fp32", "--dtype", "-d", help="fp32 | bf16 | fp16"),
+    op: list[Collective] | None = typer.Option(None, "--op", "-o", help=OPS_HELP,
+                                               show_default="all_reduce"),
+    dtype: Dtype = typer.Option("fp32", "--dtype", "-d", help="element type"),
     db: str | None = typer.Option(None, "--db", help="Database URL or SQLite path (default: "
                                                      "$COLOSSUS_BENCH_DB, else a per-user file)"),
     timeout: float = typer.Option(300.0, "--timeout", "-T",
@@ -85,7 +89,7 @@ def allreduce(
     except ValueError as e:
         raise fail(str(e)) from None
     cuda = torch.cuda.is_available()
-    backend = backend or ("nccl" if cuda else "gloo")
+    backend = value(backend) or ("nccl" if cuda else "gloo")
     if backend not in ("nccl", "gloo"):
         raise fail(f"unknown backend {backend!r}; choose nccl or gloo")
     if backend == "nccl" and not cuda:
@@ -95,7 +99,7 @@ def allreduce(
                    f"{world.source}); --nproc-per-node is only for launching local ranks")
     store = open_store(db) if world is None or world.rank == 0 else None
     try:
-        cfg = CollConfig(ops=ops, backend=backend, dtype=dtype, min_bytes=sizes[0],
+        cfg = CollConfig(ops=ops, backend=backend, dtype=value(dtype), min_bytes=sizes[0],
                          max_bytes=sizes[1] or parse_size("1G" if backend == "nccl" else "16M"),
                          step_factor=stepfactor, step_bytes=sizes[2], iters=iters,
                          warmup_iters=warmup, check_iters=check, timeout_s=timeout,
@@ -126,7 +130,7 @@ def allreduce(
     outcome = launch(cfg, nproc)  # prints the line naming the kept file if storing failed
     saved = outcome.saved
     if as_json:
-        print(json.dumps(outcome.rows, indent=1, default=str))
+        print_json(outcome.rows)
     if outcome.interrupted:
         err_console.print(f"interrupted: {saved.stored} finished rows are stored in {where}",
                           highlight=False)
@@ -168,7 +172,7 @@ def _run_in_process(cfg, world, as_json: bool, where: str):
     if saved.kept:
         print(saved.message(), file=sys.stderr, flush=True)
     if as_json:
-        print(json.dumps([r.to_dict() for r in rows], indent=1, default=str))
+        print_json([r.to_dict() for r in rows])
     else:
         print(f"run {cfg.run_id}: {saved.stored} rows stored in {where}", flush=True)
     return code, rows, saved.kept

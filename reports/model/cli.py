@@ -8,18 +8,19 @@ scenario the model cannot evaluate prints one line on stderr and exits 2."""
 
 from __future__ import annotations
 
-import json
 import sys
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from reports.model.scaling import SCENARIOS
 from reports.model.scaling import estimate as run_estimate
 from reports.model.serving_cases import validate_serving
 from reports.model.serving_scenario import SERVING_SCENARIOS, estimate_serving, serving_spec
 from reports.model.step import ScenarioError
 from reports.model.validation import validate as run_validation
+from results.console import print_json
 
 
 def _console(stderr: bool = False) -> Console:
@@ -144,8 +145,8 @@ def serving_validation_table(rows: list[dict]) -> Table:
 
 def estimate(
     scenario: str = typer.Option(..., "--scenario", "-s",
-                                 help="Scenario JSON/YAML file, or a preset name (serving: "
-                                 + ", ".join(SERVING_SCENARIOS) + ")"),
+                                 help="Scenario JSON/YAML file, or a preset: "
+                                      + ", ".join([*SCENARIOS, *SERVING_SCENARIOS])),
     as_json: bool = typer.Option(False, "--json", help="Print the estimate as JSON"),
     db: str | None = typer.Option(None, "--db", help="Results table to take measured "
                                   "efficiencies from (URL or SQLite path)"),
@@ -164,7 +165,7 @@ def estimate(
         _console().print(serving_table(d))
         return
     if as_json:
-        typer.echo(json.dumps(d, indent=2))
+        print_json(d)
         return
     out = _console()
     for t in estimate_tables(d):
@@ -179,8 +180,7 @@ def validate(
     rows = run_validation()
     serving = validate_serving()
     if as_json:
-        typer.echo(json.dumps([{**r.to_dict(), "kind": "training"} for r in rows] + serving,
-                              indent=2))
+        print_json([{**r.to_dict(), "kind": "training"} for r in rows] + serving)
         return
     _console().print(validation_table(rows))
     _console().print(serving_validation_table(serving))
