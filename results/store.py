@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from results.schema import MAX_LENGTHS, SCHEMA_VERSION, Result, finite
+from results.validate import check
 
 DB_ENV = "COLOSSUS_BENCH_DB"
 
@@ -313,7 +314,13 @@ class Store:
         return [r[0] for r in conn.execute(stmt, rows)]
 
     def insert(self, records: Iterable[Result], *, conn=None) -> int:
-        """Insert records (one transaction); already-present ids are skipped. Returns new rows."""
+        """Insert records (one transaction); already-present ids are skipped. Returns new rows.
+
+        Every record passes the door first (results.validate.check): one bad record raises
+        its FieldError and nothing of the batch is inserted."""
+        records = list(records)
+        for r in records:
+            check(r, where=f"result {r.workload}/{r.backend}/{r.dtype} {r.params}")
         return self.insert_rows([_row(r) for r in records], conn=conn)
 
     def insert_rows(self, rows: list[dict], *, conn=None) -> int:

@@ -28,8 +28,8 @@ CASES = [{"m": 8192, "n": 8192, "k": 8192, "layout": "nt"},
          {"m": 4096, "n": 4096, "k": 4096, "layout": "nt"}]
 
 
-def rec(uuid, median, *, model=H100, run="r1", case=0, host=None, created="2026-01-01T00:00:00",
-        telemetry=HEALTHY, **kw):
+def rec(uuid, median, *, model=H100, run="r1", case=0, host=None,
+        created="2026-01-01T00:00:00+00:00", telemetry=HEALTHY, **kw):
     base = dict(run_id=f"{run}-{uuid}", workload="gemm", backend="triton", dtype="bf16",
                 params=CASES[case], host=host or f"host-{uuid}",
                 device={**model, "uuid": uuid} if uuid else dict(model), median_s=median,
@@ -80,8 +80,9 @@ def test_slow_device_is_flagged_against_its_own_model_with_the_telemetry(fleet_d
 
 
 def test_only_the_latest_run_counts_unless_all_runs_are_asked_for():
-    old = [rec("GPU-3", 1.5e-3, run="old", created="2026-01-01T00:00:00", telemetry=THROTTLED)]
-    new = [rec("GPU-3", 1.0e-3, run="new", created="2026-02-01T00:00:00")]
+    old = [rec("GPU-3", 1.5e-3, run="old", created="2026-01-01T00:00:00+00:00",
+               telemetry=THROTTLED)]
+    new = [rec("GPU-3", 1.0e-3, run="new", created="2026-02-01T00:00:00+00:00")]
     others = [rec(f"GPU-{i}", 1.0e-3) for i in range(3)]
     rows = [r.to_dict() for r in old + new + others]
     latest = fleet_report(rows, 0.92)
@@ -122,6 +123,7 @@ def test_cli_table_and_json(fleet_db):
 
 
 def test_cli_on_an_empty_table(db_url):
+    Store(db_url).close()  # an empty table (a missing database is refused: test_bad_inputs.py)
     res = runner.invoke(app, ["fleet", "--db", db_url])
     assert res.exit_code == 0 and "nothing to compare" in res.output
 
