@@ -58,8 +58,9 @@ HBM_WORKLOADS = ("membw",)  # device-memory traffic: the HBM peak applies
 # hold any JSON value (checked for NUL, finite-or-null numbers and integer range only).
 _NUMBER = (int, float)
 NESTED: dict[str, dict[str, tuple[type, ...]]] = {
-    "device": {"name": (str,), "model": (str,), "uuid": (str,), "kind": (str,),
-               "index": (int,), "driver": (str,), "cuda": (str,)},
+    "device": {"name": (str,), "model": (str,), "uuid": (str,), "kind": (str,), "cc": (str,),
+               "sm_count": (int,), "memory_bytes": (int,), "index": (int,), "driver": (str,),
+               "cuda": (str,)},
     "telemetry": {"source": (str,), "throttle_reasons": (list,), "samples": (int,),
                   "power_w_mean": _NUMBER, "power_w_max": _NUMBER, "energy_j": _NUMBER,
                   "sm_clock_mhz_mean": _NUMBER, "sm_clock_mhz_min": _NUMBER,
