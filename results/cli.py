@@ -197,17 +197,18 @@ def ingest(
     Exit 0: every file loaded; 2: some file refused (bad input), the others are loaded."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from results.ingest import IngestError
-    from results.ingest import ingest as do_ingest
+    from results.ingest import IngestError, insert_all, load_file
     from results.schema import RecordError
     from results.store import StoreError
 
-    store = open_store(db)
+    store = None  # opened at the first good file: refused files alone create no database
     failed = 0
     try:
         for f in files:
             try:
-                new, total = do_ingest(f, store)
+                records = load_file(f)
+                store = store or open_store(db)
+                new, total = insert_all(records, store), len(records)
                 console.print(f"{escape(str(f))}: {total} rows, {new} new, {total - new} already "
                               "there", highlight=False)
             except SQLAlchemyError as e:  # a row the database refuses; the file rolled back
@@ -220,6 +221,7 @@ def ingest(
                                   "file was written)", highlight=False, soft_wrap=True)
                 failed += 1
     finally:
-        store.close()
+        if store is not None:
+            store.close()
     if failed:
         raise typer.Exit(2)

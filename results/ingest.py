@@ -126,9 +126,13 @@ def load_file(path: str | Path) -> list[Result]:
     return parse_jsonl(path, text)
 
 
+def insert_all(records: list[Result], store) -> int:
+    """Insert one file's records in one transaction; returns the rows new to the table."""
+    with store.engine.begin() as conn:
+        return store.insert(records, conn=conn)
+
+
 def ingest(path: str | Path, store) -> tuple[int, int]:
     """Load a file into the store in one transaction. Returns (new rows, rows in the file)."""
     records = load_file(path)
-    with store.engine.begin() as conn:
-        new = store.insert(records, conn=conn)
-    return new, len(records)
+    return insert_all(records, store), len(records)

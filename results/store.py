@@ -166,6 +166,15 @@ def sqlite_file(url: str) -> Path | None:
     return Path(u.database)
 
 
+def in_memory(url: str) -> bool:
+    """Whether a URL names an in-memory SQLite database (sqlite://, sqlite:///:memory:)."""
+    try:
+        u = sa.engine.make_url(url)
+    except Exception:
+        return False
+    return u.get_backend_name() == "sqlite" and u.database in (None, "", ":memory:")
+
+
 def redact(url: str) -> str:
     """The URL with its secrets hidden, for messages and logs."""
     try:
@@ -193,6 +202,11 @@ class Store:
     """One results table. `Store(url)` opens (and creates or migrates) it."""
 
     def __init__(self, url: str | None = None, *, create: bool = True):
+        """create=False opens for reading only: a database that does not exist is refused
+        (StoreError) and nothing is created, not even an empty file or its folder."""
+        if not create and (url == ":memory:" or in_memory(resolve_url(url))):
+            raise StoreError(f"{url} is an in-memory database: it holds nothing to read; give "
+                             "the file or URL of a results table")
         self.url = resolve_url(url)
         self.display_url = redact(self.url)
         path = sqlite_file(self.url)
@@ -243,9 +257,12 @@ class Store:
             return
         self._refuse_newer(version)
         if not create:
-            what = "no results table" if version is None else f"schema version {version}"
-            raise StoreError(f"database {self.display_url} has {what}; open it for writing to "
-                             "create or migrate it")
+            if version is None:
+                raise StoreError(f"database {self.display_url} has no results table: nothing "
+                                 "to read")
+            raise StoreError(f"database {self.display_url} has schema version {version}, older "
+                             f"than this colossus-bench's {SCHEMA_VERSION}: a verb that writes "
+                             "(ingest, run) migrates it")
         with self.engine.begin() as conn:
             self._lock(conn)
             version = self._version(conn)
