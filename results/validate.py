@@ -19,6 +19,7 @@ The rules, one per kind of field:
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -134,13 +135,27 @@ def _peak(row: dict, what: str) -> float | None:
     return None
 
 
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def text_problem(text: str) -> str | None:
+    """Why a text cannot be stored: PostgreSQL text and JSONB refuse NUL, and a lone surrogate
+    (JSON's "\\ud800") is not Unicode, so no database driver can encode it."""
+    if "\x00" in text:
+        return "text holds a NUL byte"
+    if _SURROGATES.search(text):
+        return "text holds a lone surrogate (not valid Unicode)"
+    return None
+
+
 def _json_problems(name: str, value: Any, depth: int = 0):
     """Problems of a nested JSON value: NUL in text or keys, bad numbers, too deep."""
     if depth > MAX_DEPTH:
         yield name, "...", f"nested more than {MAX_DEPTH} deep"
     elif isinstance(value, str):
-        if "\x00" in value:
-            yield name, value, "text holds a NUL byte"
+        why = text_problem(value)
+        if why:
+            yield name, value, why
     elif isinstance(value, bool) or value is None:
         pass
     elif isinstance(value, int):
@@ -150,8 +165,8 @@ def _json_problems(name: str, value: Any, depth: int = 0):
         pass  # inf/nan are stored as null (results.schema.finite)
     elif isinstance(value, dict):
         for k, v in value.items():
-            if not isinstance(k, str) or "\x00" in k:
-                yield name, k, "key is not text without NUL"
+            if not isinstance(k, str) or text_problem(k):
+                yield name, k, "key is not text without NUL or lone surrogates"
             else:
                 yield from _json_problems(f"{name}.{k}", v, depth + 1)
     elif isinstance(value, (list, tuple)):
@@ -182,8 +197,8 @@ def field_problems(record: Any):
         if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
             yield name, v, f"{type(v).__name__} where {'/'.join(t.__name__ for t in types)} " \
                            "belongs"
-        elif isinstance(v, str) and "\x00" in v:
-            yield name, v, "text holds a NUL byte"
+        elif isinstance(v, str) and text_problem(v):
+            yield name, v, text_problem(v)
         elif isinstance(v, str) and len(v) > MAX_LENGTHS.get(name, math.inf):
             yield name, ABSENT, f"field {name!r} is {len(v)} characters, longer than the " \
                                 f"table's {MAX_LENGTHS[name]}"
