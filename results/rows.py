@@ -22,10 +22,8 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-import sqlalchemy as sa
-
 from results.schema import FIELD_NAMES
-from results.store import COLUMNS, JSON_COLUMNS, Store, results_table
+from results.store import COLUMNS, JSON_COLUMNS, Store
 from results.validate import INT_COLUMNS, problems, show
 
 KERNEL_WORKLOADS = ("gemm", "attention")  # rows that count only when checked correct
@@ -123,14 +121,5 @@ def valid_records(rows: Iterable[dict]) -> tuple[list[dict], list[str]]:
 
 
 def read(store: Store, columns: Iterable[str] = COLUMNS, where=None) -> list[dict]:
-    """Rows of the table as dicts, whatever they hold: nested columns are read as text and parsed
-    here, so a value that is not JSON (another tool wrote it) cannot crash the query; such a
-    value stays text and the door's checks refuse the row."""
-    t = results_table
-    cols = [sa.type_coerce(t.c[c], sa.Text).label(c) if c in JSON_COLUMNS else t.c[c]
-            for c in columns]
-    stmt = sa.select(*cols).order_by(t.c.created_at, t.c.id)
-    if where is not None:
-        stmt = stmt.where(where)
-    with store.engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(stmt)]
+    """Rows of the table as dicts, whatever they hold (Store.rows)."""
+    return store.rows(columns, where)

@@ -8,6 +8,7 @@ a newer colossus-bench is refused, an older one is migrated by the versioned DDL
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -192,6 +193,14 @@ def _reason(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
+def _json(value):
+    """A JSON column's stored text parsed (psycopg parses JSONB itself); other text is kept."""
+    try:
+        return json.loads(value) if isinstance(value, str) else value
+    except (ValueError, RecursionError):
+        return value
+
+
 def _row(rec: Result) -> dict:
     # Not rec.to_dict(): dataclasses.asdict deep-copies every sample list, and _finite copies
     # the nested values anyway (this is the hot path of inserts and ingests).
@@ -202,8 +211,7 @@ class Store:
     """One results table. `Store(url)` opens (and creates or migrates) it."""
 
     def __init__(self, url: str | None = None, *, create: bool = True):
-        """create=False opens for reading only: a database that does not exist is refused
-        (StoreError) and nothing is created, not even an empty file or its folder."""
+        """create=False: read only; a database that does not exist is refused, none created."""
         if not create and (url == ":memory:" or in_memory(resolve_url(url))):
             raise StoreError(f"{url} is an in-memory database: it holds nothing to read; give "
                              "the file or URL of a results table")
@@ -362,15 +370,24 @@ class Store:
         with self.engine.connect() as conn:
             return [Result(**dict(r._mapping)) for r in conn.execute(stmt)]
 
-    def frame(self, where=None):
-        """All rows (or those matching a SQLAlchemy condition) as a pandas DataFrame.
+    def rows(self, columns: Iterable[str] = COLUMNS, where=None) -> list[dict]:
+        """Rows as dicts, whatever they hold: JSON columns are read as text and parsed here, so
+        a value that is not JSON cannot crash the query (results/rows.py then skips the row)."""
+        t = results_table
+        cols = [sa.type_coerce(t.c[c], sa.Text).label(c) if c in JSON_COLUMNS else t.c[c]
+                for c in columns]
+        stmt = sa.select(*cols).order_by(t.c.created_at, t.c.id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt if where is None else stmt.where(where))
+            return [{k: _json(v) if k in JSON_COLUMNS else v for k, v in r._mapping.items()}
+                    for r in rows]
 
-        JSON columns come back as Python dicts/lists, so `df.params.str["m"]` and the like work.
-        """
+    def frame(self, where=None):
+        """All rows (or those matching a SQLAlchemy condition) as a pandas DataFrame, read with
+        `rows` (no stored value crashes it). JSON columns come back as dicts and lists."""
         import pandas as pd
 
-        rows = [r.to_dict() for r in self.records(where)]
-        return pd.DataFrame(rows, columns=COLUMNS) if not rows else pd.DataFrame(rows)[COLUMNS]
+        return pd.DataFrame(self.rows(where=where), columns=COLUMNS)
 
     def close(self) -> None:
         self.engine.dispose()

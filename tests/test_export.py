@@ -168,6 +168,11 @@ def test_readers_survive_rows_stored_before_the_door(tmp_path):
     with engine.begin() as conn:  # another tool's row: params is not JSON at all
         conn.execute(sa.text("UPDATE results SET params = '{not json' WHERE run_id = 'neg'"))
     engine.dispose()
+    frame = Store(url).frame()  # what the report and the model read: no crash either
+    assert len(frame) == 4 and frame.set_index("run_id").loc["neg", "params"] == "{not json"
+    from results.rows import usable
+
+    assert len(usable(frame)[0]) == 1 and usable(frame)[1] == 3
     for fmt in ("jsonl", "csv", "openmetrics"):
         res = runner.invoke(app, ["export", "-f", fmt, "--db", url])
         assert res.exit_code == 0, res.output
