@@ -9,7 +9,7 @@ the device's datasheet peak, a date that is not one, a bool where a number belon
 The rules, one per kind of field:
 - times (median_s, p20_s, p80_s, mean_s, samples_s): finite and > 0; stdev_s finite and >= 0;
 - counts: n >= 1, world_size >= 1, 0 <= rank < world_size, each within its column's range;
-- throughputs: finite, >= 0, at most `PEAK_SLACK` x the device's datasheet peak where
+- throughputs: finite, >= 0; for ok rows at most `PEAK_SLACK` x the device's datasheet peak where
   results/peaks.py knows it (TFLOP/s for gemm and attention, HBM for membw), else at most the
   `ABSURD_*` ceilings (and `flags` says there was nothing to check against);
 - created_at: ISO 8601 with a zone; correct: a bool; text: no NUL; nested fields: JSON values
@@ -106,7 +106,10 @@ def _is_number(v: Any) -> bool:
 
 
 def parse_time(value: Any) -> datetime | None:
-    """An ISO 8601 time with a zone as an aware datetime, else None ("Z" taken as UTC)."""
+    """An ISO 8601 time with a zone as an aware datetime, else None ("Z" taken as UTC). An
+    aware datetime (a timestamptz column read back) is taken as it is."""
+    if isinstance(value, datetime):
+        return value if value.utcoffset() is not None else None
     if not isinstance(value, str) or not value or "\x00" in value:
         return None
     text = value[:-1] + "+00:00" if value[-1:] in "zZ" else value
@@ -241,7 +244,8 @@ def _number_problems(row: dict):
     if _is_number(v) and not (math.isfinite(v) and v >= 0):
         yield "stdev_s", v, "a spread must be a finite number >= 0"
     samples = row.get("samples_s")
-    if isinstance(samples, (list, tuple)):
+    if isinstance(samples, (list, tuple)) and not (  # fast path: plain floats in (0, inf)
+            all(type(x) is float for x in samples) and all(0 < x < math.inf for x in samples)):
         for i, x in enumerate(samples):
             if not _is_number(x) or not (math.isfinite(x) and x > 0):
                 yield f"samples_s[{i}]", x, "a sample must be a finite number of seconds > 0"
@@ -264,6 +268,8 @@ def _number_problems(row: dict):
         if not (math.isfinite(v) and v >= 0):
             yield name, v, "a throughput must be a finite number >= 0"
             continue
+        if row.get("status", "ok") != "ok":  # a failed or skipped case's figure is no result
+            continue  # (a wrong kernel may well "run" faster than the device can)
         peak = _peak(row, "tflops" if name == "tflops" else "gbps" if name == "gbps" else "")
         ceiling = PEAK_SLACK * peak if peak else (ABSURD_TFLOPS if name == "tflops"
                                                   else ABSURD_GBPS)

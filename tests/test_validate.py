@@ -150,3 +150,12 @@ def test_the_usable_rule_is_one_rule_for_frames_and_rows(db_url):
     flat = [{**r, "params": json.dumps(r["params"]), "device": json.dumps(r["device"]),
              "p20_s": float("nan")} for r in rows[:3]]
     assert len(usable_records(flat)[0]) == 3
+
+
+def test_a_failed_case_keeps_its_record_whatever_its_figure():
+    """The peak bounds a result; a wrong kernel may "run" faster than the device can, and its
+    failed record (with the error) must still be stored."""
+    wrong = good(tflops=9999.0, correct=False, status="failed", error="output mismatch")
+    assert problems(wrong) == []
+    assert problems(good(tflops=9999.0)) != []
+    assert problems(good(tflops=-1.0, status="failed", correct=False))  # still a number >= 0
