@@ -1,4 +1,9 @@
-"""CLI verbs of the results part: `export`, `ingest`, `upload` (local -> shared table), `fleet`."""
+"""CLI verbs of the results part: `export`, `ingest`, `upload` (local -> shared table), `fleet`.
+
+Exit codes: 0 all done; 2 bad input (a refused file, a missing or unusable database, a bad
+option), one line on stderr and nothing written; 130 interrupted (cli.main). `export` and `fleet`
+only read: they open the table with create=False and never create a database.
+"""
 
 from __future__ import annotations
 
