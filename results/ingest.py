@@ -12,10 +12,11 @@ import json
 from pathlib import Path
 
 from results.schema import RecordError, Result
-from results.validate import check, show
+from results.validate import check
 
-# A results file larger than this is not one we wrote (a full quick suite is ~100 KiB; a
-# 10 000-device fleet's export ~50 MiB): refuse it rather than read it all into memory.
+# A file larger than this is refused before it is read into memory. Assumption: a record is a
+# few KiB (its samples and telemetry), so 2 GiB is hundreds of thousands of rows, more than one
+# ingest should carry; split larger sets.
 MAX_FILE_BYTES = 2 * 1024**3
 
 
@@ -122,7 +123,7 @@ def load_file(path: str | Path) -> list[Result]:
         if isinstance(doc, dict) and "benchmarks" in doc:
             return load_pytest_benchmark(path, doc)
     elif first not in "{[":
-        raise IngestError(f"{path}: not JSON (starts with {show(text.lstrip()[:12])})")
+        raise IngestError(f"{path}: not JSON or JSON Lines (it does not start with {{ or [)")
     return parse_jsonl(path, text)
 
 
