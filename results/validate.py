@@ -45,11 +45,12 @@ INT_COLUMNS: dict[str, tuple[int, int]] = {"world_size": INT32, "rank": INT32, "
 
 TIMES = ("median_s", "p20_s", "p80_s", "mean_s")
 THROUGHPUTS = ("tflops", "gbps", "algbw_gbps", "busbw_gbps")
-# A measured throughput may beat the datasheet by clock boost and rounding, not more: 5%.
+# A measured throughput may beat the datasheet by rounding and clocks above the datasheet's,
+# not more: 5% (an assumption, not a measurement).
 PEAK_SLACK = 1.05
 # Where no peak is known (CPUs, GPUs missing from results/peaks.py): 100 PFLOP/s and 100 TB/s
-# per device, some 50x the fastest part in the peak table; above them a figure is a unit or
-# arithmetic slip, whatever the device.
+# per device, 50x the highest TFLOP/s and 20x the highest HBM TB/s in the peak table; above
+# them a figure is a unit or arithmetic slip, whatever the device.
 ABSURD_TFLOPS = 1e5
 ABSURD_GBPS = 1e5
 TFLOPS_WORKLOADS = ("gemm", "attention")  # dense matmul FLOP counts: the tensor peak applies
