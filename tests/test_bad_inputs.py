@@ -159,3 +159,20 @@ def test_a_file_refused_whole_names_file_line_field_and_value(tmp_path):
     assert f"{bad}: line 2: field 'median_s' = -3.14159" in res.output
     assert "nothing from this file was written" in res.output
     assert Store(db).count() == 0
+
+
+def test_tracebacks_never_show_local_variables():
+    """typer >= 0.23 shows no locals by default (pyproject's bound); the app says so too, so a
+    crash can never print a password held in a local variable."""
+    import inspect
+
+    import typer
+
+    import cli
+
+    default = inspect.signature(typer.Typer.__init__).parameters[
+        "pretty_exceptions_show_locals"].default
+    assert default is False
+    assert cli.app.pretty_exceptions_show_locals is False
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert '"typer>=0.23"' in pyproject
