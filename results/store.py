@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from results.schema import MAX_LENGTHS, SCHEMA_VERSION, Result, finite
-from results.validate import check
+from results.validate import FieldError, check
 
 DB_ENV = "COLOSSUS_BENCH_DB"
 
@@ -171,9 +171,9 @@ def in_memory(url: str) -> bool:
     """Whether a URL names an in-memory SQLite database (sqlite://, sqlite:///:memory:)."""
     try:
         u = sa.engine.make_url(url)
+        return u.get_backend_name() == "sqlite" and u.database in (None, "", ":memory:")
     except Exception:
         return False
-    return u.get_backend_name() == "sqlite" and u.database in (None, "", ":memory:")
 
 
 def redact(url: str) -> str:
@@ -340,12 +340,14 @@ class Store:
 
     def insert(self, records: Iterable[Result], *, conn=None) -> int:
         """Insert records (one transaction); already-present ids are skipped. Returns new rows.
-
-        Every record passes the door first (results.validate.check): one bad record raises
-        its FieldError and nothing of the batch is inserted."""
+        Each passes results.validate.check first: one bad record raises, none is inserted."""
         records = list(records)
         for r in records:
-            check(r, where=f"result {r.workload}/{r.backend}/{r.dtype} {r.params}")
+            try:
+                check(r)
+            except FieldError as e:  # name the case only when it is needed
+                raise FieldError(e.field, e.value, e.reason,
+                                 f"result {r.workload}/{r.backend}/{r.dtype} {r.params}") from None
         return self.insert_rows([_row(r) for r in records], conn=conn)
 
     def insert_rows(self, rows: list[dict], *, conn=None) -> int:
@@ -374,9 +376,8 @@ class Store:
         """Rows as dicts, whatever they hold: JSON columns are read as text and parsed here, so
         a value that is not JSON cannot crash the query (results/rows.py then skips the row)."""
         t = results_table
-        cols = [sa.type_coerce(t.c[c], sa.Text).label(c) if c in JSON_COLUMNS else t.c[c]
-                for c in columns]
-        stmt = sa.select(*cols).order_by(t.c.created_at, t.c.id)
+        stmt = sa.select(*[sa.type_coerce(t.c[c], sa.Text).label(c) if c in JSON_COLUMNS
+                           else t.c[c] for c in columns]).order_by(t.c.created_at, t.c.id)
         with self.engine.connect() as conn:
             rows = conn.execute(stmt if where is None else stmt.where(where))
             return [{k: _json(v) if k in JSON_COLUMNS else v for k, v in r._mapping.items()}

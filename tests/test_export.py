@@ -178,3 +178,19 @@ def test_readers_survive_rows_stored_before_the_door(tmp_path):
         assert res.exit_code == 0, res.output
         assert "1 " in res.stderr and "3 rows skipped" in res.stderr
         assert "Traceback" not in res.output
+
+
+@pytest.mark.postgres
+def test_export_and_readers_on_postgresql(pg_url, tmp_path):
+    """JSONB comes back parsed by psycopg: the same exports and the same skipped count."""
+    with Store(pg_url) as store:
+        store.insert([gemm(0), membw(0)])
+        store.insert_rows([_row(gemm(5, run_id="neg", median_s=-1.0))])
+    out = tmp_path / "pg.parquet"
+    res = runner.invoke(app, ["export", "-f", "parquet", "-o", str(out), "--db", pg_url])
+    assert res.exit_code == 0 and "2 rows written" in res.stderr and "1 rows skipped" in res.stderr
+    table = pq.read_table(out)
+    assert table.schema.remove_metadata() == EXPORT_SCHEMA.remove_metadata()
+    assert sorted(table["workload"].to_pylist()) == ["gemm", "membw"]
+    res = runner.invoke(app, ["export", "-f", "jsonl", "--db", pg_url])
+    assert [json.loads(line)["workload"] for line in res.stdout.splitlines()] == ["gemm", "membw"]
