@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from results.schema import FIELD_NAMES
@@ -51,11 +52,14 @@ def _truth(value: Any) -> Any:
 
 def clean(row: dict) -> dict:
     """A row as the record holds it: nulls for NaN, ints for whole floats in integer columns,
-    nested columns parsed, numpy scalars as Python ones."""
+    nested columns parsed, numpy scalars as Python ones, timestamps as ISO 8601 text (naive ones
+    taken as UTC, as timestamp-without-zone columns hold them)."""
     out = {}
     for k, v in row.items():
         v = _truth(v)
-        if isinstance(v, float) and math.isnan(v) and k not in JSON_COLUMNS:
+        if isinstance(v, datetime):  # a timestamp column (PostgreSQL timestamptz, Parquet)
+            v = v.isoformat() if v.utcoffset() is not None else v.isoformat() + "+00:00"
+        elif isinstance(v, float) and math.isnan(v) and k not in JSON_COLUMNS:
             v = None
         elif k in INT_COLUMNS and isinstance(v, float) and v.is_integer():
             v = int(v)

@@ -159,3 +159,13 @@ def test_a_failed_case_keeps_its_record_whatever_its_figure():
     assert problems(wrong) == []
     assert problems(good(tflops=9999.0)) != []
     assert problems(good(tflops=-1.0, status="failed", correct=False))  # still a number >= 0
+
+
+def test_timestamps_from_a_timestamp_column_are_read_as_times():
+    """A timestamptz column (or a Parquet timestamp) gives datetimes: read as ISO 8601 text."""
+    from datetime import datetime, timezone
+
+    aware = {**good(), "created_at": datetime(2026, 1, 1, tzinfo=timezone.utc)}
+    naive = {**good(run_id="r2"), "created_at": datetime(2026, 1, 1)}  # without zone: UTC
+    kept, skipped = usable_records([aware, naive])
+    assert skipped == 0 and [r["created_at"] for r in kept] == ["2026-01-01T00:00:00+00:00"] * 2
