@@ -17,6 +17,9 @@ import os
 import sys
 
 import typer
+import typer.core
+from rich.markup import escape
+from typer.core import TyperGroup
 
 from bench import cli as bench_cli
 from bench.collectives import cli as collectives_cli
@@ -28,8 +31,45 @@ from results.console import err_console, first_line
 
 DEBUG_ENV = "COLOSSUS_BENCH_DEBUG"
 
+
+# click's exceptions, as the typer in use raises them: newer typer vendors click as
+# typer._click, older releases use click itself
+_exc = (getattr(typer.core, "_click", None) or typer.core.click).exceptions
+_NO_ARGS = getattr(_exc, "NoArgsIsHelpError", ())  # `colossus-bench` alone: the help
+
+
+class OneLineErrors(TyperGroup):
+    """Usage errors (an unknown option, a value not among the choices) as one line on stderr,
+    exit 2, instead of click's usage box: every bad input reads the same, whichever layer
+    refuses it."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except _NO_ARGS as e:
+            print(e.ctx.get_help())
+            code = 2
+        except _exc.UsageError as e:
+            cmd = e.ctx.command_path if e.ctx else "colossus-bench"
+            err_console.print(f"[bold red]error:[/] {escape(e.format_message())} "
+                              f"(see {escape(cmd)} -h)", highlight=False, soft_wrap=True)
+            code = 2
+        except _exc.ClickException as e:
+            err_console.print(f"[bold red]error:[/] {escape(e.format_message())}",
+                              highlight=False, soft_wrap=True)
+            code = e.exit_code
+        except typer.Abort:
+            err_console.print("aborted")
+            code = 130
+        code = code if isinstance(code, int) else 0
+        if not standalone_mode:
+            return code
+        sys.exit(code)
+
+
 app = typer.Typer(help="Hardware-aware benchmarks for NVIDIA Hopper GPUs and the clusters "
                        "built from them.", no_args_is_help=True, add_completion=False,
+                  cls=OneLineErrors,
                   context_settings={"help_option_names": ["-h", "--help"]},
                   # typer >= 0.23 defaults to False too; said here so no version shows locals
                   pretty_exceptions_show_locals=False)

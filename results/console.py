@@ -15,6 +15,7 @@ from enum import Enum
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 # Piped output (CI logs, files) gets a wide table instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -63,13 +64,18 @@ def first_line(e: BaseException | str | None) -> str:
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print one clear line and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """Print one clear line and return the Exit to raise. The message is shown as it is: text
+    from a file or a table (a host named `node[/b]`) is never read as rich markup."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
 def open_store(db: str | None, *, create: bool = True):
-    """The results table at `db`; an unusable one is a user error (one line, exit 2)."""
+    """The results table at `db`; an unusable one is a user error (one line, exit 2).
+
+    create=False is for the verbs that only read (export, fleet, report): a database that does
+    not exist (a mistyped path, `:memory:`, an empty server database) is refused and nothing is
+    created."""
     from results.store import Store, StoreError  # lazy: sqlalchemy costs CLI start time
 
     try:
