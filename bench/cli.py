@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import typer
@@ -52,20 +53,40 @@ def run(
                                          help="timing preset: gpu | cpu | smoke"),
     upload: str | None = typer.Option(None, "--upload",
                                          help="after the run, upload to this shared database"),
+    budget: float | None = typer.Option(None, "--budget", metavar="SECONDS",
+                                        help="time box: cases run in suite (priority) order; "
+                                             "those that would not fit are stored as skipped "
+                                             "(error 'budget')"),
+    tune: bool = typer.Option(False, "--tune", help="full Triton autotuning (COLOSSUS_TUNE=1); "
+                                                    "costs compiles, see --list"),
+    list_only: bool = typer.Option(False, "--list", help="print the selected case-backends and "
+                                                         "the estimated time; run nothing"),
 ) -> None:
-    """Check, time and store every case of a suite on this machine's device."""
+    """Check, time and store every case of a suite on this machine's device.
+
+    Exit status: 0 every case ok or skipped, 1 a case failed its check or crashed, 2 bad input,
+    130 interrupted.
+    """
     from bench import runner
     from bench.device import detect
     from bench.suites import SuiteError, select, suite_cases
-    from bench.timing import PRESETS
+    from bench.timing import PRESETS, default_config
 
     if timing is not None and timing not in PRESETS:
         raise fail(f"unknown timing preset {timing!r}; choose one of {', '.join(PRESETS)}")
+    if budget is not None and not budget > 0:  # also refuses nan
+        raise fail(f"--budget must be a positive number of seconds, got {budget}")
+    if tune:
+        os.environ["COLOSSUS_TUNE"] = "1"  # read by the kernels when they pick configs
     device = detect()
     try:
         pairs = select(suite_cases(suite, device), device, filter)
     except SuiteError as e:
         raise fail(str(e)) from None
+    cfg = PRESETS[timing] if timing else default_config(device)
+    if list_only:
+        _list(pairs, device, cfg, tune, budget)
+        return
     store = open_store(db)
     if device.kind == "cpu":
         console.print("[yellow]no CUDA GPU: running small CPU cases (Triton through its "
@@ -82,13 +103,14 @@ def run(
         entry[1] = error
 
     cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn())
+            TimeElapsedColumn(), TextColumn("{task.fields[left]}"))
     try:
         with Progress(*cols, console=console, transient=True) as progress:
-            task = progress.add_task("starting", total=len(pairs))
-            runner.run(pairs, store, device=device, run_id=run_id,
-                       timing=PRESETS[timing] if timing else None, telemetry=not no_telemetry,
+            task = progress.add_task("starting", total=len(pairs), left="")
+            runner.run(pairs, store, device=device, run_id=run_id, timing=cfg,
+                       telemetry=not no_telemetry, budget_s=budget, tune=tune,
                        on_start=lambda c, b: progress.update(task, description=f"{c.key}:{b}"),
+                       on_estimate=lambda s: progress.update(task, left=f"~{_duration(s)} left"),
                        on_result=lambda r: (done.append(r), progress.advance(task)),
                        on_unstored=note_unstored)
     except KeyboardInterrupt:
@@ -98,9 +120,11 @@ def run(
         raise typer.Exit(130) from None
     console.print(results_table(done))
     bad = [r for r in done if r.status == "failed"]
+    left_out = sum(r.status == "skipped" and r.error == runner.BUDGET for r in done)
     kept = sum(n for n, _ in unstored.values())
     console.print(f"run {run_id}: {len(done) - kept} results stored in {store.display_url}"
-                  + (f"; [red]{len(bad)} failed[/]" if bad else ""))
+                  + (f"; [red]{len(bad)} failed[/]" if bad else "")
+                  + (f"; {left_out} skipped: over the {budget:g} s budget" if left_out else ""))
     for path, (n, error) in unstored.items():
         reason = first_line(error)
         err_console.print(f"[yellow]{n} results could not be stored ({reason}); they are kept in "
@@ -110,6 +134,27 @@ def run(
         json_out.write_text(json.dumps([r.to_dict() for r in done], indent=1, default=str))
     if upload:
         _upload_after_run(store, upload)
+    if bad:
+        raise typer.Exit(1)  # a case failed its check or crashed: its row says why
+
+
+def _duration(seconds: float) -> str:
+    s = max(0, round(seconds))
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def _list(pairs, device, cfg, tune: bool, budget: float | None) -> None:
+    """--list: the case-backends a suite and filter select, each with its time estimate."""
+    from bench.budget import Estimator, total_estimate
+
+    est = Estimator(device, cfg, tune)
+    for case, backend in pairs:
+        console.print(f"{case.key}:{backend}  ~{est.estimate(case, backend):.1f} s",
+                      highlight=False, soft_wrap=True)
+    total = total_estimate(pairs, device, cfg, tune)
+    console.print(f"{total['pairs']} case-backends, estimated {_duration(total['total_s'])} "
+                  f"(compiles {_duration(total['compile_s'])}; assumptions in bench/budget.py)"
+                  + (f"; budget {_duration(budget)}" if budget else ""), highlight=False)
 
 
 def _upload_after_run(store, url: str) -> None:

@@ -129,7 +129,7 @@ def measure(fn: Callable[[], object], device: DeviceInfo, cfg: TimingConfig | No
 def warm_up(fn: Callable[[], object], device: DeviceInfo, cfg: TimingConfig) -> float:
     """Run `fn` until `cfg.warmup_s` has passed (at least once after a first untimed call:
     compilation, autotuning and allocation stay out of it); return the per-call estimate."""
-    sync = _synchronizer(device)
+    sync = synchronizer(device)
     fn()
     sync()
     calls = 0
@@ -142,7 +142,8 @@ def warm_up(fn: Callable[[], object], device: DeviceInfo, cfg: TimingConfig) -> 
             return (time.perf_counter() - t0) / calls
 
 
-def _synchronizer(device: DeviceInfo) -> Callable[[], None]:
+def synchronizer(device: DeviceInfo) -> Callable[[], None]:
+    """Wait for the device's queued work (a no-op on CPU)."""
     if device.kind != "cuda":
         return lambda: None
     import torch

@@ -33,7 +33,7 @@ DTYPES: dict[str, torch.dtype] = {
 FP8 = ("fp8_e4m3", "fp8_e5m2")
 LAYOUTS = ("nn", "nt", "tn", "tt")
 BACKENDS = ("triton", "torch")
-SUITES = ("quick", "standard", "full", "mamf")
+SUITES = ("quick", "standard", "full", "mamf", "campaign")
 
 # Transformer shapes. Llama 3: "The Llama 3 Herd of Models" (Llama Team, 2024), Table 3 (layers,
 # model dim, FFN dim, heads, KV heads), vocab_size from the meta-llama/Meta-Llama-3-70B and
@@ -58,6 +58,7 @@ PROJECTIONS = ("qkv", "attn_out", "mlp_up", "mlp_down")
 SQUARE_SIZES = (1024, 2048, 4096, 8192, 16384)
 TOKENS = (4096, 8192, 16384)  # tokens per micro-batch (M) for the projection shapes
 DECODE_M = (1, 8, 32, 128)  # batch rows of a decode step: skinny, bandwidth-bound GEMMs
+CAMPAIGN_DECODE_M = (1, 16, 128)
 MAMF_GRID = (1024, 2048, 4096, 8192, 16384)  # coarse version of mamf-finder's M, N, K sweep
 
 # Tolerances. Unit roundoff u of each output dtype (2**-p, p = significand bits incl. the hidden
@@ -151,6 +152,18 @@ def _quick() -> list[Case]:
     ]
 
 
+def _campaign() -> list[Case]:
+    """One GPU window's GEMMs, in priority order: squares, fp8, Llama 3 405B at 8k tokens, and
+    decode M = 1, 16, 128 at one projection (405B's qkv)."""
+    (label, _, n, k) = projection_shapes("llama3-405b", 1)[0]
+    return [
+        *[_case(dt, s, s, s) for dt in ("bf16", "fp16") for s in (8192, 4096)],
+        _case("fp8_e4m3", 8192, 8192, 4096, shape="tutorial09"),
+        *_projection_cases("bf16", ("llama3-405b",), (8192,)),
+        *[_case("bf16", m, n, k, shape=f"{label}.decode") for m in CAMPAIGN_DECODE_M],
+    ]
+
+
 def _standard() -> list[Case]:
     models = tuple(MODEL_SHAPES)
     return [
@@ -206,11 +219,13 @@ def _cpu_cases(suite: str) -> list[Case]:
     if suite == "mamf":
         return [_case("bf16", m, n, k, "nt", "cpu.mamf") for m in (32, 96) for n in (32, 96)
                 for k in (32, 96)]
-    rows = _CPU_QUICK if suite == "quick" else _CPU_QUICK + _CPU_MORE
+    rows = {"quick": _CPU_QUICK, "campaign": _CPU_QUICK + _CPU_MORE[:1]}.get(
+        suite, _CPU_QUICK + _CPU_MORE)
     return [_case(dt, m, n, k, lay, shape) for dt, m, n, k, lay, shape in rows]
 
 
-_GPU_SUITES = {"quick": _quick, "standard": _standard, "full": _full, "mamf": _mamf}
+_GPU_SUITES = {"quick": _quick, "standard": _standard, "full": _full, "mamf": _mamf,
+               "campaign": _campaign}
 
 
 def _dedupe(cases: list[Case]) -> list[Case]:
@@ -349,6 +364,11 @@ class GemmWorkload(Workload):
         p = case.params
         in_b, out_b = DTYPES[case.dtype].itemsize, out_dtype_of(case.dtype).itemsize
         return gemm_bytes(p["m"], p["n"], p["k"], in_b, out_b)
+
+    def shape(self, case: Case) -> str:
+        p = case.params
+        label = "" if p["shape"] == "square" else f" {p['shape']}"
+        return f"{p['m']}x{p['n']}x{p['k']} {p['layout']}{label}"
 
     @staticmethod
     def _memory_needed(case: Case) -> float:
