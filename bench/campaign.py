@@ -1,0 +1,94 @@
+"""The one-GPU-window campaign: its wall-time estimate, and the summary its script prints last.
+
+`bench/device_campaign.sh` runs the stages (device facts, the `campaign` suite family by family,
+NCCL at world size 1, the telemetry overhead), each under its own timeout, into one SQLite file,
+and always exports what finished. `python -m bench.campaign summary OUT` prints the stage table
+and the rows by workload and status; `python -m bench.campaign estimate` prints the estimate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+from bench.budget import total_estimate
+from bench.device import DeviceInfo
+from bench.suites import suite_cases
+from bench.timing import PRESETS
+
+# The stages the script runs besides the suite, with the seconds each is allowed (the script's
+# own timeouts; the estimate counts them in full, so it is an upper bound).
+EXTRA_STAGES_S = {"facts": 30, "allreduce": 90, "telemetry_overhead": 60, "export": 20}
+# The machine the campaign is sized for (datasheet facts only; no measurement).
+H200 = DeviceInfo(name="NVIDIA H200", kind="cuda", model="H200-SXM", cc="9.0", sm_count=132,
+                  memory_bytes=141 * 10**9)
+
+
+def estimate(device: DeviceInfo = H200, tune: bool = False) -> dict:
+    """Wall time of the campaign on `device`: every declared backend of every case (an upper
+    bound: backends this torch cannot run are skipped in seconds), per-case timing from the GPU
+    preset, compiles by bench/budget.py's assumptions, each suite stage's process start, and
+    the other stages at their full timeouts."""
+    cases = suite_cases("campaign", device)
+    pairs = [(c, b) for c in cases for b in c.backends]
+    suite = total_estimate(pairs, device, PRESETS["gpu"], tune)
+    families = len({c.workload for c in cases})  # one process (and start) per family stage
+    starts = (families - 1) * suite["start_s"]
+    total = suite["total_s"] + starts + sum(EXTRA_STAGES_S.values())
+    return {**suite, "suite_total_s": suite["total_s"] + starts, "stages_s": EXTRA_STAGES_S,
+            "total_s": total}
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a half-written last line: the summary skips it
+            continue
+    return rows
+
+
+def summary(out: Path) -> str:
+    """The stage table (stages.tsv: name, exit status, seconds) and rows per workload/status."""
+    lines = ["stage                 exit   seconds"]
+    stages = out / "stages.tsv"
+    for row in (stages.read_text().splitlines() if stages.exists() else []):
+        name, rc, secs = (row.split("\t") + ["", ""])[:3]
+        note = {"0": "ok", "1": "a case failed", "2": "bad input or nothing selected",
+                "124": "timed out", "137": "killed", "130": "interrupted",
+                "cap": "not run (cap)"}.get(rc, "failed")
+        lines.append(f"{name:<20} {rc:>5} {secs:>9}  {note}")
+    rows = read_rows(out / "results.jsonl")
+    counts = Counter((r.get("workload"), r.get("status"), r.get("error") == "budget")
+                     for r in rows)
+    lines.append("")
+    lines.append(f"rows: {len(rows)} in {out / 'results.jsonl'}")
+    for (workload, status, budget), n in sorted(counts.items(), key=str):
+        lines.append(f"  {workload:<18} {status:<8} {n:>4}" + ("  (budget)" if budget else ""))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.campaign",
+                                description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="verb", required=True)
+    s = sub.add_parser("summary", help="print the stage table and row counts of an $OUT folder")
+    s.add_argument("out", type=Path)
+    e = sub.add_parser("estimate", help="print the campaign's wall-time estimate on an H200")
+    e.add_argument("--tune", action="store_true")
+    a = p.parse_args(argv)
+    if a.verb == "summary":
+        print(summary(a.out))
+    else:
+        print(json.dumps(estimate(tune=a.tune), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
