@@ -47,7 +47,7 @@ KERNELS = {  # (workload, direction or "") -> kernels launched by one call
     ("attention", "fwd"): ("attn_fwd",),
     ("attention", "bwd"): ("attn_fwd", "attn_delta", "attn_dkdv", "attn_dq"),
     ("attention", "fwd_bwd"): ("attn_fwd", "attn_delta", "attn_dkdv", "attn_dq"),
-    ("decode", ""): ("attn_fwd",),
+    ("decode_attention", ""): ("attn_fwd",),
 }
 TUNED_CONFIGS = {"gemm": 9, "stream": 1, "attn_fwd": 10, "attn_delta": 1, "attn_dkdv": 16,
                  "attn_dq": 16}
@@ -55,7 +55,7 @@ TUNED_CONFIGS = {"gemm": 9, "stream": 1, "attn_fwd": 10, "attn_delta": 1, "attn_
 # dtypes, and integer arguments equal to 1 or divisible by 16); the others reuse a compile.
 SPECIALISING_PARAMS = {
     "gemm": ("layout",), "membw": ("op",), "attention": ("d", "causal"),
-    "decode": ("d", "causal", "q"),
+    "decode_attention": ("d", "causal", "s_q"),
 }
 
 

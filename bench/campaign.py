@@ -19,27 +19,33 @@ from bench.device import DeviceInfo
 from bench.suites import suite_cases
 from bench.timing import PRESETS
 
+# The script's suite stages (one process each) and the workload families each runs.
+SUITE_STAGES = {"bandwidth": ("membw", "hostdevice"), "gemm": ("gemm",),
+                "attention": ("attention",), "decode": ("decode_attention",)}
 # The stages the script runs besides the suite, with the seconds each is allowed (the script's
 # own timeouts; the estimate counts them in full, so it is an upper bound).
-EXTRA_STAGES_S = {"facts": 30, "allreduce": 90, "telemetry_overhead": 60, "export": 20}
+EXTRA_STAGES_S = {"facts": 30, "telemetry_overhead": 60, "allreduce": 90, "export": 20}
 # The machine the campaign is sized for (datasheet facts only; no measurement).
 H200 = DeviceInfo(name="NVIDIA H200", kind="cuda", model="H200-SXM", cc="9.0", sm_count=132,
                   memory_bytes=141 * 10**9)
 
 
 def estimate(device: DeviceInfo = H200, tune: bool = False) -> dict:
-    """Wall time of the campaign on `device`: every declared backend of every case (an upper
-    bound: backends this torch cannot run are skipped in seconds), per-case timing from the GPU
-    preset, compiles by bench/budget.py's assumptions, each suite stage's process start, and
-    the other stages at their full timeouts."""
+    """Wall time of the campaign on `device`, stage by stage: every declared backend of every
+    case (an upper bound: a backend this torch cannot run is skipped in a second), per-case
+    timing from the GPU preset, compiles by bench/budget.py's assumptions, each stage's process
+    start, and the other stages at their full timeouts."""
     cases = suite_cases("campaign", device)
-    pairs = [(c, b) for c in cases for b in c.backends]
-    suite = total_estimate(pairs, device, PRESETS["gpu"], tune)
-    families = len({c.workload for c in cases})  # one process (and start) per family stage
-    starts = (families - 1) * suite["start_s"]
-    total = suite["total_s"] + starts + sum(EXTRA_STAGES_S.values())
-    return {**suite, "suite_total_s": suite["total_s"] + starts, "stages_s": EXTRA_STAGES_S,
-            "total_s": total}
+    stages: dict[str, dict] = {}
+    for name, families in SUITE_STAGES.items():
+        pairs = [(c, b) for c in cases if c.workload in families for b in c.backends]
+        stages[name] = total_estimate(pairs, device, PRESETS["gpu"], tune)
+    suite_s = sum(s["total_s"] for s in stages.values())
+    return {"pairs": sum(s["pairs"] for s in stages.values()),
+            "compile_s": sum(s["compile_s"] for s in stages.values()),
+            "suite_stages": {k: round(v["total_s"], 1) for k, v in stages.items()},
+            "suite_total_s": suite_s, "other_stages_s": EXTRA_STAGES_S,
+            "total_s": suite_s + sum(EXTRA_STAGES_S.values())}
 
 
 def read_rows(path: Path) -> list[dict]:
