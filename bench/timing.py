@@ -276,6 +276,29 @@ def backlog_s(host_s_per_rep: float, reps: int) -> float:
     return min(MAX_BACKLOG_S, 1.2 * host_s_per_rep * reps)
 
 
+def enqueue_s(fn: Callable[[], object], device: DeviceInfo,
+              flush: Callable[[], None] | None) -> float:
+    """The host's time to enqueue one sample (flush and call, no synchronisation inside),
+    then waits for the device: what the backlog must cover per sample."""
+    t0 = time.perf_counter()
+    if flush is not None:
+        flush()
+    fn()
+    host_s = time.perf_counter() - t0
+    synchronizer(device)()
+    return host_s
+
+
+def sleep(device: DeviceInfo, seconds: float) -> None:
+    """Queue `seconds` of GPU busy-waiting on the current stream (torch.cuda._sleep), so the
+    work the host enqueues next starts only once it is all queued. No-op on CPU or for 0."""
+    cycles = int(seconds * SLEEP_CYCLES_PER_S)
+    if device.kind == "cuda" and cycles > 0:
+        import torch
+
+        torch.cuda._sleep(cycles)
+
+
 def _measure_cuda(fn: Callable[[], object], device: DeviceInfo, cfg: TimingConfig,
                   region: AbstractContextManager) -> Timing:
     import torch
@@ -284,14 +307,9 @@ def _measure_cuda(fn: Callable[[], object], device: DeviceInfo, cfg: TimingConfi
         flush = l2_flusher(device, cfg)
         reps = repetitions(warm_up(fn, device, cfg), cfg)
         timers = [EventTimer(device) for _ in range(reps)]
-        t0 = time.perf_counter()  # the host's time to enqueue one sample (no synchronisation)
-        if flush is not None:
-            flush()
-        fn()
-        host_s = time.perf_counter() - t0
-        torch.cuda.synchronize()
+        host_s = enqueue_s(fn, device, flush)
         with region:
-            torch.cuda._sleep(int(backlog_s(host_s, reps) * SLEEP_CYCLES_PER_S))
+            sleep(device, backlog_s(host_s, reps))
             for timer in timers:
                 if flush is not None:
                     flush()  # outside the events: a cold L2 for every sample
@@ -308,11 +326,14 @@ class DeviceClock:
 
     pytest-benchmark times host code; with this clock as its timer its numbers mean device time
     (reading the clock synchronises, then folds the finished events into the total).
-    On CPU it is perf_counter.
+    `backlog_s`: a GPU sleep queued before each wrapped call, as the recipe's backlog: the
+    device is idle when a round starts (the clock has just synchronised), so without it a
+    launch-heavy call would measure the host enqueueing it. On CPU it is perf_counter.
     """
 
-    def __init__(self, device: DeviceInfo):
+    def __init__(self, device: DeviceInfo, backlog_s: float = 0.0):
         self.device = device
+        self.backlog_s = backlog_s
         self.total_s = 0.0
         self._pending: list = []
 
@@ -321,6 +342,7 @@ class DeviceClock:
             return fn
 
         def timed():
+            sleep(self.device, self.backlog_s)  # outside the interval
             with device_interval(self.device) as t:
                 out = fn()
             self._pending.append(t)

@@ -1,6 +1,7 @@
 """Workload families, one file each; importing this package registers them all.
 
-Every module here except `base` defines one `Workload` subclass decorated with `@register`.
+Every module here except `base` and the helpers (`sdpa`, `attention_cases`, `shapes`: data and
+functions the workloads share) defines one `Workload` subclass decorated with `@register`.
 """
 
 import importlib
