@@ -14,10 +14,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from bench.budget import total_estimate
 from bench.device import DeviceInfo
-from bench.suites import suite_cases
-from bench.timing import PRESETS
 
 # The script's suite stages (one process each) and the workload families each runs.
 SUITE_STAGES = {"bandwidth": ("membw", "hostdevice"), "gemm": ("gemm",),
@@ -35,6 +32,11 @@ def estimate(device: DeviceInfo = H200, tune: bool = False) -> dict:
     case (an upper bound: a backend this torch cannot run is skipped in a second), per-case
     timing from the GPU preset, compiles by bench/budget.py's assumptions, each stage's process
     start, and the other stages at their full timeouts."""
+    # lazy: the summary (the script's last word) must not need torch, which the cases import
+    from bench.budget import total_estimate
+    from bench.suites import suite_cases
+    from bench.timing import PRESETS
+
     cases = suite_cases("campaign", device)
     stages: dict[str, dict] = {}
     for name, families in SUITE_STAGES.items():

@@ -81,3 +81,18 @@ def test_cpu_cases_pass_their_check_on_every_backend():
             assert r.status == "ok", r.error
             assert r.correct and r.tflops > 0 and r.gbps > 0
             assert r.bytes == WL.bytes_moved(case) and r.shape == WL.shape(case)
+
+
+@pytest.mark.gpu
+def test_gpu_decode_campaign_case_on_every_backend():
+    """On a GPU: the campaign's decode shape checks out on ours and on each SDPA path that can
+    run it (the others are skipped with a reason, never failed)."""
+    device = detect()
+    ctx = RunContext("decode-gpu", device, PRESETS["smoke"], telemetry=False)
+    (case,) = WL.cases("campaign", device)
+    for backend in case.backends:
+        r = run_case(case, backend, ctx)
+        assert r.status in ("ok", "skipped"), (backend, r.error)
+        if r.status == "ok":
+            assert r.correct and r.gbps > 0
+    assert run_case(case, "triton", ctx).status == "ok"

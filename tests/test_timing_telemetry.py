@@ -176,3 +176,37 @@ class _Recorder:
     def fill_(self, value):
         self.order.append("flush")
         return self
+
+
+@pytest.mark.gpu
+def test_gpu_event_timer_clock_and_flush():
+    """The CUDA paths of the one timing primitive, the pytest-benchmark clock with its backlog,
+    and the flush's return contract on a real device buffer."""
+    import torch
+
+    from bench.timing import (
+        DeviceClock,
+        EventTimer,
+        default_config,
+        device_interval,
+        l2_flusher,
+    )
+
+    device = detect()
+    x = torch.randn(4096, 4096, device=device.torch_device)
+    with device_interval(device) as t:
+        x @ x
+    assert 0 < t.seconds() < 1.0
+    timers = [EventTimer(device) for _ in range(3)]
+    for timer in timers:
+        timer.start()
+        x @ x
+        timer.stop()
+    assert all(0 < timer.seconds() < 1.0 for timer in timers)
+    clock = DeviceClock(device, backlog_s=0.001)
+    fn = clock.wrap(lambda: x @ x)
+    start = clock()
+    fn()
+    assert clock() - start > 0  # device time of the call (the sleep before it is outside)
+    flush = l2_flusher(device, default_config(device))
+    assert flush is not None and flush() is None
