@@ -72,6 +72,12 @@ def summary(out: Path) -> str:
                 "124": "timed out", "137": "killed", "130": "interrupted",
                 "cap": "not run (cap)"}.get(rc, "failed")
         lines.append(f"{name:<20} {rc:>5} {secs:>9}  {note}")
+    overhead = out / "telemetry_overhead.json"
+    try:
+        pct = json.loads(overhead.read_text())["overhead_pct"]
+        lines.append(f"telemetry overhead: {pct:+.2f}% (sampler on vs off, {overhead.name})")
+    except (OSError, ValueError, KeyError, TypeError):  # the stage did not finish
+        pass
     rows = read_rows(out / "results.jsonl")
     counts = Counter((r.get("workload"), r.get("status"), r.get("error") == "budget")
                      for r in rows)

@@ -15,7 +15,8 @@
 # Environment (defaults in brackets): OUT [$PWD/out], SUITE [campaign], TIMING [by device],
 # CAMPAIGN_CAP_S [480], CAMPAIGN_<STAGE>_S (a stage's own limit, e.g. CAMPAIGN_GEMM_S),
 # ALLREDUCE_BACKEND [nccl], ALLREDUCE_MAX [1G], PYTHON [python3], CAMPAIGN_WHEELS [.whl],
-# CAMPAIGN_SITE [/tmp/site]. The CPU rehearsal (tests/test_campaign_script.py) runs this same
+# CAMPAIGN_SITE [/tmp/site], COLOSSUS_GIT_SHA (the commit, where the copied tree has no git:
+# every row's software.git_sha). The CPU rehearsal (tests/test_campaign_script.py) runs this same
 # script with SUITE=quick TIMING=smoke ALLREDUCE_BACKEND=gloo and a small cap.
 set -uo pipefail
 

@@ -55,6 +55,8 @@ def test_summary_reads_stages_and_rows(tmp_path):
     (tmp_path / "results.jsonl").write_text(
         '{"workload": "gemm", "status": "ok"}\n'
         '{"workload": "gemm", "status": "skipped", "error": "budget"}\n{"workload": "ge')
+    (tmp_path / "telemetry_overhead.json").write_text('{"overhead_pct": 0.4}')
     text = summary(tmp_path)
+    assert "telemetry overhead: +0.40%" in text
     assert "timed out" in text and "not run (cap)" in text and "rows: 2" in text
     assert "(budget)" in text

@@ -184,3 +184,24 @@ def test_no_budget_runs_everything_and_tells_the_time_left(planted):
                   timing=PRESETS["smoke"], on_estimate=lefts.append)
     assert [r.status for r in results] == ["ok"] * 3
     assert len(lefts) == 3 and lefts[0] > lefts[1] > lefts[2] > 0
+
+
+def test_a_copied_tree_without_git_takes_its_commit_from_the_environment(monkeypatch, tmp_path):
+    import subprocess as sp
+
+    from bench import provenance
+
+    def no_git(*a, **k):
+        raise sp.CalledProcessError(128, "git")
+
+    monkeypatch.setattr(provenance.subprocess, "run", no_git)
+    monkeypatch.setenv("COLOSSUS_GIT_SHA", "abc123")
+    provenance.git_state.cache_clear()
+    try:
+        assert provenance.git_state() == ("abc123", None)
+        monkeypatch.delenv("COLOSSUS_GIT_SHA")
+        provenance.git_state.cache_clear()
+        assert provenance.git_state() == (None, None)
+    finally:
+        provenance.git_state.cache_clear()
+        provenance.software.cache_clear()
