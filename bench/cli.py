@@ -32,6 +32,8 @@ def results_table(results) -> Table:
         pct = None if r.peak_fraction is None else r.peak_fraction * 100
         power = (r.telemetry or {}).get("power_w_mean")
         status = r.status if r.status == "ok" else f"[red]{r.status}[/]"
+        if r.status == "skipped" and r.error == "budget":  # left out by --budget, not broken
+            status = "[yellow]skipped: budget[/]"
         correct = {True: "yes", False: "[red]NO[/]", None: "-"}[r.correct]
         # compute workloads report TFLOP/s, bandwidth ones GB/s: one throughput per row
         gb = r.gbps if r.tflops is None else None
