@@ -105,3 +105,17 @@ def test_sigterm_still_exports_what_finished(tmp_path):
     assert "130" in stages(out).values()
     assert any(r["workload"] == "membw" for r in jsonl(out))
     assert "== campaign summary" in stdout
+
+
+@pytest.mark.xfail(strict=True, reason="results/cli.py imports results.upload (and psycopg) at "
+                   "start, so every verb fails on the GPU image, which has no psycopg; fix: "
+                   "import upload lazily in results/cli.py (not this part's file)")
+def test_the_verbs_start_without_psycopg_as_on_the_gpu_image(tmp_path):
+    shim = tmp_path / "shim" / "psycopg"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text("raise ImportError('no psycopg on the GPU image')\n")
+    proc = subprocess.run([sys.executable, "-m", "cli", "info", "--json"], cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": f"{shim.parent}:{ROOT}"},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["device"]["kind"] in ("cpu", "cuda")
