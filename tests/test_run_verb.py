@@ -78,8 +78,10 @@ def test_budget_rows_are_stored_as_skipped(db_url):
 
 @pytest.mark.slow
 def test_campaign_with_a_30s_budget_on_cpu(tmp_path):
-    """The whole CPU campaign takes longer than 30 s here; with --budget 30 it stops in time
-    and says what it left out (statuses, and only a generous bound on the wall time)."""
+    """`run --suite campaign --budget 30` on CPU ends within about 30 s plus one case, with
+    every row ok or skipped for the budget, the skipped ones the rest of the suite order. (The
+    whole CPU campaign takes 30 to 60 s here depending on load, so whether any case is left out
+    varies; test_budget_rows_are_stored_as_skipped and test_runner's budget test make sure.)"""
     db = tmp_path / "c.db"
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "cli", "run", "--suite", "campaign",
@@ -89,9 +91,11 @@ def test_campaign_with_a_30s_budget_on_cpu(tmp_path):
     wall = time.monotonic() - t0
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     df = Store(str(db)).frame()
-    assert set(df.status) <= {"ok", "skipped"}
-    assert (df.status == "ok").any()
-    assert (df.error == "budget").any(), "the CPU campaign fit in 30 s: nothing to assert"
-    after = df.error.eq("budget").idxmax()
-    assert df.error.iloc[after:].eq("budget").all()  # the rest, in priority order
+    assert len(df) == 23  # every case-backend of the CPU campaign has its row
+    ok = df.status == "ok"
+    left_out = (df.status == "skipped") & (df.error == "budget")
+    assert (ok | left_out).all() and ok.any()
+    if left_out.any():
+        first = int(left_out.to_numpy().argmax())
+        assert left_out.iloc[first:].all()  # the rest, in priority order
     assert wall < 30 + 60  # 30 s, one case over, and the process start
