@@ -60,7 +60,8 @@ REF_BLOCK_ELEMS = 2**27
 
 
 def gemm_flops(m: int, n: int, k: int) -> float:
-    """2 M N K: one multiply and one add per (i, j, l) (ANCHORS.md FLOP conventions)."""
+    """2 M N K: one multiply and one add per (i, j, l) (the convention of cuBLAS's and Triton's
+    matmul benchmarks, e.g. Triton tutorial 03's `perf = 2 * M * N * K * 1e-12 / (ms * 1e-3)`)."""
     return 2.0 * m * n * k
 
 
@@ -99,7 +100,7 @@ def _quick() -> list[Case]:
     return [
         _case("bf16", 4096, 4096, 4096),
         _case("bf16", 8192, 8192, 8192),
-        # Triton tutorial 09's fp8 benchmark shape (ANCHORS.md: cuBLAS 1278, Triton 1347).
+        # Triton tutorial 09's fp8 benchmark shape (python/tutorials/09-persistent-matmul.py).
         _case("fp8_e4m3", 8192, 8192, 4096, shape="tutorial09"),
     ]
 

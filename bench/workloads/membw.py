@@ -1,7 +1,7 @@
 """membw: HBM bandwidth by STREAM copy and triad, torch and our Triton kernels.
 
 GB/s counts bytes read plus written (copy moves 2 buffers' worth, triad 3), the convention of
-STREAM and of the ceilings in ANCHORS.md (H100 ~3.0 TB/s, H200 ~4.3 TB/s device copy). Buffers
+STREAM (McCalpin, "STREAM: Sustainable Memory Bandwidth in High Performance Computers"). Buffers
 are far larger than L2 (50-60 MB on Hopper), so this is HBM, not cache.
 """
 
