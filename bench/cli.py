@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -43,6 +45,8 @@ def results_table(results) -> Table:
         pct = None if r.peak_fraction is None else r.peak_fraction * 100
         power = (r.telemetry or {}).get("power_w_mean")
         status = r.status if r.status == "ok" else f"[red]{r.status}[/]"
+        if r.status == "skipped" and r.error == "budget":  # left out by --budget, not broken
+            status = "[yellow]skipped: budget[/]"
         correct = {True: "yes", False: "[red]NO[/]", None: "-"}[r.correct]
         # compute workloads report TFLOP/s, bandwidth ones GB/s: one throughput per row
         gb = r.gbps if r.tflops is None else None
@@ -55,7 +59,7 @@ def results_table(results) -> Table:
 # Choices as plain data for help and shell completion; bench.suites.SUITES and
 # bench.timing.PRESETS are the truth (tests/test_cli.py checks these match): importing
 # bench.suites here would load torch on every `--help`.
-Suite = choice("Suite", ("quick", "standard", "full", "mamf"))
+Suite = choice("Suite", ("quick", "standard", "full", "mamf", "campaign"))
 Timing = choice("Timing", ("gpu", "cpu", "smoke"))
 
 FILTER_HELP = ("select by case key (workload/dtype/params) and backend: an exact KEY:BACKEND, "
@@ -75,7 +79,8 @@ def run(
     filter: list[str] | None = typer.Option(None, "--filter", "-k", help=FILTER_HELP),
     db: str | None = typer.Option(None, "--db", help=DB_HELP),
     list_only: bool = typer.Option(False, "--list", help="print the cases and backends the "
-                                   "suite and filter select, and run nothing"),
+                                   "suite and filter select, with the estimated time, and run "
+                                   "nothing"),
     as_json: bool = typer.Option(False, "--json", help="print the records (or with --list the "
                                  "selection) as JSON on stdout; tables go to stderr"),
     json_out: Path | None = typer.Option(None, "--json-out", help="also write the records to "
@@ -85,20 +90,35 @@ def run(
                                          help="timing preset"),
     upload: str | None = typer.Option(None, "--upload",
                                          help="after the run, upload to this shared database"),
+    budget: float | None = typer.Option(None, "--budget", metavar="SECONDS",
+                                        help="time box: cases run in suite (priority) order; "
+                                             "those that would not fit are stored as skipped "
+                                             "(error 'budget')"),
+    tune: bool = typer.Option(False, "--tune", help="full Triton autotuning (COLOSSUS_TUNE=1); "
+                                                    "costs compiles, see --list"),
 ) -> None:
-    """Check, time and store every case of a suite on this machine's device."""
+    """Check, time and store every case of a suite on this machine's device.
+
+    Exit status: 0 every case ok or skipped, 1 a case failed its check or crashed, 2 bad input,
+    130 interrupted.
+    """
     from bench import runner
     from bench.device import detect
     from bench.suites import SuiteError
-    from bench.timing import PRESETS
+    from bench.timing import PRESETS, default_config
 
+    if budget is not None and not budget > 0:  # also refuses nan
+        raise fail(f"--budget must be a positive number of seconds, got {budget}")
+    if tune:
+        os.environ["COLOSSUS_TUNE"] = "1"  # read by the kernels when they pick configs
     device = detect()
     try:
         pairs = list_pairs(value(suite), filter, device)
     except SuiteError as e:
         raise fail(str(e)) from None
+    cfg = PRESETS[value(timing)] if timing else default_config(device)
     if list_only:
-        _print_list(pairs, value(suite), device, as_json)
+        _list(pairs, value(suite), device, cfg, tune, budget, as_json)
         return
     if json_out is not None and not json_out.parent.is_dir():  # refused before any case runs
         raise fail(f"--json-out {json_out}: no folder {json_out.parent}")
@@ -119,14 +139,14 @@ def run(
         entry[1] = error
 
     cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn())
+            TimeElapsedColumn(), TextColumn("{task.fields[left]}"))
     try:  # progress on stderr, so piped stdout stays clean
         with Progress(*cols, console=err_console, transient=True) as progress:
-            task = progress.add_task("starting", total=len(pairs))
-            runner.run(pairs, store, device=device, run_id=run_id,
-                       timing=PRESETS[value(timing)] if timing else None,
-                       telemetry=not no_telemetry,
+            task = progress.add_task("starting", total=len(pairs), left="")
+            runner.run(pairs, store, device=device, run_id=run_id, timing=cfg,
+                       telemetry=not no_telemetry, budget_s=budget, tune=tune,
                        on_start=lambda c, b: progress.update(task, description=f"{c.key}:{b}"),
+                       on_estimate=lambda s: progress.update(task, left=f"~{_duration(s)} left"),
                        on_result=lambda r: (done.append(r), progress.advance(task)),
                        on_unstored=note_unstored)
     except KeyboardInterrupt:
@@ -137,13 +157,16 @@ def run(
     out.print(results_table(done))
     print_comparison(done, out)
     bad = [r for r in done if r.status == "failed"]
+    left_out = sum(r.status == "skipped" and r.error == runner.BUDGET for r in done)
     kept = sum(n for n, _ in unstored.values())
     out.print(f"run {run_id}: {len(done) - kept} results stored in {store.display_url}"
-              + (f"; [red]{len(bad)} failed[/]" if bad else ""))
+              + (f"; [red]{len(bad)} failed[/]" if bad else "")
+              + (f"; {left_out} skipped: over the {budget:g} s budget" if left_out else ""))
     for path, (n, error) in unstored.items():
         reason = first_line(error)
-        err_console.print(f"[yellow]{n} results could not be stored ({reason}); they are kept in "
-                          f"{path}: load them with `colossus-bench ingest {path}`[/]",
+        err_console.print(f"[yellow]{n} results could not be stored in {store.display_url} "
+                          f"({escape(reason)}); they are kept in {path}: load them with "
+                          f"`colossus-bench ingest --db '{store.display_url}' {path}`[/]",
                           highlight=False, soft_wrap=True)
     records = [r.to_dict() for r in done]
     if json_out:
@@ -156,16 +179,34 @@ def run(
         print_json(records)
     if upload:
         _upload_after_run(store, upload)
+    if bad:
+        raise typer.Exit(1)  # a case failed its check or crashed: its row says why
 
 
-def _print_list(pairs, suite: str, device, as_json: bool) -> None:
+def _duration(seconds: float) -> str:
+    s = max(0, round(seconds))
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def _list(pairs, suite: str, device, cfg, tune: bool, budget: float | None,
+          as_json: bool) -> None:
+    """--list: the case-backends a suite and filter select, each with its time estimate."""
+    from bench.budget import Estimator, total_estimate
+
+    est = Estimator(device, cfg, tune)
+    rows = [{"case": c.key, "backend": b, "estimate_s": round(est.estimate(c, b), 2)}
+            for c, b in pairs]
+    total = total_estimate(pairs, device, cfg, tune)
     if as_json:
-        print_json([{"case": c.key, "backend": b} for c, b in pairs])
-        return
-    for c, b in pairs:
-        console.print(f"{c.key}:{b}", highlight=False, soft_wrap=True)
-    err_console.print(f"{len(pairs)} case-backends of suite {suite} on {device.name} "
-                      f"({device.kind})", highlight=False)
+        print_json(rows)
+    else:
+        for r in rows:
+            console.print(f"{r['case']}:{r['backend']}  ~{r['estimate_s']:.1f} s",
+                          highlight=False, soft_wrap=True)
+    err_console.print(f"{total['pairs']} case-backends of suite {suite} on {device.name} "
+                      f"({device.kind}), estimated {_duration(total['total_s'])} (compiles "
+                      f"{_duration(total['compile_s'])}; assumptions in bench/budget.py)"
+                      + (f"; budget {_duration(budget)}" if budget else ""), highlight=False)
 
 
 def _upload_after_run(store, url: str) -> None:

@@ -13,10 +13,13 @@ from bench.device import DeviceInfo
 from bench.workloads import WORKLOADS, Case
 
 SUITES: dict[str, tuple[str, ...]] = {
-    "quick": ("membw", "gemm", "attention"),
-    "standard": ("membw", "gemm", "attention", "hostdevice"),
-    "full": ("membw", "gemm", "attention", "hostdevice"),
+    "quick": ("membw", "gemm", "attention", "decode_attention"),
+    "standard": ("membw", "gemm", "attention", "decode_attention", "hostdevice"),
+    "full": ("membw", "gemm", "attention", "decode_attention", "hostdevice"),
     "mamf": ("gemm",),  # the max-achievable-matmul sweep
+    # One GPU window (about 8 minutes on an H200, see bench/budget.py), in priority order: what
+    # matters most first, so a time-boxed run (--budget) drops the least important cases.
+    "campaign": ("membw", "hostdevice", "gemm", "attention", "decode_attention"),
 }
 
 

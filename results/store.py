@@ -91,6 +91,10 @@ results_table = sa.Table(
     sa.Column("algbw_gbps", sa.Float),
     sa.Column("busbw_gbps", sa.Float),
     sa.Column("peak_fraction", sa.Float),
+    sa.Column("compile_s", sa.Float),
+    sa.Column("flops", sa.Float),
+    sa.Column("bytes", sa.Float),
+    sa.Column("shape", sa.String(MAX_LENGTHS["shape"])),
     sa.Column("correct", sa.Boolean),
     sa.Column("max_rel_error", sa.Float),
     sa.Column("tolerance", sa.Float),
@@ -113,7 +117,10 @@ JSON_COLUMNS = ["params", "device", "software", "samples_s", "telemetry"]
 # bump (both databases have transactional DDL), so a failed migration leaves the table as it was.
 # Version 1 is the table created above. A `results` table without a version row is taken to be
 # version 1: every colossus-bench since the first writes the row.
-MIGRATIONS: dict[int, list[str]] = {}
+MIGRATIONS: dict[int, list[str]] = {
+    2: [f"ALTER TABLE results ADD COLUMN {c}" for c in (
+        "compile_s FLOAT", "flops FLOAT", "bytes FLOAT", f"shape VARCHAR({MAX_LENGTHS['shape']})")],
+}
 BASE_VERSION = 1
 
 # Key of the PostgreSQL advisory lock that serialises creating and migrating the shared table

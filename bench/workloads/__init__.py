@@ -1,7 +1,8 @@
 """Workload families, one file each; importing this package registers them all.
 
-Every module listed below defines one `Workload` subclass decorated with `@register`; a new
-family is one new file and one name in the import line.
+Every module listed in the import line below defines one `Workload` subclass decorated with
+`@register`; `base` and the helpers (`sdpa`, `attention_cases`, `shapes`: data and functions the
+workloads share) define none. A new family is one new file and one name in that line.
 """
 
 from bench.workloads import attention, gemm, hostdevice, membw  # noqa: F401  (they register)
