@@ -14,6 +14,10 @@ Cases (plain data, CASES):
   Output Throughput (tokens/sec)", trtllm-bench at maximum load, FP8 checkpoints): Llama 3.3 70B
   (Llama 3 70B's architecture) on H200 TP1 and H100 TP2, Llama 3.1 405B (Llama 3 405B's) on TP8,
   uniform input/output lengths; batch unstated, so the model's own (memory-bound) batch is used.
+  Each run is a finite set of requests (the same file's $num_requests table: 3000 for 128/2048,
+  500/2000 and 1000/1000, 1500 for 2048/2048), all queued at once with the same lengths, so
+  they run in waves of at most `batch` that start and end together: the last wave runs part
+  full, and the table's tokens/s is all tokens over the whole run (finite_run_tokens_per_s).
 
 Nothing is fitted to these cases: the model runs on the shipped reference results or its labelled
 fallbacks, with the training model's one calibrated constant.
@@ -25,7 +29,7 @@ from dataclasses import dataclass
 
 from reports.model.hardware import gpu
 from reports.model.measurements import as_measurements
-from reports.model.serving import Serving, evaluate
+from reports.model.serving import Serving, ServingEstimate, evaluate, figures, timing
 from reports.model.step import model_from
 
 LLAMA2_70B = {"name": "llama2-70b", "layers": 80, "hidden": 8192, "heads": 64, "kv_heads": 8,
@@ -56,6 +60,7 @@ class ServingCase:
     ttft_s: float | None = None
     tpot_s: float | None = None
     max_batch: int | None = None
+    requests: int | None = None  # a finite run of this many requests (None: steady state)
 
     def setting(self) -> dict:
         return {"model": self.model, "precision": self.precision, "gpus": self.gpus,
@@ -75,11 +80,31 @@ def _mlperf(g: str, sc: str, published: float, tp: int, batch: int, out: int) ->
                        0.2 if server else None, batch if server else None)
 
 
+# trtllm-bench requests per run by input/output length (perf-overview.md, "$num_requests")
+TRT_REQUESTS = {(128, 2048): 3000, (500, 2000): 3000, (1000, 1000): 3000, (2048, 2048): 1500}
+
+
 def _trt(model: str, g: str, tp: int, i: int, o: int, published: float) -> ServingCase:
     label = {"llama3-70b": "Llama 3.3 70B", "llama3-405b": "Llama 3.1 405B"}[model]
     return ServingCase(f"TensorRT-LLM {label} {i}/{o}, {g} TP{tp}", model, g, "fp8", tp, tp, i,
                        o, "offline", published,
-                       _TRT.format(model=label, gpu=g.split("-")[0], tp=tp, i=i, o=o))
+                       _TRT.format(model=label, gpu=g.split("-")[0], tp=tp, i=i, o=o),
+                       requests=TRT_REQUESTS[(i, o)])
+
+
+def finite_run_tokens_per_s(est: ServingEstimate, requests: int, meas) -> float:
+    """Output tokens/s of one replica over a finite run of `requests` equal requests queued at
+    once: waves of min(batch, left) sequences, each output_len token steps at its own batch
+    (the steady-state step of that batch: the same prefills and average KV cache per step),
+    all tokens over the summed time. One wave or many full ones: the steady-state figure."""
+    s = est.serving
+    f = figures(s, meas)
+    left, seconds = requests, 0.0
+    while left > 0:
+        wave = min(est.batch, left)
+        seconds += s.output_len * timing(s, meas, f, wave).tpot_s
+        left -= wave
+    return requests * s.output_len / seconds
 
 
 CASES: tuple[ServingCase, ...] = (
@@ -118,13 +143,18 @@ def validate_serving(measurements=None) -> list[dict]:
     meas = as_measurements(measurements)
     rows = []
     for c in CASES:
-        est = evaluate(case_serving(c), meas).to_dict()
+        e = evaluate(case_serving(c), meas)
+        est = e.to_dict()
         pred = est["output_tokens_per_s"]
+        if c.requests:  # requests spread over the replicas, each a finite run of its share
+            pred = est["replicas"] * finite_run_tokens_per_s(e, -(-c.requests // est["replicas"]),
+                                                             meas)
         rows.append({"kind": "serving", "name": c.name, "gpu": c.gpu, "gpus": c.gpus,
                      "published": c.published_tokens_per_s, "predicted": pred,
                      "error_pct": (pred - c.published_tokens_per_s)
                      / c.published_tokens_per_s * 100,
                      "unit": "output tokens/s", "setting": c.setting(),
-                     "predicted_batch": est["batch"], "source": c.source,
+                     "predicted_batch": est["batch"], "requests": c.requests,
+                     "steady_state": est["output_tokens_per_s"], "source": c.source,
                      "inputs": est["sources"]})
     return rows
