@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 from reports.model.hardware import GIB, GPU
 from reports.model.measurements import Figure, Measurements
@@ -47,13 +48,14 @@ ASSUMPTIONS: dict[str, Figure] = {
                                   "assumption"),
     "ttft_wait_steps": Figure(1.5, "assumption: a new request waits half a step to be scheduled, "
                               "then its prefill runs inside one full decode step", "assumption"),
-    "allreduce_by_size": Figure(1.0, "all-reduce time by message size: published nccl-tests "
-                                "all_reduce_perf on 8x H100-SXM in one node (aws-samples/"
-                                "awsome-distributed-training 1.architectures/3.aws-batch/"
-                                "README.md; ALLREDUCE_8GPU_US), taken for the H200 too (same "
-                                "NVLink 4 and NVSwitch), busbw capped at the node's "
-                                "large-message figure; until all-reduce rows by size are "
-                                "measured", "assumption"),
+    "allreduce_by_size": Figure(1.0, "all-reduce time by size: published nccl-tests on one 8x "
+                                "H100-SXM node (ALLREDUCE_8GPU_US), for the H200 too (same "
+                                "NVLink 4/NVSwitch), busbw capped at the node's large-message "
+                                "figure", "assumption"),
+    "poisson_in_flight": Figure(1.0, "assumption: under Poisson arrivals (MLPerf Server) the "
+                                "sequences in flight are Poisson around the mean batch b, so a "
+                                "p-th percentile latency limit holds at b + z_p sqrt(b)",
+                                "assumption"),
 }
 A = {k: v.value for k, v in ASSUMPTIONS.items()}
 
@@ -76,6 +78,7 @@ class Serving:
     tpot_s: float | None = None
     replicas: int = 1
     max_batch: int = int(A["max_batch"])
+    latency_percentile: float | None = None  # targets are this percentile (None: the mean)
 
     @property
     def gpus_per_replica(self) -> int:
@@ -303,10 +306,20 @@ def timing(s: Serving, meas: Measurements, f: dict, batch: int, eff: float = 1.0
 # --- the batch and the estimate -------------------------------------------------------------------
 
 
+def peak_batch(b: int, percentile: float | None) -> int:
+    """The batch a percentile latency limit is checked at: a mean of b sequences in flight
+    under Poisson arrivals is Poisson(b), so its p-th percentile is ~b + z_p sqrt(b) (normal
+    approximation; ASSUMPTIONS poisson_in_flight). None: the mean, b."""
+    if percentile is None:
+        return b
+    return math.ceil(b + NormalDist().inv_cdf(percentile / 100) * math.sqrt(b))
+
+
 def choose_batch(s: Serving, meas: Measurements, f: dict) -> tuple[int, str]:
     """The batch and why: as given (checked to fit), else the largest that fits in memory, the
     engine cap and the latency targets. TPOT and TTFT grow with the batch, so a bisection finds
-    the largest meeting them; a target not even batch 1 meets is refused with the best value."""
+    the largest meeting them (percentile targets checked at peak_batch); a target not even batch
+    1 meets is refused with the best value."""
     if s.batch is not None:
         check_fits(s, s.batch)
         return s.batch, "given"
@@ -317,7 +330,7 @@ def choose_batch(s: Serving, meas: Measurements, f: dict) -> tuple[int, str]:
     why = "memory" if fits <= s.max_batch else "max_batch"
 
     def meets(b: int) -> bool:
-        t = timing(s, meas, f, b)
+        t = timing(s, meas, f, peak_batch(b, s.latency_percentile))
         return (s.tpot_s is None or t.tpot_s <= s.tpot_s) and \
             (s.ttft_s is None or t.ttft_s <= s.ttft_s)
 
