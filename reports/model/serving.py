@@ -336,7 +336,7 @@ def choose_batch(s: Serving, meas: Measurements, f: dict) -> tuple[int, str]:
 
     if meets(hi):
         return hi, why
-    one = timing(s, meas, f, 1)
+    one = timing(s, meas, f, peak_batch(1, s.latency_percentile))
     if not meets(1):
         missed = [f"{k} {getattr(s, k)} s (best achievable {getattr(one, k):.4g} s at batch 1)"
                   for k in ("tpot_s", "ttft_s") if getattr(s, k) is not None
