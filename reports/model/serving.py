@@ -52,7 +52,8 @@ ASSUMPTIONS: dict[str, Figure] = {
                                 "H100-SXM node (ALLREDUCE_8GPU_US), for the H200 too (same "
                                 "NVLink 4/NVSwitch), busbw capped at the node's large-message "
                                 "figure", "assumption"),
-    "poisson_in_flight": Figure(1.0, "assumption: under Poisson arrivals (MLPerf Server) the "
+    "poisson_in_flight": Figure(1.0, "assumption: under Poisson arrivals (MLPerf Server: Reddi "
+                                "et al. 2020, sec. III) the "
                                 "sequences in flight are Poisson around the mean batch b, so a "
                                 "p-th percentile latency limit holds at b + z_p sqrt(b)",
                                 "assumption"),
