@@ -227,6 +227,23 @@ def test_allreduce_busbw_follows_the_published_curve():
     assert allreduce_busbw_gbps(2 ** 30, 370) == 370  # capped at the node's large-message figure
 
 
+def test_measured_allreduce_rows_replace_the_published_curve():
+    def row(nbytes, busbw, world=8):
+        return {"workload": "allreduce", "backend": "nccl", "dtype": "bf16", "status": "ok",
+                "correct": True, "params": {"op": "all_reduce", "bytes": nbytes},
+                "device": {"model": "H100-SXM"}, "world_size": world, "busbw_gbps": busbw,
+                "run_id": "run-ar-1"}
+    sizes = (2 ** 20, 2 ** 24, 2 ** 28)
+    est = estimate_serving(spec(batch=64), pd.DataFrame([row(x, 100.0) for x in sizes]))
+    assert "x8, 3 sizes" in est.sources["allreduce_by_size"]
+    f = figures(est.serving, Measurements(pd.DataFrame([row(x, 100.0) for x in sizes]),
+                                          use_reference=False))
+    assert allreduce_busbw_gbps(2 ** 24, 1e9, f["allreduce_by_size"].value) == pytest.approx(100)
+    # two sizes are not a curve: the published one stays
+    two = estimate_serving(spec(batch=64), pd.DataFrame([row(x, 100.0) for x in sizes[:2]]))
+    assert "published nccl-tests" in two.sources["allreduce_by_size"]
+
+
 def test_every_token_of_a_step_pays_the_tp_allreduces(meas):
     s = serving_from(spec())
     f = figures(s, meas)
@@ -235,8 +252,8 @@ def test_every_token_of_a_step_pays_the_tp_allreduces(meas):
     # two all-reduces per layer of tokens x hidden bf16, at the busbw of that size
     nbytes = 344 * s.model.hidden * 2
     assert tp_allreduce_seconds(s, f, 344) == pytest.approx(
-        2 * 80 * nbytes * 2 * 1 / 2 / (allreduce_busbw_gbps(nbytes, f["nvlink_busbw_gbps"].value)
-                                       * 1e9))
+        2 * 80 * nbytes * 2 * 1 / 2 / (allreduce_busbw_gbps(nbytes, f["nvlink_busbw_gbps"].value,
+                                                            f["allreduce_by_size"].value) * 1e9))
     # a prompt riding in a decode step pays its own tokens' all-reduces
     no_comm = prefill_stage_seconds(s, meas, f, 1.0) - tp_allreduce_seconds(s, f, s.input_len)
     assert no_comm > 0 and prefill_stage_seconds(s, meas, f, 1.0) > no_comm

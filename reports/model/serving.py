@@ -48,15 +48,9 @@ ASSUMPTIONS: dict[str, Figure] = {
                                   "assumption"),
     "ttft_wait_steps": Figure(1.5, "assumption: a new request waits half a step to be scheduled, "
                               "then its prefill runs inside one full decode step", "assumption"),
-    "allreduce_by_size": Figure(1.0, "all-reduce time by size: published nccl-tests on one 8x "
-                                "H100-SXM node (ALLREDUCE_8GPU_US), for the H200 too (same "
-                                "NVLink 4/NVSwitch), busbw capped at the node's large-message "
-                                "figure", "assumption"),
-    "poisson_in_flight": Figure(1.0, "assumption: under Poisson arrivals (MLPerf Server: Reddi "
-                                "et al. 2020, sec. III) the "
-                                "sequences in flight are Poisson around the mean batch b, so a "
-                                "p-th percentile latency limit holds at b + z_p sqrt(b)",
-                                "assumption"),
+    "poisson_in_flight": Figure(1.0, "assumption: under Poisson arrivals (MLPerf Server, Reddi et "
+                                "al. 2020 sec. III) the sequences in flight are Poisson(b), so "
+                                "a p-th percentile limit holds at b + z_p sqrt(b)", "assumption"),
 }
 A = {k: v.value for k, v in ASSUMPTIONS.items()}
 
@@ -157,12 +151,34 @@ ALLREDUCE_8GPU_US = ((8, 12.90), (1024, 16.43), (65536, 19.09), (262144, 20.27),
                      (1073741824, 4253.0))
 
 
-def allreduce_busbw_gbps(nbytes: float, cap_gbps: float) -> float:
+def allreduce_curve(meas: Measurements, g: GPU) -> Figure:
+    """All-reduce time by size inside one node, as (bytes, us at 8 ranks) points: NCCL
+    all_reduce rows of at least 3 sizes over the largest world in one node (the best busbw per
+    size, as 8-rank time), else the published ALLREDUCE_8GPU_US (taken for the H200 too: same
+    NVLink 4 and NVSwitch; assumption). value: the points."""
+    rows = [r for w in ("allreduce", "all_reduce") for r in meas.rows(w, g.name)
+            if r["params"].get("op") == "all_reduce" and r.get("backend") in ("nccl", None)
+            and 2 <= int(r.get("world_size") or 0) <= g.node_gpus
+            and float(r.get("busbw_gbps") or 0) > 0 and float(r["params"].get("bytes") or 0) > 0]
+    world = max((int(r["world_size"]) for r in rows), default=0)
+    best: dict[float, float] = {}
+    for r in (r for r in rows if int(r["world_size"]) == world):
+        x = float(r["params"]["bytes"])
+        best[x] = max(best.get(x, 0.0), float(r["busbw_gbps"]))
+    if len(best) < 3:
+        return Figure(ALLREDUCE_8GPU_US, "published nccl-tests all-reduce by size on one 8x "
+                      "H100-SXM node (ALLREDUCE_8GPU_US; for the H200 too: same NVLink 4 and "
+                      "NVSwitch), busbw capped at the node's large-message figure", "assumption")
+    pts = tuple((x, x * 2 * 7 / 8 / (bw * 1e9) * 1e6) for x, bw in sorted(best.items()))
+    return Figure(pts, f"{rows[0]['_origin']}: nccl all_reduce {g.name} x{world}, {len(pts)} "
+                  f"sizes {pts[0][0]:.3g}-{pts[-1][0]:.3g} bytes", rows[0]["_origin"])
+
+
+def allreduce_busbw_gbps(nbytes: float, cap_gbps: float, pts=ALLREDUCE_8GPU_US) -> float:
     """Bus bandwidth (nccl-tests convention: algbw x 2(n-1)/n) of an all-reduce of `nbytes` in
-    one NVLink node: the published 8-GPU time interpolated in log-log, capped by the node's
-    large-message figure (measured rows, else the fallback). busbw normalises out the rank
-    count, so the same curve prices tp 2 and 4 (assumption: their fixed cost is no lower)."""
-    pts = ALLREDUCE_8GPU_US
+    one NVLink node: the 8-rank time of allreduce_curve interpolated in log-log (clamped at its
+    ends), capped by the node's large-message figure (measured rows, else the fallback). busbw
+    normalises out the rank count, so the same curve prices tp 2 and 4 (assumption)."""
     x = min(max(nbytes, pts[0][0]), pts[-1][0])
     i = next(j for j in range(1, len(pts)) if pts[j][0] >= x)
     (a, ta), (b, tb) = pts[i - 1], pts[i]
@@ -179,7 +195,7 @@ def tp_allreduce_seconds(s: Serving, f: dict, tokens: float) -> float:
     if s.tp <= 1 or tokens <= 0:
         return 0.0
     nbytes = tokens * s.model.hidden * 2
-    bw = allreduce_busbw_gbps(nbytes, f["nvlink_busbw_gbps"].value)
+    bw = allreduce_busbw_gbps(nbytes, f["nvlink_busbw_gbps"].value, f["allreduce_by_size"].value)
     return 2 * stage_layers(s) * nbytes * 2 * (s.tp - 1) / s.tp / (bw * 1e9)
 
 
@@ -202,7 +218,7 @@ def figures(s: Serving, meas: Measurements) -> dict[str, Figure]:
     hbm = meas.hbm_tbps(g)
     out = {"hbm_tbps": hbm, "kv_read_tbps": decode_kv_tbps(meas, g, hbm),
            "nvlink_busbw_gbps": meas.nvlink_busbw_gbps(g),
-           "allreduce_by_size": ASSUMPTIONS["allreduce_by_size"],
+           "allreduce_by_size": allreduce_curve(meas, g),
            "attention_prefill_tflops": meas.attention_tflops(g, s.input_len, s.model.head_dim,
                                                              True, "fwd")}
     n, k = gemm_shapes(s.model, s.tp)[2]
