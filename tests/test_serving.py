@@ -10,12 +10,24 @@ from typer.testing import CliRunner
 from cli import app
 from reports.model.measurements import Measurements
 from reports.model.serving import (
+    ALLREDUCE_8GPU_US,
     ASSUMPTIONS,
+    allreduce_busbw_gbps,
+    figures,
     kv_bytes_per_token,
     max_batch_fitting,
+    peak_batch,
+    prefill_stage_seconds,
+    timing,
+    tp_allreduce_seconds,
     weight_bytes_per_gpu,
 )
-from reports.model.serving_cases import CASES, validate_serving
+from reports.model.serving_cases import (
+    CASES,
+    case_serving,
+    finite_run_tokens_per_s,
+    validate_serving,
+)
 from reports.model.serving_cluster import cluster_serving, serving_gain
 from reports.model.serving_scenario import (
     SERVING_SCENARIOS,
@@ -145,7 +157,11 @@ def test_validation_rows(meas):
         for k in ("published", "predicted", "error_pct", "gpu", "source", "setting"):
             assert k in r
     good = [r for r in rows if abs(r["error_pct"]) <= 20]
-    assert len(good) >= 4
+    assert len(good) >= 12
+    # the TensorRT-LLM rows are finite runs of the published request counts
+    trt = [r for r in rows if r["name"].startswith("TensorRT-LLM")]
+    assert trt and all(r["requests"] in (1500, 3000) for r in trt)
+    assert all(r["predicted"] <= r["steady_state"] * (1 + 1e-9) for r in trt)
     assert {"H100-SXM", "H200-SXM"} <= {r["gpu"] for r in good}
 
 
@@ -198,3 +214,66 @@ def test_report_section(tmp_path):
             assert len(row) == len(t["columns"])
             for c in row:
                 assert c["ref"] in d["refs"]
+
+
+def test_allreduce_busbw_follows_the_published_curve():
+    # at a published size the curve returns that row's busbw (8 ranks: algbw x 2 x 7/8)
+    size, us = ALLREDUCE_8GPU_US[9]  # 16 MiB, 124 us
+    assert allreduce_busbw_gbps(size, 1e9) == pytest.approx(size * 1.75 / (us * 1e-6) / 1e9)
+    sizes = [2 ** k for k in range(10, 31)]
+    bws = [allreduce_busbw_gbps(x, 1e9) for x in sizes]
+    assert bws == sorted(bws)  # larger messages reach more of the link
+    assert allreduce_busbw_gbps(2 ** 16, 370) < 10  # 64 KiB: latency-bound
+    assert allreduce_busbw_gbps(2 ** 30, 370) == 370  # capped at the node's large-message figure
+
+
+def test_measured_allreduce_rows_replace_the_published_curve():
+    def row(nbytes, busbw, world=8):
+        return {"workload": "allreduce", "backend": "nccl", "dtype": "bf16", "status": "ok",
+                "correct": True, "params": {"op": "all_reduce", "bytes": nbytes},
+                "device": {"model": "H100-SXM"}, "world_size": world, "busbw_gbps": busbw,
+                "run_id": "run-ar-1"}
+    sizes = (2 ** 20, 2 ** 24, 2 ** 28)
+    est = estimate_serving(spec(batch=64), pd.DataFrame([row(x, 100.0) for x in sizes]))
+    assert "x8, 3 sizes" in est.sources["allreduce_by_size"]
+    f = figures(est.serving, Measurements(pd.DataFrame([row(x, 100.0) for x in sizes]),
+                                          use_reference=False))
+    assert allreduce_busbw_gbps(2 ** 24, 1e9, f["allreduce_by_size"].value) == pytest.approx(100)
+    # two sizes are not a curve: the published one stays
+    two = estimate_serving(spec(batch=64), pd.DataFrame([row(x, 100.0) for x in sizes[:2]]))
+    assert "published nccl-tests" in two.sources["allreduce_by_size"]
+
+
+def test_every_token_of_a_step_pays_the_tp_allreduces(meas):
+    s = serving_from(spec())
+    f = figures(s, meas)
+    one = serving_from(spec(tp=1))
+    assert tp_allreduce_seconds(one, figures(one, meas), 1000) == 0.0
+    # two all-reduces per layer of tokens x hidden bf16, at the busbw of that size
+    nbytes = 344 * s.model.hidden * 2
+    assert tp_allreduce_seconds(s, f, 344) == pytest.approx(
+        2 * 80 * nbytes * 2 * 1 / 2 / (allreduce_busbw_gbps(nbytes, f["nvlink_busbw_gbps"].value,
+                                                            f["allreduce_by_size"].value) * 1e9))
+    # a prompt riding in a decode step pays its own tokens' all-reduces
+    no_comm = prefill_stage_seconds(s, meas, f, 1.0) - tp_allreduce_seconds(s, f, s.input_len)
+    assert no_comm > 0 and prefill_stage_seconds(s, meas, f, 1.0) > no_comm
+    t = timing(s, meas, f, 344)
+    assert t.parts["tp_comm"] == pytest.approx(tp_allreduce_seconds(s, f, 344))
+
+
+def test_finite_runs_and_percentile_batches(meas):
+    from reports.model.serving import evaluate
+
+    c = next(c for c in CASES if c.requests and c.tp == 8)
+    est = evaluate(case_serving(c), meas)
+    steady = est.timing.tokens_per_s
+    assert finite_run_tokens_per_s(est, 3 * est.batch, meas) == pytest.approx(steady)
+    assert finite_run_tokens_per_s(est, est.batch + 1, meas) < steady  # a near-empty last wave
+    assert peak_batch(100, None) == 100 and peak_batch(100, 99) == 124  # 100 + 2.326 x 10
+    server = next(c for c in CASES if c.scenario == "server")
+    assert case_serving(server).latency_percentile == 99
+    p99 = estimate_serving(spec(tpot_s=0.04, latency_percentile=99), meas).to_dict()
+    mean = estimate_serving(spec(tpot_s=0.04), meas).to_dict()
+    assert p99["batch"] < mean["batch"] and p99["tpot_s"] <= 0.04
+    with pytest.raises(ScenarioError, match="latency_percentile must be a number in"):
+        estimate_serving(spec(latency_percentile=100), meas)

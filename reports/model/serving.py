@@ -12,11 +12,13 @@ are the named functions below. Conventions: bytes decimal, GiB binary; per GPU u
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 from reports.model.hardware import GIB, GPU
 from reports.model.measurements import Figure, Measurements
-from reports.model.step import Model, ScenarioError, allreduce_seconds, attention_core_flops
+from reports.model.step import Model, ScenarioError, attention_core_flops
 
 # bytes per weight / KV element
 PRECISIONS = {"bf16": 2, "fp8": 1}
@@ -46,8 +48,9 @@ ASSUMPTIONS: dict[str, Figure] = {
                                   "assumption"),
     "ttft_wait_steps": Figure(1.5, "assumption: a new request waits half a step to be scheduled, "
                               "then its prefill runs inside one full decode step", "assumption"),
-    "nvlink_alpha_s": Figure(1.5e-6, "assumption: ~1.5 us per NVLink all-reduce step "
-                             "(small-message latency; as the training model)", "assumption"),
+    "poisson_in_flight": Figure(1.0, "assumption: under Poisson arrivals (MLPerf Server, Reddi et "
+                                "al. 2020 sec. III) the sequences in flight are Poisson(b), so "
+                                "a p-th percentile limit holds at b + z_p sqrt(b)", "assumption"),
 }
 A = {k: v.value for k, v in ASSUMPTIONS.items()}
 
@@ -70,6 +73,7 @@ class Serving:
     tpot_s: float | None = None
     replicas: int = 1
     max_batch: int = int(A["max_batch"])
+    latency_percentile: float | None = None  # targets are this percentile (None: the mean)
 
     @property
     def gpus_per_replica(self) -> int:
@@ -135,6 +139,66 @@ def check_fits(s: Serving, batch: int) -> None:
         f"{hint}")
 
 
+# nccl-tests all_reduce_perf, 8 ranks on one 8x H100-SXM node (NVLink 4 + NVSwitch), float sum,
+# out-of-place time in us by message bytes (aws-samples/awsome-distributed-training,
+# 1.architectures/3.aws-batch/README.md; mpirun -np 8 -N 8: one node). Decode all-reduces are
+# 1-70 MB, where this curve's busbw (64-360 GB/s) is well below the 370-480 GB/s of the large
+# sizes: the fixed cost of a ring pass (~13-20 us) and pipeline fill dominate there.
+ALLREDUCE_8GPU_US = ((8, 12.90), (1024, 16.43), (65536, 19.09), (262144, 20.27),
+                     (524288, 21.17), (1048576, 28.56), (2097152, 43.45), (4194304, 55.44),
+                     (8388608, 84.29), (16777216, 124.0), (33554432, 198.6), (67108864, 326.6),
+                     (134217728, 592.8), (268435456, 1121.4), (536870912, 2165.3),
+                     (1073741824, 4253.0))
+
+
+def allreduce_curve(meas: Measurements, g: GPU) -> Figure:
+    """All-reduce time by size inside one node, as (bytes, us at 8 ranks) points: NCCL
+    all_reduce rows of at least 3 sizes over the largest world in one node (the best busbw per
+    size, as 8-rank time), else the published ALLREDUCE_8GPU_US (taken for the H200 too: same
+    NVLink 4 and NVSwitch; assumption). value: the points."""
+    rows = [r for w in ("allreduce", "all_reduce") for r in meas.rows(w, g.name)
+            if r["params"].get("op") == "all_reduce" and r.get("backend") in ("nccl", None)
+            and 2 <= int(r.get("world_size") or 0) <= g.node_gpus
+            and float(r.get("busbw_gbps") or 0) > 0 and float(r["params"].get("bytes") or 0) > 0]
+    world = max((int(r["world_size"]) for r in rows), default=0)
+    best: dict[float, float] = {}
+    for r in (r for r in rows if int(r["world_size"]) == world):
+        x = float(r["params"]["bytes"])
+        best[x] = max(best.get(x, 0.0), float(r["busbw_gbps"]))
+    if len(best) < 3:
+        return Figure(ALLREDUCE_8GPU_US, "published nccl-tests all-reduce by size on one 8x "
+                      "H100-SXM node (ALLREDUCE_8GPU_US; for the H200 too: same NVLink 4 and "
+                      "NVSwitch), busbw capped at the node's large-message figure", "assumption")
+    pts = tuple((x, x * 2 * 7 / 8 / (bw * 1e9) * 1e6) for x, bw in sorted(best.items()))
+    return Figure(pts, f"{rows[0]['_origin']}: nccl all_reduce {g.name} x{world}, {len(pts)} "
+                  f"sizes {pts[0][0]:.3g}-{pts[-1][0]:.3g} bytes", rows[0]["_origin"])
+
+
+def allreduce_busbw_gbps(nbytes: float, cap_gbps: float, pts=ALLREDUCE_8GPU_US) -> float:
+    """Bus bandwidth (nccl-tests convention: algbw x 2(n-1)/n) of an all-reduce of `nbytes` in
+    one NVLink node: the 8-rank time of allreduce_curve interpolated in log-log (clamped at its
+    ends), capped by the node's large-message figure (measured rows, else the fallback). busbw
+    normalises out the rank count, so the same curve prices tp 2 and 4 (assumption)."""
+    x = min(max(nbytes, pts[0][0]), pts[-1][0])
+    i = next(j for j in range(1, len(pts)) if pts[j][0] >= x)
+    (a, ta), (b, tb) = pts[i - 1], pts[i]
+    w = math.log(x / a) / math.log(b / a)
+    t_us = math.exp(math.log(ta) + w * (math.log(tb) - math.log(ta)))
+    return min(cap_gbps, x * 2 * 7 / 8 / (t_us * 1e-6) / 1e9)
+
+
+def tp_allreduce_seconds(s: Serving, f: dict, tokens: float) -> float:
+    """Tensor-parallel traffic of `tokens` tokens through one pipeline stage: two all-reduces
+    per layer (after attention and after the MLP; Megatron-LM, Shoeybi et al. 2019, sec. 3) of
+    tokens x hidden bf16 activations, each at the busbw its size reaches. Every token of a step
+    pays it: decode tokens and the prefill tokens riding in the step alike."""
+    if s.tp <= 1 or tokens <= 0:
+        return 0.0
+    nbytes = tokens * s.model.hidden * 2
+    bw = allreduce_busbw_gbps(nbytes, f["nvlink_busbw_gbps"].value, f["allreduce_by_size"].value)
+    return 2 * stage_layers(s) * nbytes * 2 * (s.tp - 1) / s.tp / (bw * 1e9)
+
+
 # --- time -----------------------------------------------------------------------------------------
 
 GEMM_M = 8192  # tokens of one engine step when compute-bound (TensorRT-LLM max_num_tokens 8192)
@@ -154,6 +218,7 @@ def figures(s: Serving, meas: Measurements) -> dict[str, Figure]:
     hbm = meas.hbm_tbps(g)
     out = {"hbm_tbps": hbm, "kv_read_tbps": decode_kv_tbps(meas, g, hbm),
            "nvlink_busbw_gbps": meas.nvlink_busbw_gbps(g),
+           "allreduce_by_size": allreduce_curve(meas, g),
            "attention_prefill_tflops": meas.attention_tflops(g, s.input_len, s.model.head_dim,
                                                              True, "fwd")}
     n, k = gemm_shapes(s.model, s.tp)[2]
@@ -202,27 +267,28 @@ def decode_stage(s: Serving, meas: Measurements, f: dict, b: float, eff: float,
     Weights stream from HBM once per step; the GEMMs' tensor-core time adds to it except the
     `overlap` share of the shorter (0: none, the central estimate; 1: roofline max). The KV cache
     of every sequence is read once (average context input + output/2). Tensor parallelism adds
-    two all-reduces of b x hidden bf16 activations per layer (Megatron), latency-bound on NVLink.
+    two all-reduces of b x hidden bf16 activations per layer (tp_allreduce_seconds).
     """
     L = stage_layers(s)
     w = read_weight_bytes(s) / (f["hbm_tbps"].value * 1e12 * eff)
     c = L * gemm_seconds(s, meas, b, eff)
     kv = b * kv_tokens_per_sequence(s) * kv_bytes_per_token(s) / (f["kv_read_tbps"].value
                                                                    * 1e12 * eff)
-    ar = 2 * L * allreduce_seconds(b * s.model.hidden * 2, s.tp, f["nvlink_busbw_gbps"].value,
-                                   A["nvlink_alpha_s"])
+    ar = tp_allreduce_seconds(s, f, b) / eff
     return {"weights": w, "gemm_compute": c - overlap * min(w, c), "kv_cache": kv,
             "tp_comm": ar, "overhead": A["step_overhead_s"] / s.pp}
 
 
 def prefill_stage_seconds(s: Serving, meas: Measurements, f: dict, eff: float) -> float:
-    """Compute one request's prompt costs one pipeline stage (its weights are streamed by the
-    decode step it rides in): the GEMMs plus causal attention at the measured prefill rate."""
+    """What one request's prompt costs one pipeline stage (its weights are streamed by the
+    decode step it rides in): the GEMMs plus causal attention at the measured prefill rate,
+    plus the prompt tokens' tensor-parallel all-reduces (tp_allreduce_seconds)."""
     L = stage_layers(s)
     attn = attention_core_flops(s.model, s.input_len, s.input_len, s.model.heads / s.tp, True)
     return L * (gemm_seconds(s, meas, s.input_len, eff)
                 + attn / (f["attention_prefill_tflops"].value * 1e12 * eff
-                          * meas.framework_efficiency.value))
+                          * meas.framework_efficiency.value)) \
+        + tp_allreduce_seconds(s, f, s.input_len) / eff
 
 
 @dataclass(frozen=True)
@@ -249,10 +315,7 @@ def timing(s: Serving, meas: Measurements, f: dict, batch: int, eff: float = 1.0
     add = b / s.output_len * pre
     stage["prefill"] = add - overlap * min(add, slack)
     step = s.pp * sum(stage.values())
-    alone = s.pp * (pre + read_weight_bytes(s) / (f["hbm_tbps"].value * 1e12 * eff)
-                    + 2 * stage_layers(s) * allreduce_seconds(
-                        s.input_len * s.model.hidden * 2, s.tp, f["nvlink_busbw_gbps"].value,
-                        A["nvlink_alpha_s"]))
+    alone = s.pp * (pre + read_weight_bytes(s) / (f["hbm_tbps"].value * 1e12 * eff))
     return Timing(step, A["ttft_wait_steps"] * step + alone, batch / step,
                   {k: s.pp * v for k, v in stage.items()})
 
@@ -260,10 +323,20 @@ def timing(s: Serving, meas: Measurements, f: dict, batch: int, eff: float = 1.0
 # --- the batch and the estimate -------------------------------------------------------------------
 
 
+def peak_batch(b: int, percentile: float | None) -> int:
+    """The batch a percentile latency limit is checked at: a mean of b sequences in flight
+    under Poisson arrivals is Poisson(b), so its p-th percentile is ~b + z_p sqrt(b) (normal
+    approximation; ASSUMPTIONS poisson_in_flight). None: the mean, b."""
+    if percentile is None:
+        return b
+    return math.ceil(b + NormalDist().inv_cdf(percentile / 100) * math.sqrt(b))
+
+
 def choose_batch(s: Serving, meas: Measurements, f: dict) -> tuple[int, str]:
     """The batch and why: as given (checked to fit), else the largest that fits in memory, the
     engine cap and the latency targets. TPOT and TTFT grow with the batch, so a bisection finds
-    the largest meeting them; a target not even batch 1 meets is refused with the best value."""
+    the largest meeting them (percentile targets checked at peak_batch); a target not even batch
+    1 meets is refused with the best value."""
     if s.batch is not None:
         check_fits(s, s.batch)
         return s.batch, "given"
@@ -274,13 +347,13 @@ def choose_batch(s: Serving, meas: Measurements, f: dict) -> tuple[int, str]:
     why = "memory" if fits <= s.max_batch else "max_batch"
 
     def meets(b: int) -> bool:
-        t = timing(s, meas, f, b)
+        t = timing(s, meas, f, peak_batch(b, s.latency_percentile))
         return (s.tpot_s is None or t.tpot_s <= s.tpot_s) and \
             (s.ttft_s is None or t.ttft_s <= s.ttft_s)
 
     if meets(hi):
         return hi, why
-    one = timing(s, meas, f, 1)
+    one = timing(s, meas, f, peak_batch(1, s.latency_percentile))
     if not meets(1):
         missed = [f"{k} {getattr(s, k)} s (best achievable {getattr(one, k):.4g} s at batch 1)"
                   for k in ("tpot_s", "ttft_s") if getattr(s, k) is not None

@@ -6,7 +6,8 @@ a JSON/YAML file or text, or a preset name from SERVING_SCENARIOS. Serving keys:
 name or a model mapping, as the training model takes), gpu (a GPU preset), precision (bf16, fp8),
 kv_precision (default: precision), input_len, output_len, tp, pp (default 1), batch (a number or
 "auto": the largest that fits, meets the targets and the engine cap), ttft_s and tpot_s (targets,
-optional), replicas (default 1), max_batch (the engine cap).
+optional), latency_percentile (the percentile the targets bound, e.g. 99 as MLPerf Server;
+default: the mean), replicas (default 1), max_batch (the engine cap).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from reports.model.serving import PRECISIONS, A, Serving, ServingEstimate, evalu
 from reports.model.step import ScenarioError, model_from
 
 SERVING_KEYS = {"model", "gpu", "precision", "kv_precision", "input_len", "output_len", "tp",
-                "pp", "batch", "ttft_s", "tpot_s", "replicas", "max_batch"}
+                "pp", "batch", "ttft_s", "tpot_s", "replicas", "max_batch",
+                "latency_percentile"}
 
 
 def _serve(model: str, g: str, precision: str, tp: int, pp: int = 1, inp: int = 1000,
@@ -58,6 +60,14 @@ def _seconds(v, what: str) -> float | None:
         return None
     if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < math.inf:
         raise ScenarioError(f"serving {what} must be a positive number of seconds, got {v!r}")
+    return float(v)
+
+
+def _percentile(v) -> float | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float) or not 50 <= v < 100:
+        raise ScenarioError(f"serving latency_percentile must be a number in [50, 100), got {v!r}")
     return float(v)
 
 
@@ -100,7 +110,8 @@ def serving_from(d: dict, name: str = "custom") -> Serving:
                    _int(s.get("tp", 1), "tp"), _int(s.get("pp", 1), "pp"),
                    None if batch == "auto" else batch, _seconds(s.get("ttft_s"), "ttft_s"),
                    _seconds(s.get("tpot_s"), "tpot_s"), _int(s.get("replicas", 1), "replicas"),
-                   _int(s.get("max_batch", int(A["max_batch"])), "max_batch"))
+                   _int(s.get("max_batch", int(A["max_batch"])), "max_batch"),
+                   _percentile(s.get("latency_percentile")))
 
 
 def serving_spec(spec) -> dict | None:

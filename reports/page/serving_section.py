@@ -150,8 +150,8 @@ def serving_section(measurements, out_dir) -> dict:
             cell(d["ttft_s"], f"{d['ttft_s']:.3f}", m),
             cell(d["tpot_s"], f"{d['tpot_s'] * 1e3:.1f}", m),
             cell(d["kv_cache_gib"], f"{d['kv_cache_gib']:.1f}", m)])
-    val = []
-    for r in validate_serving(meas):
+    val, vrows = [], validate_serving(meas)
+    for r in vrows:
         s = refs.add("source", r["source"])
         val.append([cell(None, r["name"], s), cell(r["gpus"], str(r["gpus"]), s),
                     cell(r["published"], _fmt(r["published"]), s),
@@ -205,7 +205,10 @@ def serving_section(measurements, out_dir) -> dict:
             {"title": "serving presets (estimate --scenario NAME)", "columns": [
                 "preset", "replica", "batch", "tokens/s per GPU", "range", "TTFT s", "TPOT ms",
                 "KV cache GiB"], "rows": presets},
-            {"title": "the serving model against published results (output tokens/s)",
+            {"title": "the serving model against published results (output tokens/s; "
+                      f"{sum(abs(r['error_pct']) <= 20 for r in vrows)} of {len(vrows)} within "
+                      "20%, mean |error| "
+                      f"{sum(abs(r['error_pct']) for r in vrows) / max(len(vrows), 1):.1f}%)",
              "columns": ["case", "GPUs", "published", "predicted", "error"], "rows": val},
             {"title": "what the Colossus presets serve", "columns": [
                 "cluster", "model (workload)", "output tokens/s", "per GPU", "per pool"],
