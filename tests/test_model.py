@@ -456,3 +456,40 @@ def test_hardware_presets_carry_sources():
     assert math.isclose(hardware.cluster_from_dict(
         {"gpu": "H100-SXM", "gpus": 16, "scale_out_gbps_per_gpu": 200}).fabric.busbw_gbps,
         200 / 8 * 0.95)
+
+
+def test_zero2_and_bf16_gradients():
+    # ZeRO-2 / FSDP keeping weights after the forward: gradients and optimizer state sharded
+    assert sum(state_bytes_per_param(2, 8).values()) == pytest.approx(2 + 16 / 8)
+    # bf16 main gradients where a framework keeps them
+    assert sum(state_bytes_per_param(1, 8, grad_bytes=2).values()) == pytest.approx(4 + 12 / 8)
+    assert training_from({"zero": 2}).zero == 2
+    with pytest.raises(ScenarioError, match="zero must be 0, 1, 2 or 3"):
+        training_from({"zero": 4})
+
+
+def test_interleaving_memory_and_schedule_rules():
+    from reports.model.pipeline import inflight_microbatches, schedule_problem
+
+    assert inflight_microbatches(16, 32, 1) == 16
+    assert inflight_microbatches(16, 32, 2) == pytest.approx(16 * (1 + 15 / 32))
+    assert inflight_microbatches(1, 32, 1) == 1
+    assert schedule_problem(96, 8, 3, 32) is None
+    assert "multiple of pp" in schedule_problem(96, 8, 2, 12)
+    assert "equal chunks" in schedule_problem(96, 8, 5, 32)
+    # Llama 3: 126 layers on 16 stages, one fewer on the first and last
+    assert schedule_problem(126, 16, 4, 16) is None
+
+
+def test_gemm_shape_model_wave_quantisation():
+    from reports.model.fallbacks import shape_efficiency
+
+    # one full wave of 128x256 tiles on 132 SMs; one tile more leaves a wave nearly empty,
+    # which a smaller tile recovers in part (the best tile is taken)
+    assert shape_efficiency(128 * 132, 256, 8192, 132) == pytest.approx(1.0)
+    assert 133 / 264 < shape_efficiency(128 * 133, 256, 8192, 132) < 0.9
+    assert shape_efficiency(8192, 8192, 8192, 132) == pytest.approx(2048 / (16 * 132))
+    h200 = hardware.gpu("H200-SXM")
+    _, a = no_ref().gemm_seconds(H100, 8192, 8192, 8192)
+    _, b = no_ref().gemm_seconds(h200, 8192, 8192, 8192)
+    assert a.value == pytest.approx(b.value)  # one ceiling per architecture
