@@ -488,7 +488,8 @@ def test_gemm_shape_model_wave_quantisation():
     # which a smaller tile recovers in part (the best tile is taken)
     assert shape_efficiency(128 * 132, 256, 8192, 132) == pytest.approx(1.0)
     assert 133 / 264 < shape_efficiency(128 * 133, 256, 8192, 132) < 0.9
-    assert shape_efficiency(8192, 8192, 8192, 132) == pytest.approx(2048 / (16 * 132))
+    # 8192^3: 2048 tiles of 128x256 take 16 waves (97%); a 128x128 grid of 4096 fills 32 of 31.03
+    assert shape_efficiency(8192, 8192, 8192, 132) >= 2048 / (16 * 132)
     h200 = hardware.gpu("H200-SXM")
     _, a = no_ref().gemm_seconds(H100, 8192, 8192, 8192)
     _, b = no_ref().gemm_seconds(h200, 8192, 8192, 8192)
