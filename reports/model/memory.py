@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from reports.model.config import Parallel, Training
 from reports.model.hardware import GIB
-from reports.model.pipeline import inflight_microbatches, stage_layers
+from reports.model.pipeline import chunk_layers, inflight_layer_microbatches, stage_layers
 from reports.model.presets import Model, framework_vocab
 
 # Usable fraction of HBM for the model state (assumption: the CUDA context, NCCL and cuBLAS
@@ -94,36 +94,39 @@ def stage_params(model: Model, pp: int, tp: int = 1) -> tuple[int, int]:
 
 
 def memory_per_gpu(model: Model, par: Parallel, train: Training, microbatches: int) -> dict:
-    """Bytes per GPU on the fullest pipeline stage: weights, gradients, optimizer state and
-    activations (the schedule's in-flight micro-batches), the larger of the first and last stage.
+    """Bytes per GPU on the fullest pipeline rank: weights, gradients, optimizer state and
+    activations (the schedule's in-flight micro-batches per rank, pipeline.py), the largest of
+    the first, second and last rank (the first two hold the most warm-up micro-batches, the first
+    the embedding, the last the output layer and logits).
 
     Full recomputation also rematerialises one layer at a time. The last stage holds the logits:
     bf16 plus fp32 for the loss, 6 B per logit / t (assumption). ZeRO-3 gathers one layer's full
     bf16 weights at a time plus one prefetched.
     """
     p, v, t = par.pp, par.virtual_stages, par.tp
-    per, last = stage_layers(model.layers, p)
     state = state_bytes_per_param(train.zero, par.dp * par.cp, train.grad_bytes)
-    first_params, last_params = stage_params(model, p, t)
-    layer = model.layer_params() / t
+    first_end, last_end = end_params(model, p, t)
     seq = model.seq_len // par.cp
     flash = train.attention == "flash"
     a_layer = activation_bytes_per_layer(model, par.micro_batch, seq, t, train.sequence_parallel,
                                          par.recompute, flash)
     a_full = activation_bytes_per_layer(model, par.micro_batch, seq, t, train.sequence_parallel,
                                         "none", flash)
-    inflight = inflight_microbatches(p, microbatches, v)
     remat = a_full if par.recompute == "full" else 0.0
     logits = par.micro_batch * seq * (framework_vocab(model, t) // t) * 6
-    gathered = 2 * 2 * layer if train.zero == 3 else 0.0
+    gathered = 2 * 2 * model.layer_params() / t if train.zero == 3 else 0.0
+    chunks = chunk_layers(model.layers, p, v)
 
-    def stage(params: float, acts: float) -> dict:
-        return {k: params * bpp for k, bpp in state.items()} | {
+    def rank(r: int) -> dict:
+        params = sum(chunks[r]) * model.layer_params()
+        params += (first_end if r == 0 else 0) + (last_end if r == p - 1 and p > 1 else 0)
+        acts = inflight_layer_microbatches(model.layers, p, v, microbatches, r) * a_layer
+        acts += remat + (logits if r == p - 1 else 0.0)
+        return {k: params / t * bpp for k, bpp in state.items()} | {
             "activations": acts, "zero3_buffers": gathered}
 
-    first = stage(first_params / t, per * a_layer * inflight + remat)
-    lastd = stage(last_params / t, last * a_layer * (1 if p > 1 else inflight) + remat + logits)
-    return max(first, lastd, key=lambda d: sum(d.values()))
+    return max((rank(r) for r in sorted({0, min(1, p - 1), p - 1})),
+               key=lambda d: sum(d.values()))
 
 
 def capacity_bytes(memory_total_bytes: float) -> float:

@@ -68,3 +68,47 @@ def virtual_stage_options(layers: int, pp: int, microbatches: int, limit: int = 
         return [1]
     return [v for v in range(1, limit + 1)
             if schedule_problem(layers, pp, v, microbatches) is None]
+
+
+def chunk_layers(layers: int, pp: int, virtual_stages: int) -> list[list[int]]:
+    """Layers in each model chunk of each pipeline rank, [rank][chunk]. Even when the layers
+    split evenly into pp x v chunks; otherwise with one layer fewer on the first chunk of the
+    first rank and the last chunk of the last rank, when layers + 2 splits evenly (Llama 3's
+    layout: that first chunk holds the embedding, that last one the output layer; Dubey et al.
+    2024, sec. 3.3.2); otherwise (plain 1F1B only) ceil/floor as stage_layers."""
+    v = virtual_stages
+    n = pp * v
+    if layers % n == 0:
+        return [[layers // n] * v for _ in range(pp)]
+    if (layers + 2) % n == 0:
+        c = (layers + 2) // n
+        out = [[c] * v for _ in range(pp)]
+        out[0][0] -= 1
+        out[-1][-1] -= 1
+        return out
+    per, last = stage_layers(layers, pp)
+    rest = layers - last
+    full = [per] * (rest // per) + ([rest % per] if rest % per else [])
+    ranks = full + [last]
+    ranks += [0] * (pp - len(ranks))
+    return [[r] for r in ranks[:pp]]
+
+
+def inflight_layer_microbatches(layers: int, pp: int, virtual_stages: int, microbatches: int,
+                                rank: int) -> float:
+    """Layer-micro-batches of activations rank `rank` holds at its peak under Megatron-Core's
+    schedules: 1F1B warms up with p - r micro-batches (at most m); the interleaved schedule with
+    2 (p - r - 1) + (v - 1) p + 1 chunk passes (at most m v), cycling through its chunks p
+    micro-batches at a time (megatron/core/pipeline_parallel/schedules.py, warm-up counts). For
+    rank 0 with even chunks this is Korthikanti et al.'s L (1 + (p - 1)/(p v))."""
+    chunks = chunk_layers(layers, pp, virtual_stages)[rank]
+    v = virtual_stages
+    if pp == 1:
+        return float(sum(chunks))
+    if v == 1:
+        return float(min(microbatches, pp - rank) * chunks[0])
+    passes = min(microbatches * v, 2 * (pp - rank - 1) + (v - 1) * pp + 1)
+    held = 0
+    for i in range(passes):
+        held += chunks[(i // pp) % v]
+    return float(held)

@@ -2,8 +2,8 @@
 
 Each case runs the model with the published layout (unstated settings searched: the fastest a
 framework can run that fits) and compares in the paper's own unit and FLOP convention:
-Narayanan's 96 B s l h^2 (...) with recompute for Megatron-LM-era tables, 6N + full-square
-attention (PaLM's convention) for Llama 3, seconds per iteration where a paper gives those.
+Narayanan's 96 B s l h^2 (...) with recompute for Megatron-LM-era tables, 6N + causal attention
+for Llama 3 (assumption), seconds per iteration where a paper gives those.
 error_pct is always on throughput: (predicted - published) / published for TFLOP/s, published /
 predicted - 1 for seconds per step.
 
@@ -104,8 +104,9 @@ def predict_value(case: Case, est: Estimate) -> float:
         batch = est.tokens_per_step // model.seq_len
         f = narayanan_flops_per_iteration(batch, model.seq_len, model.layers, model.hidden, v)
         return f / est.step_time_s / case.gpus / 1e12
-    if case.metric == "model_full":
-        fpt = flops_per_token(model, "full", vocab=padded_vocab(model.vocab, case.tp))
+    if case.metric in ("model_full", "model_causal"):
+        fpt = flops_per_token(model, case.metric.removeprefix("model_"),
+                              vocab=padded_vocab(model.vocab, case.tp))
         return fpt * est.tokens_per_s / case.gpus / 1e12
     raise ValueError(f"unknown metric {case.metric!r}")
 
