@@ -138,7 +138,7 @@ HBM_FALLBACK: dict[str, Figure] = {
 
 # Attention (flash-style kernels), TFLOP/s under the convention of reports/model/compute.py,
 # keyed (gpu, direction).
-_FA3 = ("FlashAttention-3 (Shah et al. 2024, Fig. 5-6), H100 SXM, hd128, seq 16k")
+_FA3 = "FlashAttention-3 (Shah et al. 2024, sec. 4.1), H100 SXM, hd128, seq 16k"
 ATTENTION_FALLBACK: dict[tuple[str, str], Figure] = {
     ("H100-SXM", "fwd"): Figure(616.0, f"{_FA3}: forward causal 616 TFLOP/s", "assumption"),
     ("H100-SXM", "bwd"): Figure(561.0, f"{_FA3}: backward 561 TFLOP/s", "assumption"),
