@@ -26,7 +26,7 @@ def test_cases_cover_megatron_table1_and_opt(rows):
     assert len(table1) == 10  # every row of Narayanan et al. 2021, Table 1
     assert {"Megatron 1T", "Megatron 145.6B", "OPT-175B"} <= names
     for c in validation.CASES:
-        assert c.gpus % (c.tp * c.pp) == 0, c.name
+        assert c.tp is None or c.gpus % (c.tp * c.pp) == 0, c.name  # None: layout unstated
         assert c.model in MODELS and c.source
     one_t = next(r for r in rows if r.name == "Megatron 1T")
     assert one_t.gpus == 3072 and one_t.published == 163.0 and one_t.gpu == "A100-SXM-80GB"
@@ -49,7 +49,7 @@ def test_prediction_uses_the_papers_flop_count():
 
 def test_the_set_covers_h100_and_a100_with_sources_and_assumptions(rows):
     s = validation.summary(rows)
-    assert s["cases"] >= 25 and s["h100_cases"] >= 9
+    assert s["cases"] >= 25 and s["h100_cases"] >= 10
     for r in rows:
         d = r.to_dict()
         for k in ("published", "predicted", "error_pct", "gpu", "source"):

@@ -26,7 +26,7 @@ from reports.model.measurements import Measurements
 from reports.model.pipeline import virtual_stage_options
 from reports.model.presets import MODELS, padded_vocab
 from reports.model.scenario import Scenario
-from reports.model.search import Estimate, evaluate
+from reports.model.search import Estimate, evaluate, search
 from reports.model.validation_cases import CALIBRATION, CASES, Case
 
 __all__ = ["CALIBRATION", "CASES", "Case", "ValidationRow", "calibrate", "predict", "run_case",
@@ -78,6 +78,10 @@ def run_case(case: Case, meas: Measurements | None = None) -> Estimate:
     if case.seq_len:
         model = replace(model, seq_len=case.seq_len)
     clu = _cluster(case)
+    if case.tp is None:  # the whole layout unstated: the search's best (an upper bound)
+        scn = Scenario(case.name, model, clu, None, case.training, case.batch * model.seq_len,
+                       batch_source=case.source)
+        return search(scn, meas)
     best = None
     for par in _layouts(case, model, case.batch):
         scn = Scenario(case.name, model, clu, par, case.training, case.batch * model.seq_len,
@@ -97,16 +101,17 @@ def run_case(case: Case, meas: Measurements | None = None) -> Estimate:
 def predict_value(case: Case, est: Estimate) -> float:
     """The prediction in the case's unit and FLOP convention."""
     model = est.scenario.model
+    tp = est.parallel.tp
     if case.metric == "step_s":
         return est.step_time_s
     if case.metric == "narayanan":
-        v = case.flop_vocab or padded_vocab(model.vocab, case.tp)
+        v = case.flop_vocab or padded_vocab(model.vocab, tp)
         batch = est.tokens_per_step // model.seq_len
         f = narayanan_flops_per_iteration(batch, model.seq_len, model.layers, model.hidden, v)
         return f / est.step_time_s / case.gpus / 1e12
     if case.metric in ("model_full", "model_causal"):
         fpt = flops_per_token(model, case.metric.removeprefix("model_"),
-                              vocab=padded_vocab(model.vocab, case.tp))
+                              vocab=padded_vocab(model.vocab, tp))
         return fpt * est.tokens_per_s / case.gpus / 1e12
     raise ValueError(f"unknown metric {case.metric!r}")
 

@@ -17,6 +17,8 @@ _BLOOM = ("BigScience 2022 (BLOOM, arXiv 2211.05100), sec. 3.4: ~150 TFLOP/s per
           "A100 80GB; bigscience-workshop/bigscience train/tr11-176B-ml README (layout)")
 _LLAMA = "Dubey et al. 2024 (The Llama 3 Herd of Models), Table 4"
 _N340 = "Nemotron-4 340B Technical Report (NVIDIA 2024), Table 2: iteration time"
+_MCORE = ("NVIDIA/Megatron-LM README (2024), 'Training Speed and Scalability': GPT-3 strong "
+          "scaling at 1,152 sequences per step, MFU 47% on 96 H100 to 42% on 4,608")
 _N15 = "Nemotron-4 15B Technical Report (Parmar et al. 2024), Table 2: iteration time"
 
 # 2021-era Megatron-LM: unfused attention, no sequence parallelism, replicated optimizer, fp32
@@ -32,6 +34,10 @@ DEEPSPEED_2022 = replace(MEGATRON_2021, zero=1)
 # (ZeRO-2), FP32 gradient reduce-scatter, overlapped (Dubey et al. 2024, sec. 3.3.2).
 LLAMA3 = Training(attention="flash", sequence_parallel=True, zero=2, overlap_grad_reduce=True,
                   tp_overlap=0.0, grad_bytes=4)
+# Megatron-Core as its README's scaling runs: all communication overlapped, as stated there
+# (--overlap-grad-reduce --overlap-param-gather --tp-comm-overlap).
+MCORE_README = Training(attention="flash", sequence_parallel=True, zero=1,
+                        overlap_grad_reduce=True, tp_overlap=1.0, grad_bytes=4)
 # Megatron-Core on H100 (Nemotron-4): flash, sequence parallel, distributed optimizer,
 # overlapped grad reduce (assumption: --tp-comm-overlap off, unstated).
 MCORE_2024 = Training(attention="flash", sequence_parallel=True, zero=1,
@@ -51,8 +57,8 @@ class Case:
     model: str  # MODELS key
     cluster: str  # CLUSTERS key (its pool resized to `gpus`)
     gpus: int
-    tp: int
-    pp: int
+    tp: int | None  # None: the whole layout unstated (searched)
+    pp: int | None
     batch: int  # sequences per iteration
     published: float
     source: str
@@ -140,6 +146,16 @@ CASES: tuple[Case, ...] = (
            n, 8, 12, b, t, _N340, metric="step_s", training=MCORE_2024, virtual_stages=None,
            recompute=None, assumptions=_NEMO_A)
       for n, b, t in ((1536, 768, 10.3), (3072, 1536, 10.3), (6144, 2304, 8.0))],
+    *[Case(f"Megatron-Core GPT-3 177B, {n} GPUs", "gpt3-177b-131k", "eos-h100", n, None, None,
+           1152, round(mfu * 989.4, 1), _MCORE, metric="model_full", training=MCORE_README,
+           micro_batch=None,
+           virtual_stages=None, recompute=None,
+           assumptions=("layout unstated in text (the README's table is an image): the search's "
+                        "fastest that fits, an upper bound", "seq 2048 (assumption: GPT-3's)",
+                        "published MFU x the 989.4 TFLOP/s dense bf16 peak; counted as "
+                        "Megatron-LM does: 6N + full-square attention (assumption)",
+                        "fabric: 400 Gb/s NDR InfiniBand per GPU at 94% (assumption)"))
+      for n, mfu in ((96, 0.47), (4608, 0.42))],
     *[Case(f"Nemotron-4 15B, {n} GPUs", "nemotron4-15b", "eos-h100",
            n, 8, 1, b, t, _N15, metric="step_s", training=MCORE_2024, micro_batch=None,
            recompute=None, assumptions=(*_NEMO_A, "micro-batch unstated: searched"))
