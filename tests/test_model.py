@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from reports.model import hardware
+from reports.model.cluster_spec import cluster_from_dict
 from reports.model.comm import (
     allreduce_seconds,
     dp_bucket_count,
@@ -452,8 +453,8 @@ def test_hardware_presets_carry_sources():
     with pytest.raises(ValueError, match="unknown GPU"):
         hardware.gpu("V100")
     with pytest.raises(ValueError, match="unknown cluster keys"):
-        hardware.cluster_from_dict({"gpu": "H100-SXM", "gpus": 8, "nics": 1})
-    assert math.isclose(hardware.cluster_from_dict(
+        cluster_from_dict({"gpu": "H100-SXM", "gpus": 8, "nics": 1})
+    assert math.isclose(cluster_from_dict(
         {"gpu": "H100-SXM", "gpus": 16, "scale_out_gbps_per_gpu": 200}).fabric.busbw_gbps,
         200 / 8 * 0.95)
 

@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from reports.model.cluster_spec import cluster_from_dict
 from reports.model.config import (
     Parallel,
     ScenarioError,
@@ -22,7 +23,7 @@ from reports.model.config import (
     check_keys,
     training_from,
 )
-from reports.model.hardware import Cluster, cluster, cluster_from_dict
+from reports.model.hardware import Cluster, cluster
 from reports.model.presets import Model, model_from
 
 _M16 = 16 * 2**20
