@@ -338,6 +338,9 @@ def test_h200_gain_has_reasons_and_is_not_below_one(meas):
     assert g["h200_same_config"]["gain"] >= 1.0  # same ceiling, faster memory-bound work
     assert g["h200_own_config"]["gain"] >= g["h200_same_config"]["gain"]
     assert g["reasons"] and all(isinstance(r, str) for r in g["reasons"])
+    ceil = g["gemm_8192_tflops"]  # one ceiling for the same silicon when nothing is measured
+    assert ceil["H100-SXM"]["tflops"] == ceil["H200-SXM"]["tflops"]
+    assert "798" in ceil["H100-SXM"]["source"] and "788" in ceil["H100-SXM"]["source"]
 
 
 def test_mixed_cluster_is_never_below_its_parts(meas):

@@ -141,7 +141,18 @@ def h200_gain(model: str = "llama3-405b", gpus: int = 16384, measurements=None,
                             "gain": own.tokens_per_s / base,
                             "memory_gib_per_gpu": gib(sum(own.memory_bytes.values()))},
         "reasons": _why_h200(h100, own, same),
+        "gemm_8192_tflops": _ceilings(meas),
     }
+
+
+def _ceilings(meas) -> dict:
+    """The 8192^3 GEMM rate each GPU type is priced at, with its source: one shared figure from
+    the fallbacks, or each type's own measured rows (their spread is then shown here)."""
+    out = {}
+    for name in ("H100-SXM", "H200-SXM"):
+        _, fig = meas.gemm_seconds(gpu(name), 8192, 8192, 8192)
+        out[name] = {"tflops": fig.value, "kind": fig.kind, "source": fig.source}
+    return out
 
 
 def mixed_job(model: str = "llama3-405b", cluster_name: str = "colossus-200k",
