@@ -107,8 +107,8 @@ def _with_counts(d: dict) -> dict:
     if wl is not None and d["status"] == "ok":
         try:
             case = Case(d["workload"], d["dtype"], dict(d["params"]), (d["backend"],))
-            d.setdefault("flops", wl.flops(case))
-            d.setdefault("bytes", wl.bytes_moved(case))
+            d["flops"] = d.get("flops") or wl.flops(case)
+            d["bytes"] = d.get("bytes") or wl.bytes_moved(case)
         except (KeyError, TypeError, ValueError):
             pass
     return d

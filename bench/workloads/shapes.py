@@ -3,23 +3,11 @@ models we benchmark (the gemm workload's projection cases; the scaling model rea
 
 from __future__ import annotations
 
-# Transformer shapes. Llama 3: "The Llama 3 Herd of Models" (Llama Team, 2024), Table 3 (layers,
-# model dim, FFN dim, heads, KV heads), vocab_size from the meta-llama/Meta-Llama-3-70B and
-# Llama-3.1-405B config.json files. GPT-3: Brown et al. 2020, "Language Models are Few-Shot
-# Learners", Table 2.1 (n_layers, d_model, n_heads, d_head; d_ff = 4 d_model, section 2.1),
-# vocabulary of the GPT-2 BPE (50257). seq_len: pre-training context (GPT-3 2048; Llama 3 8192
-# before long-context training, Herd paper section 3.4).
-MODEL_SHAPES: dict[str, dict] = {
-    "gpt3-175b": {"layers": 96, "hidden": 12288, "heads": 96, "kv_heads": 96, "head_dim": 128,
-                  "ffn_hidden": 49152, "gated_mlp": False, "vocab": 50257, "seq_len": 2048,
-                  "source": "Brown et al. 2020, Table 2.1"},
-    "llama3-70b": {"layers": 80, "hidden": 8192, "heads": 64, "kv_heads": 8, "head_dim": 128,
-                   "ffn_hidden": 28672, "gated_mlp": True, "vocab": 128256, "seq_len": 8192,
-                   "source": "Llama Team 2024, Table 3; Meta-Llama-3-70B config.json"},
-    "llama3-405b": {"layers": 126, "hidden": 16384, "heads": 128, "kv_heads": 8, "head_dim": 128,
-                    "ffn_hidden": 53248, "gated_mlp": True, "vocab": 128256, "seq_len": 8192,
-                    "source": "Llama Team 2024, Table 3; Llama-3.1-405B config.json"},
-}
+from results.models import MODEL_SHAPES as SHAPES
+
+# The benchmarked models' rows of the one shape table, results/models.py (each row carries its
+# source: Brown et al. 2020 for GPT-3, the Llama 3 Herd paper, Table 3, for Llama 3).
+MODEL_SHAPES: dict[str, dict] = {m: SHAPES[m] for m in ("gpt3-175b", "llama3-70b", "llama3-405b")}
 PROJECTIONS = ("qkv", "attn_out", "mlp_up", "mlp_down")
 
 

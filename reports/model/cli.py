@@ -14,11 +14,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from reports.model.scaling import SCENARIOS
-from reports.model.scaling import estimate as run_estimate
+from reports.model.config import ScenarioError
+from reports.model.scenario import SCENARIOS
+from reports.model.search import estimate as run_estimate
 from reports.model.serving_cases import validate_serving
 from reports.model.serving_scenario import SERVING_SCENARIOS, estimate_serving, serving_spec
-from reports.model.step import ScenarioError
+from reports.model.validation import summary
 from reports.model.validation import validate as run_validation
 from results.console import print_json
 
@@ -61,11 +62,12 @@ def estimate_tables(d: dict) -> list[Table]:
         ("parallel", f"tp {par['tp']} pp {par['pp']} cp {par['cp']} dp {par['dp']} mb "
                      f"{par['micro_batch']} v {par['virtual_stages']} recompute "
                      f"{par['recompute']}" + (" (searched)" if par["auto"] else "")),
-        ("global batch", f"{d['global_batch_tokens']:,} tokens"),
+        ("global batch", f"{d['global_batch_tokens']:,} tokens ({d['global_batch_source']})"),
         ("step time", f"{d['step_time_s']:.3f} s"),
         ("tokens/s", f"{d['tokens_per_s']:,.0f}"),
         ("TFLOP/s per GPU", f"{d['tflops_per_gpu']:.0f} (model FLOPs)"),
-        ("MFU", f"{d['mfu']:.1%}"),
+        ("MFU", f"{d['mfu']:.1%}" + (f" (range {d['range']['mfu'][0]:.1%}-"
+                                      f"{d['range']['mfu'][1]:.1%})" if "range" in d else "")),
         ("memory per GPU", f"{d['memory_gib_per_gpu']:.1f} of {d['memory_capacity_gib']:.1f} GiB "
                            f"usable: {'fits' if d['fits_in_memory'] else 'DOES NOT FIT'}"),
     ]
@@ -99,13 +101,16 @@ def estimate_tables(d: dict) -> list[Table]:
 
 
 def validation_table(rows) -> Table:
-    t = Table(title="the model against published runs (TFLOP/s per GPU)")
-    for col in ("run", "GPUs", "published", "predicted", "error", "source"):
+    s = summary(rows)
+    t = Table(title="the model against published runs (error on throughput)",
+              caption=f"{s['cases']} runs ({s['h100_cases']} on H100): max |error| "
+                      f"{s['max_abs_error_pct']:.1f}%, mean {s['mean_abs_error_pct']:.1f}%")
+    for col in ("run", "GPU", "GPUs", "published", "predicted", "unit", "error", "source"):
         t.add_column(col, justify="right" if col in ("GPUs", "published", "predicted", "error")
                      else "left")
     for r in rows:
-        t.add_row(r.name, f"{r.gpus:,}", f"{r.published:.0f}", f"{r.predicted:.1f}",
-                  f"{r.error_pct:+.1f}%", r.source)
+        t.add_row(r.name, r.gpu, f"{r.gpus:,}", f"{r.published:.3g}", f"{r.predicted:.3g}",
+                  r.unit, f"{r.error_pct:+.1f}%", r.source)
     return t
 
 
@@ -174,8 +179,8 @@ def estimate(
 def validate(
     as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON"),
 ):
-    """Compare the model with published training runs (Megatron-LM 2021, OPT-175B) and
-    published serving results (MLPerf Inference v4.0, TensorRT-LLM)."""
+    """Compare the model with published training runs (A100 and H100) and published serving
+    results (MLPerf Inference v4.0, TensorRT-LLM), each with its source."""
 
     rows = run_validation()
     serving = validate_serving()

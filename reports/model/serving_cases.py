@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 from reports.model.hardware import gpu
 from reports.model.measurements import as_measurements
+from reports.model.presets import model_from
 from reports.model.serving import Serving, ServingEstimate, evaluate, figures, timing
-from reports.model.step import model_from
 
 LLAMA2_70B = {"name": "llama2-70b", "layers": 80, "hidden": 8192, "heads": 64, "kv_heads": 8,
               "ffn_hidden": 28672, "vocab": 32000, "seq_len": 4096, "gated_mlp": True}

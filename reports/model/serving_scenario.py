@@ -16,10 +16,11 @@ import json
 import math
 from pathlib import Path
 
+from reports.model.config import ScenarioError
 from reports.model.hardware import gpu
 from reports.model.measurements import as_measurements
+from reports.model.presets import model_from
 from reports.model.serving import PRECISIONS, A, Serving, ServingEstimate, evaluate
-from reports.model.step import ScenarioError, model_from
 
 SERVING_KEYS = {"model", "gpu", "precision", "kv_precision", "input_len", "output_len", "tp",
                 "pp", "batch", "ttft_s", "tpot_s", "replicas", "max_batch",

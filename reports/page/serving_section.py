@@ -13,12 +13,12 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from reports.model.config import ScenarioError
 from reports.model.measurements import as_measurements
 from reports.model.serving import ASSUMPTIONS, Serving, evaluate, max_batch_fitting
 from reports.model.serving_cases import validate_serving
 from reports.model.serving_cluster import WORKLOADS, cluster_serving, serving_gain
 from reports.model.serving_scenario import SERVING_SCENARIOS, estimate_serving
-from reports.model.step import ScenarioError
 
 TITLE = "Serving: what Colossus serves, and what the H200 adds"
 CURVE = {"H100-SXM": "serve-llama3-70b-h100", "H200-SXM": "serve-llama3-70b-h200"}
