@@ -208,7 +208,8 @@ def _choose_desc(use_desc: bool | None, *ts: torch.Tensor) -> bool:
     """
     aligned = all(host.aligned(t) for t in ts)
     if use_desc is None:
-        return ts[0].is_cuda and not interpreted() and arch_of(ts[0].device) == "sm90" and aligned
+        return (ts[0].is_cuda and not interpreted() and host.has_tensor_descriptors()
+                and arch_of(ts[0].device) == "sm90" and aligned)
     if use_desc and not aligned:
         raise ValueError("tensor descriptors need 16-byte aligned data and strides")
     return bool(use_desc)

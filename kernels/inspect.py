@@ -185,11 +185,11 @@ def _calls(args) -> list[dict] | None:
 
 
 def _print_table(rows) -> None:
-    widths = (10, 34, 26, 5, 6, 7, 6, 4)
+    widths = (10, 30, 24, 5, 6, 7, 6, 5)
     print("  ".join(k[:w].ljust(w) for k, w in zip(KEYS, widths, strict=True)))
     for r in rows:
         if "error" in r:
-            print(f"{r['kernel']:10}  {r['variant']:34}  {r['config']:26}  ERROR {r['error']}")
+            print(f"{r['kernel']:10}  {r['variant']:30}  {r['config']:24}  ERROR {r['error']}")
             continue
         print("  ".join(str(r[k])[:w].ljust(w) for k, w in zip(KEYS, widths, strict=True)))
     ok = [r for r in rows if "error" not in r]
