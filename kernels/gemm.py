@@ -74,15 +74,17 @@ KEY = ["M", "N", "K", "A_KMAJOR", "B_KMAJOR", "C_TMA", "ROW_SCALE_A", "COL_SCALE
 TMA_KEY = KEY + ["WARP_SPECIALIZE"]
 
 
-def _skinny(configs, named_args, **kwargs):
-    """For M <= 64 keep the BLOCK_M = 64 tiles, else the others (gemm_configs.hopper_tiles)."""
-    keep = set(hopper_tiles(_family_of(named_args), named_args["M"]))
-    return [c for c in configs if tile_of(c) in keep]
+def _skinny(fam: str):
+    """The autotuner's early prune for one family's tuner: for M <= 64 keep the BLOCK_M = 64
+    tiles, else the others (gemm_configs.hopper_tiles). Triton passes the positional arguments
+    as `named_args` and the keyword ones (the constexpr flags) separately, so this needs M only.
+    """
 
+    def prune(configs, named_args, **kwargs):
+        keep = set(hopper_tiles(fam, named_args["M"]))
+        return [c for c in configs if tile_of(c) in keep]
 
-def _family_of(named_args) -> str:
-    return family(named_args["a_ptr"].element_size(), named_args["FP8_PRECISE"],
-                  named_args["DOT_PRECISION"] == "tf32")
+    return prune
 
 
 def _tuned(kernel, configs, key, prune=None):
@@ -95,7 +97,7 @@ if interpreted():  # one config: the autotuner cannot benchmark without a GPU
             for f in HOPPER_TILES}
     _PORTABLE = _tuned(matmul_portable_kernel, [INTERPRETER_TILE.config(False)], KEY)
 else:
-    _TMA = {f: _tuned(matmul_tma_kernel, [t.config(True) for t in tiles], TMA_KEY, _skinny)
+    _TMA = {f: _tuned(matmul_tma_kernel, [t.config(True) for t in tiles], TMA_KEY, _skinny(f))
             for f, tiles in HOPPER_TILES.items()}
     _PORTABLE = _tuned(matmul_portable_kernel, [t.config(False) for t in PORTABLE_TILES], KEY)
 

@@ -129,7 +129,8 @@ def attention_launches(call: dict) -> list[Launch]:
     sk = call.get("s_k", s)
     q, k, v = _meta((b, h, s, d), dtype), _meta((b, kv_h, sk, d), dtype), \
         _meta((b, kv_h, sk, d), dtype)
-    causal, scale = bool(call["causal"]), attention.default_scale(d)
+    causal = call["causal"]
+    scale = attention.validate(q, k, v, causal, None, for_kernel=False)  # head_dim, GQA heads
     out: list[Launch] = []
 
     def record(kind, grid_rows, grid_y, args, *, head_dim, elem_bytes, device, use_desc, **meta):
@@ -162,16 +163,39 @@ def attention_launches(call: dict) -> list[Launch]:
     return out
 
 
+_INTS = {"gemm": ("m", "n", "k"), "attention": ("b", "h", "kv_h", "s", "d")}
+_CHOICES = {"layout": ("nn", "nt", "tn", "tt"), "direction": ("fwd", "bwd", "fwd_bwd")}
+
+
+def _check(call) -> None:
+    if not isinstance(call, dict) or call.get("kernel") not in _INTS:
+        raise ValueError(f"a call must be a dict with kernel 'gemm' or 'attention': {call!r}")
+    for name in _INTS[call["kernel"]] + ("dtype",):
+        if name not in call:
+            raise ValueError(f"call {call!r} lacks {name!r}")
+    for name in _INTS[call["kernel"]] + (("s_k",) if "s_k" in call else ()):
+        v = call[name]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"call {call!r}: {name} must be a positive int")
+    allowed = tuple(DTYPES) if call["kernel"] == "gemm" else ("bf16", "fp16", "fp32")
+    if call["dtype"] not in allowed:
+        raise ValueError(f"call {call!r}: dtype must be one of {', '.join(allowed)}")
+    for name, options in _CHOICES.items():
+        if name in call and call[name] not in options:
+            raise ValueError(f"call {call!r}: {name} must be one of {', '.join(options)}")
+    if call["kernel"] == "attention" and not isinstance(call.get("causal"), bool):
+        raise ValueError(f"call {call!r}: causal must be true or false")
+
+
 def launches(call: dict) -> list[Launch]:
     """The sm90 launches of one call (see the module docstring for the call format)."""
-    if not isinstance(call, dict) or call.get("kernel") not in ("gemm", "attention"):
-        raise ValueError(f"a call must be a dict with kernel 'gemm' or 'attention': {call!r}")
+    _check(call)
+    if call["kernel"] == "gemm":
+        return gemm_launches(call)
     try:
-        if call["kernel"] == "gemm":
-            return gemm_launches(call)
         return attention_launches(call)
-    except KeyError as e:
-        raise ValueError(f"call {call!r} lacks {e.args[0]!r}") from None
+    except TypeError as e:  # attention.validate's verdict on shapes (head_dim, GQA heads)
+        raise ValueError(f"call {call!r}: {e}") from None
 
 
 def count_compiles(calls, *, single_config_bench: bool = True) -> tuple[int, int]:

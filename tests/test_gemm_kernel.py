@@ -194,10 +194,25 @@ def test_smem_estimate_and_hopper_tables():
     assert big in G.HOPPER_TILES["fp8_fast"] and big not in G.HOPPER_TILES["16bit"]
     # fp8 with precise accumulation keeps two fp32 accumulators: no 256-wide tiles (they spill)
     assert all(x.block_n <= 128 for x in G.HOPPER_TILES["fp8"])
+
+
+@pytest.mark.parametrize("m,rows", [(1, {64}), (64, {64}), (65, {128}), (8192, {128})])
+def test_hopper_prune_through_triton_autotuner(m, rows):
+    # The GPU tuner's early prune, called the way Triton's Autotuner calls it (positional
+    # arguments as named_args, the keyword flags apart): it must not need the keyword ones.
+    from kernels import gemm_configs as G
+    from kernels.gemm_kernel import matmul_tma_kernel
+
     configs = [x.config(True) for x in G.HOPPER_TILES["16bit"]]
-    args = {"a_ptr": torch.empty(1, dtype=torch.bfloat16), "M": 1, "FP8_PRECISE": False,
-            "DOT_PRECISION": "ieee"}
-    assert {G.tile_of(c).block_m for c in gemm._skinny(configs, args)} == {64}
+    tuner = gemm._tuned(matmul_tma_kernel, configs, gemm.TMA_KEY, gemm._skinny("16bit"))
+    a = torch.empty(m, 64, dtype=torch.bfloat16)
+    args = (a, a, a, None, None, m, 64, 64, 64, 64, 64)
+    flags = dict(A_KMAJOR=True, B_KMAJOR=False, C_TMA=True, HAS_SCALE=False, ROW_SCALE_A=False,
+                 COL_SCALE_B=False, INTERPRET=True, DOT_PRECISION="ieee", FP8_PRECISE=False,
+                 NUM_SMS=3, WARP_SPECIALIZE=False)
+    tuner.nargs = dict(zip(tuner.arg_names, args, strict=False))
+    kept = tuner.prune_configs(flags)
+    assert {G.tile_of(c).block_m for c in kept} == rows
 
 
 def test_tf32_allowed_prefers_the_new_precision_api():

@@ -86,6 +86,13 @@ def test_campaign_calls_are_plain_data():
     ({"kernel": "conv"}, "kernel 'gemm' or 'attention'"),
     ([1, 2], "must be a dict"),
     ({"kernel": "gemm", "dtype": "bf16", "m": 1, "n": 2}, "lacks 'k'"),
+    (_gemm(1, dtype="int8"), "dtype must be one of"),
+    (_gemm(0), "m must be a positive int"),
+    (_gemm(8, layout="xx"), "layout must be one of"),
+    (_attn(d=32), "head_dim 32 is not supported"),
+    (_attn(h=6, kv_h=4), "must divide q heads"),
+    (dict(_attn(), causal=1), "causal must be"),
+    (dict(_attn(), dtype="fp8_e4m3"), "dtype must be one of"),
 ])
 def test_bad_calls(call, msg):
     with pytest.raises(ValueError, match=msg):
