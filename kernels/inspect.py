@@ -14,7 +14,8 @@ and whether the PTX has wgmma (`wgmma.mma_async`) and TMA (`cp.async.bulk.tensor
 - `--shapes FILE`: a JSON list of kernel calls (format: kernels/plan.py); compiles exactly what
   those calls compile on an H100/H200 and appends {"compiles": N, "benchmarks": M} (from
   `kernels.plan.count_compiles`). colossus-bench's harness passes a suite's calls this way (or
-  calls count_compiles itself): kernels/ imports nothing of the harness.
+  calls `kernels.plan.count_compiles` itself: import kernels.plan, not this module, which
+  switches its process off the Triton interpreter): kernels/ imports nothing of the harness.
 - `--suite NAME`: the same for a call list kept here as data (kernels.plan.SUITES: "campaign").
 
 `--json` prints a list of objects with keys kernel, variant, config, regs, spill_bytes,
