@@ -241,11 +241,71 @@ class Attention(Workload):
                 + (" causal " if p["causal"] else " ") + p["direction"])
 
 
+def causal_mask(seq_q: int, seq_k: int, device) -> torch.Tensor:
+    """Boolean (seq_q, seq_k) mask, True where query i may see key j: j <= i + seq_k - seq_q."""
+    i = torch.arange(seq_q, device=device)[:, None]
+    j = torch.arange(seq_k, device=device)[None, :]
+    return j <= i + (seq_k - seq_q)
+
+
+def reference_attention(q, k, v, *, causal: bool = False, sm_scale: float | None = None,
+                        do: torch.Tensor | None = None, budget_bytes: int = 1 << 30):
+    """fp32 math attention; returns (o, dq, dk, dv) in fp32 (grads None when `do` is None).
+
+    Works in chunks of (batch*head) rows so that the (rows, seq_q, seq_k) score matrices stay
+    within about budget_bytes (four such fp32 matrices live at once), which keeps the reference
+    for seq 16k on the GPU. The backward is the textbook one: dV = P^T dO, dP = dO V^T,
+    dS = P * (dP - rowsum(dO * O)), dQ = scale dS K, dK = scale dS^T Q; GQA sums dK, dV over
+    the q heads of each kv head. Rows that see no key (causal, seq_q > seq_k) give zeros.
+    """
+    # lazy, as in _forward_fn: importing kernels.attention imports triton
+    from kernels.attention import validate
+
+    scale = validate(q, k, v, causal, sm_scale, for_kernel=False)
+    b, h, sq, d = q.shape
+    kv_h, sk = k.shape[1], k.shape[2]
+    group = h // kv_h
+    qf, kf, vf = q.reshape(b * h, sq, d), k.reshape(b * kv_h, sk, d), v.reshape(b * kv_h, sk, d)
+    dof = do.reshape(b * h, sq, d) if do is not None else None
+    mask = causal_mask(sq, sk, q.device) if causal else None
+    rows = max(1, budget_bytes // (4 * 4 * sq * sk))
+    f32 = dict(device=q.device, dtype=torch.float32)
+    o = torch.empty(b * h, sq, d, **f32)
+    dq = torch.empty(b * h, sq, d, **f32) if do is not None else None
+    dk = torch.zeros(b * kv_h, sk, d, **f32) if do is not None else None
+    dv = torch.zeros(b * kv_h, sk, d, **f32) if do is not None else None
+    for r0 in range(0, b * h, rows):
+        r1 = min(r0 + rows, b * h)
+        # q row r is (batch r // h, head r % h); its kv row is batch * kv_h + head // group
+        kv_idx = torch.arange(r0, r1, device=q.device)
+        kv_idx = (kv_idx // h) * kv_h + (kv_idx % h) // group
+        qc = qf[r0:r1].float()
+        kc, vc = kf[kv_idx].float(), vf[kv_idx].float()
+        s = torch.matmul(qc, kc.transpose(-1, -2)) * scale
+        if mask is not None:
+            s.masked_fill_(~mask, float("-inf"))
+        p = torch.softmax(s, dim=-1).nan_to_num_(0.0)  # all-masked rows: NaN -> 0
+        del s
+        oc = torch.matmul(p, vc)
+        o[r0:r1] = oc
+        if do is None:
+            continue
+        doc = dof[r0:r1].float()
+        dv.index_add_(0, kv_idx, torch.matmul(p.transpose(-1, -2), doc))
+        ds = torch.matmul(doc, vc.transpose(-1, -2))
+        ds.sub_((doc * oc).sum(-1, keepdim=True)).mul_(p)
+        del p
+        dq[r0:r1] = torch.matmul(ds, kc) * scale
+        dk.index_add_(0, kv_idx, torch.matmul(ds.transpose(-1, -2), qc) * scale)
+    o = o.reshape(b, h, sq, d)
+    if do is None:
+        return o, None, None, None
+    return (o, dq.reshape(b, h, sq, d), dk.reshape(b, kv_h, sk, d), dv.reshape(b, kv_h, sk, d))
+
+
 def _reference(p: dict, inputs: Inputs) -> tuple:
     """fp32 math attention on the same device: (o,) or (o, dq, dk, dv). Cached per inputs."""
     if "ref" not in inputs.cache:
-        from kernels.attention import reference_attention
-
         grad = p["direction"] != "fwd"
         prev = torch.get_float32_matmul_precision()
         torch.set_float32_matmul_precision("highest")  # a TF32 reference would not be fp32
