@@ -7,8 +7,8 @@
     all released at once by a barrier. The table must end with exactly the distinct rows, their
     `new` counts must add up to that, and running every uploader again must add none.
 
-Without --url a private PostgreSQL server is started from tests/pg.py (run from a checkout; as
-root it runs the server as the `postgres` user), with fsync on, as a real server would run.
+Without --url a private PostgreSQL server is started (results/pgserver.py; as root it runs the
+server as the `postgres` user), with fsync on, as a real server would run.
 With --url each phase works in a fresh schema that it drops at the end, so any database the
 role may create schemas in will do; its other tables are not touched.
 """
@@ -31,6 +31,7 @@ from urllib.parse import quote
 
 import sqlalchemy as sa
 
+from results.pgserver import TempPostgres
 from results.schema import SCHEMA_VERSION, result_id
 from results.store import JSON_COLUMNS, Store, redact, resolve_url
 from results.upload import DEFAULT_BATCH, RetryPolicy, upload_store
@@ -232,9 +233,6 @@ def main(argv: list[str] | None = None) -> int:
     server = None
     url = args.url
     if url is None:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: tests/
-        from tests.pg import TempPostgres
-
         server = TempPostgres(durable=True).start()
         url = server.url(server.create_database("upload_bench"))
     out = {"machine": {"cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0]},
