@@ -102,6 +102,11 @@ class TempPostgres:
             self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
             self.running = False
 
+    def restart(self) -> None:
+        """Stop (fast: open sessions are cut) and start again, on the same port and data."""
+        self.stop()
+        self.start()
+
     def cleanup(self) -> None:
         try:
             self.stop()
