@@ -25,26 +25,27 @@ from results.schema import SPECS, field_problem
 from results.store import Store, default_path, sqlite_file
 from results.tables import KEYED, OWN_TABLES, ROW_COLUMNS, records
 
-_TEXT = [(i, c) for i, c in enumerate(ROW_COLUMNS)
-         if c in SPECS and SPECS[c].storage == "text"]
-_JSON = [(i, c) for i, c in enumerate(ROW_COLUMNS) if c in SPECS and SPECS[c].storage == "json"]
-_INTS = [(i, c, SPECS[c].int_range) for i, c in enumerate(ROW_COLUMNS)
-         if c in SPECS and SPECS[c].int_range]
+_TEXT = tuple((i, c, SPECS[c].max_length or 2**62) for i, c in enumerate(ROW_COLUMNS)
+              if c in SPECS and SPECS[c].storage == "text")
+_JSON = tuple((i, c) for i, c in enumerate(ROW_COLUMNS)
+              if c in SPECS and SPECS[c].storage == "json")
+_INTS = tuple((i, c, *SPECS[c].int_range) for i, c in enumerate(ROW_COLUMNS)
+              if c in SPECS and SPECS[c].int_range)
 
 
 def precheck(row: tuple) -> str | None:
     """Why PostgreSQL would refuse this raw row (one line naming the field), or None."""
-    for i, name in _TEXT:
+    for i, name, limit in _TEXT:
         v = row[i]
-        if isinstance(v, str) and ("\x00" in v or len(v) > (SPECS[name].max_length or len(v))):
+        if v is not None and (len(v) > limit or "\x00" in v):
             return f"field {name!r} {field_problem(name, v)}"
-    for i, name, (lo, hi) in _INTS:
+    for i, name, lo, hi in _INTS:
         v = row[i]
         if v is not None and not lo <= v <= hi:
             return f"field {name!r} {field_problem(name, v)}"
     for i, name in _JSON:
         v = row[i]
-        if isinstance(v, str) and "\\u0000" in v:  # JSON's spelling of NUL (or of "\u0000")
+        if v is not None and "\\u0000" in v:  # JSON's spelling of NUL (or of "\u0000")
             problem = field_problem(name, json.loads(v))
             if problem:
                 return f"field {name!r} {problem}"

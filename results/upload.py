@@ -37,6 +37,7 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from results.pgcopy import copy_rows
 from results.refused import precheck, precheck_values, write_refused
 from results.store import (
     Store,
@@ -276,7 +277,7 @@ def _send_rows(src: Store, dst: Store, rows: list[tuple]) -> int:
     with dst.engine.begin() as conn:
         if dst.dialect == "postgresql":
             try:
-                return _copy_pg(conn, rows)
+                return copy_rows(conn, rows)
             except psycopg.Error as e:
                 # COPY runs on the raw cursor, outside SQLAlchemy's error wrapping: wrap it the
                 # same way (OperationalError, DataError, ...) so retries and messages see it
@@ -285,28 +286,6 @@ def _send_rows(src: Store, dst: Store, rows: list[tuple]) -> int:
             typed = [dict(r._mapping) for r in c.execute(sa.select(result_rows).where(
                 result_rows.c.id.in_([r[ID_AT] for r in rows])))]
         return len(insert_ignore(conn, result_rows, typed, "id"))
-
-
-_QUOTED = ", ".join(f'"{c}"' for c in ROW_COLUMNS)
-
-
-def _copy_pg(conn, rows: list[tuple]) -> int:
-    """Insert rows on PostgreSQL through COPY into a temporary table, then INSERT ... SELECT
-    ... ON CONFLICT DO NOTHING in id order. COPY is several times faster than a multi-row
-    INSERT, whose huge parameter lists psycopg has to rewrite in Python."""
-    cursor = conn.connection.dbapi_connection.cursor()
-    try:
-        cursor.execute("SET LOCAL TIME ZONE 'UTC'")  # a created_at without offset is UTC
-        cursor.execute("CREATE TEMP TABLE colossus_upload (LIKE results INCLUDING DEFAULTS) "
-                       "ON COMMIT DROP")
-        with cursor.copy(f"COPY colossus_upload ({_QUOTED}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-        cursor.execute(f"INSERT INTO results ({_QUOTED}) SELECT {_QUOTED} FROM colossus_upload "
-                       "ORDER BY id ON CONFLICT (id) DO NOTHING")
-        return cursor.rowcount
-    finally:
-        cursor.close()
 
 
 class _Batches:
