@@ -308,3 +308,25 @@ def test_a_refusal_the_precheck_does_not_know_is_found_by_halving_the_batch(tmp_
     assert [x["row"]["id"] for x in lines] == [rows[11].id]
     with Store(pg_url) as shared:
         assert shared.count() == 15
+
+
+@pytest.mark.postgres
+def test_copy_text_format_round_trips_awkward_values(tmp_path, pg_url):
+    """Tabs, newlines, backslashes and quotes in text and JSON, empty and null samples, a
+    created_at without an offset (UTC): what goes in by COPY reads back as it was."""
+    store = Store(str(tmp_path / "l.db"))
+    odd = [make(0, run_id="tab\there"),
+           Result(**{**make(1).to_dict(), "id": "", "error": 'line1\nline2\r\\end "q"',
+                     "status": "failed", "correct": False, "samples_s": []}),
+           Result(**{**make(2).to_dict(), "id": "", "params": {"a\\b": "c\td", "n": 3},
+                     "samples_s": None, "created_at": "2026-05-06T07:08:09"}),
+           Result(**{**make(3).to_dict(), "id": "", "samples_s": [1e-300, None, 2.5]})]
+    store.insert(odd)
+    assert upload_store(store, pg_url).new == 4
+    with Store(pg_url) as shared:
+        back = {r.id: r for r in shared.records()}
+    for rec in store.records():
+        want = rec.to_dict()
+        if want["created_at"] == "2026-05-06T07:08:09":
+            want["created_at"] = "2026-05-06T07:08:09.000+00:00"
+        assert back[rec.id].to_dict() == want
