@@ -354,7 +354,12 @@ def upload_store(source: Store, url: str | None = None, *, batch_size: int = DEF
         for i in range(0, len(ids), batch_size):
             chunk = ids[i:i + batch_size]
             before = len(batches.refused)
-            new = batches.send(chunk, f"sending batch {i // batch_size + 1}")
+            what = f"sending batch {i // batch_size + 1}"
+            try:
+                new = batches.send(chunk, what)
+            except Refused as e:  # refused outside any row (the check for present ids)
+                raise UploadError(f"upload to {report.to} failed while {what}: {e}",
+                                  report) from None
             report.new += new
             report.already += len(chunk) - new - (len(batches.refused) - before)
             report.batches += 1
