@@ -21,7 +21,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from results.schema import SPECS, field_problem
+from results.schema import NUL_PROBLEM, SPECS, field_problem, has_nul
 from results.store import Store, default_path, sqlite_file
 from results.tables import KEYED, OWN_TABLES, ROW_COLUMNS, records
 
@@ -38,17 +38,15 @@ def precheck(row: tuple) -> str | None:
     for i, name, limit in _TEXT:
         v = row[i]
         if v is not None and (len(v) > limit or "\x00" in v):
-            return f"field {name!r} {field_problem(name, v)}"
+            return f"field {name!r} {field_problem(name, v) or NUL_PROBLEM}"
     for i, name, lo, hi in _INTS:
         v = row[i]
         if v is not None and not lo <= v <= hi:
             return f"field {name!r} {field_problem(name, v)}"
     for i, name in _JSON:
         v = row[i]
-        if v is not None and "\\u0000" in v:  # JSON's spelling of NUL (or of "\u0000")
-            problem = field_problem(name, json.loads(v))
-            if problem:
-                return f"field {name!r} {problem}"
+        if v is not None and "\\u0000" in v and has_nul(json.loads(v)):  # JSON's NUL
+            return f"field {name!r} {NUL_PROBLEM}"
     return None
 
 
@@ -64,7 +62,7 @@ def precheck_values(store: Store, rows: list[tuple]) -> dict[str, str]:
         with store.engine.connect() as conn:
             for key, value in conn.execute(sa.select(table.c.key, table.c.value)
                                            .where(table.c.key.in_(sorted(keys)))):
-                problem = field_problem(name, value)
+                problem = field_problem(name, value) or (NUL_PROBLEM if has_nul(value) else None)
                 if problem:
                     bad[key] = f"field {name!r} {problem}"
     return bad

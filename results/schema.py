@@ -225,8 +225,9 @@ def has_nul(value: Any) -> bool:
 
 def field_problem(name: str, value: Any) -> str | None:
     """Why `value` cannot be field `name` of a record (its type, the table's width, integer
-    range, a NUL character, a timestamp that is not ISO 8601); None when it can. Every check
-    comes from the declaration above."""
+    range, a timestamp that is not ISO 8601); None when it can. Every check comes from the
+    declaration above. (A NUL character is the shared table's limit, not the record's: SQLite
+    keeps it; the upload checks for it with `has_nul`.)"""
     spec = SPECS.get(name)
     if spec is None or value is None:
         return None
@@ -244,6 +245,7 @@ def field_problem(name: str, value: Any) -> str | None:
             datetime.fromisoformat(value)
         except ValueError:
             return f"is {value!r}, not an ISO 8601 time"
-    if spec.storage in ("text", "json", "own_table", "timestamp") and has_nul(value):
-        return "holds a NUL character, which PostgreSQL cannot store"
     return None
+
+
+NUL_PROBLEM = "holds a NUL character, which PostgreSQL cannot store"

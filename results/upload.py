@@ -47,7 +47,14 @@ from results.store import (
     transient,
     url_secrets,
 )
-from results.tables import KEYED, OWN_TABLES, ROW_COLUMNS, insert_ignore, records, result_rows
+from results.tables import (
+    KEYED,
+    OWN_TABLES,
+    ROW_COLUMNS,
+    UtcTime,
+    insert_ignore,
+    result_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +241,7 @@ def _missing(dst: Store, ids: list[str]) -> list[str]:
 
 # The raw local columns for COPY: JSON and times as their stored text, samples as their bytes
 # (COPY takes them as they are: no decoding and encoding again).
-_RAW = [sa.cast(c, sa.Text) if isinstance(c.type, (sa.JSON, type(records.c.created_at.type)))
+_RAW = [sa.cast(c, sa.Text) if isinstance(c.type, (sa.JSON, UtcTime))
         else sa.type_coerce(c, sa.LargeBinary) if c.name == "samples_s" else c
         for c in result_rows.c]
 _KEY_AT = {name: ROW_COLUMNS.index(col) for name, col in KEYED.items()}
