@@ -19,23 +19,42 @@ import typer
 
 from results.console import console, err_console, fail, open_store
 
-OPS_HELP = "all_reduce | all_gather | reduce_scatter | all; repeat for several (default all_reduce)"
+COLLECTIVE_HELP = ("all_reduce | all_gather | reduce_scatter | all, or nccl-tests' binary names "
+                   "(all_reduce_perf, ...); repeat or comma-separate (default all_reduce)")
+PERF_SUFFIX = "_perf"  # nccl-tests builds one binary per collective: all_reduce_perf, ...
 
 
 def _ops(values: list[str] | None) -> tuple[str, ...]:
+    """--collective: names, nccl-tests binary names or paths (./build/all_reduce_perf), all."""
     from bench.collectives.formulas import OPS
 
     ops: list[str] = []
     for v in values or ["all_reduce"]:
         for name in (s.strip() for s in v.split(",")):
+            name = name.rsplit("/", 1)[-1].removesuffix(PERF_SUFFIX)
             if name == "all":
                 ops += [o for o in OPS if o not in ops]
             elif name not in OPS:
                 raise ValueError(f"unknown collective {name!r}; choose from "
-                                 f"{', '.join(OPS)} or all")
+                                 f"{', '.join(OPS)} or all (nccl-tests' other binaries, "
+                                 "e.g. alltoall_perf, are not supported)")
             elif name not in ops:
                 ops.append(name)
     return tuple(ops)
+
+
+def _unsupported(ngpus: int, nthreads: int, agg_iters: int, cudagraph: int) -> str | None:
+    """nccl-tests options we take but support at their defaults only: why, or None."""
+    if ngpus != 1:
+        return (f"-g {ngpus}: one GPU per rank (process) only; launch more ranks with "
+                "--nproc-per-node")
+    if nthreads != 1:
+        return f"-t {nthreads}: one thread per rank only; launch more ranks with --nproc-per-node"
+    if agg_iters != 1:
+        return f"-m {agg_iters}: aggregated iterations (ncclGroupStart/End) are not supported"
+    if cudagraph != 0:
+        return f"-G {cudagraph}: CUDA graph capture is not supported (use -G 0)"
+    return None
 
 
 def allreduce(
@@ -44,6 +63,7 @@ def allreduce(
                                        "nccl, 2 with gloo)"),
     backend: str | None = typer.Option(
         None, "--backend", help="nccl | gloo (default: nccl where CUDA is available, else gloo)"),
+    collective: list[str] | None = typer.Option(None, "--collective", help=COLLECTIVE_HELP),
     minbytes: str = typer.Option("1K", "-b", "--minbytes", help="smallest size: bytes or "
                                                                 "1K/16M/1G"),
     maxbytes: str | None = typer.Option(None, "-e", "--maxbytes",
@@ -51,34 +71,53 @@ def allreduce(
     stepfactor: int = typer.Option(2, "-f", "--stepfactor", help="size multiplier (1: use -i)"),
     stepbytes: str = typer.Option("1M", "-i", "--stepbytes", help="size increment when -f is 1"),
     iters: int = typer.Option(20, "-n", "--iters", help="timed iterations per size"),
-    warmup: int = typer.Option(5, "-w", "--warmup-iters", help="warm-up iterations"),
+    warmup: int = typer.Option(5, "-w", "--warmup_iters", "--warmup-iters",
+                               help="warm-up iterations"),
     check: int = typer.Option(1, "-c", "--check", help="check iterations (0: no check)"),
-    op: list[str] | None = typer.Option(None, "--op", "-o", help=OPS_HELP),
-    dtype: str = typer.Option("fp32", "--dtype", "-d", help="fp32 | bf16 | fp16"),
+    redop: str = typer.Option("sum", "-o", "--op", help="reduction: sum | prod | min | max | avg "
+                                                        "| all (comma-separate several)"),
+    dtype: str = typer.Option("float", "-d", "--datatype", "--dtype",
+                              help="float | half | bfloat16 | double | int8 | uint8 | int32 | "
+                                   "int64 | f8e4m3 | f8e5m2 | all (or fp32, bf16, ...)"),
+    average: int = typer.Option(1, "-a", "--average",
+                                help="time across ranks: 0 rank 0, 1 mean, 2 min, 3 max"),
+    blocking: int = typer.Option(0, "-z", "--blocking",
+                                 help="1: wait for each collective, then a barrier"),
+    run_cycles: int = typer.Option(1, "-N", "--run_cycles", "--run-cycles",
+                                   help="sweeps to run (0: until interrupted)"),
+    ngpus: int = typer.Option(1, "-g", "--ngpus", help="GPUs per rank (1 only)"),
+    nthreads: int = typer.Option(1, "-t", "--nthreads", help="threads per rank (1 only)"),
+    agg_iters: int = typer.Option(1, "-m", "--agg_iters", help="aggregated calls (1 only)"),
+    cudagraph: int = typer.Option(0, "-G", "--cudagraph", help="CUDA graph launches (0 only)"),
     db: str | None = typer.Option(None, "--db", help="Database URL or SQLite path (default: "
                                                      "$COLOSSUS_BENCH_DB, else a per-user file)"),
     timeout: float = typer.Option(300.0, "--timeout", "-T",
                                   help="seconds without progress before the run is stopped"),
-    iter_stats: bool = typer.Option(False, "-I", "--iter-stats",
-                                    help="also print per-iteration median, p99 and CV"),
+    iter_stats: int = typer.Option(0, "-I", "--per_iter_timing", "--iter-stats",
+                                   help="1: also print per-iteration median, p99 and CV"),
     no_telemetry: bool = typer.Option(False, "--no-telemetry", help="do not sample NVML"),
     as_json: bool = typer.Option(False, "--json", help="print the rows as JSON on stdout "
                                                        "(the table goes to stderr)"),
 ) -> None:
     """Collective bandwidth with nccl-tests semantics (algbw, busbw, #wrong), stored per size."""
+    from bench.collectives.config import parse_dtypes, parse_redops
     from bench.collectives.sizes import parse_size
 
     try:
-        ops = _ops(op)
+        ops = _ops(collective)
+        redops, dtypes = parse_redops(redop), parse_dtypes(dtype)
         sizes = (parse_size(minbytes), parse_size(maxbytes) if maxbytes else None,
                  parse_size(stepbytes))
     except ValueError as e:
         raise fail(str(e)) from None
+    why = _unsupported(ngpus, nthreads, agg_iters, cudagraph)
+    if why or blocking not in (0, 1) or iter_stats not in (0, 1):
+        raise fail(why or "-z and -I take 0 or 1")
 
-    import torch
+    import torch  # lazy: `colossus-bench --help` must not import torch
 
+    from bench.collectives.config import CollConfig, world_from_env
     from bench.collectives.launch import launch
-    from bench.collectives.worker import CollConfig, world_from_env
 
     try:
         world = world_from_env()
@@ -95,13 +134,15 @@ def allreduce(
                    f"{world.source}); --nproc-per-node is only for launching local ranks")
     store = open_store(db) if world is None or world.rank == 0 else None
     try:
-        cfg = CollConfig(ops=ops, backend=backend, dtype=dtype, min_bytes=sizes[0],
+        cfg = CollConfig(ops=ops, backend=backend, dtypes=dtypes, redops=redops,
+                         min_bytes=sizes[0],
                          max_bytes=sizes[1] or parse_size("1G" if backend == "nccl" else "16M"),
                          step_factor=stepfactor, step_bytes=sizes[2], iters=iters,
                          warmup_iters=warmup, check_iters=check, timeout_s=timeout,
+                         average=average, blocking=bool(blocking), run_cycles=run_cycles,
                          db_url=store.url if store else None,
                          run_id=uuid.uuid4().hex[:16],  # the format of bench.runner.new_run_id
-                         iter_stats=iter_stats, json=as_json, telemetry=not no_telemetry)
+                         iter_stats=bool(iter_stats), json=as_json, telemetry=not no_telemetry)
     except (ValueError, TypeError) as e:
         raise fail(str(e)) from None
     where = store.display_url if store else ""
@@ -152,8 +193,8 @@ def _run_in_process(cfg, world, as_json: bool, where: str):
     import tempfile
     from dataclasses import replace
 
-    from bench.collectives import spool as spoollib
-    from bench.collectives.worker import run_rank
+    from bench import spool as spoollib
+    from bench.collectives.rank import run_rank
 
     if world.rank != 0:
         code, rows = run_rank(cfg, world)
