@@ -198,8 +198,9 @@ def count_wrong(shape: Shape, out: torch.Tensor, rank: int, seed: int, dtype: to
         hi = min(n, lo + CHUNK)
         got = out[lo:hi].to(torch.int64 if exact else torch.float64)
         expected = _expected_chunk(shape, rank, seed, lo, hi, dtype, redop, out.device)
-        err = (got - expected).abs().to(torch.float64)
-        bad = ~(err <= tol)  # NaN compares false: counted wrong
+        # float64 differences: int64 ones would overflow near the type's limits
+        err = (got.to(torch.float64) - expected.to(torch.float64)).abs()
+        bad = (got != expected) if exact else ~(err <= tol)  # NaN compares false: wrong
         wrong += int(bad.sum().item())
         if not bool(torch.isfinite(err).all()):
             max_err = float("inf")
