@@ -55,7 +55,8 @@ def init_kwargs(cfg: CollConfig, world: World, index: int | None,
     current at the first collective.
     """
     env = os.environ if env is None else env
-    kw: dict = {"backend": cfg.backend, "timeout": timedelta(seconds=cfg.timeout_s)}
+    kw: dict = {"backend": cfg.backend,
+                "timeout": timedelta(seconds=cfg.pg_timeout_s or cfg.timeout_s)}
     if world.world_size == 1 and "MASTER_ADDR" not in env:
         kw.update(store=dist.HashStore(), rank=0, world_size=1)
     if index is not None:

@@ -139,24 +139,24 @@ def _signal(pid: int, sig: int, group: bool = False) -> None:
 
 
 def teardown(proc: subprocess.Popen, run_dir: str, grace_s: float = TERM_GRACE_S) -> None:
-    """Stop torchrun and every rank: SIGTERM and SIGCONT (ranks record 'terminated'), then
-    SIGKILL what is left after `grace_s`."""
-    pids = descendants(proc.pid) | set(processes_mentioning(run_dir))
-    if proc.poll() is None:
-        _signal(proc.pid, signal.SIGTERM, group=True)
+    """Stop every rank and torchrun. The ranks get SIGTERM and SIGCONT (they record
+    'terminated'; a stopped one takes the signal once continued) and `grace_s` to go; then
+    torchrun, which has nothing to save and would spend seconds stopping workers that are
+    gone already, and whatever is left get SIGKILL."""
+    pids = (descendants(proc.pid) | set(processes_mentioning(run_dir))) - {proc.pid}
     for pid in pids:
         _signal(pid, signal.SIGTERM)
-        _signal(pid, signal.SIGCONT)  # a stopped process takes SIGTERM only once continued
+        _signal(pid, signal.SIGCONT)
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and (proc.poll() is None or any(map(alive, pids))):
-        time.sleep(0.05)
+    while time.monotonic() < deadline and any(map(alive, pids)):
+        time.sleep(0.02)
+    if proc.poll() is None:
+        _signal(proc.pid, signal.SIGKILL, group=True)
     pids |= descendants(proc.pid) | set(processes_mentioning(run_dir))
     for pid in pids:
         if alive(pid):
             _signal(pid, signal.SIGKILL, group=True)  # each worker leads its own session
             _signal(pid, signal.SIGKILL)
-    if proc.poll() is None:
-        _signal(proc.pid, signal.SIGKILL, group=True)
     proc.wait()
 
 

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
 import traceback
 
 import torch.distributed as dist
 
+from bench.collectives import signals
 from bench.collectives.config import DB_URL_ENV, CollConfig, World, world_from_env
-from bench.collectives.status import DONE, ERROR, TERMINATED, StatusWriter
+from bench.collectives.status import DONE, ERROR, StatusWriter
 from bench.collectives.worker import RankRun
 from results.schema import Result
 
@@ -34,36 +33,11 @@ def run(cfg: CollConfig, world: World, status: StatusWriter | None = None) -> li
     return rr.rows
 
 
-def exit_on_sigterm(status: StatusWriter) -> None:
-    """Record `terminated` and exit when torchrun or the launcher sends SIGTERM (or SIGHUP).
-
-    A Python signal handler would wait for the main thread, which may sit for minutes inside a
-    collective; so the signals are blocked here (threads started later inherit that) and a
-    thread takes them with sigwait. Call it before torch starts its threads.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return
-    signals = {signal.SIGTERM, signal.SIGHUP}
-
-    def stop(signum=signal.SIGTERM, *_):
-        name = signal.Signals(signum).name
-        status.finish(TERMINATED, f"stopped by {name} (from torchrun or the launcher)")
-        os._exit(128 + signum)
-
-    for s in signals:
-        signal.signal(s, stop)  # for threads started before the mask
-    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
-
-    def wait():
-        stop(signal.sigwait(signals))
-
-    threading.Thread(target=wait, name="sigterm", daemon=True).start()
-
-
 def run_rank(cfg: CollConfig, world: World) -> tuple[int, list[Result]]:
     """run() with the status kept and errors turned into an exit code (0 ok, 1 failed)."""
+    signals.install()
     status = StatusWriter(cfg.status_dir, world.rank)
-    exit_on_sigterm(status)
+    signals.attach(status)
     status.start_heartbeat()
     try:
         rows = run(cfg, world, status)
