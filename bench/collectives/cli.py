@@ -151,9 +151,12 @@ def allreduce(
 
     if world is not None:  # torchrun/srun started us: run as this rank
         code, rows, kept = _run_in_process(cfg, world, as_json, where)
+        bad = [r for r in rows if r.correct is False]
+        if bad:
+            fail(f"data check failed (#wrong > 0) for {len(bad)} of {len(rows)} rows; failed "
+                 f"ones are stored with correct=false in {where}", code=1)
         sys.stdout.flush()
         sys.stderr.flush()
-        bad = any(r.correct is False for r in rows)
         # no process-group destructors after a failure
         os._exit(code or (1 if bad or kept else 0))
 
