@@ -252,3 +252,24 @@ def test_cuda_device_choice_and_process_group_arguments():
     assert "store" not in kw and kw["device_id"] == torch.device("cuda", 2)
     assert "device_id" not in be.init_kwargs(CollConfig(), World(0, 2, 0, "torchrun"), None,
                                              env={"MASTER_ADDR": "x"})
+
+
+@pytest.mark.gpu
+def test_world_of_one_nccl_rank_every_type_and_reduction(db_url, monkeypatch, capsys):
+    """The CUDA-only path at world size 1: device placement, set_device and device_id before
+    NCCL starts, CUDA-event marks, bf16/fp16 reductions and fp8 all_gather on NCCL."""
+    from bench.collectives.rank import run
+
+    for var in ("MASTER_ADDR", "MASTER_PORT", FAULT_ENV):
+        monkeypatch.delenv(var, raising=False)
+    cfg = CollConfig(ops=("all_reduce", "all_gather", "reduce_scatter"), backend="nccl",
+                     dtypes=("bf16", "fp16", "int8", "fp8_e4m3", "fp8_e5m2"), redops=REDOPS,
+                     min_bytes=K, max_bytes=64 * K, step_factor=8, iters=3, warmup_iters=1,
+                     db_url=db_url, run_id="nccl-one")
+    rows = run(cfg, World(0, 1, 0, "torchrun"))
+    assert rows and all(r.status == "ok" and r.correct is True for r in rows), [
+        r.error for r in rows if r.status != "ok"][:3]
+    assert all(r.device["kind"] == "cuda" for r in rows)
+    fp8 = [r for r in rows if r.dtype.startswith("fp8")]
+    assert fp8 and {r.params["op"] for r in fp8} == {"all_gather"}
+    assert "# not run: -d f8e4m3 with all_reduce" in capsys.readouterr().out
