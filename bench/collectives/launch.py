@@ -36,7 +36,14 @@ from typing import Any, TextIO
 
 from bench import spool as spoollib
 from bench.collectives.config import DB_URL_ENV, CollConfig
-from bench.collectives.status import DONE, RUNNING, diagnose, read_statuses, stall_message
+from bench.collectives.status import (
+    DONE,
+    HEARTBEAT_STALE_S,
+    RUNNING,
+    diagnose,
+    read_statuses,
+    stall_message,
+)
 
 POLL_S = 0.1
 # Assumptions, not measurements: the ranks' own collective timeouts are this much longer than
@@ -256,6 +263,7 @@ def launch(cfg: CollConfig, nproc: int, *, out: TextIO | None = None, err: TextI
             statuses = read_statuses(run_dir)
             stalled = watchdog.stalled(statuses)
             if stalled:
+                statuses = _settle(proc, run_dir, stalled, statuses)
                 timed_out = True
                 stall = (stall_message(statuses, stalled, cfg.timeout_s) if
                          all(r in statuses for r in stalled) else None)
@@ -273,6 +281,22 @@ def launch(cfg: CollConfig, nproc: int, *, out: TextIO | None = None, err: TextI
                          stall, keep_run_dir, 0.0 if interrupted else store_retry_s)
     finally:
         _restore(handlers)
+
+
+def _settle(proc: subprocess.Popen, run_dir: str, stalled: list[int],
+            statuses: dict[int, dict]) -> dict[int, dict]:
+    """Before blaming: give a stopped or frozen rank's heartbeat time to go stale (a rank
+    stopped just before the watchdog fired still looks alive), at most HEARTBEAT_STALE_S more.
+    Returns the statuses to blame from."""
+    deadline = time.monotonic() + HEARTBEAT_STALE_S + 2 * POLL_S
+    while time.monotonic() < deadline and proc.poll() is None:
+        now = time.time()
+        if any(now - statuses[r].get("beat", now) > HEARTBEAT_STALE_S
+               for r in stalled if r in statuses):
+            break
+        time.sleep(POLL_S)
+        statuses = read_statuses(run_dir) or statuses
+    return statuses
 
 
 def _catch_stop_signals() -> dict:
