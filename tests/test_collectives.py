@@ -270,9 +270,11 @@ def test_world_from_env():
         world_from_env({"RANK": "x", "WORLD_SIZE": "2"})
 
 
-def test_cli_argument_errors_are_one_line():
+def test_cli_argument_errors_are_one_line(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))  # not the user's database
+    monkeypatch.delenv("COLOSSUS_BENCH_DB", raising=False)
     from cli import app
 
     runner = CliRunner()

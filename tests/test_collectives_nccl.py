@@ -174,9 +174,11 @@ def test_names_follow_nccl_tests():
     (["-d", "f8e4m3"], "gloo has no f8e4m3"), (["-a", "5"], "-a must be"),
     (["-N", "-1"], "-N must be"), (["-z", "2"], "0 or 1"), (["-d", "float128"], "datatype"),
     (["-o", "avg", "-d", "int8"], "floating types only")])
-def test_refused_options_are_one_line(args, needle):
+def test_refused_options_are_one_line(args, needle, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))  # not the user's database
+    monkeypatch.delenv("COLOSSUS_BENCH_DB", raising=False)
     from cli import app
 
     r = CliRunner().invoke(app, ["allreduce", "--backend", "gloo", *args])

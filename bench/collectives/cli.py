@@ -12,11 +12,17 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import typer
 
+from bench import spool as spoollib
+from bench.collectives.config import CollConfig, parse_dtypes, parse_redops, world_from_env
+from bench.collectives.formulas import OPS
+from bench.collectives.sizes import parse_size
 from results.console import console, err_console, fail, open_store
 
 COLLECTIVE_HELP = ("all_reduce | all_gather | reduce_scatter | all, or nccl-tests' binary names "
@@ -26,8 +32,6 @@ PERF_SUFFIX = "_perf"  # nccl-tests builds one binary per collective: all_reduce
 
 def _ops(values: list[str] | None) -> tuple[str, ...]:
     """--collective: names, nccl-tests binary names or paths (./build/all_reduce_perf), all."""
-    from bench.collectives.formulas import OPS
-
     ops: list[str] = []
     for v in values or ["all_reduce"]:
         for name in (s.strip() for s in v.split(",")):
@@ -100,9 +104,6 @@ def allreduce(
                                                        "(the table goes to stderr)"),
 ) -> None:
     """Collective bandwidth with nccl-tests semantics (algbw, busbw, #wrong), stored per size."""
-    from bench.collectives.config import parse_dtypes, parse_redops
-    from bench.collectives.sizes import parse_size
-
     try:
         ops = _ops(collective)
         redops, dtypes = parse_redops(redop), parse_dtypes(dtype)
@@ -116,8 +117,7 @@ def allreduce(
 
     import torch  # lazy: `colossus-bench --help` must not import torch
 
-    from bench.collectives.config import CollConfig, world_from_env
-    from bench.collectives.launch import launch
+    from bench.collectives.launch import launch  # torchrun's side: only when launching
 
     try:
         world = world_from_env()
@@ -132,21 +132,21 @@ def allreduce(
     if world is not None and nproc_per_node is not None:
         raise fail(f"already rank {world.rank} of a {world.world_size}-rank world (from "
                    f"{world.source}); --nproc-per-node is only for launching local ranks")
-    store = open_store(db) if world is None or world.rank == 0 else None
-    try:
+    try:  # the arguments first: a bad one is reported whatever the database's state
         cfg = CollConfig(ops=ops, backend=backend, dtypes=dtypes, redops=redops,
                          min_bytes=sizes[0],
                          max_bytes=sizes[1] or parse_size("1G" if backend == "nccl" else "16M"),
                          step_factor=stepfactor, step_bytes=sizes[2], iters=iters,
                          warmup_iters=warmup, check_iters=check, timeout_s=timeout,
                          average=average, blocking=bool(blocking), run_cycles=run_cycles,
-                         db_url=store.url if store else None,
                          run_id=uuid.uuid4().hex[:16],  # the format of bench.runner.new_run_id
                          iter_stats=bool(iter_stats), json=as_json, telemetry=not no_telemetry)
     except (ValueError, TypeError) as e:
         raise fail(str(e)) from None
+    store = open_store(db) if world is None or world.rank == 0 else None
     where = store.display_url if store else ""
     if store:
+        cfg = replace(cfg, db_url=store.url)
         store.close()
 
     if world is not None:  # torchrun/srun started us: run as this rank
@@ -193,11 +193,7 @@ def allreduce(
 def _run_in_process(cfg, world, as_json: bool, where: str):
     """Run as `world.rank`; rank 0 spools its rows and stores them again at the end, like
     the launcher. Returns (exit code, rank 0's rows, the kept spool or None)."""
-    import tempfile
-    from dataclasses import replace
-
-    from bench import spool as spoollib
-    from bench.collectives.rank import run_rank
+    from bench.collectives.rank import run_rank  # imports torch
 
     if world.rank != 0:
         code, rows = run_rank(cfg, world)

@@ -180,7 +180,8 @@ def _pump(stream, sink: TextIO | None, fallback: str, tail: collections.deque) -
 
 
 def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the launcher dies, however it dies."""
+    """In the child before exec: SIGTERM when the launcher dies, however it dies. (Linux ties
+    this to the thread that forked: call launch() from a thread that outlives the run.)"""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
@@ -314,7 +315,7 @@ def _ignore_stop_signals() -> None:
 
 def _restore(handlers: dict) -> None:
     for s, h in handlers.items():
-        signal.signal(s, h)
+        signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
 def _conclude(cfg, nproc, proc, run_dir, err, err_tail, timed_out, interrupted, stall,
