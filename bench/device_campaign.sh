@@ -30,7 +30,7 @@ SITE=${CAMPAIGN_SITE:-/tmp/site}
 ALLREDUCE_BACKEND=${ALLREDUCE_BACKEND:-nccl}
 ALLREDUCE_MAX=${ALLREDUCE_MAX:-1G}
 EXPORT_RESERVE_S=20  # kept back from every stage for the final export and summary
-RUN_MARGIN_S=15      # a run stage's process start and final table, outside its --budget
+RUN_MARGIN_S=${CAMPAIGN_RUN_MARGIN_S:-15}  # a run stage's start and final table, outside its --budget
 
 mkdir -p "$OUT" || exit 2
 STAGES="$OUT/stages.tsv"

@@ -10,8 +10,6 @@ any other exception is stored as failed; the run goes on either way.
 from __future__ import annotations
 
 import gc
-import json
-import os
 import time
 import traceback
 import uuid
@@ -19,9 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import provenance
+from bench import spool
 from bench.budget import Estimator
 from bench.device import DeviceInfo, peaks
+from bench.record import Facts, build_record
 from bench.telemetry import Sampler
 from bench.timing import Timing, TimingConfig, default_config, measure, synchronizer
 from bench.workloads import WORKLOADS, Case, Check, Unsupported, Workload
@@ -95,16 +94,15 @@ def describe(wl: Workload, case: Case) -> dict:
         return {}
 
 
-def base_fields(case: Case, backend: str, ctx: RunContext) -> dict:
-    wl = WORKLOADS[case.workload]
-    return dict(run_id=ctx.run_id, workload=case.workload, backend=backend, dtype=case.dtype,
-                params=dict(case.params), host=provenance.host(), device=ctx.device.record(),
-                software=provenance.software(), **describe(wl, case))
+def case_facts(case: Case, backend: str, ctx: RunContext) -> Facts:
+    """What ran and where, with the case's own figures (describe)."""
+    return Facts(ctx.run_id, case.workload, backend, case.dtype, dict(case.params), ctx.device,
+                 counts=describe(WORKLOADS[case.workload], case))
 
 
 def skipped(case: Case, backend: str, ctx: RunContext, reason: str) -> Result:
     """The row of a case that was not run (a time-boxed run's rest: reason "budget")."""
-    return Result(**base_fields(case, backend, ctx), status="skipped", error=reason)
+    return build_record(case_facts(case, backend, ctx), status="skipped", error=reason)
 
 
 def run_case(case: Case, backend: str, ctx: RunContext, timer: Timer = measure) -> Result:
@@ -114,7 +112,7 @@ def run_case(case: Case, backend: str, ctx: RunContext, timer: Timer = measure) 
     recipe through its own fixture (bench/benchmarks/conftest.py).
     """
     wl = WORKLOADS[case.workload]
-    base = base_fields(case, backend, ctx)
+    facts = case_facts(case, backend, ctx)
     inputs = None
     try:
         inputs = wl.setup(case, ctx.device)
@@ -127,52 +125,38 @@ def run_case(case: Case, backend: str, ctx: RunContext, timer: Timer = measure) 
         check: Check = wl.check(case, backend, inputs, out)
         del out
         if not check.correct:
-            return Result(**base, compile_s=first_s, correct=False,
-                          max_rel_error=check.max_rel_error,
-                          tolerance=check.tolerance, status="failed",
-                          error=f"reference check failed: max_rel_error {check.max_rel_error:.3g}"
-                                f" > tolerance {check.tolerance:.3g}")
+            return build_record(facts, compile_s=first_s, correct=False,
+                                max_rel_error=check.max_rel_error, tolerance=check.tolerance,
+                                status="failed",
+                                error=f"reference check failed: max_rel_error "
+                                      f"{check.max_rel_error:.3g} > tolerance "
+                                      f"{check.tolerance:.3g}")
         sampler = Sampler(ctx.device, enabled=ctx.telemetry)
         timing: Timing = timer(fn, ctx.device, ctx.timing, region=sampler)
         t = timing.median_s
-        tf, gb = tflops(base.get("flops"), t), gbps(base.get("bytes"), t)
+        tf, gb = tflops(facts.counts.get("flops"), t), gbps(facts.counts.get("bytes"), t)
         # compile_s: the first call's time beyond one steady call (compiles, autotuning, lazy
         # initialisation); a figure per row, not a timing sample
-        return Result(**base, **timing.stats(), compile_s=max(0.0, first_s - t),
-                      tflops=tf, gbps=gb,
-                      peak_fraction=peak_fraction(ctx.device, case.dtype, tf, gb,
-                                                  wl.peak_gbps(case, ctx.device)),
-                      correct=True, max_rel_error=check.max_rel_error, tolerance=check.tolerance,
-                      telemetry=sampler.summary(), status="ok")
+        return build_record(facts, timing=timing, compile_s=max(0.0, first_s - t),
+                            tflops=tf, gbps=gb,
+                            peak_fraction=peak_fraction(ctx.device, case.dtype, tf, gb,
+                                                        wl.peak_gbps(case, ctx.device)),
+                            correct=True, max_rel_error=check.max_rel_error,
+                            tolerance=check.tolerance, telemetry=sampler.summary(), status="ok")
     except KeyboardInterrupt:
         raise
     except Unsupported as e:
-        return Result(**base, status="skipped", error=f"unsupported: {e}")
+        return build_record(facts, status="skipped", error=f"unsupported: {e}")
     except Exception as e:
         if _is_oom(e):
-            return Result(**base, status="skipped", error=f"out of memory: {str(e)[:200]}")
+            return build_record(facts, status="skipped",
+                                error=f"out of memory: {str(e)[:200]}")
         last = traceback.extract_tb(e.__traceback__)[-1]
-        return Result(**base, status="failed",
-                      error=f"{type(e).__name__}: {e} ({last.filename}:{last.lineno})"[:2000])
+        return build_record(facts, status="failed",
+                            error=f"{type(e).__name__}: {e} ({last.filename}:{last.lineno})"[:2000])
     finally:
         del inputs
         _free(ctx.device)
-
-
-def spool_path(run_id: str) -> Path:
-    """Where results that the table refused are kept: beside the default table."""
-    from results.store import default_path
-
-    return default_path().parent / f"unstored-{run_id}.jsonl"
-
-
-def keep(result: Result, path: Path) -> None:
-    """Append one record to a JSON Lines file (`colossus-bench ingest` reads it back)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(result.to_dict(), default=str) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def run(pairs: list[tuple[Case, str]], store, *, device: DeviceInfo,
@@ -190,8 +174,8 @@ def run(pairs: list[tuple[Case, str]], store, *, device: DeviceInfo,
     the estimated seconds left before each case.
 
     A result the table refuses (database locked or gone, disk full) is appended to
-    `spool_path(run_id)` instead, `on_unstored` is told, and the run goes on: nothing measured
-    is lost to a database hiccup.
+    `bench.spool.unstored_path(run_id)` instead, `on_unstored` is told, and the run goes on:
+    nothing measured is lost to a database hiccup.
     """
     ctx = RunContext(run_id or new_run_id(), device, timing or default_config(device), telemetry)
     plan = Estimator(device, ctx.timing, tune).plan(pairs)  # for the time left
@@ -217,8 +201,8 @@ def run(pairs: list[tuple[Case, str]], store, *, device: DeviceInfo,
             try:
                 store.insert([result])
             except Exception as e:  # SQLAlchemyError, StoreError, OSError: keep it elsewhere
-                path = spool_path(ctx.run_id)
-                keep(result, path)
+                path = spool.unstored_path(ctx.run_id)
+                spool.append(path, result)
                 if on_unstored:
                     on_unstored(result, path, e)
         done.append(result)

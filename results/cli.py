@@ -29,7 +29,7 @@ from results.console import (
 )
 from results.export import FORMATS
 from results.fleet import DEFAULT_THRESHOLD
-from results.upload import BACKOFF_ENV, DEFAULT_BATCH, TRIES_ENV, UPLOAD_ENV, RetryPolicy
+from results.retry import BACKOFF_ENV, DEFAULT_BATCH, TRIES_ENV, UPLOAD_ENV, RetryPolicy
 
 
 def upload(

@@ -15,7 +15,8 @@ import time
 import pytest
 import torch
 
-from bench.collectives import faults, report, spool, status
+from bench.collectives import faults, report, status
+from bench.collectives.config import CollConfig, World, world_from_env
 from bench.collectives.formulas import (
     algbw_gbps,
     busbw_factor,
@@ -23,9 +24,9 @@ from bench.collectives.formulas import (
     shape,
 )
 from bench.collectives.launch import alive, descendants, teardown, torchrun_command
+from bench.collectives.rank import run
 from bench.collectives.sizes import format_size, parse_size, size_sweep
 from bench.collectives.verify import count_wrong, fill_input, pattern, tolerance
-from bench.collectives.worker import CollConfig, World, run, world_from_env
 
 K, M, G = 1024, 1024**2, 1024**3
 
@@ -217,8 +218,9 @@ def test_table_lines_parse_like_nccl_tests():
     assert m, text
     assert m.group(3) == "float" and m.group(6) == "2000.0" and m.group(10) == "123.4"
     assert report.time_text(12.3456e-3) == "  12346" and report.time_text(5e-6) == "   5.00"
-    wrong = report.line(1024, 256, "bf16", "sum", report.Cell(None, None, None, 7), inp)
-    assert "bfloat16" in wrong and wrong.split()[5:9] == ["-", "-", "-", "7"]
+    # a failed check: its time, no speed (0.00 where nccl-tests prints numbers), #wrong %5g
+    wrong = report.line(1024, 256, "bf16", "sum", report.Cell(3e-6, None, None, 7), inp)
+    assert "bfloat16" in wrong and wrong.split()[5:9] == ["3.00", "0.00", "0.00", "7"]
     assert len(report.header()) == 3 and "#wrong" in report.header()[1]
     assert "median" in report.header(iter_stats=True)[1]
     with_stats = report.line(1, 1, "fp32", "sum", out, inp, iter_stats=True)
@@ -232,7 +234,7 @@ def test_footer_and_iteration_statistics():
     foot = report.footer(cells, 4)
     assert foot[0] == "# Out of bounds values : 1 FAILED"
     assert foot[1].startswith("# Avg bus bandwidth    : 4 ")
-    assert "undefined with one rank" in report.footer(cells[:1], 1)[1]
+    assert "undefined with one rank" in report.footer(cells[:1], 1)[2]
     assert report.aggregate_samples([[1.0, 3.0], [3.0, 5.0]]) == [2.0, 4.0]
     with pytest.raises(ValueError):
         report.aggregate_samples([[1.0], [1.0, 2.0]])
@@ -247,7 +249,7 @@ def test_config_validates_and_roundtrips():
     assert cfg.sizes() == [K, 4 * K, 16 * K, 64 * K, 256 * K, M]
     for bad, match in [(dict(ops=("broadcast",)), "unknown collective"),
                        (dict(ops="all_reduce"), "sequence"), (dict(backend="mpi"), "backend"),
-                       (dict(dtype="int8"), "dtype"), (dict(iters=0), "iters"),
+                       (dict(dtype="int4"), "datatype"), (dict(iters=0), "iters"),
                        (dict(min_bytes=M, max_bytes=K), "minimum"),
                        (dict(timeout_s=0), "timeout")]:
         with pytest.raises(ValueError, match=match):
@@ -268,19 +270,21 @@ def test_world_from_env():
         world_from_env({"RANK": "x", "WORLD_SIZE": "2"})
 
 
-def test_cli_argument_errors_are_one_line():
+def test_cli_argument_errors_are_one_line(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))  # not the user's database
+    monkeypatch.delenv("COLOSSUS_BENCH_DB", raising=False)
     from cli import app
 
     runner = CliRunner()
     for args, needle in [(["-b", "1X"], "invalid size"),
-                         (["--op", "bcast"], "'bcast' is not one of"),
+                         (["--collective", "bcast"], "unknown collective"),
                          (["-b", "1M", "-e", "1K", "--backend", "gloo"], "minimum"),
-                         (["--backend", "mpi"], "'mpi' is not one of")]:
+                         (["--backend", "mpi"], "unknown backend")]:
         r = runner.invoke(app, ["allreduce", *args])
         assert r.exit_code == 2, r.output
-        assert needle in " ".join(r.output.replace("│", " ").split())
+        assert needle in r.output
     if not torch.cuda.is_available():
         r = runner.invoke(app, ["allreduce", "--backend", "nccl"])
         assert r.exit_code == 2 and "needs CUDA" in r.output
@@ -352,7 +356,7 @@ def _check_one_rank_rows(rows, db_url, table, backend):
     with Store(db_url) as store:
         assert store.count() == 12
     assert "bus bandwidth is undefined with one rank" in table
-    assert "n/a" in table
+    assert "# Avg bus bandwidth    : 0 " in table  # nccl-tests: factor 0, busbw 0.00
 
 
 def test_world_of_one_gloo_rank(db_url, capsys, monkeypatch):
@@ -366,54 +370,3 @@ def test_world_of_one_nccl_rank(db_url, capsys, monkeypatch):
     rows, table = _one_rank("nccl", db_url, capsys, monkeypatch)
     _check_one_rank_rows(rows, db_url, table, "nccl")
     assert rows[0].device["kind"] == "cuda"
-
-
-# ---- the final pass over rank 0's spool -----------------------------------------------------
-def _spooled(tmp_path, n):
-    from results.schema import Result
-
-    path = tmp_path / "rows.jsonl"
-    rows = [Result(run_id="s", workload="allreduce", backend="gloo", dtype="fp32",
-                   params={"op": "all_reduce", "bytes": 1024 * (i + 1)}, host="h",
-                   device={"kind": "cpu"}) for i in range(n)]
-    for r in rows:
-        spool.append_row(path, r.to_dict())
-    with open(path, "a") as f:
-        f.write('{"cut short by a ki')  # a kill mid-line: skipped
-    return path, rows
-
-
-def test_spool_is_stored_idempotently(tmp_path, db_url):
-    from results.store import Store
-
-    path, rows = _spooled(tmp_path, 3)
-    with Store(db_url) as store:
-        store.insert(rows[:1])  # the worker stored one before the database went away
-    saved = spool.save(path, db_url, "s")
-    assert (saved.rows, saved.stored, saved.kept, saved.message()) == (3, 3, None, None)
-    with Store(db_url) as store:
-        assert store.count() == 3
-    assert spool.save(tmp_path / "none.jsonl", db_url, "s").rows == 0
-
-
-def test_spool_kept_when_the_database_refuses(tmp_path, db_url, monkeypatch):
-    import sqlite3
-
-    from results.store import Store
-
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    Store(db_url).close()
-    con = sqlite3.connect(db_url[len("sqlite:///"):])
-    con.execute("CREATE TRIGGER refuse BEFORE INSERT ON results "
-                "BEGIN SELECT RAISE(ABORT, 'no'); END")
-    con.commit()
-    con.close()
-    path, rows = _spooled(tmp_path, 3)
-    spool.mark_stored(path, [rows[0].id])  # what the worker managed before
-    saved = spool.save(path, db_url, "s", retry_s=0)
-    assert saved.rows == 3 and saved.stored == 1 and saved.error == "no"
-    kept = tmp_path / "xdg" / "colossus-bench" / "unsaved"
-    assert saved.kept.startswith(str(kept)) and saved.kept.endswith(".jsonl")
-    assert len(spool.read_rows(saved.kept)) == 3
-    assert saved.message().startswith("warning: 2 of 3 finished rows could not be stored")
-    assert f"colossus-bench ingest {saved.kept} --db {db_url}" in saved.message()

@@ -1,14 +1,14 @@
 """One rank under torchrun: `python -m bench.collectives --config FILE` (the launcher's command).
 
-SIGTERM is blocked first, before torch is imported and starts threads of its own: every thread
-then inherits the mask and the rank's sigwait thread (worker.exit_on_sigterm) is the one that
-takes the signal, even while the main thread waits inside a collective.
+SIGTERM and SIGHUP are taken by a thread of their own before torch is imported and starts
+threads (bench/collectives/signals.py): a rank stopped while it still imports torch, or while
+it waits inside a collective, exits at once.
 """
 
-import signal
+from bench.collectives import signals
 
-signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+signals.install()
 
-from bench.collectives.worker import main  # noqa: E402  (after the mask, on purpose)
+from bench.collectives.rank import main  # noqa: E402  (after the signals, on purpose)
 
 main()

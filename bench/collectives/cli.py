@@ -9,35 +9,58 @@ must not import torch.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import tempfile
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import typer
 
+from bench import spool as spoollib
+from bench.collectives.config import CollConfig, parse_dtypes, parse_redops, world_from_env
 from bench.collectives.formulas import OPS
-from results.console import choice, console, err_console, fail, open_store, print_json, value
+from bench.collectives.sizes import parse_size
+from results.console import choice, console, err_console, fail, open_store, value
 
-OPS_HELP = "the collective (all: every one); repeat for several"
-Collective = choice("Collective", (*OPS, "all"))
-# bench.collectives.worker.DTYPES is the truth (it imports torch; tests/test_cli.py checks these)
-Dtype = choice("Dtype", ("fp32", "bf16", "fp16"))
+COLLECTIVE_HELP = ("all_reduce | all_gather | reduce_scatter | all, or nccl-tests' binary names "
+                   "(all_reduce_perf, ...); repeat or comma-separate (default all_reduce)")
+PERF_SUFFIX = "_perf"  # nccl-tests builds one binary per collective: all_reduce_perf, ...
+
 Backend = choice("Backend", ("nccl", "gloo"))
 
 
 def _ops(values: list[str] | None) -> tuple[str, ...]:
+    """--collective: names, nccl-tests binary names or paths (./build/all_reduce_perf), all."""
     ops: list[str] = []
-    for v in (value(v) for v in values or ["all_reduce"]):
+    for v in values or ["all_reduce"]:
         for name in (s.strip() for s in v.split(",")):
+            name = name.rsplit("/", 1)[-1].removesuffix(PERF_SUFFIX)
             if name == "all":
                 ops += [o for o in OPS if o not in ops]
             elif name not in OPS:
                 raise ValueError(f"unknown collective {name!r}; choose from "
-                                 f"{', '.join(OPS)} or all")
+                                 f"{', '.join(OPS)} or all (nccl-tests' other binaries, "
+                                 "e.g. alltoall_perf, are not supported)")
             elif name not in ops:
                 ops.append(name)
     return tuple(ops)
+
+
+def _unsupported(ngpus: int, nthreads: int, agg_iters: int, cudagraph: int) -> str | None:
+    """nccl-tests options we take but support at their defaults only: why, or None."""
+    if ngpus != 1:
+        return (f"-g {ngpus}: one GPU per rank (process) only; launch more ranks with "
+                "--nproc-per-node")
+    if nthreads != 1:
+        return f"-t {nthreads}: one thread per rank only; launch more ranks with --nproc-per-node"
+    if agg_iters != 1:
+        return f"-m {agg_iters}: aggregated iterations (ncclGroupStart/End) are not supported"
+    if cudagraph != 0:
+        return f"-G {cudagraph}: CUDA graph capture is not supported (use -G 0)"
+    return None
 
 
 def allreduce(
@@ -47,6 +70,7 @@ def allreduce(
     backend: Backend | None = typer.Option(
         None, "--backend", show_default="nccl where CUDA is available, else gloo",
         help="process-group backend"),
+    collective: list[str] | None = typer.Option(None, "--collective", help=COLLECTIVE_HELP),
     minbytes: str = typer.Option("1K", "-b", "--minbytes", help="smallest size: bytes or "
                                                                 "1K/16M/1G"),
     maxbytes: str | None = typer.Option(None, "-e", "--maxbytes",
@@ -54,69 +78,86 @@ def allreduce(
     stepfactor: int = typer.Option(2, "-f", "--stepfactor", help="size multiplier (1: use -i)"),
     stepbytes: str = typer.Option("1M", "-i", "--stepbytes", help="size increment when -f is 1"),
     iters: int = typer.Option(20, "-n", "--iters", help="timed iterations per size"),
-    warmup: int = typer.Option(5, "-w", "--warmup-iters", help="warm-up iterations"),
+    warmup: int = typer.Option(5, "-w", "--warmup_iters",
+                               help="warm-up iterations"),
     check: int = typer.Option(1, "-c", "--check", help="check iterations (0: no check)"),
-    op: list[Collective] | None = typer.Option(None, "--op", "-o", help=OPS_HELP,
-                                               show_default="all_reduce"),
-    dtype: Dtype = typer.Option("fp32", "--dtype", "-d", help="element type"),
+    redop: str = typer.Option("sum", "-o", "--op", help="reduction: sum | prod | min | max | avg "
+                                                        "| all (comma-separate several)"),
+    dtype: str = typer.Option("float", "-d", "--datatype", "--dtype",
+                              help="float | half | bfloat16 | double | int8 | uint8 | int32 | "
+                                   "int64 | f8e4m3 | f8e5m2 | all (or fp32, bf16, ...)"),
+    average: int = typer.Option(1, "-a", "--average",
+                                help="time across ranks: 0 rank 0, 1 mean, 2 min, 3 max"),
+    blocking: int = typer.Option(0, "-z", "--blocking",
+                                 help="1: wait for each collective, then a barrier"),
+    run_cycles: int = typer.Option(1, "-N", "--run_cycles", "--run-cycles",
+                                   help="sweeps to run (0: until interrupted)"),
+    ngpus: int = typer.Option(1, "-g", "--ngpus", help="GPUs per rank (1 only)"),
+    nthreads: int = typer.Option(1, "-t", "--nthreads", help="threads per rank (1 only)"),
+    agg_iters: int = typer.Option(1, "-m", "--agg_iters", help="aggregated calls (1 only)"),
+    cudagraph: int = typer.Option(0, "-G", "--cudagraph", help="CUDA graph launches (0 only)"),
     db: str | None = typer.Option(None, "--db", help="Database URL or SQLite path (default: "
                                                      "$COLOSSUS_BENCH_DB, else a per-user file)"),
     timeout: float = typer.Option(300.0, "--timeout", "-T",
                                   help="seconds without progress before the run is stopped"),
-    iter_stats: bool = typer.Option(False, "-I", "--iter-stats",
-                                    help="also print per-iteration median, p99 and CV"),
+    iter_stats: int = typer.Option(0, "-I", "--per_iter_timing",
+                                   help="1: also print per-iteration median, p99 and CV"),
     no_telemetry: bool = typer.Option(False, "--no-telemetry", help="do not sample NVML"),
     as_json: bool = typer.Option(False, "--json", help="print the rows as JSON on stdout "
                                                        "(the table goes to stderr)"),
 ) -> None:
     """Collective bandwidth with nccl-tests semantics (algbw, busbw, #wrong), stored per size."""
-    from bench.collectives.sizes import parse_size
-
     try:
-        ops = _ops(op)
+        ops = _ops(collective)
+        redops, dtypes = parse_redops(redop), parse_dtypes(dtype)
         sizes = (parse_size(minbytes), parse_size(maxbytes) if maxbytes else None,
                  parse_size(stepbytes))
     except ValueError as e:
         raise fail(str(e)) from None
+    why = _unsupported(ngpus, nthreads, agg_iters, cudagraph)
+    if why or blocking not in (0, 1) or iter_stats not in (0, 1):
+        raise fail(why or "-z and -I take 0 or 1")
 
-    import torch
+    import torch  # lazy: `colossus-bench --help` must not import torch
 
-    from bench.collectives.launch import launch
-    from bench.collectives.worker import CollConfig, world_from_env
+    from bench.collectives.launch import launch  # torchrun's side: only when launching
 
     try:
         world = world_from_env()
     except ValueError as e:
         raise fail(str(e)) from None
     cuda = torch.cuda.is_available()
-    backend = value(backend) or ("nccl" if cuda else "gloo")
-    if backend not in ("nccl", "gloo"):
-        raise fail(f"unknown backend {backend!r}; choose nccl or gloo")
+    backend = value(backend) if backend else ("nccl" if cuda else "gloo")
     if backend == "nccl" and not cuda:
         raise fail("backend nccl needs CUDA GPUs and this machine has none; use --backend gloo")
     if world is not None and nproc_per_node is not None:
         raise fail(f"already rank {world.rank} of a {world.world_size}-rank world (from "
                    f"{world.source}); --nproc-per-node is only for launching local ranks")
-    store = open_store(db) if world is None or world.rank == 0 else None
-    try:
-        cfg = CollConfig(ops=ops, backend=backend, dtype=value(dtype), min_bytes=sizes[0],
+    try:  # the arguments first: a bad one is reported whatever the database's state
+        cfg = CollConfig(ops=ops, backend=backend, dtypes=dtypes, redops=redops,
+                         min_bytes=sizes[0],
                          max_bytes=sizes[1] or parse_size("1G" if backend == "nccl" else "16M"),
                          step_factor=stepfactor, step_bytes=sizes[2], iters=iters,
                          warmup_iters=warmup, check_iters=check, timeout_s=timeout,
-                         db_url=store.url if store else None,
+                         average=average, blocking=bool(blocking), run_cycles=run_cycles,
                          run_id=uuid.uuid4().hex[:16],  # the format of bench.runner.new_run_id
-                         iter_stats=iter_stats, json=as_json, telemetry=not no_telemetry)
+                         iter_stats=bool(iter_stats), json=as_json, telemetry=not no_telemetry)
     except (ValueError, TypeError) as e:
         raise fail(str(e)) from None
+    store = open_store(db) if world is None or world.rank == 0 else None
     where = store.display_url if store else ""
     if store:
+        cfg = replace(cfg, db_url=store.url)
         store.close()
 
     if world is not None:  # torchrun/srun started us: run as this rank
         code, rows, kept = _run_in_process(cfg, world, as_json, where)
+        bad = [r for r in rows if r.correct is False]
+        if bad:
+            fail(f"data check failed (#wrong > 0) for {len(bad)} of {len(rows)} rows; failed "
+                 f"ones are stored with correct=false in {where}", code=1)
         sys.stdout.flush()
         sys.stderr.flush()
-        bad = any(r.correct is False for r in rows)
         # no process-group destructors after a failure
         os._exit(code or (1 if bad or kept else 0))
 
@@ -130,7 +171,7 @@ def allreduce(
     outcome = launch(cfg, nproc)  # prints the line naming the kept file if storing failed
     saved = outcome.saved
     if as_json:
-        print_json(outcome.rows)
+        print(json.dumps(outcome.rows, indent=1, default=str))
     if outcome.interrupted:
         err_console.print(f"interrupted: {saved.stored} finished rows are stored in {where}",
                           highlight=False)
@@ -153,11 +194,7 @@ def allreduce(
 def _run_in_process(cfg, world, as_json: bool, where: str):
     """Run as `world.rank`; rank 0 spools its rows and stores them again at the end, like
     the launcher. Returns (exit code, rank 0's rows, the kept spool or None)."""
-    import tempfile
-    from dataclasses import replace
-
-    from bench.collectives import spool as spoollib
-    from bench.collectives.worker import run_rank
+    from bench.collectives.rank import run_rank  # imports torch
 
     if world.rank != 0:
         code, rows = run_rank(cfg, world)
@@ -172,7 +209,7 @@ def _run_in_process(cfg, world, as_json: bool, where: str):
     if saved.kept:
         print(saved.message(), file=sys.stderr, flush=True)
     if as_json:
-        print_json([r.to_dict() for r in rows])
+        print(json.dumps([r.to_dict() for r in rows], indent=1, default=str))
     else:
         print(f"run {cfg.run_id}: {saved.stored} rows stored in {where}", flush=True)
     return code, rows, saved.kept

@@ -2,20 +2,26 @@
 
 `launch(cfg, nproc)` starts `python -m torch.distributed.run --standalone` (a rendezvous on a
 free local port) in a session of its own, forwards its output, and watches the ranks' status
-files (bench/collectives/status.py). The run ends when torchrun exits; or when no rank has
-advanced for --timeout seconds (plus a short grace in which the ranks' own collective timeouts,
-set to the same value, usually fire first with their own messages), in which case everything
-is stopped. torchrun starts each worker in a session of its own, so killing torchrun's process
-group is not enough: the teardown signals torchrun, every descendant it finds under /proc and
-every pid the ranks reported, then SIGKILLs what is left. Rows are stored by rank 0 as each
-size completes, so a killed run keeps its finished sizes; rank 0 also spools them in the run
-folder, and after the ranks end the launcher stores that spool again, or keeps it in a stable
-place when the database cannot be written (bench/collectives/spool.py).
+files (bench/collectives/status.py). The run ends when torchrun exits; or when a running rank
+has not advanced for --timeout seconds, in which case everything is stopped and the error
+names that rank ("rank N made no progress for T s"; the ranks' own collective timeouts are set
+a little longer, so the launcher, which sees every rank, speaks first); or on SIGINT, SIGTERM
+or SIGHUP to the launcher. torchrun starts each worker in a session of its own, so killing
+torchrun's process group is not enough: the teardown signals torchrun, every descendant it
+finds under /proc and every pid the ranks reported (SIGTERM, then SIGCONT so that a stopped
+rank takes it), then SIGKILLs what is left; torchrun also gets SIGTERM from the kernel if the
+launcher itself dies (PR_SET_PDEATHSIG). Rows are stored by rank 0 as each size completes, so
+a stopped run keeps its finished sizes; rank 0 also spools them in the run folder, and after
+the ranks end the launcher stores that spool again, or keeps it as unstored-<run>.jsonl when
+the database cannot be written (bench/spool.py). The run folder is removed in every case.
+The database URL (which may hold a password) reaches the ranks in their environment, never in
+a file.
 """
 
 from __future__ import annotations
 
 import collections
+import ctypes
 import os
 import shutil
 import signal
@@ -28,17 +34,27 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from bench.collectives import spool as spoollib
-from bench.collectives.status import DONE, diagnose, progress_key, read_statuses
-from bench.collectives.worker import CollConfig
+from bench import spool as spoollib
+from bench.collectives.config import DB_URL_ENV, CollConfig
+from bench.collectives.status import (
+    DONE,
+    HEARTBEAT_STALE_S,
+    RUNNING,
+    diagnose,
+    read_statuses,
+    stall_message,
+)
 
 POLL_S = 0.1
-# Assumptions, not measurements: the ranks' own timeouts get this long to report first; a
-# start (importing torch in every rank, the rendezvous) gets this much beyond --timeout; a
-# SIGTERM'd process this long before SIGKILL.
-WATCHDOG_GRACE_S = 2.0
+# Assumptions, not measurements: the ranks' own collective timeouts are this much longer than
+# --timeout (the launcher stops a stalled run first, naming the rank); a start (importing torch
+# in every rank, the rendezvous) gets this much beyond --timeout; a SIGTERM'd process this long
+# before SIGKILL (ranks answer SIGTERM within milliseconds: their sigwait thread).
+RANK_TIMEOUT_MARGIN_S = 30.0
 STARTUP_GRACE_S = 120.0
-TERM_GRACE_S = 5.0
+TERM_GRACE_S = 3.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 ROOT = Path(__file__).resolve().parents[2]  # the folder holding the bench package
 
@@ -130,22 +146,24 @@ def _signal(pid: int, sig: int, group: bool = False) -> None:
 
 
 def teardown(proc: subprocess.Popen, run_dir: str, grace_s: float = TERM_GRACE_S) -> None:
-    """Stop torchrun and every rank: SIGTERM (ranks record 'terminated'), then SIGKILL."""
-    pids = descendants(proc.pid) | set(processes_mentioning(run_dir))
-    if proc.poll() is None:
-        _signal(proc.pid, signal.SIGTERM, group=True)
+    """Stop every rank and torchrun. The ranks get SIGTERM and SIGCONT (they record
+    'terminated'; a stopped one takes the signal once continued) and `grace_s` to go; then
+    torchrun, which has nothing to save and would spend seconds stopping workers that are
+    gone already, and whatever is left get SIGKILL."""
+    pids = (descendants(proc.pid) | set(processes_mentioning(run_dir))) - {proc.pid}
     for pid in pids:
         _signal(pid, signal.SIGTERM)
+        _signal(pid, signal.SIGCONT)
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and (proc.poll() is None or any(map(alive, pids))):
-        time.sleep(0.05)
+    while time.monotonic() < deadline and any(map(alive, pids)):
+        time.sleep(0.02)
+    if proc.poll() is None:
+        _signal(proc.pid, signal.SIGKILL, group=True)
     pids |= descendants(proc.pid) | set(processes_mentioning(run_dir))
     for pid in pids:
         if alive(pid):
             _signal(pid, signal.SIGKILL, group=True)  # each worker leads its own session
             _signal(pid, signal.SIGKILL)
-    if proc.poll() is None:
-        _signal(proc.pid, signal.SIGKILL, group=True)
     proc.wait()
 
 
@@ -161,6 +179,49 @@ def _pump(stream, sink: TextIO | None, fallback: str, tail: collections.deque) -
     stream.close()
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the launcher dies, however it dies. (Linux ties
+    this to the thread that forked: call launch() from a thread that outlives the run.)"""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+class Stopped(BaseException):
+    """SIGTERM or SIGHUP reached the launcher."""
+
+
+def _raise_stopped(signum, _frame):
+    raise Stopped(signal.Signals(signum).name)
+
+
+class _Watchdog:
+    """Per-rank progress: when each rank's (step, state) last changed, as seen from here."""
+
+    def __init__(self, nproc: int, cfg: CollConfig, startup_grace_s: float):
+        self.nproc, self.cfg, self.grace = nproc, cfg, startup_grace_s
+        self.t0 = time.monotonic()
+        self.seen: dict[int, tuple] = {}
+        self.changed: dict[int, float] = {}
+
+    def stalled(self, statuses: dict[int, dict]) -> list[int]:
+        """Running ranks without progress for --timeout (plus the start-up grace until every
+        rank has started); [] while all is well."""
+        now = time.monotonic()
+        for r, s in statuses.items():
+            key = (s.get("step"), s.get("state"))
+            if self.seen.get(r) != key:
+                self.seen[r], self.changed[r] = key, now
+        started = len(statuses) == self.nproc and all(
+            s.get("step", 0) >= 2 for s in statuses.values())
+        limit = self.cfg.timeout_s + (0 if started else self.grace)
+        if not started and now - self.t0 > limit:  # a rank that never wrote a status
+            return [r for r in range(self.nproc) if r not in statuses] or list(statuses)
+        return [r for r, s in statuses.items()
+                if s.get("state") == RUNNING and now - self.changed[r] > limit]
+
+
 def launch(cfg: CollConfig, nproc: int, *, out: TextIO | None = None, err: TextIO | None = None,
            env: dict[str, str] | None = None, startup_grace_s: float = STARTUP_GRACE_S,
            keep_run_dir: bool = False,
@@ -174,16 +235,19 @@ def launch(cfg: CollConfig, nproc: int, *, out: TextIO | None = None, err: TextI
     `Outcome.saved`.
     """
     run_dir = tempfile.mkdtemp(prefix="colossus-allreduce-")
-    cfg = replace(cfg, status_dir=run_dir)
+    cfg = replace(cfg, status_dir=run_dir, pg_timeout_s=cfg.timeout_s + RANK_TIMEOUT_MARGIN_S)
     config_path = Path(run_dir) / "config.json"
-    config_path.write_text(cfg.to_json())
+    config_path.write_text(cfg.to_json())  # without the database URL
     child_env = dict(os.environ, **(env or {}))
+    child_env.pop(DB_URL_ENV, None)
+    if cfg.db_url:
+        child_env[DB_URL_ENV] = cfg.db_url
     child_env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(ROOT), child_env.get("PYTHONPATH")) if p)
     child_env.setdefault("OMP_NUM_THREADS", "1")  # torchrun's default too, without its banner
     proc = subprocess.Popen(torchrun_command(nproc, config_path), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, bufsize=1, env=child_env,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_die_with_parent)
     err_tail: collections.deque = collections.deque(maxlen=50)
     pumps = [threading.Thread(target=_pump, args=(proc.stdout, out, "stdout",
                                                   collections.deque(maxlen=1)), daemon=True),
@@ -192,25 +256,71 @@ def launch(cfg: CollConfig, nproc: int, *, out: TextIO | None = None, err: TextI
     for t in pumps:
         t.start()
     timed_out = interrupted = False
+    stall = None
+    watchdog = _Watchdog(nproc, cfg, startup_grace_s)
+    handlers = _catch_stop_signals()
     try:
-        last_key, last_change = None, time.monotonic()
         while proc.poll() is None:
             statuses = read_statuses(run_dir)
-            key = progress_key(statuses)
-            if key != last_key:
-                last_key, last_change = key, time.monotonic()
-            started = len(statuses) == nproc and all(s["step"] >= 2 for s in statuses.values())
-            limit = cfg.timeout_s + WATCHDOG_GRACE_S + (0 if started else startup_grace_s)
-            if time.monotonic() - last_change > limit:
+            stalled = watchdog.stalled(statuses)
+            if stalled:
+                statuses = _settle(proc, run_dir, stalled, statuses)
                 timed_out = True
+                stall = (stall_message(statuses, stalled, cfg.timeout_s) if
+                         all(r in statuses for r in stalled) else None)
                 break
             time.sleep(POLL_S)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Stopped):
         interrupted = True
     finally:
+        _ignore_stop_signals()  # a second signal must not cut the teardown short
         teardown(proc, run_dir)
         for t in pumps:
             t.join(timeout=5)
+    try:
+        return _conclude(cfg, nproc, proc, run_dir, err, err_tail, timed_out, interrupted,
+                         stall, keep_run_dir, 0.0 if interrupted else store_retry_s)
+    finally:
+        _restore(handlers)
+
+
+def _settle(proc: subprocess.Popen, run_dir: str, stalled: list[int],
+            statuses: dict[int, dict]) -> dict[int, dict]:
+    """Before blaming: give a stopped or frozen rank's heartbeat time to go stale (a rank
+    stopped just before the watchdog fired still looks alive), at most HEARTBEAT_STALE_S more.
+    Returns the statuses to blame from."""
+    deadline = time.monotonic() + HEARTBEAT_STALE_S + 2 * POLL_S
+    while time.monotonic() < deadline and proc.poll() is None:
+        now = time.time()
+        if any(now - statuses[r].get("beat", now) > HEARTBEAT_STALE_S
+               for r in stalled if r in statuses):
+            break
+        time.sleep(POLL_S)
+        statuses = read_statuses(run_dir) or statuses
+    return statuses
+
+
+def _catch_stop_signals() -> dict:
+    """SIGTERM/SIGHUP raise Stopped in the main thread (elsewhere: leave them alone)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: signal.signal(s, _raise_stopped) for s in STOP_SIGNALS}
+
+
+def _ignore_stop_signals() -> None:
+    if threading.current_thread() is threading.main_thread():
+        for s in STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+
+
+def _restore(handlers: dict) -> None:
+    for s, h in handlers.items():
+        signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+def _conclude(cfg, nproc, proc, run_dir, err, err_tail, timed_out, interrupted, stall,
+              keep_run_dir, store_retry_s) -> Outcome:
+    """After the teardown: store the spool, name what went wrong, remove the run folder."""
     statuses = read_statuses(run_dir)
     spool = Path(run_dir) / "rows.jsonl"
     rows = spoollib.read_rows(spool)
@@ -222,6 +332,8 @@ def launch(cfg: CollConfig, nproc: int, *, out: TextIO | None = None, err: TextI
     error = None
     if interrupted:
         error = f"interrupted; {stored}"
+    elif stall:
+        error = f"{stall}; {stored}"
     elif timed_out or proc.returncode != 0 or any(
             s.get("state") != DONE for s in statuses.values()) or len(statuses) < nproc:
         error = diagnose(statuses, nproc, timed_out=timed_out, timeout_s=cfg.timeout_s)

@@ -2,8 +2,12 @@
 
 Formats follow nccl-tests' Reporter (src/common.cu): size and count `%12li`, type `%8s`, redop
 and root `%6s`/`%6i`, then per placement time `%7s` in microseconds (0, 1 or 2 decimals by
-magnitude), algbw and busbw `%6.2f` GB/s, #wrong `%5li`; the footer's "# Avg bus bandwidth"
-is the mean busbw over every printed cell. Parsers written for nccl-tests output read ours.
+magnitude), algbw and busbw `%6.2f` GB/s, #wrong `%5g` (or `N/A` without a check, -c 0);
+the footer's "# Avg bus bandwidth" (`%g`) is the mean busbw over the printed cells. Every cell
+where nccl-tests prints a number holds a number: with one rank busbw is 0.00 (its factor is
+0; the record stores null, as it is undefined), and a cell whose check failed shows its time
+with 0.00 bandwidth (a wrong result has no speed; nccl-tests would print the speed). Parsers
+written for nccl-tests output read ours.
 """
 
 from __future__ import annotations
@@ -12,23 +16,33 @@ import math
 import statistics
 from dataclasses import dataclass
 
+from bench.collectives.config import DTYPES
 from bench.timing import percentile
 
 # nccl-tests' names of our dtypes (test_typenames)
-TYPE_NAMES = {"fp32": "float", "fp16": "half", "bf16": "bfloat16"}
+TYPE_NAMES = {ours: nccl for ours, (_, nccl) in DTYPES.items()}
 ROOT = -1  # nccl-tests prints root -1 for collectives without a root
 
 
-def aggregate_samples(per_rank: list[list[float]]) -> list[float]:
-    """Iteration i's time averaged over ranks.
+def aggregate_samples(per_rank: list[list[float]], average: int = 1) -> list[float]:
+    """The per-iteration times whose mean is nccl-tests' time under `-a average`.
 
-    nccl-tests reports the per-rank mean iteration time averaged over ranks (its `-a 1`
-    default, Allreduce(..., average=1) in BenchTime); averaging each iteration over ranks keeps
-    that: the mean of these samples is exactly the nccl-tests time.
+    nccl-tests takes each rank's mean iteration time and combines them across ranks
+    (Allreduce(..., average) in BenchTime): 0 rank 0's, 1 their mean (the default), 2 the
+    minimum, 3 the maximum. Here: 1 averages each iteration over ranks (the mean of those is
+    the mean of the rank means); 0, 2 and 3 take the samples of rank 0, of the fastest and of
+    the slowest rank. Either way the mean of what is returned is exactly the nccl-tests time.
     """
     if not per_rank or any(len(s) != len(per_rank[0]) for s in per_rank) or not per_rank[0]:
         raise ValueError("every rank must report the same, non-zero number of samples")
-    return [statistics.fmean(xs) for xs in zip(*per_rank)]
+    if average == 1:
+        return [statistics.fmean(xs) for xs in zip(*per_rank)]
+    if average == 0:
+        return list(per_rank[0])
+    pick = min if average == 2 else max
+    if average not in (2, 3):
+        raise ValueError(f"average must be 0, 1, 2 or 3, got {average}")
+    return list(pick(per_rank, key=statistics.fmean))
 
 
 @dataclass(frozen=True)
@@ -49,7 +63,8 @@ class IterStats:
 
 @dataclass(frozen=True)
 class Cell:
-    """One placement of one table line. Throughput is None when the check found wrong data."""
+    """One placement of one table line. Bandwidths are None when the check found wrong data
+    (printed 0.00), busbw also with one rank (its factor is 0)."""
 
     time_s: float | None
     algbw: float | None
@@ -69,9 +84,7 @@ def time_text(seconds: float) -> str:
 
 
 def _num(x: float | None, width: int = 6) -> str:
-    if x is None:
-        return f"{'n/a':>{width}}"
-    return f"{x:{width}.2f}"
+    return f"{(x or 0.0):{width}.2f}"
 
 
 def header(iter_stats: bool = False) -> list[str]:
@@ -91,16 +104,13 @@ def header(iter_stats: bool = False) -> list[str]:
 
 
 def cell_text(c: Cell) -> str:
-    wrong = "  N/A" if c.wrong is None else f"{c.wrong:5d}"
-    if c.time_s is None:  # wrong data has no speed
-        return f"  {'-':>7}  {'-':>6}  {'-':>6}  {wrong}"
-    return f"  {time_text(c.time_s)}  {_num(c.algbw)}  {_num(c.busbw)}  {wrong}"
+    """nccl-tests: "  %7s  %6.2f  %6.2f  %5g", #wrong "%5s" N/A when not checked."""
+    wrong = f"{'N/A':>5}" if c.wrong is None else f"{float(c.wrong):5g}"
+    return f"  {time_text(c.time_s or 0.0)}  {_num(c.algbw)}  {_num(c.busbw)}  {wrong}"
 
 
 def stats_text(c: Cell) -> str:
-    if c.stats is None or c.time_s is None:
-        return f"  {'-':>7}  {'-':>7}  {'-':>5}"
-    s = c.stats
+    s = c.stats or IterStats(0.0, 0.0, 0.0)
     return f"  {s.median_s * 1e6:7.1f}  {s.p99_s * 1e6:7.1f}  {s.cv * 100:5.1f}"
 
 
@@ -116,13 +126,13 @@ def line(nbytes: int, count: int, dtype: str, redop: str, out: Cell, inp: Cell,
 def footer(cells: list[Cell], world_size: int) -> list[str]:
     """nccl-tests' closing lines: cells with wrong data, then the average bus bandwidth."""
     bad = sum(1 for c in cells if c.wrong)
-    busbws = [c.busbw for c in cells if c.busbw is not None and math.isfinite(c.busbw)]
-    lines = [f"# Out of bounds values : {bad} {'FAILED' if bad else 'OK'}"]
+    good = [c for c in cells if not c.wrong]
+    busbws = [c.busbw or 0.0 for c in good if c.busbw is None or math.isfinite(c.busbw)]
+    avg = statistics.fmean(busbws) if busbws else 0.0
+    lines = [f"# Out of bounds values : {bad} {'FAILED' if bad else 'OK'}",
+             f"# Avg bus bandwidth    : {avg:g} "]
     if world_size == 1:
-        lines.append("# Avg bus bandwidth    : n/a (bus bandwidth is undefined with one rank: "
-                     "the busbw factor is 0)")
-    else:
-        avg = statistics.fmean(busbws) if busbws else float("nan")
-        lines.append(f"# Avg bus bandwidth    : {avg:g} ")
+        lines.append("# note: bus bandwidth is undefined with one rank (the busbw factor is 0):"
+                     " printed 0, stored as null")
     lines.append("#")
     return lines

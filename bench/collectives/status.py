@@ -4,9 +4,11 @@ Each rank keeps `rank-<r>.json` in the run's status folder: its pid and host, a 
 that advances before every phase (warm-up, timing, check of each size and placement) with a
 description of that phase and the time it began (`step_t`; `t` is the last write), and a
 final state: done, error (with the message), or terminated
-(the launcher or torchrun stopped it). A rank that vanishes with state still `running` was
-killed or crashed; a rank whose step is behind the others never reached the collective they
-wait in. Writes are atomic (write, then rename), so a reader never sees half a file.
+(the launcher or torchrun stopped it), and a heartbeat (`beat`, rewritten every HEARTBEAT_S by
+a thread of its own). A rank that vanishes with state still `running` was killed or crashed;
+a rank whose step is behind the others never reached the collective they wait in; a rank whose
+heartbeat stopped while its process lives is stopped (SIGSTOP) or frozen. Writes are atomic
+(write, then rename), so a reader never sees half a file.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from pathlib import Path
 from typing import Any
 
 RUNNING, DONE, ERROR, TERMINATED = "running", "done", "error", "terminated"
+# Assumptions, not measurements: a beat every half second; a process that misses about four
+# in a row (its Python threads have not run for 2 s) is called stopped or frozen.
+HEARTBEAT_S = 0.5
+HEARTBEAT_STALE_S = 2.0
 
 # "[/path/to/gloo/transport/tcp/pair.cc:537] " and the like: noise in a one-line error
 _SOURCE_LOCATION = re.compile(r"\[[^\]]*\.(?:cc|cpp|cu|h|hpp):\d+\] ?")
@@ -34,9 +40,26 @@ class StatusWriter:
         self.data: dict[str, Any] = {"rank": rank, "pid": os.getpid(),
                                      "host": socket.gethostname(), "step": 0,
                                      "what": "starting", "state": RUNNING, "error": None,
-                                     "t": time.time(), "step_t": time.time()}
+                                     "t": time.time(), "step_t": time.time(),
+                                     "beat": time.time()}
         self._lock = threading.Lock()  # the SIGTERM thread may write while the main one does
         self._write()
+
+    def start_heartbeat(self, interval_s: float = HEARTBEAT_S) -> None:
+        """Rewrite `beat` every `interval_s` until the rank's final state is written."""
+        if self.path is None:
+            return
+
+        def beat():
+            while self.data["state"] == RUNNING:
+                time.sleep(interval_s)
+                with self._lock:
+                    if self.data["state"] != RUNNING:
+                        return
+                    self.data["beat"] = time.time()
+                    self._write()
+
+        threading.Thread(target=beat, name="heartbeat", daemon=True).start()
 
     def step(self, what: str) -> None:
         with self._lock:
@@ -55,6 +78,8 @@ class StatusWriter:
         if self.path is None:
             return
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        if not self.path.parent.is_dir():  # the launcher has removed the run folder
+            return
         tmp.write_text(json.dumps(self.data))
         os.replace(tmp, self.path)
 
@@ -134,4 +159,32 @@ def diagnose(statuses: dict[int, dict[str, Any]], world_size: int, *, timed_out:
                      f"{short_error(first.get('error'))}")
     if not parts:
         return "the run failed (see the output above)"
+    return "; ".join(parts)
+
+
+def stall_message(statuses: dict[int, dict[str, Any]], stalled: list[int], timeout_s: float,
+                  now: float | None = None) -> str:
+    """One line for a run stopped because `stalled` ranks made no progress for `timeout_s`.
+
+    Blamed first: ranks whose heartbeat stopped (the process is stopped or frozen); else the
+    stalled ranks furthest behind (they never reached the collective the others wait in).
+    Read from the statuses as they were when the watchdog fired, before the teardown.
+    """
+    now = time.time() if now is None else now
+    live = {r: s for r, s in statuses.items() if r in stalled}
+    frozen = [r for r, s in live.items() if now - s.get("beat", now) > HEARTBEAT_STALE_S]
+    low = min((s.get("step", 0) for s in live.values()), default=0)
+    culprits = frozen or [r for r, s in live.items() if s.get("step", 0) == low]
+    parts = [f"{ranks_text(culprits)} made no progress for {timeout_s:g} s (--timeout)"]
+    for r in frozen:
+        s = statuses[r]
+        parts.append(f"rank {r} is stopped or frozen: no heartbeat for "
+                     f"{now - s['beat']:.0f} s (pid {s.get('pid')} on {s.get('host')})")
+    ahead = [r for r, s in statuses.items() if r not in culprits and s.get("state") == RUNNING]
+    first = statuses[culprits[0]]
+    text = f"{ranks_text(culprits)} stopped after {_where(first)}"
+    if ahead:
+        top = max(ahead, key=lambda r: statuses[r].get("step", 0))
+        text += f" while {ranks_text(ahead)} waited in {_where(statuses[top])}"
+    parts.append(text)
     return "; ".join(parts)

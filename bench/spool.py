@@ -1,12 +1,15 @@
-"""Rank 0's spool of finished rows, and the final pass that makes sure they are stored.
+"""The one spool: results the database refused are kept in `unstored-<run>.jsonl`, never lost.
 
-Rank 0 stores each row as its size finishes and also appends it to a spool file (JSON Lines of
-records: what `colossus-bench ingest` reads), noting beside it (`<spool>.stored`) the ids it
-stored. A busy SQLite file or a PostgreSQL blip can make those inserts fail; so whoever started
-the ranks (the launcher, or the CLI running as rank 0 itself) inserts the whole spool again
-after they end, normally or not. Inserts are idempotent by the rows' deterministic ids, so rows
-already stored are skipped. If that fails too, the spool is copied to a stable place and one
-line says where it is and how to load it: finished results are never lost silently.
+Every spool is JSON Lines of result records (what `colossus-bench ingest` reads). Two users:
+
+- the runner (bench/runner.py) appends a result there at once when its insert fails, and the
+  run goes on;
+- the collectives' rank 0 appends every finished row to a run spool while it also stores it,
+  noting beside it (`<spool>.stored`) the ids it stored; whoever started the ranks inserts the
+  whole spool again after they end (`save`): inserts are idempotent by the rows' deterministic
+  ids. If that fails too, the rows go to the same `unstored-<run>.jsonl` (`keep`).
+
+Either way one line says where the rows are and how to load them (`Saved.message`).
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from results.schema import Result
 
 # Assumption, not a measurement: long enough for a PostgreSQL restart or another writer's
 # SQLite transaction to end. Only errors that may pass by themselves are retried.
@@ -27,17 +31,31 @@ STORE_RETRY_S = 60.0
 RETRY_PAUSE_S = (0.5, 1.0, 2.0, 5.0)  # then every 5 s
 
 
+def unstored_path(run_id: str) -> Path:
+    """Where the rows of `run_id` that no database took are kept: beside the default table."""
+    from results.store import default_path  # sqlalchemy: lazy, the CLI starts fast
+
+    return default_path().parent / f"unstored-{run_id or 'run'}.jsonl"
+
+
 def stored_ids_path(spool: str | os.PathLike) -> Path:
     return Path(f"{spool}.stored")
 
 
-def append_row(spool: str | os.PathLike, row: dict[str, Any]) -> None:
-    with open(spool, "a") as f:
-        f.write(json.dumps(row, default=str) + "\n")
+def append(spool: str | os.PathLike, row: Result | dict[str, Any], *, sync: bool = True) -> None:
+    """Append one record (a Result or its dict) as one line; fsync'd unless `sync` is False."""
+    path = Path(spool)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = row.to_dict() if isinstance(row, Result) else row
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(data, default=str) + "\n")
+        f.flush()
+        if sync:
+            os.fsync(f.fileno())
 
 
 def mark_stored(spool: str | os.PathLike, ids: list[str]) -> None:
-    """Note rows the worker stored itself (for a true count if the final pass fails)."""
+    """Note rows that were stored as they came (for a true count if the final pass fails)."""
     with open(stored_ids_path(spool), "a") as f:
         f.write("".join(f"{i}\n" for i in ids))
 
@@ -63,7 +81,7 @@ def _stored_ids(spool: str | os.PathLike) -> set[str]:
 
 @dataclass
 class Saved:
-    """What the final pass achieved. `kept` is the spool's stable copy when storing failed."""
+    """What the final pass achieved. `kept` is where the rows went when storing failed."""
 
     rows: int
     stored: int  # rows known to be in the database
@@ -82,7 +100,6 @@ class Saved:
 
 
 def _insert(db_url: str, rows: list[dict[str, Any]]) -> None:
-    from results.schema import Result
     from results.store import Store
 
     records = [Result.from_dict(r, where="spooled row") for r in rows]
@@ -97,8 +114,8 @@ def _reason(e: BaseException) -> str:
 
 def save(spool: str | os.PathLike, db_url: str | None, run_id: str, *,
          retry_s: float = STORE_RETRY_S) -> Saved:
-    """Insert every spooled row into `db_url`; on failure keep the spool (see `keep`)."""
-    import sqlalchemy as sa
+    """Insert every spooled row into `db_url`; on failure keep them (see `keep`)."""
+    import sqlalchemy as sa  # lazy: only a run that stored something needs it
 
     from results.store import StoreError, redact, transient
 
@@ -125,21 +142,20 @@ def save(spool: str | os.PathLike, db_url: str | None, run_id: str, *,
 
 
 def keep(spool: str | os.PathLike, run_id: str) -> Path:
-    """Copy the spool to the per-user data folder, else the current folder; where it went.
-
-    Returns the spool itself when neither can be written (the caller must then not delete it).
-    """
-    from results.store import default_path
-
-    name = f"unsaved-allreduce-{run_id or 'run'}-{os.getpid()}.jsonl"
-    for folder in (default_path().parent / "unsaved", Path.cwd()):
+    """Append the spool's rows to `unstored_path(run_id)`, else to the current folder's file
+    of that name; where they went. Returns the spool itself when neither can be written (the
+    caller must then not delete it)."""
+    rows = read_rows(spool)
+    name = unstored_path(run_id).name
+    for dest in (unstored_path(run_id), Path.cwd() / name):
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            dest = folder / name
-            shutil.copyfile(spool, dest)
+            for row in rows:
+                append(dest, row, sync=False)
+            with open(dest, "a") as f:
+                os.fsync(f.fileno())
             return dest.absolute()
         except OSError:
             continue
-    print(f"warning: cannot copy {spool} anywhere stable; it is left where it is",
+    print(f"warning: cannot write {name} anywhere stable; the rows stay in {spool}",
           file=sys.stderr, flush=True)
     return Path(spool).absolute()

@@ -1,0 +1,97 @@
+"""What differs between NCCL on GPUs and gloo on CPU, kept in one place and small.
+
+The sweep (worker.py) is the same code on both; this module chooses the device a rank's
+buffers live on, starts the process group (NCCL bound to that device at once, through
+`device_id`), maps nccl-tests' reduction names to torch.distributed's, and issues one
+collective. The CUDA-only decisions are pure functions of their inputs (`cuda_index`,
+`init_kwargs`), so the CPU tests exercise them with the GPU counts a GPU node would report.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from bench.collectives.config import DTYPES, CollConfig, World
+from bench.collectives.formulas import Shape
+
+# torch.distributed renamed the tensor forms in 2.13; older releases (the GPU image has 2.11)
+# only have the *_into_tensor / *_tensor names. Same arguments: (output, input).
+_all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+_reduce_scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+
+REDUCE_OPS = {"sum": "SUM", "prod": "PRODUCT", "min": "MIN", "max": "MAX", "avg": "AVG"}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    return getattr(torch, DTYPES[name][0])
+
+
+def reduce_op(redop: str | None):
+    """torch.distributed's ReduceOp for a nccl-tests name (all_gather: None -> SUM, unused)."""
+    return getattr(dist.ReduceOp, REDUCE_OPS[redop or "sum"])
+
+
+def cuda_index(backend: str, local_rank: int, visible: int) -> int | None:
+    """The GPU a rank uses: cuda:LOCAL_RANK, modulo the visible count where a site binds one
+    GPU per task (each task then sees one GPU, index 0); None for gloo (host buffers)."""
+    if backend != "nccl":
+        return None
+    if visible < 1:
+        raise RuntimeError("backend nccl needs CUDA GPUs; use --backend gloo on CPU")
+    return local_rank % visible
+
+
+def init_kwargs(cfg: CollConfig, world: World, index: int | None,
+                env: dict[str, str] | None = None) -> dict:
+    """Arguments of dist.init_process_group for this rank.
+
+    A lone rank without MASTER_ADDR needs no rendezvous (a HashStore); otherwise env://.
+    NCCL gets `device_id`: the communicator is created at once on this rank's GPU (and every
+    later NCCL call and barrier knows its device) instead of lazily on whatever device is
+    current at the first collective.
+    """
+    env = os.environ if env is None else env
+    kw: dict = {"backend": cfg.backend,
+                "timeout": timedelta(seconds=cfg.pg_timeout_s or cfg.timeout_s)}
+    if world.world_size == 1 and "MASTER_ADDR" not in env:
+        kw.update(store=dist.HashStore(), rank=0, world_size=1)
+    if index is not None:
+        kw["device_id"] = torch.device("cuda", index)
+    return kw
+
+
+def init_process_group(cfg: CollConfig, world: World, index: int | None) -> None:
+    if world.source == "slurm":  # env:// reads these; srun gives ranks, the script the address
+        missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+        if missing:
+            raise ValueError(f"under srun, set {' and '.join(missing)} (the first node and a "
+                             "free port; see bench/slurm/allreduce.sbatch)")
+        os.environ.update(RANK=str(world.rank), WORLD_SIZE=str(world.world_size),
+                          LOCAL_RANK=str(world.local_rank))
+    if index is not None:
+        torch.cuda.set_device(index)  # before NCCL starts: its streams and buffers go here
+    dist.init_process_group(**init_kwargs(cfg, world, index))
+
+
+def call(sh: Shape, send: torch.Tensor, recv: torch.Tensor, placement: str,
+         redop: str | None) -> None:
+    """One collective. torch.distributed has no out-of-place all-reduce: out-of-place is a
+    copy into the output and an in-place all-reduce there (said in the table's notes)."""
+    if sh.op == "all_reduce":
+        if placement == "out":
+            recv.copy_(send)
+        dist.all_reduce(recv, op=reduce_op(redop))
+    elif sh.op == "all_gather":
+        _all_gather(recv, send)
+    else:
+        _reduce_scatter(recv, send, op=reduce_op(redop))
+
+
+def synchronize(kind: str) -> None:
+    """Wait for the device (NCCL calls return once queued; gloo ones when done)."""
+    if kind == "cuda":
+        torch.cuda.synchronize()

@@ -1,0 +1,171 @@
+"""The launcher's lifecycle with real processes and real signals: SIGTERM and SIGHUP to
+`colossus-bench allreduce` end torchrun and every rank within 5 s and remove the run folder;
+a SIGSTOPped rank ends the run within --timeout + 5 s, named; the database password reaches
+the ranks in their environment, never in a file or on a command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.collectives.config import CollConfig
+from bench.collectives.faults import FAULT_ENV
+from bench.collectives.launch import cmdline, descendants, launch, processes_mentioning
+
+ROOT = Path(__file__).resolve().parents[1]
+K = 1024
+
+pytestmark = pytest.mark.slow
+
+
+def _statuses(folder: Path) -> dict[int, dict]:
+    out = {}
+    for p in folder.glob("colossus-allreduce-*/rank-*.json"):
+        try:
+            d = json.loads(p.read_text())
+            out[d["rank"]] = d
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _wait_running(folder: Path, nproc: int, min_step: int = 4, limit_s: float = 120) -> dict:
+    """Wait until every rank is past its start-up (in the sweep), return their statuses."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        st = _statuses(folder)
+        if len(st) == nproc and all(s["step"] >= min_step for s in st.values()):
+            return st
+        time.sleep(0.05)
+    raise AssertionError(f"ranks did not start: {st}")
+
+
+def _gone(pids, limit_s: float) -> bool:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if not any(os.path.exists(f"/proc/{p}") and _state(p) != "Z" for p in pids):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_signal_to_the_launcher_ends_the_whole_tree(tmp_path, sig):
+    env = {k: v for k, v in os.environ.items()
+           if k not in (FAULT_ENV, "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")}
+    env.update(TMPDIR=str(tmp_path), XDG_DATA_HOME=str(tmp_path / "xdg"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", "allreduce", "--backend", "gloo", "--nproc-per-node", "2",
+         "-b", "1K", "-e", "64K", "-f", "2", "-n", "400", "-w", "1", "--no-telemetry",
+         "--db", str(tmp_path / "r.db")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        statuses = _wait_running(tmp_path, 2)
+        tree = descendants(proc.pid) | {s["pid"] for s in statuses.values()}
+        assert len(tree) >= 3  # torchrun and two ranks at least
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        assert _gone(tree | {proc.pid}, 5.0), [cmdline(p) for p in tree if _state(p) != "Z"]
+        proc.wait(timeout=5)
+        elapsed = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    _, err = proc.communicate()
+    assert elapsed < 5.0
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err
+    assert list(tmp_path.glob("colossus-allreduce-*")) == []  # the run folder is removed
+    assert processes_mentioning(str(tmp_path)) == []
+
+
+def test_a_stopped_rank_ends_the_run_at_the_timeout_naming_it(db_url, monkeypatch, tmp_path):
+    """SIGSTOP freezes rank 1 (no exit, no status, no heartbeat): the run ends within
+    --timeout + 5 s with one line naming it, and the stopped process is gone too."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    timeout = 3.0
+    cfg = CollConfig(ops=("all_reduce",), backend="gloo", min_bytes=K, max_bytes=64 * K,
+                     step_factor=2, iters=400, warmup_iters=1, timeout_s=timeout,
+                     db_url=db_url, run_id="stop", telemetry=False)
+    stopped: dict = {}
+
+    def stop_rank_1():
+        st = _wait_running(tmp_path, 2)
+        stopped["pid"], stopped["t"] = st[1]["pid"], time.monotonic()
+        os.kill(st[1]["pid"], signal.SIGSTOP)
+
+    helper = threading.Thread(target=stop_rank_1, daemon=True)
+    helper.start()
+    outcome = launch(cfg, 2, out=open(os.devnull, "w"))
+    ended = time.monotonic()
+    helper.join(timeout=5)
+    assert "t" in stopped, outcome.error
+    assert ended - stopped["t"] < timeout + 5, ended - stopped["t"]
+    assert outcome.timed_out and not outcome.ok
+    assert outcome.error.startswith("rank 1 made no progress for 3 s (--timeout)"), outcome.error
+    assert "rank 1 is stopped or frozen: no heartbeat" in outcome.error
+    assert "died" not in outcome.error and len(outcome.error.splitlines()) == 1
+    assert _gone([stopped["pid"]], 5.0)
+    assert not Path(outcome.run_dir).exists()
+
+
+@pytest.mark.postgres
+def test_the_password_never_lands_in_a_file(pg_url, monkeypatch, tmp_path):
+    import sqlalchemy as sa
+
+    from results.store import Store
+
+    password = sa.engine.make_url(pg_url).password
+    assert password and password in pg_url
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    seen: dict[str, str] = {}
+    done = threading.Event()
+
+    def look():  # while the ranks run: every file of the run folder, every command line
+        while not done.is_set():
+            for p in tmp_path.rglob("*"):
+                if p.is_file():
+                    try:
+                        seen[str(p)] = p.read_text(errors="replace")
+                    except OSError:
+                        pass
+            for pid in processes_mentioning(str(tmp_path)):
+                seen[f"cmdline {pid}"] = cmdline(pid)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=look, daemon=True)
+    watcher.start()
+    cfg = CollConfig(ops=("all_reduce",), backend="gloo", min_bytes=K, max_bytes=4 * K,
+                     step_factor=4, iters=2, warmup_iters=1, db_url=pg_url, run_id="pw",
+                     telemetry=False)
+    try:
+        outcome = launch(cfg, 2, out=open(os.devnull, "w"), keep_run_dir=True)
+    finally:
+        done.set()
+        watcher.join(timeout=5)
+    assert outcome.ok, outcome.error
+    for p in Path(outcome.run_dir).rglob("*"):
+        seen[str(p)] = p.read_text(errors="replace")
+    assert any(k.endswith("config.json") for k in seen)
+    assert any(k.startswith("cmdline") for k in seen)
+    leaks = [k for k, text in seen.items() if password in text]
+    assert leaks == []
+    with Store(pg_url) as store:  # the ranks had the URL: rank 0 stored every row
+        assert store.count() == 4

@@ -1,0 +1,58 @@
+"""The one spool (bench/spool.py), used by the runner and the collectives: rows appended as
+they come, stored again idempotently at the end, kept in unstored-<run>.jsonl when the
+database refuses them."""
+
+from __future__ import annotations
+
+from bench import spool
+
+
+# ---- the final pass over rank 0's spool -----------------------------------------------------
+def _spooled(tmp_path, n):
+    from results.schema import Result
+
+    path = tmp_path / "rows.jsonl"
+    rows = [Result(run_id="s", workload="allreduce", backend="gloo", dtype="fp32",
+                   params={"op": "all_reduce", "bytes": 1024 * (i + 1)}, host="h",
+                   device={"kind": "cpu"}) for i in range(n)]
+    for r in rows:
+        spool.append(path, r)
+    with open(path, "a") as f:
+        f.write('{"cut short by a ki')  # a kill mid-line: skipped
+    return path, rows
+
+
+def test_spool_is_stored_idempotently(tmp_path, db_url):
+    from results.store import Store
+
+    path, rows = _spooled(tmp_path, 3)
+    with Store(db_url) as store:
+        store.insert(rows[:1])  # the worker stored one before the database went away
+    saved = spool.save(path, db_url, "s")
+    assert (saved.rows, saved.stored, saved.kept, saved.message()) == (3, 3, None, None)
+    with Store(db_url) as store:
+        assert store.count() == 3
+    assert spool.save(tmp_path / "none.jsonl", db_url, "s").rows == 0
+
+
+def test_spool_kept_when_the_database_refuses(tmp_path, db_url, monkeypatch):
+    import sqlite3
+
+    from results.store import Store
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    Store(db_url).close()
+    con = sqlite3.connect(db_url[len("sqlite:///"):])
+    con.execute("CREATE TRIGGER refuse BEFORE INSERT ON results "
+                "BEGIN SELECT RAISE(ABORT, 'no'); END")
+    con.commit()
+    con.close()
+    path, rows = _spooled(tmp_path, 3)
+    spool.mark_stored(path, [rows[0].id])  # what the worker managed before
+    saved = spool.save(path, db_url, "s", retry_s=0)
+    assert saved.rows == 3 and saved.stored == 1 and saved.error == "no"
+    kept = tmp_path / "xdg" / "colossus-bench" / "unstored-s.jsonl"  # the runner's name too
+    assert saved.kept == str(kept)
+    assert len(spool.read_rows(saved.kept)) == 3
+    assert saved.message().startswith("warning: 2 of 3 finished rows could not be stored")
+    assert f"colossus-bench ingest {saved.kept} --db {db_url}" in saved.message()
