@@ -28,8 +28,10 @@ MEGATRON_2021 = Training(attention="unfused", sequence_parallel=False, zero=0,
 # OPT (metaseq): FSDP (ZeRO-3) with Megatron tensor parallelism, prefetching gathers.
 OPT_2022 = Training(attention="unfused", sequence_parallel=False, zero=3,
                     overlap_grad_reduce=True, tp_overlap=0.0, grad_bytes=4)
-# Megatron-DeepSpeed (MT-NLG, BLOOM): ZeRO-1 over data parallelism, fp32 gradients.
-DEEPSPEED_2022 = replace(MEGATRON_2021, zero=1)
+# Megatron-DeepSpeed (MT-NLG, BLOOM): ZeRO-1 over data parallelism, fp32 gradients; DeepSpeed's
+# pipeline engine sends each stage's whole output from every tensor-parallel rank (no
+# Megatron-LM scatter/gather; deepspeed/runtime/pipe/engine.py).
+DEEPSPEED_2022 = replace(MEGATRON_2021, zero=1, pp_scatter_gather=False)
 # Llama 3: flash attention, sequence parallel, FSDP that keeps weights after the forward
 # (ZeRO-2), FP32 gradient reduce-scatter, overlapped (Dubey et al. 2024, sec. 3.3.2).
 LLAMA3 = Training(attention="flash", sequence_parallel=True, zero=2, overlap_grad_reduce=True,
@@ -125,12 +127,15 @@ CASES: tuple[Case, ...] = (
            metric="step_s", training=DEEPSPEED_2022, flop_vocab=51200,
            assumptions=("micro-batch 1, no interleaving (unstated)",
                         "Megatron-DeepSpeed: ZeRO-1, unfused attention, fp32 all-reduce after "
-                        "the backward (assumption)"))
+                        "the backward (assumption); DeepSpeed's pipeline engine sends without "
+                        "scatter/gather"))
       for n, t in ((2240, 60.1), (2800, 50.2), (3360, 44.4))],
     Case("BLOOM 176B", "bloom-176b", "jean-zay-a100", 384, 4, 12, 2048, 150.0, _BLOOM,
          micro_batch=2, training=DEEPSPEED_2022,
-         assumptions=("fabric: one 200 Gb/s link per GPU (assumption)",
-                      "Megatron-DeepSpeed: ZeRO-1, fp32 all-reduce after the backward",
+         assumptions=("fabric: 4x 100 Gb/s Omni-Path per 8-GPU node as stated (BLOOM sec. "
+                      "3.4.1) at 94% (assumption)",
+                      "Megatron-DeepSpeed: ZeRO-1, fp32 all-reduce after the backward, "
+                      "pipeline sends without scatter/gather",
                       "no dropout counted (BLOOM trained without)")),
     Case("Llama 3 405B, 8,192 GPUs", "llama3-405b", "meta-h100-roce", 8192, 8, 16,
          2048, 430.0, _LLAMA, metric="model_causal", training=LLAMA3, virtual_stages=None,
