@@ -20,6 +20,9 @@ _N340 = "Nemotron-4 340B Technical Report (NVIDIA 2024), Table 2: iteration time
 _MCORE = ("NVIDIA/Megatron-LM README (2024), 'Training Speed and Scalability': GPT-3 strong "
           "scaling at 1,152 sequences per step, MFU 47% on 96 H100 to 42% on 4,608")
 _N15 = "Nemotron-4 15B Technical Report (Parmar et al. 2024), Table 2: iteration time"
+_K22 = ("Korthikanti et al. 2022 (Reducing Activation Recomputation in Large Transformer Models), "
+        "abstract: 530B on 2,240 A100, MFU 54.2% with sequence parallelism and selective "
+        "recompute, 42.1% with full recomputation")
 
 # 2021-era Megatron-LM: unfused attention, no sequence parallelism, replicated optimizer, fp32
 # gradient all-reduce after the backward pass, nothing overlapped.
@@ -28,6 +31,8 @@ MEGATRON_2021 = Training(attention="unfused", sequence_parallel=False, zero=0,
 # OPT (metaseq): FSDP (ZeRO-3) with Megatron tensor parallelism, prefetching gathers.
 OPT_2022 = Training(attention="unfused", sequence_parallel=False, zero=3,
                     overlap_grad_reduce=True, tp_overlap=0.0, grad_bytes=4)
+# Megatron-LM 2022 (Korthikanti et al.): sequence parallelism on, otherwise as 2021.
+MEGATRON_2022_SP = replace(MEGATRON_2021, sequence_parallel=True)
 # Megatron-DeepSpeed (MT-NLG, BLOOM): ZeRO-1 over data parallelism, fp32 gradients; DeepSpeed's
 # pipeline engine sends each stage's whole output from every tensor-parallel rank (no
 # Megatron-LM scatter/gather; deepspeed/runtime/pipe/engine.py).
@@ -165,6 +170,17 @@ CASES: tuple[Case, ...] = (
            n, 8, 1, b, t, _N15, metric="step_s", training=MCORE_2024, micro_batch=None,
            recompute=None, assumptions=(*_NEMO_A, "micro-batch unstated: searched"))
       for n, b, t in ((768, 384, 0.57), (1536, 768, 0.58), (2304, 1152, 0.64))],
+    *[Case(f"Megatron 530B, {what}, 2240 GPUs", "megatron-529.6b", "selene-a100", 2240, 8, 35,
+           2240, round(mfu * 312.0, 1), _K22, metric="model_full", training=train,
+           recompute=rc,
+           assumptions=("batch 2,240 sequences, micro-batch 1, no interleaving (assumption: "
+                        "Narayanan et al. 2021 Table 2's 530B run on 2,240 GPUs; the abstract "
+                        "does not say)", "published MFU x the 312 TFLOP/s A100 bf16 peak; model "
+                        "FLOPs 72 B s l h^2 (1 + s/6h + V/12lh) = 6N + full-square attention",
+                        "unfused attention, fp32 all-reduce after the backward (assumption)"))
+      for what, mfu, train, rc in (("SP + selective recompute", 0.542, MEGATRON_2022_SP,
+                                    "selective"),
+                                   ("full recompute", 0.421, MEGATRON_2021, "full"))],
 )
 
 # The cases the one global constant is fitted on (the Megatron-LM 2021 tables and OPT); the rest
