@@ -13,6 +13,7 @@ from reports.model.comm import (
     dp_bucket_count,
     hierarchical_reduce_scatter_seconds,
     overlap_exposed,
+    pp_seconds,
     reduce_scatter_seconds,
 )
 from reports.model.compute import flops_per_token, narayanan_flops_per_iteration
@@ -495,3 +496,25 @@ def test_gemm_shape_model_wave_quantisation():
     _, a = no_ref().gemm_seconds(H100, 8192, 8192, 8192)
     _, b = no_ref().gemm_seconds(h200, 8192, 8192, 8192)
     assert a.value == pytest.approx(b.value)  # one ceiling per architecture
+
+
+def test_pipeline_sends_without_scatter_gather_carry_the_whole_tensor():
+    # DeepSpeed's pipeline engine sends the whole activation from every tp rank; Megatron-LM's
+    # scatter/gather sends 1/t each (Narayanan et al. 2021, sec. 4.1)
+    m = MODELS["mt-nlg-530b"]
+    clu = hardware.cluster("selene-a100")
+    g = hardware.gpu(clu.pools[0].gpu)
+    par = Parallel(tp=8, pp=35, dp=8)
+    meas = no_ref()
+    sg = pp_seconds(m, par, clu, g, meas, Training())
+    whole = pp_seconds(m, par, clu, g, meas, Training(pp_scatter_gather=False))
+    alpha = 2 * clu.fabric.alpha_s
+    assert whole - alpha == pytest.approx(8 * (sg - alpha))
+    assert training_from({"pp_scatter_gather": False}).pp_scatter_gather is False
+    with pytest.raises(ScenarioError):
+        training_from({"pp_scatter_gather": "false"})
+
+
+def test_jean_zay_has_the_omni_path_links_bloom_states():
+    clu = hardware.cluster("jean-zay-a100")
+    assert clu.fabric.gbps_per_gpu == 50.0  # 4 x 100 Gb/s per 8-GPU node

@@ -106,13 +106,15 @@ def cp_seconds(model: Model, par: Parallel, cluster: Cluster, g: GPU, meas: Meas
 
 
 def pp_seconds(model: Model, par: Parallel, cluster: Cluster, g: GPU,
-               meas: Measurements) -> float:
+               meas: Measurements, train: Training) -> float:
     """Point-to-point seconds per micro-batch on one stage: its activations cross each of the v
     chunk boundaries forward and their gradients backward; each tp rank sends its 1/t share over
-    its own link (scatter/gather, Narayanan et al. 2021, sec. 4.1)."""
+    its own link (scatter/gather, Narayanan et al. 2021, sec. 4.1), or the whole tensor without
+    it (DeepSpeed's pipeline engine: Training.pp_scatter_gather False)."""
     if par.pp == 1:
         return 0.0
-    nbytes = par.micro_batch * (model.seq_len // par.cp) * model.hidden * 2 / par.tp
+    share = par.tp if train.pp_scatter_gather else 1
+    nbytes = par.micro_batch * (model.seq_len // par.cp) * model.hidden * 2 / share
     span = par.tp * par.cp * par.dp
     if span < cluster.gpus_per_node:
         bw, alpha = meas.nvlink_busbw_gbps(g).value, cluster.nvlink_alpha_s

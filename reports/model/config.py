@@ -113,6 +113,10 @@ class Training:
     --tp-comm-overlap: 1.0), paid for with the SMs the overlapped collectives occupy.
     grad_bytes: bytes per main-gradient element kept and reduced (4: fp32, Megatron's default
     for bf16 and Llama 3's; 2: bf16 gradients).
+    pp_scatter_gather: each tensor-parallel rank sends only its 1/t share of the activations
+    between pipeline stages (Megatron-LM's scatter/gather, Narayanan et al. 2021, sec. 4.1);
+    False: every rank sends the whole tensor, as DeepSpeed's pipeline engine does
+    (deepspeed/runtime/pipe/engine.py sends each stage's full output; Megatron-DeepSpeed).
     """
 
     attention: str = "flash"
@@ -122,13 +126,14 @@ class Training:
     tp_overlap: float = 0.0
     grad_bytes: int = 4
     causal: bool = True
+    pp_scatter_gather: bool = True
     sources: dict[str, str] = field(default_factory=lambda: {
         "grad_bytes": "FP32 gradient reduce-scatter, as Llama 3 (Dubey et al. 2024, sec. 3.3.2)",
         "tp_overlap": "assumption: tensor-parallel collectives exposed (no overlap)",
     }, compare=False)
 
     def __post_init__(self):
-        for f in ("sequence_parallel", "overlap_grad_reduce", "causal"):
+        for f in ("sequence_parallel", "overlap_grad_reduce", "causal", "pp_scatter_gather"):
             check_bool(getattr(self, f), f"training {f}")
         check_str(self.attention, "training attention")
         check_int(self.zero, "training zero")
@@ -150,7 +155,7 @@ class Training:
 
 
 _TRAINING_KEYS = {"attention", "sequence_parallel", "zero", "overlap_grad_reduce", "tp_overlap",
-                  "grad_bytes", "causal"}
+                  "grad_bytes", "causal", "pp_scatter_gather"}
 
 
 def training_from(spec: dict | None) -> Training:

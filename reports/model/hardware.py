@@ -181,6 +181,11 @@ FABRICS: dict[str, Fabric] = {
         "efficiency": "assumption: the 47/50 measured on a 400G NIC (" + _NIC_MEASURED + ") "
                       "carries over to HDR InfiniBand",
         "alpha_s": _ALPHA_NET}),
+    "omni-path-4x100g": Fabric("omni-path-4x100g", 50.0, 0.94, 6e-6, {
+        "gbps_per_gpu": "4x 100 Gb/s Omni-Path links per 8-GPU node (BigScience 2022, BLOOM, "
+                        "sec. 3.4.1: Jean Zay): 50 Gb/s per GPU",
+        "efficiency": "assumption: as HDR InfiniBand",
+        "alpha_s": _ALPHA_NET}),
 }
 
 
@@ -310,10 +315,10 @@ CLUSTERS: dict[str, Cluster] = {
                            "datasheet); assumption: 94% efficiency as HDR",
                  "power": _HGX_POWER_SRC, "nvlink_alpha_s": _COLOSSUS_SRC["nvlink_alpha_s"]}),
     "jean-zay-a100": Cluster(
-        "jean-zay-a100", (Pool("A100-SXM-80GB", 384),), 8, FABRICS["hdr-ib-200g"], _A100_POWER,
-        None, sources={
+        "jean-zay-a100", (Pool("A100-SXM-80GB", 384),), 8, FABRICS["omni-path-4x100g"],
+        _A100_POWER, None, sources={
             "pools": "384 A100 80GB in 48 nodes (BigScience 2022, BLOOM, sec. 3.4)",
-            "fabric": "assumption: one 200 Gb/s link per GPU",
+            "fabric": "4 Omni-Path 100 Gb/s links per node (BigScience 2022, BLOOM, sec. 3.4.1)",
             "power": _A100_POWER_SRC, "nvlink_alpha_s": _COLOSSUS_SRC["nvlink_alpha_s"]}),
 }
 

@@ -20,6 +20,9 @@ _N340 = "Nemotron-4 340B Technical Report (NVIDIA 2024), Table 2: iteration time
 _MCORE = ("NVIDIA/Megatron-LM README (2024), 'Training Speed and Scalability': GPT-3 strong "
           "scaling at 1,152 sequences per step, MFU 47% on 96 H100 to 42% on 4,608")
 _N15 = "Nemotron-4 15B Technical Report (Parmar et al. 2024), Table 2: iteration time"
+_K22 = ("Korthikanti et al. 2022 (Reducing Activation Recomputation in Large Transformer Models), "
+        "abstract: 530B on 2,240 A100, MFU 54.2% with sequence parallelism and selective "
+        "recompute, 42.1% with full recomputation")
 
 # 2021-era Megatron-LM: unfused attention, no sequence parallelism, replicated optimizer, fp32
 # gradient all-reduce after the backward pass, nothing overlapped.
@@ -28,8 +31,12 @@ MEGATRON_2021 = Training(attention="unfused", sequence_parallel=False, zero=0,
 # OPT (metaseq): FSDP (ZeRO-3) with Megatron tensor parallelism, prefetching gathers.
 OPT_2022 = Training(attention="unfused", sequence_parallel=False, zero=3,
                     overlap_grad_reduce=True, tp_overlap=0.0, grad_bytes=4)
-# Megatron-DeepSpeed (MT-NLG, BLOOM): ZeRO-1 over data parallelism, fp32 gradients.
-DEEPSPEED_2022 = replace(MEGATRON_2021, zero=1)
+# Megatron-LM 2022 (Korthikanti et al.): sequence parallelism on, otherwise as 2021.
+MEGATRON_2022_SP = replace(MEGATRON_2021, sequence_parallel=True)
+# Megatron-DeepSpeed (MT-NLG, BLOOM): ZeRO-1 over data parallelism, fp32 gradients; DeepSpeed's
+# pipeline engine sends each stage's whole output from every tensor-parallel rank (no
+# Megatron-LM scatter/gather; deepspeed/runtime/pipe/engine.py).
+DEEPSPEED_2022 = replace(MEGATRON_2021, zero=1, pp_scatter_gather=False)
 # Llama 3: flash attention, sequence parallel, FSDP that keeps weights after the forward
 # (ZeRO-2), FP32 gradient reduce-scatter, overlapped (Dubey et al. 2024, sec. 3.3.2).
 LLAMA3 = Training(attention="flash", sequence_parallel=True, zero=2, overlap_grad_reduce=True,
@@ -125,12 +132,15 @@ CASES: tuple[Case, ...] = (
            metric="step_s", training=DEEPSPEED_2022, flop_vocab=51200,
            assumptions=("micro-batch 1, no interleaving (unstated)",
                         "Megatron-DeepSpeed: ZeRO-1, unfused attention, fp32 all-reduce after "
-                        "the backward (assumption)"))
+                        "the backward (assumption); DeepSpeed's pipeline engine sends without "
+                        "scatter/gather"))
       for n, t in ((2240, 60.1), (2800, 50.2), (3360, 44.4))],
     Case("BLOOM 176B", "bloom-176b", "jean-zay-a100", 384, 4, 12, 2048, 150.0, _BLOOM,
          micro_batch=2, training=DEEPSPEED_2022,
-         assumptions=("fabric: one 200 Gb/s link per GPU (assumption)",
-                      "Megatron-DeepSpeed: ZeRO-1, fp32 all-reduce after the backward",
+         assumptions=("fabric: 4x 100 Gb/s Omni-Path per 8-GPU node as stated (BLOOM sec. "
+                      "3.4.1) at 94% (assumption)",
+                      "Megatron-DeepSpeed: ZeRO-1, fp32 all-reduce after the backward, "
+                      "pipeline sends without scatter/gather",
                       "no dropout counted (BLOOM trained without)")),
     Case("Llama 3 405B, 8,192 GPUs", "llama3-405b", "meta-h100-roce", 8192, 8, 16,
          2048, 430.0, _LLAMA, metric="model_causal", training=LLAMA3, virtual_stages=None,
@@ -160,6 +170,17 @@ CASES: tuple[Case, ...] = (
            n, 8, 1, b, t, _N15, metric="step_s", training=MCORE_2024, micro_batch=None,
            recompute=None, assumptions=(*_NEMO_A, "micro-batch unstated: searched"))
       for n, b, t in ((768, 384, 0.57), (1536, 768, 0.58), (2304, 1152, 0.64))],
+    *[Case(f"Megatron 530B, {what}, 2240 GPUs", "megatron-529.6b", "selene-a100", 2240, 8, 35,
+           2240, round(mfu * 312.0, 1), _K22, metric="model_full", training=train,
+           recompute=rc,
+           assumptions=("batch 2,240 sequences, micro-batch 1, no interleaving (assumption: "
+                        "Narayanan et al. 2021 Table 2's 530B run on 2,240 GPUs; the abstract "
+                        "does not say)", "published MFU x the 312 TFLOP/s A100 bf16 peak; model "
+                        "FLOPs 72 B s l h^2 (1 + s/6h + V/12lh) = 6N + full-square attention",
+                        "unfused attention, fp32 all-reduce after the backward (assumption)"))
+      for what, mfu, train, rc in (("SP + selective recompute", 0.542, MEGATRON_2022_SP,
+                                    "selective"),
+                                   ("full recompute", 0.421, MEGATRON_2021, "full"))],
 )
 
 # The cases the one global constant is fitted on (the Megatron-LM 2021 tables and OPT); the rest
