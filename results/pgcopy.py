@@ -2,7 +2,7 @@
 
 Rows are raw local rows (tuples in ROW_COLUMNS order, JSON and times as text, samples as packed
 bytes) and are written as COPY text lines formatted here, one converter per column: psycopg's
-per-value `write_row` took 0.76 s of a 4.2 s upload of 20,000 rows (cProfile, development VM),
+per-value `write_row` took 0.76 s of a 4.2 s upload of 20,000 rows (cProfile, a 2-core x86 VM),
 the formatting here about half of that; the samples go in as bytea hex.
 
 Rows are formatted and sent in chunks of CHUNK, so the server parses while the client formats.

@@ -103,7 +103,7 @@ class TempPostgres:
             self.running = False
 
     def restart(self) -> None:
-        """Stop (fast: open sessions are cut) and start again, on the same port and data."""
+        """Stop (fast: open connections are cut) and start again, on the same port and data."""
         self.stop()
         self.start()
 

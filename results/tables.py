@@ -8,7 +8,7 @@ Schema version 2 (this one):
 - `devices` and `software`: each distinct value once, keyed by a hash of its canonical JSON.
   What repeats once per run no longer travels, or is parsed by the server, once per row.
 - samples_s: packed little-endian float64 (8 bytes a sample; null samples as NaN) instead of
-  JSON text: measured on the 2-core development VM (COPY of 20,000 rows with 100 samples into a
+  JSON text: measured on a 2-core x86 VM (COPY of 20,000 rows with 100 samples into a
   PostgreSQL 15 table, fsync on): JSONB 8,700 rows/s, float8[] 14,100, bytea 20,500-37,000.
 - created_at: timestamptz on PostgreSQL (ISO 8601 text on SQLite); read back as ISO 8601 UTC.
 `records` is the join of the three with the record's field names: what readers select from.

@@ -101,16 +101,11 @@ OTHERS = [
      "unknown --config", ["{tmp}/rep"]),
 ]
 
-# Defects of verbs other parts are changing: kept here so the table covers them, marked until
-# their fix lands (the model's scenario reader, the report's read-only open).
+# The scenario reader and the report's read-only open (fixed with the layers' merge).
 PENDING = [
-    pytest.param(["estimate", "--scenario", "{png}"], None, "not UTF-8", [],
-                 marks=pytest.mark.xfail(reason="estimate reads a binary scenario file "
-                                                "with a traceback (reports/model)")),
-    pytest.param(["report", "--db", "{tmp}/typo/results.db", "-o", "{tmp}/rep"], None,
-                 "no database at", ["{tmp}/typo", "{tmp}/rep"],
-                 marks=pytest.mark.xfail(reason="report opens --db for writing "
-                                                "(reports/page: open_store(db, create=False))")),
+    (["estimate", "--scenario", "{png}"], None, "not UTF-8", []),
+    (["report", "--db", "{tmp}/typo/results.db", "-o", "{tmp}/rep"], None, "no database at",
+     ["{tmp}/typo", "{tmp}/rep"]),
 ]
 
 

@@ -15,7 +15,7 @@ FILES = {f.stem: f for f in reference_files()}
 
 
 @pytest.mark.parametrize("name", sorted(FILES) or [pytest.param(None, marks=pytest.mark.skip(
-    reason="no reference results shipped yet (no GPU lent so far)"))])
+    reason="no reference results shipped yet (no GPU run so far)"))])
 def test_shipped_file_is_sane(name):
     records = load_jsonl(FILES[name])
     assert records, f"{name} is empty"

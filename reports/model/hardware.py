@@ -84,7 +84,7 @@ _NVL4 = ("NVLink 4: 900 GB/s total per GPU, 450 per direction (NVIDIA H100 Tenso
 MIB = 2**20
 # Device memory as reported on real parts. nvidia-smi's memory.total (MiB) and torch's
 # get_device_properties().total_memory agree to within a MiB; these are public readings of the
-# shipped parts, not measured in this project (no GPU was lent when they were entered).
+# shipped parts, not measured by this project.
 _MEM_SRC = ("nvidia-smi memory.total {mib:,} MiB = {gib:.1f} GiB on {part} (public nvidia-smi "
             "listings; assumption: every part of the model reports the same){extra}")
 

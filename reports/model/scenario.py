@@ -92,6 +92,16 @@ class Scenario:
         return self.global_batch_tokens // self.model.seq_len
 
 
+def file_text(path: Path) -> str:
+    """A scenario file's text; a file that is not UTF-8 text is one line (ScenarioError)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ScenarioError(f"scenario file {path} is not UTF-8 text (JSON or YAML)") from None
+    except OSError as e:
+        raise ScenarioError(f"cannot read scenario file {path}: {e.strerror or e}") from None
+
+
 def _read_text(spec: str) -> dict:
     """A scenario dict from a preset name, a file path, or JSON/YAML text."""
     if spec in SCENARIOS:
@@ -102,7 +112,7 @@ def _read_text(spec: str) -> dict:
     else:
         path = Path(spec)
         if path.is_file():
-            text, name = path.read_text(), path.stem
+            text, name = file_text(path), path.stem
         elif path.suffix.lower() in (".json", ".yaml", ".yml"):
             raise ScenarioError(f"scenario file not found: {spec}")
         else:

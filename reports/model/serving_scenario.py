@@ -20,6 +20,7 @@ from reports.model.config import ScenarioError
 from reports.model.hardware import gpu
 from reports.model.measurements import as_measurements
 from reports.model.presets import model_from
+from reports.model.scenario import file_text
 from reports.model.serving import PRECISIONS, A, Serving, ServingEstimate, evaluate
 
 SERVING_KEYS = {"model", "gpu", "precision", "kv_precision", "input_len", "output_len", "tp",
@@ -128,7 +129,7 @@ def serving_spec(spec) -> dict | None:
         raise ScenarioError(f"unknown serving preset {spec!r}; known: "
                             f"{', '.join(SERVING_SCENARIOS)}")
     path = Path(spec)
-    text = path.read_text() if "\n" not in spec and path.is_file() else spec
+    text = file_text(path) if "\n" not in spec and path.is_file() else spec
     try:
         data = json.loads(text)
     except ValueError:

@@ -32,7 +32,7 @@ def _local_frame(db: str | None) -> tuple[object, str | None, str | None]:
     if db is None and url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
         return None, None, None
     try:
-        store = Store(url, create=db is not None)
+        store = Store(url, create=False)  # a report only reads: it never creates a table
     except StoreError as e:
         if db is not None:
             raise
