@@ -14,6 +14,8 @@ reports/model/pipeline.py. Capacity: the driver-reported bytes x USABLE_MEMORY_F
 
 from __future__ import annotations
 
+import functools
+
 from reports.model.config import Parallel, Training
 from reports.model.hardware import GIB
 from reports.model.pipeline import chunk_layers, inflight_layer_microbatches, stage_layers
@@ -94,6 +96,13 @@ def stage_params(model: Model, pp: int, tp: int = 1) -> tuple[int, int]:
 
 
 def memory_per_gpu(model: Model, par: Parallel, train: Training, microbatches: int) -> dict:
+    """See `_memory_per_gpu`; a copy of the cached answer (the layout search asks the same
+    question of many candidates, and the report of many searches)."""
+    return dict(_memory_per_gpu(model, par, train, microbatches))
+
+
+@functools.lru_cache(maxsize=65536)
+def _memory_per_gpu(model: Model, par: Parallel, train: Training, microbatches: int) -> dict:
     """Bytes per GPU on the fullest pipeline rank: weights, gradients, optimizer state and
     activations (the schedule's in-flight micro-batches per rank, pipeline.py), the largest of
     the first, second and last rank (the first two hold the most warm-up micro-batches, the first

@@ -16,6 +16,8 @@ Llama 3 ran 126 layers so on 16 stages, Dubey et al. 2024, sec. 3.3.2).
 
 from __future__ import annotations
 
+import functools
+
 from reports.model.config import ScenarioError
 
 
@@ -94,6 +96,7 @@ def chunk_layers(layers: int, pp: int, virtual_stages: int) -> list[list[int]]:
     return [[r] for r in ranks[:pp]]
 
 
+@functools.lru_cache(maxsize=65536)  # pure, and asked again for every candidate layout
 def inflight_layer_microbatches(layers: int, pp: int, virtual_stages: int, microbatches: int,
                                 rank: int) -> float:
     """Layer-micro-batches of activations rank `rank` holds at its peak under Megatron-Core's
