@@ -2,27 +2,103 @@
 
 Each part keeps its verbs as plain typer-annotated functions beside its code (bench/cli.py,
 bench/collectives/cli.py, results/cli.py, reports/model/cli.py, reports/page/cli.py); this module
-registers them on one app. Exit codes everywhere: 0 all ok, 1 a case failed its check or crashed,
-2 bad input or usage, 130 interrupted.
+registers them on one app. Exit codes everywhere: 0 all ok, 1 a case failed its check or crashed
+(or an unexpected error), 2 bad input or usage, 130 interrupted.
+
+Conventions every verb keeps: `-h` and `--help`; `--json` is a flag that prints JSON (indent 2)
+on stdout; choices (suite, format, backend, collective, dtype) are enums so help lists them and
+shells complete them; progress and notes go to stderr.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import typer
+import typer.core
+from rich.markup import escape
+from typer.core import TyperGroup
 
 from bench import cli as bench_cli
 from bench.collectives import cli as collectives_cli
 from reports.model import cli as model_cli
 from reports.page import cli as page_cli
 from results import cli as results_cli
-from results.console import err_console
+from results import compare as compare_view
+from results.console import err_console, first_line
+
+DEBUG_ENV = "COLOSSUS_BENCH_DEBUG"
+
+
+# click's exceptions, as the typer in use raises them: newer typer vendors click as
+# typer._click, older releases use click itself
+_exc = (getattr(typer.core, "_click", None) or typer.core.click).exceptions
+_NO_ARGS = getattr(_exc, "NoArgsIsHelpError", ())  # `colossus-bench` alone: the help
+
+
+class OneLineErrors(TyperGroup):
+    """Usage errors (an unknown option, a value not among the choices) as one line on stderr,
+    exit 2, instead of click's usage box: every bad input reads the same, whichever layer
+    refuses it."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except _NO_ARGS as e:
+            print(e.ctx.get_help())
+            code = 2
+        except _exc.UsageError as e:
+            cmd = e.ctx.command_path if e.ctx else "colossus-bench"
+            err_console.print(f"[bold red]error:[/] {escape(e.format_message())} "
+                              f"(see {escape(cmd)} -h)", highlight=False, soft_wrap=True)
+            code = 2
+        except _exc.ClickException as e:
+            err_console.print(f"[bold red]error:[/] {escape(e.format_message())}",
+                              highlight=False, soft_wrap=True)
+            code = e.exit_code
+        except typer.Abort:
+            err_console.print("aborted")
+            code = 130
+        code = code if isinstance(code, int) else 0
+        if not standalone_mode:
+            return code
+        sys.exit(code)
+
 
 app = typer.Typer(help="Hardware-aware benchmarks for NVIDIA Hopper GPUs and the clusters "
                        "built from them.", no_args_is_help=True, add_completion=False,
+                  cls=OneLineErrors,
+                  context_settings={"help_option_names": ["-h", "--help"]},
+                  # typer >= 0.23 defaults to False too; said here so no version shows locals
                   pretty_exceptions_show_locals=False)
+
+
+def version() -> str:
+    """The installed package's version (its metadata), else that of an uninstalled checkout."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("colossus-bench")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"colossus-bench {version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: bool = typer.Option(False, "--version", callback=_print_version,
+                                      is_eager=True, help="print the version and exit"),
+) -> None:
+    """Hardware-aware benchmarks for NVIDIA Hopper GPUs and the clusters built from them."""
+
 
 app.command()(bench_cli.run)
 app.command()(bench_cli.info)
@@ -30,6 +106,7 @@ app.command()(results_cli.export)
 app.command()(results_cli.ingest)
 app.command()(results_cli.upload)
 app.command()(results_cli.fleet)
+app.command("compare")(compare_view.compare_verb)
 app.command()(collectives_cli.allreduce)
 app.command()(model_cli.estimate)
 app.command()(model_cli.validate)
@@ -37,12 +114,19 @@ app.command()(page_cli.report)
 
 
 def main() -> None:
+    """The console script: no traceback reaches a user unless COLOSSUS_BENCH_DEBUG is set."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         app()
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+    except Exception as e:  # a bug or an environment we did not foresee: one line, exit 1
+        if os.environ.get(DEBUG_ENV):
+            raise
+        err_console.print(f"[bold red]error:[/] {type(e).__name__}: {first_line(e)} (run with "
+                          f"{DEBUG_ENV}=1 for the traceback)", highlight=False, soft_wrap=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

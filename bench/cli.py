@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from results.console import DB_HELP, console, err_console, fail, first_line, open_store
+from results.compare import print_comparison
+from results.console import (
+    DB_HELP,
+    JSON_INDENT,
+    choice,
+    console,
+    err_console,
+    fail,
+    first_line,
+    open_store,
+    print_json,
+    value,
+)
 
 
 def _fmt(x: float | None, spec: str) -> str:
@@ -31,6 +45,8 @@ def results_table(results) -> Table:
         pct = None if r.peak_fraction is None else r.peak_fraction * 100
         power = (r.telemetry or {}).get("power_w_mean")
         status = r.status if r.status == "ok" else f"[red]{r.status}[/]"
+        if r.status == "skipped" and r.error == "budget":  # left out by --budget, not broken
+            status = "[yellow]skipped: budget[/]"
         correct = {True: "yes", False: "[red]NO[/]", None: "-"}[r.correct]
         # compute workloads report TFLOP/s, bandwidth ones GB/s: one throughput per row
         gb = r.gbps if r.tflops is None else None
@@ -40,38 +56,79 @@ def results_table(results) -> Table:
     return t
 
 
+# Choices as plain data for help and shell completion; bench.suites.SUITES and
+# bench.timing.PRESETS are the truth (tests/test_cli.py checks these match): importing
+# bench.suites here would load torch on every `--help`.
+Suite = choice("Suite", ("quick", "standard", "full", "mamf", "campaign"))
+Timing = choice("Timing", ("gpu", "cpu", "smoke"))
+
+FILTER_HELP = ("select by case key (workload/dtype/params) and backend: an exact KEY:BACKEND, "
+               "or KEY for all its backends, else a glob (* ? [) or a substring of "
+               "KEY:BACKEND; repeat for several (a case matching any is run)")
+
+
+def list_pairs(suite: str, filters: list[str] | None, device) -> list[tuple]:
+    """`run --list`: the (case, backend) pairs a suite and filter select on this device."""
+    from bench.suites import select, suite_cases
+
+    return select(suite_cases(suite, device), device, filters)
+
+
 def run(
-    suite: str = typer.Option("quick", "--suite", "-s", help="quick | standard | full | mamf"),
-    filter: str | None = typer.Option(None, "--filter", "-k",
-                                         help="comma-separated substrings or globs over "
-                                              "'workload/dtype/params:backend'"),
+    suite: Suite = typer.Option("quick", "--suite", "-s", help="which cases"),
+    filter: list[str] | None = typer.Option(None, "--filter", "-k", help=FILTER_HELP),
     db: str | None = typer.Option(None, "--db", help=DB_HELP),
-    json_out: Path | None = typer.Option(None, "--json", help="also write the records here"),
+    list_only: bool = typer.Option(False, "--list", help="print the cases and backends the "
+                                   "suite and filter select, with the estimated time, and run "
+                                   "nothing"),
+    as_json: bool = typer.Option(False, "--json", help="print the records (or with --list the "
+                                 "selection) as JSON on stdout; tables go to stderr"),
+    json_out: Path | None = typer.Option(None, "--json-out", help="also write the records to "
+                                         "this file", show_default=False),
     no_telemetry: bool = typer.Option(False, "--no-telemetry", help="do not sample NVML"),
-    timing: str | None = typer.Option(None, "--timing",
-                                         help="timing preset: gpu | cpu | smoke"),
+    timing: Timing | None = typer.Option(None, "--timing", show_default="gpu on a GPU, else cpu",
+                                         help="timing preset"),
     upload: str | None = typer.Option(None, "--upload",
                                          help="after the run, upload to this shared database"),
+    budget: float | None = typer.Option(None, "--budget", metavar="SECONDS",
+                                        help="time box: cases run in suite (priority) order; "
+                                             "those that would not fit are stored as skipped "
+                                             "(error 'budget')"),
+    tune: bool = typer.Option(False, "--tune", help="full Triton autotuning (COLOSSUS_TUNE=1); "
+                                                    "costs compiles, see --list"),
 ) -> None:
-    """Check, time and store every case of a suite on this machine's device."""
+    """Check, time and store every case of a suite on this machine's device.
+
+    Exit status: 0 every case ok or skipped, 1 a case failed its check or crashed, 2 bad input,
+    130 interrupted.
+    """
     from bench import runner
     from bench.device import detect
-    from bench.suites import SuiteError, select, suite_cases
-    from bench.timing import PRESETS
+    from bench.suites import SuiteError
+    from bench.timing import PRESETS, default_config
 
-    if timing is not None and timing not in PRESETS:
-        raise fail(f"unknown timing preset {timing!r}; choose one of {', '.join(PRESETS)}")
+    if budget is not None and not budget > 0:  # also refuses nan
+        raise fail(f"--budget must be a positive number of seconds, got {budget}")
+    if tune:
+        os.environ["COLOSSUS_TUNE"] = "1"  # read by the kernels when they pick configs
     device = detect()
     try:
-        pairs = select(suite_cases(suite, device), device, filter)
+        pairs = list_pairs(value(suite), filter, device)
     except SuiteError as e:
         raise fail(str(e)) from None
+    cfg = PRESETS[value(timing)] if timing else default_config(device)
+    if list_only:
+        _list(pairs, value(suite), device, cfg, tune, budget, as_json)
+        return
+    if json_out is not None and not json_out.parent.is_dir():  # refused before any case runs
+        raise fail(f"--json-out {json_out}: no folder {json_out.parent}")
+    out = err_console if as_json else console  # --json: stdout holds only the JSON
     store = open_store(db)
     if device.kind == "cpu":
-        console.print("[yellow]no CUDA GPU: running small CPU cases (Triton through its "
-                      "interpreter); the numbers prove the flow, they do not measure a GPU[/]")
-    console.print(f"device: {device.name} ({device.kind}) | suite {suite}: {len(pairs)} "
-                  f"case-backends | database: {store.display_url}")
+        out.print("[yellow]no CUDA GPU: running small CPU cases (Triton through its "
+                  "interpreter); the numbers prove the flow, they do not measure a GPU[/]")
+    out.print(f"device: {device.name} ({device.kind}) | suite {value(suite)}: {len(pairs)} "
+              f"case-backends | database: {store.display_url}")
     run_id = runner.new_run_id()
     done = []
     unstored: dict = {}  # spool path -> [count, last error]
@@ -82,34 +139,74 @@ def run(
         entry[1] = error
 
     cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn())
-    try:
-        with Progress(*cols, console=console, transient=True) as progress:
-            task = progress.add_task("starting", total=len(pairs))
-            runner.run(pairs, store, device=device, run_id=run_id,
-                       timing=PRESETS[timing] if timing else None, telemetry=not no_telemetry,
+            TimeElapsedColumn(), TextColumn("{task.fields[left]}"))
+    try:  # progress on stderr, so piped stdout stays clean
+        with Progress(*cols, console=err_console, transient=True) as progress:
+            task = progress.add_task("starting", total=len(pairs), left="")
+            runner.run(pairs, store, device=device, run_id=run_id, timing=cfg,
+                       telemetry=not no_telemetry, budget_s=budget, tune=tune,
                        on_start=lambda c, b: progress.update(task, description=f"{c.key}:{b}"),
+                       on_estimate=lambda s: progress.update(task, left=f"~{_duration(s)} left"),
                        on_result=lambda r: (done.append(r), progress.advance(task)),
                        on_unstored=note_unstored)
     except KeyboardInterrupt:
-        console.print(results_table(done))
+        out.print(results_table(done))
         err_console.print(f"interrupted: the {len(done)} finished results are stored in "
                           f"{store.display_url} (run {run_id})")
         raise typer.Exit(130) from None
-    console.print(results_table(done))
+    out.print(results_table(done))
+    print_comparison(done, out)
     bad = [r for r in done if r.status == "failed"]
+    left_out = sum(r.status == "skipped" and r.error == runner.BUDGET for r in done)
     kept = sum(n for n, _ in unstored.values())
-    console.print(f"run {run_id}: {len(done) - kept} results stored in {store.display_url}"
-                  + (f"; [red]{len(bad)} failed[/]" if bad else ""))
+    out.print(f"run {run_id}: {len(done) - kept} results stored in {store.display_url}"
+              + (f"; [red]{len(bad)} failed[/]" if bad else "")
+              + (f"; {left_out} skipped: over the {budget:g} s budget" if left_out else ""))
     for path, (n, error) in unstored.items():
         reason = first_line(error)
-        err_console.print(f"[yellow]{n} results could not be stored ({reason}); they are kept in "
-                          f"{path}: load them with `colossus-bench ingest {path}`[/]",
+        err_console.print(f"[yellow]{n} results could not be stored in {store.display_url} "
+                          f"({escape(reason)}); they are kept in {path}: load them with "
+                          f"`colossus-bench ingest --db '{store.display_url}' {path}`[/]",
                           highlight=False, soft_wrap=True)
+    records = [r.to_dict() for r in done]
     if json_out:
-        json_out.write_text(json.dumps([r.to_dict() for r in done], indent=1, default=str))
+        try:
+            json_out.write_text(json.dumps(records, indent=JSON_INDENT, default=str) + "\n")
+        except OSError as e:
+            err_console.print(f"[yellow]cannot write {json_out}: {e.strerror or e} (the results "
+                              f"are stored in {store.display_url})[/]", highlight=False)
+    if as_json:
+        print_json(records)
     if upload:
         _upload_after_run(store, upload)
+    if bad:
+        raise typer.Exit(1)  # a case failed its check or crashed: its row says why
+
+
+def _duration(seconds: float) -> str:
+    s = max(0, round(seconds))
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def _list(pairs, suite: str, device, cfg, tune: bool, budget: float | None,
+          as_json: bool) -> None:
+    """--list: the case-backends a suite and filter select, each with its time estimate."""
+    from bench.budget import Estimator, total_estimate
+
+    est = Estimator(device, cfg, tune)
+    rows = [{"case": c.key, "backend": b, "estimate_s": round(est.estimate(c, b), 2)}
+            for c, b in pairs]
+    total = total_estimate(pairs, device, cfg, tune)
+    if as_json:
+        print_json(rows)
+    else:
+        for r in rows:
+            console.print(f"{r['case']}:{r['backend']}  ~{r['estimate_s']:.1f} s",
+                          highlight=False, soft_wrap=True)
+    err_console.print(f"{total['pairs']} case-backends of suite {suite} on {device.name} "
+                      f"({device.kind}), estimated {_duration(total['total_s'])} (compiles "
+                      f"{_duration(total['compile_s'])}; assumptions in bench/budget.py)"
+                      + (f"; budget {_duration(budget)}" if budget else ""), highlight=False)
 
 
 def _upload_after_run(store, url: str) -> None:
@@ -127,17 +224,35 @@ def _upload_after_run(store, url: str) -> None:
 
 
 def info(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
-    """What device is this, and its datasheet peaks."""
+    """What device is this, its datasheet peaks, and the peak table of every GPU we know."""
+    from dataclasses import asdict
+
     from bench.device import detect, peaks
     from bench.provenance import software
+    from results.peaks import PEAKS
 
     d = detect()
     p = peaks(d)
-    data = {"device": d.record(), "peaks": p.__dict__ if p else None, "software": software()}
+    data = {"device": d.record(), "peaks": asdict(p) if p else None, "software": software()}
     if as_json:
-        print(json.dumps(data, indent=1))
+        print_json({**data, "known_peaks": {k: asdict(v) for k, v in PEAKS.items()}})
         return
     for section, values in data.items():
         console.print(f"[bold]{section}[/]")
-        for k, v in (values or {"(unknown device)": ""}).items():
+        for k, v in (values or {"(not a GPU in the peak table)": ""}).items():
             console.print(f"  {k}: {v}", highlight=False)
+    console.print(peaks_table(PEAKS))
+
+
+def peaks_table(table) -> Table:
+    """The datasheet peaks of every known GPU (dense; TFLOP/s, HBM TB/s) with their sources."""
+    t = Table(title="datasheet peaks of the GPUs we know (dense; the ceilings that count are "
+                    "measured)")
+    cols = ("model", "bf16", "fp16", "fp8", "tf32", "fp32", "HBM TB/s", "GB", "TDP W", "source")
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("model", "source") else "right")
+    for name, p in table.items():
+        t.add_row(name, *(_fmt(x, "g") for x in (p.bf16_tflops, p.fp16_tflops, p.fp8_tflops,
+                                                   p.tf32_tflops, p.fp32_tflops, p.hbm_tbps,
+                                                   p.memory_gb, p.tdp_w)), p.source)
+    return t

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import socket
 import subprocess
 from pathlib import Path
 
+# The commit of a copied tree without git (a GPU node given a copy of the checkout): set by
+# whoever copies it, e.g. `COLOSSUS_GIT_SHA=<sha> bash bench/device_campaign.sh`.
+GIT_SHA_ENV = "COLOSSUS_GIT_SHA"
+
 
 @functools.cache
 def git_state() -> tuple[str | None, bool | None]:
-    """(commit, dirty) of the checkout this package runs from; (None, None) outside git."""
+    """(commit, dirty) of the checkout this package runs from; outside git, the commit named
+    by $COLOSSUS_GIT_SHA (dirty unknown), else (None, None)."""
     root = Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
@@ -21,7 +27,7 @@ def git_state() -> tuple[str | None, bool | None]:
                                check=True).stdout.strip() != ""
         return sha, dirty
     except (OSError, subprocess.SubprocessError):
-        return None, None
+        return os.environ.get(GIT_SHA_ENV) or None, None
 
 
 def _version(dist: str) -> str | None:

@@ -10,6 +10,7 @@ any other exception is stored as failed; the run goes on either way.
 from __future__ import annotations
 
 import gc
+import time
 import traceback
 import uuid
 from collections.abc import Callable
@@ -17,12 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import spool
+from bench.budget import Estimator
 from bench.device import DeviceInfo, peaks
 from bench.record import Facts, build_record
 from bench.telemetry import Sampler
-from bench.timing import Timing, TimingConfig, default_config, measure
-from bench.workloads import WORKLOADS, Case, Check, Unsupported
+from bench.timing import Timing, TimingConfig, default_config, measure, synchronizer
+from bench.workloads import WORKLOADS, Case, Check, Unsupported, Workload
 from results.schema import Result
+
+BUDGET = "budget"  # the error of a case a time-boxed run left out (status skipped)
 
 
 def new_run_id() -> str:
@@ -81,6 +85,26 @@ def _free(device: DeviceInfo) -> None:
 Timer = Callable[..., Timing]  # (fn, device, cfg, region=sampler) -> Timing
 
 
+def describe(wl: Workload, case: Case) -> dict:
+    """The case's own figures stored in every row (ok, failed or skipped), so that reports read
+    rows only: FLOPs and bytes of one call, and a short shape label."""
+    try:
+        return {"flops": wl.flops(case), "bytes": wl.bytes_moved(case), "shape": wl.shape(case)}
+    except (KeyError, ValueError, TypeError):  # a malformed hand-made case: its error says why
+        return {}
+
+
+def facts(case: Case, backend: str, ctx: RunContext) -> Facts:
+    """The case's facts for the record builder (bench/record.py)."""
+    return Facts(ctx.run_id, case.workload, backend, case.dtype, dict(case.params), ctx.device,
+                 described=describe(WORKLOADS[case.workload], case))
+
+
+def skipped(case: Case, backend: str, ctx: RunContext, reason: str) -> Result:
+    """The row of a case that was not run (a time-boxed run's rest: reason "budget")."""
+    return build_record(facts(case, backend, ctx), status="skipped", error=reason)
+
+
 def run_case(case: Case, backend: str, ctx: RunContext, timer: Timer = measure) -> Result:
     """Check, time and describe one (case, backend). Never raises except KeyboardInterrupt.
 
@@ -88,14 +112,21 @@ def run_case(case: Case, backend: str, ctx: RunContext, timer: Timer = measure) 
     recipe through its own fixture (bench/benchmarks/conftest.py).
     """
     wl = WORKLOADS[case.workload]
-    facts = Facts(ctx.run_id, case.workload, backend, case.dtype, dict(case.params), ctx.device)
+    base = facts(case, backend, ctx)
     inputs = None
     try:
         inputs = wl.setup(case, ctx.device)
+        sync = synchronizer(ctx.device)
+        t0 = time.perf_counter()  # prepare + first call: JIT compiles and autotuning happen here
         fn = wl.prepare(case, backend, inputs)
-        check: Check = wl.check(case, backend, inputs, fn())
+        out = fn()
+        sync()
+        first_s = time.perf_counter() - t0
+        check: Check = wl.check(case, backend, inputs, out)
+        del out
         if not check.correct:
-            return build_record(facts, correct=False, max_rel_error=check.max_rel_error,
+            return build_record(base, compile_s=first_s, correct=False,
+                                max_rel_error=check.max_rel_error,
                                 tolerance=check.tolerance, status="failed",
                                 error=f"reference check failed: max_rel_error "
                                       f"{check.max_rel_error:.3g} > tolerance "
@@ -103,8 +134,11 @@ def run_case(case: Case, backend: str, ctx: RunContext, timer: Timer = measure) 
         sampler = Sampler(ctx.device, enabled=ctx.telemetry)
         timing: Timing = timer(fn, ctx.device, ctx.timing, region=sampler)
         t = timing.median_s
-        tf, gb = tflops(wl.flops(case), t), gbps(wl.bytes_moved(case), t)
-        return build_record(facts, timing=timing, tflops=tf, gbps=gb,
+        tf, gb = tflops(base.described.get("flops"), t), gbps(base.described.get("bytes"), t)
+        # compile_s: the first call's time beyond one steady call (compiles, autotuning, lazy
+        # initialisation); a figure per row, not a timing sample
+        return build_record(base, timing=timing, compile_s=max(0.0, first_s - t),
+                            tflops=tf, gbps=gb,
                             peak_fraction=peak_fraction(ctx.device, case.dtype, tf, gb,
                                                         wl.peak_gbps(case, ctx.device)),
                             correct=True, max_rel_error=check.max_rel_error,
@@ -112,13 +146,13 @@ def run_case(case: Case, backend: str, ctx: RunContext, timer: Timer = measure) 
     except KeyboardInterrupt:
         raise
     except Unsupported as e:
-        return build_record(facts, status="skipped", error=f"unsupported: {e}")
+        return build_record(base, status="skipped", error=f"unsupported: {e}")
     except Exception as e:
         if _is_oom(e):
-            return build_record(facts, status="skipped",
+            return build_record(base, status="skipped",
                                 error=f"out of memory: {str(e)[:200]}")
         last = traceback.extract_tb(e.__traceback__)[-1]
-        return build_record(facts, status="failed",
+        return build_record(base, status="failed",
                             error=f"{type(e).__name__}: {e} ({last.filename}:{last.lineno})"[:2000])
     finally:
         del inputs
@@ -127,21 +161,42 @@ def run_case(case: Case, backend: str, ctx: RunContext, timer: Timer = measure) 
 
 def run(pairs: list[tuple[Case, str]], store, *, device: DeviceInfo,
         run_id: str | None = None, timing: TimingConfig | None = None, telemetry: bool = True,
+        budget_s: float | None = None, tune: bool = False,
         on_start: Callable[[Case, str], None] | None = None,
+        on_estimate: Callable[[float], None] | None = None,
         on_result: Callable[[Result], None] | None = None,
         on_unstored: Callable[[Result, Path, Exception], None] | None = None) -> list[Result]:
     """Run (case, backend) pairs in order, storing each result as soon as it exists.
+
+    `budget_s`: a time box. Before each case its estimate (bench/budget.py) is added to the time
+    spent so far; once the next case would not fit, it and every later one are stored as
+    skipped with error "budget" (so the table says what was not measured). `on_estimate` is told
+    the estimated seconds left before each case.
 
     A result the table refuses (database locked or gone, disk full) is appended to
     `bench.spool.unstored_path(run_id)` instead, `on_unstored` is told, and the run goes on:
     nothing measured is lost to a database hiccup.
     """
     ctx = RunContext(run_id or new_run_id(), device, timing or default_config(device), telemetry)
+    plan = Estimator(device, ctx.timing, tune).plan(pairs)  # for the time left
+    estimator = Estimator(device, ctx.timing, tune)  # for the budget, charged as cases run
+    started = time.monotonic()
+    out_of_budget = False
     done: list[Result] = []
-    for case, backend in pairs:
-        if on_start:
-            on_start(case, backend)
-        result = run_case(case, backend, ctx)
+    for i, (case, backend) in enumerate(pairs):
+        spent = time.monotonic() - started
+        if budget_s is not None and not out_of_budget:
+            out_of_budget = spent + estimator.estimate(case, backend, commit=False) > budget_s
+        if out_of_budget:
+            result = skipped(case, backend, ctx, BUDGET)
+        else:
+            estimator.estimate(case, backend)  # its compiles are now paid for
+            if on_estimate:
+                left = sum(plan[i:])
+                on_estimate(left if budget_s is None else min(left, budget_s - spent))
+            if on_start:
+                on_start(case, backend)
+            result = run_case(case, backend, ctx)
         if store is not None:
             try:
                 store.insert([result])

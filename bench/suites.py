@@ -13,10 +13,13 @@ from bench.device import DeviceInfo
 from bench.workloads import WORKLOADS, Case
 
 SUITES: dict[str, tuple[str, ...]] = {
-    "quick": ("membw", "gemm", "attention"),
-    "standard": ("membw", "gemm", "attention", "hostdevice"),
-    "full": ("membw", "gemm", "attention", "hostdevice"),
+    "quick": ("membw", "gemm", "attention", "decode_attention"),
+    "standard": ("membw", "gemm", "attention", "decode_attention", "hostdevice"),
+    "full": ("membw", "gemm", "attention", "decode_attention", "hostdevice"),
     "mamf": ("gemm",),  # the max-achievable-matmul sweep
+    # One GPU window (about 8 minutes on an H200, see bench/budget.py), in priority order: what
+    # matters most first, so a time-boxed run (--budget) drops the least important cases.
+    "campaign": ("membw", "hostdevice", "gemm", "attention", "decode_attention"),
 }
 
 
@@ -35,25 +38,51 @@ def suite_cases(suite: str, device: DeviceInfo) -> list[Case]:
     return cases
 
 
+def _term_matches(target: str, term: str) -> bool:
+    """A term with * ? [ is a glob over 'KEY:BACKEND'; any other term a substring of it."""
+    if any(ch in term for ch in "*?["):
+        return fnmatch.fnmatchcase(target, term)
+    return term in target
+
+
 def matches(case: Case, backend: str, expr: str) -> bool:
-    """--filter: comma-separated terms; a term with * ? [ is a glob over 'KEY:BACKEND', any
-    other term a substring of it. Example: 'gemm/bf16,*:triton'."""
+    """One --filter value against a case-backend: the whole value as a glob or substring of
+    'KEY:BACKEND', else (a value with commas that matches as a whole nothing, like
+    'gemm/bf16,*:triton') each comma-separated term. Exact keys are `select`'s job."""
     target = f"{case.key}:{backend}"
-    for term in (t.strip() for t in expr.split(",")):
-        if not term:
-            continue
-        if any(ch in term for ch in "*?[") and fnmatch.fnmatchcase(target, term):
-            return True
-        if term in target:
-            return True
-    return False
+    expr = expr.strip()
+    if expr and _term_matches(target, expr):
+        return True
+    return "," in expr and any(_term_matches(target, t.strip()) for t in expr.split(",")
+                               if t.strip())
 
 
-def select(cases: list[Case], device: DeviceInfo, expr: str | None) -> list[tuple[Case, str]]:
-    """(case, backend) pairs runnable on this device that match the filter."""
+def _pick(pairs: list[tuple[Case, str]], expr: str) -> list[tuple[Case, str]]:
+    """The pairs one --filter value selects: a value that names a case exactly (KEY:BACKEND, or
+    KEY for all its backends) selects only that; else glob or substring (`matches`). Case keys
+    hold commas, so an exact key is never split into terms."""
+    expr = expr.strip()
+    exact = [(c, b) for c, b in pairs if expr in (f"{c.key}:{b}", c.key)]
+    if exact:
+        return exact
+    whole = [(c, b) for c, b in pairs if _term_matches(f"{c.key}:{b}", expr)] if expr else []
+    if whole or "," not in expr:
+        return whole
+    return [(c, b) for c, b in pairs if matches(c, b, expr)]
+
+
+def select(cases: list[Case], device: DeviceInfo,
+           expr: str | list[str] | tuple[str, ...] | None) -> list[tuple[Case, str]]:
+    """(case, backend) pairs runnable on this device that match the filter: one string, or the
+    values of repeated --filter/-k options (a pair matching any of them), in suite order."""
     pairs = [(c, b) for c in cases for b in WORKLOADS[c.workload].backends(c, device)]
-    if expr:
-        pairs = [(c, b) for c, b in pairs if matches(c, b, expr)]
+    exprs = [expr] if isinstance(expr, str) else [e for e in (expr or ()) if e]
+    if exprs:
+        chosen: set[tuple[int, str]] = set()
+        for e in exprs:
+            chosen.update((id(c), b) for c, b in _pick(pairs, e))
+        pairs = [(c, b) for c, b in pairs if (id(c), b) in chosen]
         if not pairs:
-            raise SuiteError(f"filter {expr!r} matches no case of this suite on this device")
+            shown = exprs[0] if len(exprs) == 1 else " | ".join(exprs)
+            raise SuiteError(f"filter {shown!r} matches no case of this suite on this device")
     return pairs

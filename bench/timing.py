@@ -5,16 +5,21 @@ choose the repetition count that fills a time budget, then time each repetition 
 two CUDA events with the L2 cache flushed before it (a large buffer write outside the events), so
 every sample is a cold-L2 call and no sample hides another's tail. A GPU sleep queued first
 keeps the device busy while the host enqueues every sample, so no sample measures launch gaps.
-On CPU: the same statistics over perf_counter. Raw samples are kept: the median is what we
-report, the spread is evidence.
+On CPU: the same recipe over perf_counter, with torch held to CPU_TIMING_THREADS threads while
+timing (so two runs of one case agree instead of racing whatever else runs). Raw samples are
+kept: the median is what we report, the spread is evidence.
+
+One primitive marks device intervals for every timer (this recipe, pytest-benchmark's clock in
+bench/benchmarks, the collective worker): `EventTimer` (a CUDA event pair on the current
+stream; perf_counter marks on CPU) and its context manager `device_interval`.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 from bench.device import DeviceInfo
@@ -42,6 +47,77 @@ PRESETS: dict[str, TimingConfig] = {
 
 def default_config(device: DeviceInfo) -> TimingConfig:
     return PRESETS["gpu"] if device.kind == "cuda" else PRESETS["cpu"]
+
+
+class EventTimer:
+    """One device interval: `start()` and `stop()` record marks on the current stream (CUDA
+    events with timing enabled), `seconds()` reads the interval once the device has passed the
+    stop mark (it waits for that event). On CPU the marks are perf_counter readings.
+
+    Marks are queued, not waited for: record many intervals back to back, synchronise once,
+    then read them all (the recipe below does so for every sample).
+    """
+
+    __slots__ = ("_cuda", "_start", "_stop")
+
+    def __init__(self, device: DeviceInfo):
+        self._cuda = device.kind == "cuda"
+        if self._cuda:
+            import torch
+
+            self._start = torch.cuda.Event(enable_timing=True)
+            self._stop = torch.cuda.Event(enable_timing=True)
+        else:
+            self._start = self._stop = None
+
+    def start(self) -> None:
+        if self._cuda:
+            self._start.record()
+        else:
+            self._start = time.perf_counter()
+
+    def stop(self) -> None:
+        if self._cuda:
+            self._stop.record()
+        else:
+            self._stop = time.perf_counter()
+
+    def seconds(self) -> float:
+        if self._cuda:
+            self._stop.synchronize()
+            return self._start.elapsed_time(self._stop) / 1e3  # elapsed_time is in ms
+        return self._stop - self._start
+
+
+@contextmanager
+def device_interval(device: DeviceInfo) -> Iterator[EventTimer]:
+    """`with device_interval(device) as t: work()` then `t.seconds()`: the device time of the
+    work queued inside the block (on CPU, the host time of the block)."""
+    timer = EventTimer(device)
+    timer.start()
+    yield timer
+    timer.stop()
+
+
+# Threads torch may use while a CPU case is timed: one, so a case's time does not depend on
+# what else the machine runs (the CPU rows prove the flow; they are not a CPU benchmark).
+CPU_TIMING_THREADS = 1
+
+
+@contextmanager
+def timing_threads(device: DeviceInfo) -> Iterator[None]:
+    """Hold torch to CPU_TIMING_THREADS intra-op threads on CPU (restored after)."""
+    if device.kind == "cuda":
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(CPU_TIMING_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def percentile(sorted_xs: list[float], q: float) -> float:
@@ -123,13 +199,14 @@ def measure(fn: Callable[[], object], device: DeviceInfo, cfg: TimingConfig | No
     cfg = cfg or default_config(device)
     if device.kind == "cuda":
         return _measure_cuda(fn, device, cfg, region or nullcontext())
-    return _measure_cpu(fn, device, cfg, region or nullcontext())
+    with timing_threads(device):
+        return _measure_cpu(fn, device, cfg, region or nullcontext())
 
 
 def warm_up(fn: Callable[[], object], device: DeviceInfo, cfg: TimingConfig) -> float:
     """Run `fn` until `cfg.warmup_s` has passed (at least once after a first untimed call:
     compilation, autotuning and allocation stay out of it); return the per-call estimate."""
-    sync = _synchronizer(device)
+    sync = synchronizer(device)
     fn()
     sync()
     calls = 0
@@ -142,7 +219,8 @@ def warm_up(fn: Callable[[], object], device: DeviceInfo, cfg: TimingConfig) -> 
             return (time.perf_counter() - t0) / calls
 
 
-def _synchronizer(device: DeviceInfo) -> Callable[[], None]:
+def synchronizer(device: DeviceInfo) -> Callable[[], None]:
+    """Wait for the device's queued work (a no-op on CPU)."""
     if device.kind != "cuda":
         return lambda: None
     import torch
@@ -151,22 +229,36 @@ def _synchronizer(device: DeviceInfo) -> Callable[[], None]:
 
 
 def l2_flusher(device: DeviceInfo, cfg: TimingConfig) -> Callable[[], None] | None:
-    """A callable that evicts L2 (a large buffer write), or None where not wanted."""
-    if device.kind != "cuda" or not cfg.flush_l2:
+    """A callable that evicts the cache (a write of L2_FLUSH_BYTES), or None where not wanted
+    (`cfg.flush_l2` false: the CPU and smoke presets)."""
+    if not cfg.flush_l2:
         return None
-    buf = _flush_buffer(device)
-    return lambda: buf.fill_(1)
+    return flusher(_flush_buffer(device))
+
+
+def flusher(buf) -> Callable[[], None]:
+    """The flush of `buf` as a callable returning None. It must return None: pytest-benchmark's
+    pedantic(setup=...) reads a true return value as (args, kwargs), and the tensor that
+    `fill_` returns is not one (its truth is an error for any large tensor)."""
+
+    def flush() -> None:
+        buf.fill_(1)
+
+    return flush
 
 
 def _measure_cpu(fn: Callable[[], object], device: DeviceInfo, cfg: TimingConfig,
                  region: AbstractContextManager) -> Timing:
+    flush = l2_flusher(device, cfg)
     reps = repetitions(warm_up(fn, device, cfg), cfg)
     samples = []
     with region:
         for _ in range(reps):
-            t0 = time.perf_counter()
-            fn()
-            samples.append(time.perf_counter() - t0)
+            if flush is not None:
+                flush()
+            with device_interval(device) as t:
+                fn()
+            samples.append(t.seconds())
     return Timing(samples)
 
 
@@ -184,6 +276,29 @@ def backlog_s(host_s_per_rep: float, reps: int) -> float:
     return min(MAX_BACKLOG_S, 1.2 * host_s_per_rep * reps)
 
 
+def enqueue_s(fn: Callable[[], object], device: DeviceInfo,
+              flush: Callable[[], None] | None) -> float:
+    """The host's time to enqueue one sample (flush and call, no synchronisation inside),
+    then waits for the device: what the backlog must cover per sample."""
+    t0 = time.perf_counter()
+    if flush is not None:
+        flush()
+    fn()
+    host_s = time.perf_counter() - t0
+    synchronizer(device)()
+    return host_s
+
+
+def sleep(device: DeviceInfo, seconds: float) -> None:
+    """Queue `seconds` of GPU busy-waiting on the current stream (torch.cuda._sleep), so the
+    work the host enqueues next starts only once it is all queued. No-op on CPU or for 0."""
+    cycles = int(seconds * SLEEP_CYCLES_PER_S)
+    if device.kind == "cuda" and cycles > 0:
+        import torch
+
+        torch.cuda._sleep(cycles)
+
+
 def _measure_cuda(fn: Callable[[], object], device: DeviceInfo, cfg: TimingConfig,
                   region: AbstractContextManager) -> Timing:
     import torch
@@ -191,24 +306,18 @@ def _measure_cuda(fn: Callable[[], object], device: DeviceInfo, cfg: TimingConfi
     with torch.cuda.device(device.index):
         flush = l2_flusher(device, cfg)
         reps = repetitions(warm_up(fn, device, cfg), cfg)
-        starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-        ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-        t0 = time.perf_counter()  # the host's time to enqueue one sample (no synchronisation)
-        if flush is not None:
-            flush()
-        fn()
-        host_s = time.perf_counter() - t0
-        torch.cuda.synchronize()
+        timers = [EventTimer(device) for _ in range(reps)]
+        host_s = enqueue_s(fn, device, flush)
         with region:
-            torch.cuda._sleep(int(backlog_s(host_s, reps) * SLEEP_CYCLES_PER_S))
-            for start, end in zip(starts, ends):
+            sleep(device, backlog_s(host_s, reps))
+            for timer in timers:
                 if flush is not None:
                     flush()  # outside the events: a cold L2 for every sample
-                start.record()
+                timer.start()
                 fn()
-                end.record()
+                timer.stop()
             torch.cuda.synchronize()
-        return Timing([s.elapsed_time(e) / 1e3 for s, e in zip(starts, ends)])
+        return Timing([t.seconds() for t in timers])
 
 
 class DeviceClock:
@@ -217,25 +326,26 @@ class DeviceClock:
 
     pytest-benchmark times host code; with this clock as its timer its numbers mean device time
     (reading the clock synchronises, then folds the finished events into the total).
-    On CPU it is perf_counter.
+    `backlog_s`: a GPU sleep queued before each wrapped call, as the recipe's backlog: the
+    device is idle when a round starts (the clock has just synchronised), so without it a
+    launch-heavy call would measure the host enqueueing it. On CPU it is perf_counter.
     """
 
-    def __init__(self, device: DeviceInfo):
+    def __init__(self, device: DeviceInfo, backlog_s: float = 0.0):
         self.device = device
+        self.backlog_s = backlog_s
         self.total_s = 0.0
         self._pending: list = []
 
     def wrap(self, fn: Callable[[], object]) -> Callable[[], object]:
         if self.device.kind != "cuda":
             return fn
-        import torch
 
         def timed():
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            out = fn()
-            end.record()
-            self._pending.append((start, end))
+            sleep(self.device, self.backlog_s)  # outside the interval
+            with device_interval(self.device) as t:
+                out = fn()
+            self._pending.append(t)
             return out
 
         return timed
@@ -243,41 +353,7 @@ class DeviceClock:
     def __call__(self) -> float:
         if self.device.kind != "cuda":
             return time.perf_counter()
-        import torch
-
-        torch.cuda.synchronize(self.device.index)
-        self.total_s += sum(s.elapsed_time(e) / 1e3 for s, e in self._pending)
+        synchronizer(self.device)()
+        self.total_s += sum(t.seconds() for t in self._pending)
         self._pending.clear()
         return self.total_s
-
-
-class IntervalMarks:
-    """Timestamps between calls issued back to back, for loops that cannot be cut into one
-    `fn` per sample (the collectives' -n timed calls): `record(i)` before call i and after
-    the last, then `durations()` gives each call's time. On a GPU CUDA events on the current
-    stream (the same clock as `measure`), on CPU perf_counter.
-    """
-
-    def __init__(self, device: DeviceInfo, n: int):
-        self.cuda = device.kind == "cuda"
-        if self.cuda:
-            import torch  # lazy: bench.timing is imported by the CLI before torch is needed
-
-            self._marks: list = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
-        else:
-            self._marks = [0.0] * n
-
-    def record(self, i: int) -> None:
-        if self.cuda:
-            self._marks[i].record()
-        else:
-            self._marks[i] = time.perf_counter()
-
-    def durations(self) -> list[float]:
-        """Seconds between consecutive marks (synchronises the GPU first)."""
-        if not self.cuda:
-            return [b - a for a, b in zip(self._marks, self._marks[1:])]
-        import torch
-
-        torch.cuda.synchronize()
-        return [a.elapsed_time(b) / 1e3 for a, b in zip(self._marks, self._marks[1:])]

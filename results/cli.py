@@ -1,16 +1,33 @@
-"""CLI verbs of the results part: `export`, `ingest`, `upload` (local -> shared table), `fleet`."""
+"""CLI verbs of the results part: `export`, `ingest`, `upload` (local -> shared table), `fleet`.
+
+Exit codes: 0 all done; 2 bad input (a refused file, a missing or unusable database, a bad
+option), one line on stderr and nothing written; 130 interrupted (cli.main). `export` and `fleet`
+only read: they open the table with create=False and never create a database.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from results.console import DB_HELP, console, err_console, fail, first_line, open_store
+from results.console import (
+    DB_HELP,
+    choice,
+    console,
+    err_console,
+    fail,
+    first_line,
+    open_store,
+    print_json,
+    value,
+    working,
+)
+from results.export import FORMATS
 from results.fleet import DEFAULT_THRESHOLD
 from results.upload import BACKOFF_ENV, DEFAULT_BATCH, TRIES_ENV, UPLOAD_ENV, RetryPolicy
 
@@ -21,13 +38,14 @@ def upload(
                                 "from the URL, $PGPASSWORD or ~/.pgpass)"),
     db: str | None = typer.Option(None, "--db", help="the local table: " + DB_HELP),
     batch_size: int = typer.Option(DEFAULT_BATCH, "--batch-size", help="rows per transaction"),
-    tries: int | None = typer.Option(None, "--tries", show_default=False,
-                                     help="attempts per step while the server is unreachable "
-                                          f"[default: ${TRIES_ENV}, else {RetryPolicy.tries}]"),
-    backoff: float | None = typer.Option(None, "--backoff", show_default=False,
-                                         help="first wait between attempts in seconds, doubling "
-                                              f"[default: ${BACKOFF_ENV}, else "
-                                              f"{RetryPolicy.backoff_s}]"),
+    tries: int | None = typer.Option(None, "--tries",
+                                     show_default=f"${TRIES_ENV}, else {RetryPolicy.tries}",
+                                     help="attempts per step while the server is unreachable"),
+    backoff: float | None = typer.Option(None, "--backoff",
+                                         show_default=f"${BACKOFF_ENV}, else "
+                                                      f"{RetryPolicy.backoff_s}",
+                                         help="first wait between attempts in seconds, "
+                                              "doubling"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
     """Copy every local row the shared table lacks; re-running it is harmless."""
@@ -40,13 +58,14 @@ def upload(
         raise fail(str(e)) from None
     store = open_store(db)
     try:
-        report = upload_store(store, to, batch_size=batch_size, retry=policy)
+        with working(f"uploading {store.display_url}"):
+            report = upload_store(store, to, batch_size=batch_size, retry=policy)
     except (UploadError, ValueError) as e:
         raise fail(str(e)) from None
     finally:
         store.close()
     if as_json:
-        print(json.dumps({**report.to_dict(), "from": store.display_url}, indent=1))
+        print_json({**report.to_dict(), "from": store.display_url})
     else:
         console.print(f"uploaded {report}", highlight=False)
 
@@ -72,21 +91,29 @@ def fleet(
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Find slow GPUs: each device against the median of its GPU model, case by case."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from results.fleet import fleet as build
 
-    store = open_store(db)
+    store = open_store(db, create=False)
     try:
         report = build(store, threshold, latest_only=not all_runs)
     except ValueError as e:
         raise fail(str(e)) from None
+    except SQLAlchemyError as e:
+        raise fail(f"cannot read {store.display_url}: {first_line(e)}") from None
     finally:
         store.close()
+    if report.skipped:
+        err_console.print(f"fleet: {report.skipped} unusable rows skipped (values the record "
+                          "checks refuse, or a kernel without a passed check)", highlight=False)
     if as_json:
-        print(json.dumps(report.to_dict(), indent=1, default=str))
+        print_json(report.to_dict())
         return
     devices = report.devices()
     if not devices:
-        console.print(f"no ok and correct results in {store.display_url}: nothing to compare")
+        console.print(f"no ok and correct results in {escape(store.display_url)}: nothing to "
+                      "compare", highlight=False)
         return
     if report.flagged:
         console.print(flagged_table(report))
@@ -105,16 +132,21 @@ def _f(x, spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
 
+def _t(x) -> str:
+    """Text from the table for a rich cell: shown as it is, never read as markup."""
+    return escape(str(x))
+
+
 def flagged_table(report) -> Table:
     t = Table(title=f"below {report.threshold:.2f} of the fleet median")
     for col in ("device", "host", "model", "case", "median", "fleet", "ratio", "SM MHz mean/min",
                 "power W", "temp C", "why"):
         t.add_column(col, justify="right" if col in ("median", "fleet", "ratio") else "left")
     for e in report.flagged:
-        t.add_row(e.device, e.host, e.model, e.case, f"{e.median_s * 1e3:.3f} ms",
+        t.add_row(_t(e.device), _t(e.host), _t(e.model), _t(e.case), f"{e.median_s * 1e3:.3f} ms",
                   f"{e.fleet_median_s * 1e3:.3f} ms", f"[red]{e.ratio:.3f}[/]",
                   f"{_f(e.sm_clock_mhz_mean, '.0f')}/{_f(e.sm_clock_mhz_min, '.0f')}",
-                  _f(e.power_w_mean, ".0f"), _f(e.temp_c_max, ".0f"), e.explain())
+                  _f(e.power_w_mean, ".0f"), _f(e.temp_c_max, ".0f"), _t(e.explain()))
     return t
 
 
@@ -125,56 +157,89 @@ def devices_table(report, devices) -> Table:
                                                      "geomean ratio") else "left")
     for d in devices:
         style = "red" if d.flagged else ""
-        t.add_row(d.device, d.host, d.model, str(d.cases), str(d.flagged),
+        t.add_row(_t(d.device), _t(d.host), _t(d.model), str(d.cases), str(d.flagged),
                   f"{d.worst_ratio:.3f}", f"{d.geomean_ratio:.3f}", style=style)
     return t
 
 
+Format = choice("Format", FORMATS)
+
+
 def export(
-    format: str = typer.Option("csv", "--format", "-f", help="csv | parquet | jsonl"),
+    format: Format = typer.Option("csv", "--format", "-f", help="file format"),
     out: Path | None = typer.Option(None, "--out", "-o", help="file (default: stdout)"),
     db: str | None = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
-    """Write the whole table as CSV, Parquet or JSON Lines."""
-    from results.export import FORMATS
-    from results.export import export as do_export
+    """Write the table as CSV, Parquet, JSON Lines or OpenMetrics gauges (rows the record
+    checks refuse are skipped and counted on stderr)."""
+    from sqlalchemy.exc import SQLAlchemyError
 
-    if format not in FORMATS:
-        raise fail(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
-    store = open_store(db)
+    from results.export import export as do_export
+    from results.rows import read, valid_records
+
+    format = value(format)
+    if format == "parquet" and out is None:
+        raise fail("parquet is binary: give --out FILE")
+    if out is not None and out.is_dir():
+        raise fail(f"--out {out} is a folder; give a file name")
+    store = open_store(db, create=False)
     try:
-        do_export(store.frame(), format, out)
+        rows, refused = valid_records(read(store))
+    except SQLAlchemyError as e:
+        raise fail(f"cannot read {store.display_url}: {first_line(e)}") from None
+    finally:
+        store.close()
+    try:
+        n = do_export(rows, format, out)
     except BrokenPipeError:  # `export | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (ValueError, OSError) as e:
+        return
+    except OSError as e:
+        raise fail(f"cannot write {out}: {e.strerror or first_line(e)}") from None
+    except ValueError as e:
         raise fail(str(e)) from None
+    what = "series" if format == "openmetrics" else "rows"
+    err_console.print(f"export: {n} {what} written to {escape(str(out or 'stdout'))}",
+                      highlight=False)
+    if refused:
+        err_console.print(f"export: {len(refused)} rows skipped, the record checks refuse them "
+                          f"(first: {escape(refused[0])})", highlight=False, soft_wrap=True)
 
 
 def ingest(
     files: list[Path] = typer.Argument(..., help="pytest-benchmark JSON or JSON Lines files"),
     db: str | None = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
-    """Load result files into the table; each file is loaded whole or not at all."""
+    """Load result files into the table; each file is loaded whole or not at all.
+
+    Exit 0: every file loaded; 2: some file refused (bad input), the others are loaded."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from results.ingest import IngestError
-    from results.ingest import ingest as do_ingest
+    from results.ingest import IngestError, insert_all, load_file
+    from results.schema import RecordError
     from results.store import StoreError
 
-    store = open_store(db)
+    store = None  # opened at the first good file: refused files alone create no database
     failed = 0
-    for f in files:
-        try:
-            new, total = do_ingest(f, store)
-            console.print(f"{f}: {total} rows, {new} new, {total - new} already there")
-        except SQLAlchemyError as e:  # a row the database refuses; the file rolled back whole
-            reason = first_line(e)
-            err_console.print(f"[bold red]error:[/] {f}: the database refused a row: {reason} "
-                              "(nothing from this file was written)", highlight=False)
-            failed += 1
-        except (IngestError, StoreError) as e:
-            err_console.print(f"[bold red]error:[/] {e} (nothing from this file was written)",
-                              highlight=False)
-            failed += 1
+    try:
+        for f in files:
+            try:
+                records = load_file(f)
+                store = store or open_store(db)
+                new, total = insert_all(records, store), len(records)
+                console.print(f"{escape(str(f))}: {total} rows, {new} new, {total - new} already "
+                              "there", highlight=False)
+            except SQLAlchemyError as e:  # a row the database refuses; the file rolled back
+                err_console.print(f"[bold red]error:[/] {escape(str(f))}: the database refused "
+                                  f"a row: {escape(first_line(e))} (nothing from this file was "
+                                  "written)", highlight=False, soft_wrap=True)
+                failed += 1
+            except (IngestError, RecordError, StoreError) as e:
+                err_console.print(f"[bold red]error:[/] {escape(str(e))} (nothing from this "
+                                  "file was written)", highlight=False, soft_wrap=True)
+                failed += 1
+    finally:
+        if store is not None:
+            store.close()
     if failed:
         raise typer.Exit(2)

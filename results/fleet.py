@@ -7,10 +7,12 @@ device's throughput relative to its fleet: 1.0 is typical, 0.90 is 10% slow. A d
 threshold is flagged together with the telemetry of its runs that usually explains it: SM clocks
 (mean and minimum) against the fleet's, power, temperature and the throttle reasons NVML gave.
 
-Rows used: status ok and correct, with a time. By default only each device's latest run of each
-case counts (a GPU that was fixed leaves the list at its next run, and an old bad run does not
-haunt it); `latest_only=False` takes every run. A device is its GPU uuid, else its host (the CPU
-fallback and GPUs without NVML). Groups with one device have nothing to compare with: ratio 1.
+Rows used: the usable ones (results/rows.py: they pass the table's checks, status ok and
+correct), with a time; unusable rows are skipped and counted in `FleetReport.skipped`. By
+default only each device's latest run of each case counts (a GPU that was fixed leaves the list
+at its next run, and an old bad run does not haunt it); `latest_only=False` takes every run. A
+device is its GPU uuid, else its host (the CPU fallback and GPUs without NVML). Groups with one
+device have nothing to compare with: ratio 1.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 
-import sqlalchemy as sa
-
+from results.rows import read, usable_records
 from results.schema import canonical_json
 from results.store import Store, results_table
+from results.validate import parse_time
 
 # Default flag threshold: 8% below the fleet median. Run-to-run spread of the median on a
 # healthy H100 is a few percent (assumption, from the p20-p80 spread our timing recipe stores);
@@ -34,8 +37,7 @@ DEFAULT_THRESHOLD = 0.92
 # Throttle reasons that say nothing is wrong (an idle GPU between kernels, user-set clocks).
 BENIGN_REASONS = frozenset({"gpu_idle", "applications_clocks_setting", "none"})
 
-_COLUMNS = ("id", "run_id", "created_at", "workload", "backend", "dtype", "params", "host",
-            "device", "median_s", "telemetry")
+_NEVER = datetime.min.replace(tzinfo=timezone.utc)  # the time of a row without one
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,7 @@ class FleetReport:
     threshold: float
     latest_only: bool
     entries: list[Entry]
+    skipped: int = 0  # rows that claimed to be ok measurements but are unusable
 
     @property
     def flagged(self) -> list[Entry]:
@@ -131,6 +134,7 @@ class FleetReport:
     def to_dict(self) -> dict:
         return {"threshold": self.threshold,
                 "runs": "latest" if self.latest_only else "all",
+                "skipped_rows": self.skipped,
                 "cases": len({(e.workload, e.backend, e.dtype, canonical_json(e.params), e.model)
                               for e in self.entries}),
                 "devices": [asdict(d) for d in self.devices()],
@@ -170,14 +174,15 @@ def _telemetry(rows: list[dict]) -> dict:
 
 def fleet_report(rows: Iterable[dict], threshold: float = DEFAULT_THRESHOLD, *,
                  latest_only: bool = True) -> FleetReport:
-    """Compare devices case by case; `rows` are result dicts (status ok and correct)."""
+    """Compare devices case by case; `rows` are result dicts (the usable ones are used)."""
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
             or not 0 < threshold <= 10:
         raise ValueError(f"threshold must be a number in (0, 10], got {threshold!r}")
+    rows, skipped = usable_records(rows)
     # (case, model) -> device -> rows
     groups: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
-        if not r.get("median_s") or r["median_s"] <= 0:
+        if r.get("median_s") is None:
             continue
         case = (r["workload"], r["backend"], r["dtype"], canonical_json(r["params"]),
                 model_of(r["device"]))
@@ -201,22 +206,22 @@ def fleet_report(rows: Iterable[dict], threshold: float = DEFAULT_THRESHOLD, *,
                 ratio=ratio, flagged=ratio < threshold, **tele[d],
                 fleet_sm_clock_mhz_mean=fleet_clock, fleet_power_w_mean=fleet_power))
     entries.sort(key=lambda e: (e.model, e.case, e.device))
-    return FleetReport(threshold=float(threshold), latest_only=latest_only, entries=entries)
+    return FleetReport(threshold=float(threshold), latest_only=latest_only, entries=entries,
+                       skipped=skipped)
 
 
 def _latest(rows: list[dict]) -> list[dict]:
     """The rows of the latest run (by created_at) among a device's rows on one case."""
-    last = max(rows, key=lambda r: (r["created_at"], r["run_id"]))["run_id"]
+    last = max(rows, key=lambda r: (parse_time(r.get("created_at")) or _NEVER,
+                                    r["run_id"]))["run_id"]
     return [r for r in rows if r["run_id"] == last]
 
 
 def load_rows(store: Store) -> list[dict]:
-    """The rows the fleet view uses (status ok, correct, timed), only the columns it needs."""
+    """The rows the fleet view may use (status ok, timed), read so that no stored value can
+    crash the query (results.rows.read); every column, as the usable-rows rule checks them all."""
     t = results_table
-    stmt = (sa.select(*[t.c[c] for c in _COLUMNS])
-            .where(t.c.status == "ok", t.c.correct.is_(True), t.c.median_s.is_not(None)))
-    with store.engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(stmt)]
+    return read(store, where=(t.c.status == "ok") & t.c.median_s.is_not(None))
 
 
 def fleet(store: Store, threshold: float = DEFAULT_THRESHOLD, *,

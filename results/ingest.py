@@ -1,8 +1,9 @@
 """Load result files into the table: JSON Lines of records, or pytest-benchmark JSON.
 
-A file is all or nothing: every row is validated first, then all rows are inserted in one
-transaction, so a malformed file (truncated JSON, another tool's pytest-benchmark file, a row
-with a missing field) writes nothing and the error names the file and the row.
+A file is all or nothing: every row passes the door (results/validate.py) first, then all rows
+are inserted in one transaction, so a malformed file (truncated JSON, another tool's
+pytest-benchmark file, a row with a missing field or an impossible value, bytes that are not
+UTF-8 text) writes nothing, and the one-line error names the file, the row, the field and value.
 """
 
 from __future__ import annotations
@@ -11,28 +12,57 @@ import json
 from pathlib import Path
 
 from results.schema import RecordError, Result
+from results.validate import check
+
+# A file larger than this is refused before it is read into memory. Assumption: a record is a
+# few KiB (its samples and telemetry), so 2 GiB is hundreds of thousands of rows, more than one
+# ingest should carry; split larger sets.
+MAX_FILE_BYTES = 2 * 1024**3
 
 
 class IngestError(ValueError):
     """A file that cannot be loaded; the message names the file and the row."""
 
 
-def load_jsonl(path: Path) -> list[Result]:
-    """Records, one JSON object per line (our export format and results/reference/)."""
+def record(row, where: str) -> Result:
+    """One row of a file as a record: the door's checks, then the record's own (id, status)."""
+    try:
+        if isinstance(row, dict):
+            check(row, where)
+        return Result.from_dict(row, where=where)
+    except (RecordError, TypeError) as e:
+        raise IngestError(str(e)) from None
+
+
+def _loads(text: str, where: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise IngestError(f"{where}: not valid JSON ({e.msg})") from None
+    except RecursionError:
+        raise IngestError(f"{where}: JSON nested too deep") from None
+
+
+def parse_jsonl(path: Path, text: str) -> list[Result]:
     out = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise IngestError(f"{path}: line {lineno}: not valid JSON ({e.msg})") from None
-            try:
-                out.append(Result.from_dict(row, where=f"{path}: line {lineno}"))
-            except (RecordError, TypeError) as e:
-                raise IngestError(str(e)) from None
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if line.strip():
+            where = f"{path}: line {lineno}"
+            out.append(record(_loads(line, where), where))
     return out
+
+
+def load_jsonl(path: str | Path) -> list[Result]:
+    """Records, one JSON object per line (our export format and results/reference/)."""
+    path = Path(path)
+    return parse_jsonl(path, read_text(path))
+
+
+def _label(name) -> str:
+    """A benchmark's name for a one-line message: control characters escaped, cut short."""
+    text = str(name)
+    text = text if text.isprintable() else repr(text)[1:-1]
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def load_pytest_benchmark(path: Path, doc: dict) -> list[Result]:
@@ -44,23 +74,41 @@ def load_pytest_benchmark(path: Path, doc: dict) -> list[Result]:
     for i, b in enumerate(benchmarks, 1):
         name = b.get("fullname") or b.get("name") if isinstance(b, dict) else None
         extra = b.get("extra_info") if isinstance(b, dict) else None
-        record = extra.get("record") if isinstance(extra, dict) else None
-        if record is None:
-            raise IngestError(f"{path}: benchmark {i} ({name}): no colossus-bench record in "
-                              "extra_info: this file was not written by bench/benchmarks")
-        try:
-            out.append(Result.from_dict(record, where=f"{path}: benchmark {i} ({name})"))
-        except (RecordError, TypeError) as e:
-            raise IngestError(str(e)) from None
+        rec = extra.get("record") if isinstance(extra, dict) else None
+        if rec is None:
+            raise IngestError(f"{path}: benchmark {i} ({_label(name)}): no colossus-bench record "
+                              "in extra_info: this file was not written by bench/benchmarks")
+        out.append(record(rec, f"{path}: benchmark {i} ({_label(name)})"))
     return out
+
+
+def read_text(path: Path) -> str:
+    """The file as text, or one IngestError line: missing, a folder, too big, not UTF-8."""
+    if not path.exists():
+        raise IngestError(f"{path}: no such file")
+    if not path.is_file():
+        raise IngestError(f"{path}: not a file")
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise IngestError(f"{path}: larger than {MAX_FILE_BYTES >> 30} GiB: not a results "
+                              "file")
+        data = path.read_bytes()
+    except OSError as e:
+        raise IngestError(f"{path}: cannot read it ({e.strerror or e})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise IngestError(f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset "
+                          f"{e.start}): not a JSON or JSON Lines file") from None
+    if "\x00" in text:
+        raise IngestError(f"{path}: holds NUL bytes: not a JSON or JSON Lines file")
+    return text.removeprefix("\ufeff")  # a byte-order mark some editors write
 
 
 def load_file(path: str | Path) -> list[Result]:
     """Every record of a file, validated, or an IngestError naming the file and row."""
     path = Path(path)
-    if not path.is_file():
-        raise IngestError(f"{path}: no such file")
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = read_text(path)
     if not text.strip():
         raise IngestError(f"{path}: empty file")
     first = text.lstrip()[0]
@@ -70,14 +118,22 @@ def load_file(path: str | Path) -> list[Result]:
         except json.JSONDecodeError as e:
             raise IngestError(f"{path}: not valid JSON (line {e.lineno}: {e.msg}); "
                               "truncated?") from None
+        except RecursionError:
+            raise IngestError(f"{path}: JSON nested too deep") from None
         if isinstance(doc, dict) and "benchmarks" in doc:
             return load_pytest_benchmark(path, doc)
-    return load_jsonl(path)
+    elif first not in "{[":
+        raise IngestError(f"{path}: not JSON or JSON Lines (it does not start with {{ or [)")
+    return parse_jsonl(path, text)
+
+
+def insert_all(records: list[Result], store) -> int:
+    """Insert one file's records in one transaction; returns the rows new to the table."""
+    with store.engine.begin() as conn:
+        return store.insert(records, conn=conn)
 
 
 def ingest(path: str | Path, store) -> tuple[int, int]:
     """Load a file into the store in one transaction. Returns (new rows, rows in the file)."""
     records = load_file(path)
-    with store.engine.begin() as conn:
-        new = store.insert(records, conn=conn)
-    return new, len(records)
+    return insert_all(records, store), len(records)

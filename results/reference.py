@@ -27,7 +27,8 @@ def load_reference():
 
 
 # HBM bandwidth ratio H200 / H100 that a healthy pair of reference runs must show: the
-# datasheets say 4.8 / 3.35 = 1.43; measured copies here were ~4.3 / ~3.0 TB/s (ANCHORS.md).
+# datasheets say 4.8 / 3.35 = 1.43 (docs/SOURCES.md, h100-h200-hbm). The bounds around it are an
+# assumption: a copy reaches a somewhat different share of each part's peak.
 HBM_RATIO_BOUNDS = (1.2, 1.5)
 PROVENANCE_DEVICE = ("uuid", "driver", "cuda")
 PROVENANCE_SOFTWARE = ("torch", "triton", "git_sha")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: compile_s, flops, bytes, shape (nullable; see MIGRATIONS)
 
 STATUSES = ("ok", "failed", "skipped")
 
@@ -76,12 +76,17 @@ class Result:
     stdev_s: float | None = None
     n: int | None = None
     samples_s: list[float] = field(default_factory=list)
+    compile_s: float | None = None  # first call's JIT compile + autotune (bench/runner.py)
     # derived
     tflops: float | None = None
     gbps: float | None = None
     algbw_gbps: float | None = None
     busbw_gbps: float | None = None
     peak_fraction: float | None = None  # of the device's datasheet peak (TFLOP/s or HBM TB/s)
+    # the case's own formulas, so the table alone explains every row
+    flops: float | None = None  # useful floating-point operations of one call
+    bytes: float | None = None  # compulsory bytes read plus written by one call
+    shape: str | None = None  # short shape label, e.g. "8192x8192x8192 nt"
     # correctness
     correct: bool | None = None
     max_rel_error: float | None = None
@@ -149,7 +154,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "world_size": (int,), "rank": (int,), "n": (int,), "samples_s": (list,),
     "median_s": _NUM, "p20_s": _NUM, "p80_s": _NUM, "mean_s": _NUM, "stdev_s": _NUM,
     "tflops": _NUM, "gbps": _NUM, "algbw_gbps": _NUM, "busbw_gbps": _NUM,
-    "peak_fraction": _NUM, "correct": (bool,), "max_rel_error": _NUM, "tolerance": _NUM,
+    "peak_fraction": _NUM, "compile_s": _NUM, "flops": _NUM, "bytes": _NUM,
+    "shape": (str,), "correct": (bool,), "max_rel_error": _NUM, "tolerance": _NUM,
     "telemetry": (dict,), "status": (str,), "error": (str,), "id": (str,),
     "created_at": (str,),
 }
@@ -158,4 +164,4 @@ _TYPES: dict[str, tuple[type, ...]] = {
 # Column widths of the table (results/store.py); PostgreSQL enforces them, SQLite does not, so
 # records are checked here before any database sees them.
 MAX_LENGTHS = {"id": 64, "run_id": 64, "workload": 64, "backend": 64, "dtype": 32,
-               "host": 255, "status": 16, "created_at": 40}
+               "host": 255, "status": 16, "created_at": 40, "shape": 128}

@@ -8,6 +8,7 @@ a newer colossus-bench is refused, an older one is migrated by the versioned DDL
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from results.schema import MAX_LENGTHS, SCHEMA_VERSION, Result, finite
+from results.validate import FieldError, check
 
 DB_ENV = "COLOSSUS_BENCH_DB"
 
@@ -89,6 +91,10 @@ results_table = sa.Table(
     sa.Column("algbw_gbps", sa.Float),
     sa.Column("busbw_gbps", sa.Float),
     sa.Column("peak_fraction", sa.Float),
+    sa.Column("compile_s", sa.Float),
+    sa.Column("flops", sa.Float),
+    sa.Column("bytes", sa.Float),
+    sa.Column("shape", sa.String(MAX_LENGTHS["shape"])),
     sa.Column("correct", sa.Boolean),
     sa.Column("max_rel_error", sa.Float),
     sa.Column("tolerance", sa.Float),
@@ -111,7 +117,10 @@ JSON_COLUMNS = ["params", "device", "software", "samples_s", "telemetry"]
 # bump (both databases have transactional DDL), so a failed migration leaves the table as it was.
 # Version 1 is the table created above. A `results` table without a version row is taken to be
 # version 1: every colossus-bench since the first writes the row.
-MIGRATIONS: dict[int, list[str]] = {}
+MIGRATIONS: dict[int, list[str]] = {
+    2: [f"ALTER TABLE results ADD COLUMN {c}" for c in (
+        "compile_s FLOAT", "flops FLOAT", "bytes FLOAT", f"shape VARCHAR({MAX_LENGTHS['shape']})")],
+}
 BASE_VERSION = 1
 
 # Key of the PostgreSQL advisory lock that serialises creating and migrating the shared table
@@ -165,6 +174,15 @@ def sqlite_file(url: str) -> Path | None:
     return Path(u.database)
 
 
+def in_memory(url: str) -> bool:
+    """Whether a URL names an in-memory SQLite database (sqlite://, sqlite:///:memory:)."""
+    try:
+        u = sa.engine.make_url(url)
+        return u.get_backend_name() == "sqlite" and u.database in (None, "", ":memory:")
+    except Exception:
+        return False
+
+
 def redact(url: str) -> str:
     """The URL with its secrets hidden, for messages and logs."""
     try:
@@ -182,6 +200,14 @@ def _reason(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
+def _json(value):
+    """A JSON column's stored text parsed (psycopg parses JSONB itself); other text is kept."""
+    try:
+        return json.loads(value) if isinstance(value, str) else value
+    except (ValueError, RecursionError):
+        return value
+
+
 def _row(rec: Result) -> dict:
     # Not rec.to_dict(): dataclasses.asdict deep-copies every sample list, and _finite copies
     # the nested values anyway (this is the hot path of inserts and ingests).
@@ -192,6 +218,10 @@ class Store:
     """One results table. `Store(url)` opens (and creates or migrates) it."""
 
     def __init__(self, url: str | None = None, *, create: bool = True):
+        """create=False: read only; a database that does not exist is refused, none created."""
+        if not create and (url == ":memory:" or in_memory(resolve_url(url))):
+            raise StoreError(f"{url} is an in-memory database: it holds nothing to read; give "
+                             "the file or URL of a results table")
         self.url = resolve_url(url)
         self.display_url = redact(self.url)
         path = sqlite_file(self.url)
@@ -242,9 +272,12 @@ class Store:
             return
         self._refuse_newer(version)
         if not create:
-            what = "no results table" if version is None else f"schema version {version}"
-            raise StoreError(f"database {self.display_url} has {what}; open it for writing to "
-                             "create or migrate it")
+            if version is None:
+                raise StoreError(f"database {self.display_url} has no results table: nothing "
+                                 "to read")
+            raise StoreError(f"database {self.display_url} has schema version {version}, older "
+                             f"than this colossus-bench's {SCHEMA_VERSION}: a verb that writes "
+                             "(ingest, run) migrates it")
         with self.engine.begin() as conn:
             self._lock(conn)
             version = self._version(conn)
@@ -313,7 +346,15 @@ class Store:
         return [r[0] for r in conn.execute(stmt, rows)]
 
     def insert(self, records: Iterable[Result], *, conn=None) -> int:
-        """Insert records (one transaction); already-present ids are skipped. Returns new rows."""
+        """Insert records (one transaction); already-present ids are skipped. Returns new rows.
+        Each passes results.validate.check first: one bad record raises, none is inserted."""
+        records = list(records)
+        for r in records:
+            try:
+                check(r)
+            except FieldError as e:  # name the case only when it is needed
+                raise FieldError(e.field, e.value, e.reason,
+                                 f"result {r.workload}/{r.backend}/{r.dtype} {r.params}") from None
         return self.insert_rows([_row(r) for r in records], conn=conn)
 
     def insert_rows(self, rows: list[dict], *, conn=None) -> int:
@@ -338,15 +379,23 @@ class Store:
         with self.engine.connect() as conn:
             return [Result(**dict(r._mapping)) for r in conn.execute(stmt)]
 
-    def frame(self, where=None):
-        """All rows (or those matching a SQLAlchemy condition) as a pandas DataFrame.
+    def rows(self, columns: Iterable[str] = COLUMNS, where=None) -> list[dict]:
+        """Rows as dicts, whatever they hold: JSON columns are read as text and parsed here, so
+        a value that is not JSON cannot crash the query (results/rows.py then skips the row)."""
+        t = results_table
+        stmt = sa.select(*[sa.type_coerce(t.c[c], sa.Text).label(c) if c in JSON_COLUMNS
+                           else t.c[c] for c in columns]).order_by(t.c.created_at, t.c.id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt if where is None else stmt.where(where))
+            return [{k: _json(v) if k in JSON_COLUMNS else v for k, v in r._mapping.items()}
+                    for r in rows]
 
-        JSON columns come back as Python dicts/lists, so `df.params.str["m"]` and the like work.
-        """
+    def frame(self, where=None):
+        """All rows (or those matching a SQLAlchemy condition) as a pandas DataFrame, read with
+        `rows` (no stored value crashes it). JSON columns come back as dicts and lists."""
         import pandas as pd
 
-        rows = [r.to_dict() for r in self.records(where)]
-        return pd.DataFrame(rows, columns=COLUMNS) if not rows else pd.DataFrame(rows)[COLUMNS]
+        return pd.DataFrame(self.rows(where=where), columns=COLUMNS)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,10 +17,19 @@ from results.schema import SCHEMA_VERSION
 from results.store import Store, meta_table
 
 runner = CliRunner()
+try:  # click < 8.2 mixes stderr into stdout unless told not to; 8.2 keeps them apart always
+    apart = CliRunner(mix_stderr=False)
+except TypeError:
+    apart = CliRunner()
 
 
 def cli(*args):
     return runner.invoke(app, [str(a) for a in args])
+
+
+def flat(text: str) -> str:
+    """Output with rich's box borders and line wrapping undone, to look for a phrase in it."""
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", text).split())
 
 
 @pytest.fixture(scope="module")
@@ -40,15 +50,16 @@ def test_run_stores_checked_membw_rows(filled_db):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (("run", "--suite", "nope"), "unknown suite 'nope'"),
+    (("run", "--suite", "nope"), "'nope' is not one of 'quick'"),
     (("run", "--filter", "no-such-case"), "matches no case"),
-    (("run", "--timing", "fast"), "unknown timing preset"),
-    (("export", "--format", "xls"), "unknown format"),
+    (("run", "--timing", "fast"), "'fast' is not one of 'gpu'"),
+    (("run", "--json-out", "/no/such/folder/r.json"), "no folder /no/such/folder"),
+    (("export", "--format", "xls"), "'xls' is not one of 'csv'"),
 ])
 def test_user_mistakes_give_one_line_and_exit_2(args, message, db_url):
     res = cli(*args, "--db", db_url)
     assert res.exit_code == 2
-    assert message in res.output
+    assert message in flat(res.output)
     assert "Traceback" not in res.output
 
 
@@ -211,3 +222,134 @@ def test_benchmark_file_whose_extra_info_is_not_an_object(tmp_path, db_url):
     bad.write_text('{"benchmarks": [{"name": "t", "stats": {}, "extra_info": ["x"]}]}')
     res = cli("ingest", bad, "--db", db_url)
     assert res.exit_code == 2 and "no colossus-bench record" in res.output
+
+
+# ---- conventions every verb keeps ---------------------------------------------------------
+VERBS = ("run", "info", "compare", "export", "ingest", "upload", "fleet", "allreduce",
+         "estimate", "validate", "report")
+
+
+def test_version_from_package_metadata():
+    from cli import version
+
+    res = cli("--version")
+    assert res.exit_code == 0 and res.output.strip() == f"colossus-bench {version()}"
+    assert re.fullmatch(r"\d+\.\d+\.\d+.*|0\+unknown", version())
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_short_and_long_help_on_every_verb(verb):
+    short, long = cli(verb, "-h"), cli(verb, "--help")
+    assert short.exit_code == long.exit_code == 0
+    assert short.output == long.output and "Usage" in short.output
+    assert "…" not in short.output  # nothing cut off at 80 columns
+
+
+def test_help_keeps_bracketed_text():
+    """rich reads '[...]' in help strings as markup; defaults are given through show_default."""
+    import typer
+
+    text = flat(cli("upload", "-h").output)
+    assert "COLOSSUS_BENCH_UPLOAD_TRIES, else" in text and "COLOSSUS_BENCH_UPLOAD_BACKOFF" in text
+    for name, command in typer.main.get_command(app).commands.items():
+        shown = flat(runner.invoke(app, [name, "-h"], env={"COLUMNS": "300"}).output)
+        for param in command.params:
+            for bracketed in re.findall(r"\[[^\]]*\]", getattr(param, "help", None) or ""):
+                assert bracketed in shown, f"{name} {param.name}: {bracketed} lost"
+
+
+def test_choices_match_the_data_they_name():
+    from bench.cli import Suite, Timing
+    from bench.collectives.cli import Backend
+    from bench.collectives.config import BACKENDS
+    from bench.suites import SUITES
+    from bench.timing import PRESETS
+    from results.cli import Format
+    from results.export import FORMATS
+
+    names = lambda e: tuple(m.value for m in e)
+    assert names(Suite) == tuple(SUITES) and names(Timing) == tuple(PRESETS)
+    assert names(Format) == FORMATS and names(Backend) == BACKENDS
+    # allreduce's --collective, -o and -d take nccl-tests' free-text spellings (comma lists,
+    # `all`, binary names): tests/test_collectives_nccl.py checks their help against the data
+    wide = runner.invoke(app, ["run", "-h"], env={"COLUMNS": "200"}).output
+    assert "quick|standard|full|mamf" in wide and "gpu|cpu|smoke" in wide
+
+
+def test_estimate_help_lists_presets():
+    from reports.model.scaling import SCENARIOS
+
+    text = flat(runner.invoke(app, ["estimate", "-h"], env={"COLUMNS": "200"}).output)
+    assert all(name in text for name in SCENARIOS)
+
+
+def test_run_list_with_exact_keys_and_repeated_filters():
+    listing = lambda *a: apart.invoke(app, ["run", "--list", "--json", *a])
+    res = listing("-k", "membw/*:torch", "-k", "attention")
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)
+    assert {r["backend"] for r in rows if r["case"].startswith("membw")} == {"torch"}
+    assert any(r["case"].startswith("attention") for r in rows)
+    gemm = listing("-k", "gemm/bf16")
+    key = json.loads(gemm.stdout)[0]["case"]
+    assert "," in key  # a case key holds commas and is matched whole
+    for term, n in ((f"{key}:torch", 1), (key, 2)):
+        res = listing("-k", term)
+        picked = json.loads(res.stdout)
+        assert len(picked) == n and {p["case"] for p in picked} == {key}
+    legacy = json.loads(listing("-k", "gemm/bf16,*:triton").stdout)
+    assert {p["backend"] for p in legacy if not p["case"].startswith("gemm/bf16")} == {"triton"}
+
+
+def test_run_json_flag_and_json_out(tmp_path):
+    db, out = tmp_path / "r.db", tmp_path / "r.json"
+    res = apart.invoke(app, ["run", "-k", "membw/fp32/op=copy", "--timing", "smoke",
+                              "--db", str(db), "--json", "--json-out", str(out)])
+    assert res.exit_code == 0, res.output
+    records = json.loads(res.stdout)  # stdout holds only the JSON
+    assert len(records) == 2 and json.loads(out.read_text()) == records
+    assert res.stdout.startswith('[\n  {')  # indent 2, as every --json
+    cmp = apart.invoke(app, ["compare", "--db", str(db), "--json"])
+    assert cmp.exit_code == 0
+    case = json.loads(cmp.stdout)["cases"][0]
+    assert case["ours"]["backend"] == "triton" and case["baseline"]["backend"] == "torch"
+    assert case["speedup"] == pytest.approx(case["baseline"]["median_s"]
+                                            / case["ours"]["median_s"])
+    assert "speedup" in flat(cli("compare", "--db", db).output)
+    bad = cli("compare", "--db", db, "--run", "nope")
+    assert bad.exit_code == 2 and "no run 'nope'" in bad.output
+
+
+def test_info_lists_the_peak_table_with_sources():
+    from results.peaks import PEAKS
+
+    data = json.loads(apart.invoke(app, ["info", "--json"]).stdout)
+    assert set(data["known_peaks"]) == set(PEAKS) and data["device"]["kind"] in ("cpu", "cuda")
+    assert all(p["source"] for p in data["known_peaks"].values())
+    text = flat(cli("info").output)
+    assert "H200-SXM" in text and "datasheet" in text
+
+
+def test_an_unexpected_error_is_one_line_and_exit_1(monkeypatch, capsys):
+    import typer
+
+    import cli as cli_module
+
+    broken = typer.Typer()
+
+    @broken.command()
+    def boom():
+        raise RuntimeError("disk on fire\nsecond line")
+
+    monkeypatch.setattr(cli_module, "app", broken)
+    monkeypatch.setattr(sys, "argv", ["colossus-bench"])
+    monkeypatch.delenv("COLOSSUS_BENCH_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        cli_module.main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1
+    assert "RuntimeError: disk on fire" in err and "COLOSSUS_BENCH_DEBUG=1" in err
+    assert "Traceback" not in err and "second line" not in err
+    monkeypatch.setenv("COLOSSUS_BENCH_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        cli_module.main()

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from results.fleet import fleet, fleet_report
-from results.schema import Result
+from results.schema import RecordError, Result
 from results.store import Store
 from tests.pg import free_port
 
@@ -28,8 +28,8 @@ CASES = [{"m": 8192, "n": 8192, "k": 8192, "layout": "nt"},
          {"m": 4096, "n": 4096, "k": 4096, "layout": "nt"}]
 
 
-def rec(uuid, median, *, model=H100, run="r1", case=0, host=None, created="2026-01-01T00:00:00",
-        telemetry=HEALTHY, **kw):
+def rec(uuid, median, *, model=H100, run="r1", case=0, host=None,
+        created="2026-01-01T00:00:00+00:00", telemetry=HEALTHY, **kw):
     base = dict(run_id=f"{run}-{uuid}", workload="gemm", backend="triton", dtype="bf16",
                 params=CASES[case], host=host or f"host-{uuid}",
                 device={**model, "uuid": uuid} if uuid else dict(model), median_s=median,
@@ -80,8 +80,9 @@ def test_slow_device_is_flagged_against_its_own_model_with_the_telemetry(fleet_d
 
 
 def test_only_the_latest_run_counts_unless_all_runs_are_asked_for():
-    old = [rec("GPU-3", 1.5e-3, run="old", created="2026-01-01T00:00:00", telemetry=THROTTLED)]
-    new = [rec("GPU-3", 1.0e-3, run="new", created="2026-02-01T00:00:00")]
+    old = [rec("GPU-3", 1.5e-3, run="old", created="2026-01-01T00:00:00+00:00",
+               telemetry=THROTTLED)]
+    new = [rec("GPU-3", 1.0e-3, run="new", created="2026-02-01T00:00:00+00:00")]
     others = [rec(f"GPU-{i}", 1.0e-3) for i in range(3)]
     rows = [r.to_dict() for r in old + new + others]
     latest = fleet_report(rows, 0.92)
@@ -122,8 +123,53 @@ def test_cli_table_and_json(fleet_db):
 
 
 def test_cli_on_an_empty_table(db_url):
+    Store(db_url).close()  # an empty table (a missing database is refused: test_bad_inputs.py)
     res = runner.invoke(app, ["fleet", "--db", db_url])
     assert res.exit_code == 0 and "nothing to compare" in res.output
+
+
+def _raw_insert(url, records):
+    """Store rows below the door (insert_rows), as older versions of colossus-bench did."""
+    from results.store import _row
+
+    with Store(url) as store:
+        store.insert_rows([_row(r) for r in records])
+
+
+def test_a_fake_date_no_longer_hides_a_gpu_at_half_speed(db_url):
+    """A stale fast row with created_at "not-a-date" sorted after every real date, so it stayed
+    the device's "latest" run and hid its new half-speed runs; the door refuses it, and fleet
+    skips such a row already stored (counted), so the slow GPU is flagged."""
+    with Store(db_url) as store:
+        store.insert([rec(f"GPU-{i}", 1.0e-3) for i in range(3)])
+        store.insert([rec("GPU-3", 2.0e-3, run="new", created="2026-03-01T00:00:00+00:00")])
+        with pytest.raises(RecordError, match="created_at"):
+            store.insert([rec("GPU-3", 1.0e-3, run="stale", created="not-a-date")])
+    _raw_insert(db_url, [rec("GPU-3", 1.0e-3, run="stale", created="not-a-date")])
+    with Store(db_url) as store:
+        report = fleet(store)
+    assert [e.device for e in report.flagged] == ["GPU-3"] and report.skipped == 1
+    res = runner.invoke(app, ["fleet", "--db", db_url])
+    assert res.exit_code == 0 and "1 unusable rows skipped" in res.stderr
+
+
+def test_fleet_survives_any_stored_row(db_url):
+    """Names with rich markup are shown as they are; a uuid that is a list, a negative time, an
+    absurd throughput or a negative world size are skipped and counted, not a crash."""
+    good = [rec(f"GPU-{i}", 1.0e-3, host=f"node[/bold]0{i}") for i in range(3)]
+    good.append(rec("GPU-[red]x", 2.0e-3, host="node[/bold]09"))
+    with Store(db_url) as store:
+        store.insert(good)
+    bad = [rec("GPU-7", 1e-3, device={**H100, "uuid": ["GPU-7"]}),
+           rec("GPU-8", -1e-3), rec("GPU-9", 1e-3, tflops=1e9), rec("GPU-6", 1e-3, world_size=-4)]
+    _raw_insert(db_url, bad)
+    res = runner.invoke(app, ["fleet", "--db", db_url])
+    assert res.exit_code == 0, res.output
+    assert "node[/bold]09" in res.stdout and "GPU-[red]x" in res.stdout
+    assert "4 unusable rows skipped" in res.stderr
+    res = runner.invoke(app, ["fleet", "--db", db_url, "--json"])
+    doc = json.loads(res.stdout)
+    assert doc["skipped_rows"] == 4 and doc["flagged"][0]["host"] == "node[/bold]09"
 
 
 @pytest.mark.postgres
@@ -165,7 +211,7 @@ verb=$1; shift
 if [ "$verb" = run ]; then
   exec "$PYTHON" -c '
 import os, sys
-from results.schema import Result
+from results.schema import RecordError, Result
 from results.store import Store
 h, g = os.environ["FAKE_HOST"], os.environ["CUDA_VISIBLE_DEVICES"]
 Store(sys.argv[1]).insert([Result(run_id=f"{h}-{g}", workload="membw", backend="torch",

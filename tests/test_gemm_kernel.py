@@ -43,8 +43,8 @@ def _err(c, ref):
 
 def test_interpreter_uses_one_config():
     assert interpreted()
-    assert len(gemm._matmul_tma_kernel.configs) == 1
-    assert len(gemm._matmul_portable_kernel.configs) == 1
+    assert all(len(k.configs) == 1 for k in gemm._TMA.values())
+    assert len(gemm._PORTABLE.configs) == 1
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
@@ -70,21 +70,35 @@ def test_both_kernels_all_layouts(path, dtype, a_col, b_col):
     assert _err(matmul(a, b, path=path), _ref(a, b)) <= TOL[dtype]
 
 
-def test_path_selection_falls_back_when_tma_cannot_describe():
-    a = _operand(33, 65, False, torch.float16, 5)  # row stride 130 bytes: not 16-aligned
-    b = _operand(65, 17, False, torch.float16, 6)
-    assert select_path(a, b) == "portable"
+@pytest.mark.parametrize("a_col,b_col", [(False, False), (True, True), (False, True)])
+def test_unaligned_operands_are_padded_onto_the_tma_path(a_col, b_col):
+    a = _operand(33, 65, a_col, torch.float16, 5)  # a stride of 130 or 66 bytes: not 16-aligned
+    b = _operand(65, 17, b_col, torch.float16, 6)
+    assert gemm.tma_layout(a, b) is None  # TMA cannot read them as stored
+    assert select_path(a, b) == "tma"  # ... so matmul pads them
+    pa, pb = gemm.tma_operands(a, b)
+    assert gemm.tma_layout(pa, pb) is not None
+    assert torch.equal(pa, a) and torch.equal(pb, b)  # same values, aligned storage
+    assert (pa.stride(1) == 1) == (a.stride(1) == 1)  # the storage order is kept
     assert _err(matmul(a, b), _ref(a, b)) <= TOL[torch.float16]
-    with pytest.raises(ValueError, match="path='tma'"):
-        matmul(a, b, path="tma")
+    assert _err(matmul(a, b, path="portable"), _ref(a, b)) <= TOL[torch.float16]
+
+
+def test_fp8_unaligned_k_is_padded():
+    a = _operand(20, 37, False, torch.float32, 7).to(E4M3)  # K = 37 bytes a row
+    b = _operand(37, 24, True, torch.float32, 8).to(E4M3)
+    pa, pb = gemm.tma_operands(a, b)
+    assert gemm.tma_layout(pa, pb) == (True, True)
+    assert _err(matmul(a, b, scale_a=1.0, scale_b=1.0), _ref(a, b)) <= 2**-7
 
 
 def test_strided_views():
     big = torch.randn(80, 136).to(torch.float16)  # row stride 272 bytes
-    a = big[:, 1:65]  # base address 2 bytes off: portable
+    a = big[:, 1:65]  # base address 2 bytes off: padded copy
     b = torch.randn(128, 48).to(torch.float16)[::2]  # every other row: aligned stride, TMA
-    assert select_path(a, b) == "portable"
-    assert select_path(big[:, :64], b) == "tma"
+    assert gemm.tma_layout(a, b) is None
+    assert gemm.tma_layout(big[:, :64], b) is not None
+    assert select_path(a, b) == select_path(big[:, :64], b) == "tma"
     for x in (a, big[:, :64]):
         assert _err(matmul(x, b), _ref(x, b)) <= TOL[torch.float16]
 
@@ -162,25 +176,43 @@ def test_empty_dimensions():
     assert c.shape == (5, 3) and c.dtype == torch.float16 and not c.any()
 
 
-def test_smem_estimate_and_hopper_pruning():
+def test_smem_estimate_and_hopper_tables():
+    from kernels import gemm_configs as G
+    from kernels.host import HOPPER_SMEM_BYTES
+
     t = gemm.Tile(128, 256, 64, 8, 3, 8)
     assert gemm.smem_bytes(t, 2, 2) == 3 * (128 + 256) * 64 * 2 + 128 * 256 * 2  # 212992
-    configs = [x.config(tma=True) for x in gemm.HOPPER_TILES]
-
-    class Arg:
-        def __init__(self, size):
-            self.size = size
-
-        def element_size(self):
-            return self.size
-
-    def kept(in_b, m):
-        args = {"a_ptr": Arg(in_b), "c_ptr": Arg(2), "M": m}
-        return {gemm._tile_of(c) for c in gemm._prune_hopper(configs, args)}
-
+    in_bytes = {"16bit": 2, "fp8": 1, "fp8_fast": 1, "tf32": 4, "fp32": 4}
+    for fam, tiles in G.HOPPER_TILES.items():
+        assert tiles and all(x.why for x in tiles), fam  # each entry says what chose it
+        for x in tiles:  # every table entry fits the sm90 opt-in with a bf16 (or fp32) C
+            assert G.smem_bytes(x, in_bytes[fam], 4 if fam in ("tf32", "fp32") else 2) \
+                <= HOPPER_SMEM_BYTES, (fam, x)
+        assert {x.block_m for x in G.hopper_tiles(fam, 1)} == {64}  # decode: short tiles only
+        assert all(x.block_m > 64 for x in G.hopper_tiles(fam, 8192))
     big = gemm.Tile(128, 256, 128, 8, 4, 8, subtile=True)
-    assert big in kept(1, 8192) and big not in kept(2, 8192)  # fits for fp8, not for bf16
-    assert {x.block_m for x in kept(2, 1)} == {64}  # decode: short tiles only
+    assert big in G.HOPPER_TILES["fp8_fast"] and big not in G.HOPPER_TILES["16bit"]
+    # fp8 with precise accumulation keeps two fp32 accumulators: no 256-wide tiles (they spill)
+    assert all(x.block_n <= 128 for x in G.HOPPER_TILES["fp8"])
+
+
+@pytest.mark.parametrize("m,rows", [(1, {64}), (64, {64}), (65, {128}), (8192, {128})])
+def test_hopper_prune_through_triton_autotuner(m, rows):
+    # The GPU tuner's early prune, called the way Triton's Autotuner calls it (positional
+    # arguments as named_args, the keyword flags apart): it must not need the keyword ones.
+    from kernels import gemm_configs as G
+    from kernels.gemm_kernel import matmul_tma_kernel
+
+    configs = [x.config(True) for x in G.HOPPER_TILES["16bit"]]
+    tuner = gemm._tuned(matmul_tma_kernel, configs, gemm.TMA_KEY, gemm._skinny("16bit"))
+    a = torch.empty(m, 64, dtype=torch.bfloat16)
+    args = (a, a, a, None, None, m, 64, 64, 64, 64, 64)
+    flags = dict(A_KMAJOR=True, B_KMAJOR=False, C_TMA=True, HAS_SCALE=False, ROW_SCALE_A=False,
+                 COL_SCALE_B=False, INTERPRET=True, DOT_PRECISION="ieee", FP8_PRECISE=False,
+                 NUM_SMS=3, WARP_SPECIALIZE=False)
+    tuner.nargs = dict(zip(tuner.arg_names, args, strict=False))
+    kept = tuner.prune_configs(flags)
+    assert {G.tile_of(c).block_m for c in kept} == rows
 
 
 def test_tf32_allowed_prefers_the_new_precision_api():
@@ -247,13 +279,14 @@ _COMPILE_SCRIPT = textwrap.dedent("""
     from triton import compile as tcompile
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    from kernels import gemm
+    from kernels import gemm_configs as G
+    from kernels import gemm_kernel as gk
 
     def build(kernel, tile, tma, in_ty, out_ty, cap, **flags):
         cfg = tile.config(tma)
         values = dict(flags, **cfg.kwargs)
         sig, consts, attrs = {}, {}, {}
-        for i, name in enumerate(kernel.fn.arg_names):
+        for i, name in enumerate(kernel.arg_names):
             if name in ("a_ptr", "b_ptr", "c_ptr"):
                 sig[name] = out_ty if name == "c_ptr" else in_ty
                 attrs[(i,)] = [["tt.divisibility", 16]]
@@ -265,21 +298,21 @@ _COMPILE_SCRIPT = textwrap.dedent("""
                 sig[name], consts[name] = "constexpr", values[name]
             else:
                 sig[name] = "i32"
-        src = ASTSource(kernel.fn, sig, consts, attrs)
+        src = ASTSource(kernel, sig, consts, attrs)
         opts = {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
         return tcompile(src, target=GPUTarget("cuda", cap, 32), options=opts).asm["ptx"]
 
     common = dict(ROW_SCALE_A=False, COL_SCALE_B=False, INTERPRET=False, DOT_PRECISION="ieee")
     tma = dict(common, A_KMAJOR=True, B_KMAJOR=True, C_TMA=True, NUM_SMS=132,
                WARP_SPECIALIZE=False)
-    ptx = build(gemm._matmul_tma_kernel, gemm.HOPPER_TILES[0], True, "*bf16", "*bf16", 90,
+    ptx = build(gk.matmul_tma_kernel, G.HOPPER_TILES["16bit"][0], True, "*bf16", "*bf16", 90,
                 HAS_SCALE=False, FP8_PRECISE=False, **tma)
     assert "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16" in ptx
     assert "cp.async.bulk.tensor" in ptx
-    ptx = build(gemm._matmul_tma_kernel, gemm.HOPPER_TILES[5], True, "*fp8e4nv", "*bf16", 90,
+    ptx = build(gk.matmul_tma_kernel, G.HOPPER_TILES["fp8"][0], True, "*fp8e4nv", "*bf16", 90,
                 HAS_SCALE=True, FP8_PRECISE=True, **tma)
-    assert re.search(r"wgmma[.a-z_]*m64n256k32.f32.e4m3.e4m3", ptx)
-    ptx = build(gemm._matmul_portable_kernel, gemm.PORTABLE_TILES[2], False, "*bf16", "*bf16",
+    assert re.search(r"wgmma[.a-z_]*m64n[0-9]+k32.f32.e4m3.e4m3", ptx)
+    ptx = build(gk.matmul_portable_kernel, G.PORTABLE_TILES[2], False, "*bf16", "*bf16",
                 80, HAS_SCALE=False, FP8_PRECISE=False, A_KMAJOR=True, B_KMAJOR=False,
                 C_TMA=False, **common)
     assert "mma.sync" in ptx

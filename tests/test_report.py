@@ -17,8 +17,12 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from reports.page import context as context_mod
+from reports.page import provenance as prov_mod
 from reports.page import render
-from reports.page.render import NO_MEASUREMENTS, build_report
+from reports.page import rows as rows_mod
+from reports.page.render import build_report
+from reports.page.rows import NO_MEASUREMENTS
 from results.schema import Result
 from results.store import Store
 
@@ -26,7 +30,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 MEASURED_HEADINGS = ("Roofline", "Our kernels against the vendor baselines",
                      "All-reduce bus bandwidth by size")
-MODEL_HEADINGS = ("Model inputs", "Throughput against GPU count", "The H200 gain",
+MODEL_HEADINGS = ("Model inputs", "Throughput against GPU count", "The H200 gain", "Serving",
                   "Power and goodput", "Validation")
 ALL_HEADINGS = ("Summary", *MEASURED_HEADINGS, *MODEL_HEADINGS, "Runs",
                 "Sources and assumptions")
@@ -95,8 +99,23 @@ def synthetic_records() -> list[Result]:
     return out
 
 
+def _with_counts(d: dict) -> dict:
+    """The row as the runner stores it: its case's FLOPs and bytes (the workloads' formulas)."""
+    from bench.workloads import WORKLOADS, Case
+
+    wl = WORKLOADS.get(d["workload"])
+    if wl is not None and d["status"] == "ok":
+        try:
+            case = Case(d["workload"], d["dtype"], dict(d["params"]), (d["backend"],))
+            d["flops"] = d.get("flops") or wl.flops(case)
+            d["bytes"] = d.get("bytes") or wl.bytes_moved(case)
+        except (KeyError, TypeError, ValueError):
+            pass
+    return d
+
+
 def synthetic_frame() -> pd.DataFrame:
-    return pd.DataFrame([r.to_dict() for r in synthetic_records()])
+    return pd.DataFrame([_with_counts(r.to_dict()) for r in synthetic_records()])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -312,9 +331,10 @@ def test_reference_measurements_are_labelled_as_such(monkeypatch, request):
     # forget this test's planted frame afterwards
     measurements.reference_frame.cache_clear()
     request.addfinalizer(measurements.reference_frame.cache_clear)
-    rows = render.usable_rows(frame)
-    for origin, kind in ((render.REFERENCE, "reference"), ("local table", "measured")):
-        ctx = render.ModelContext(frame, rows, render.Provenance(origin), render.CONFIGS["quick"])
+    rows = rows_mod.usable_rows(frame)
+    for origin, kind in ((prov_mod.REFERENCE, "reference"), ("local table", "measured")):
+        ctx = context_mod.ModelContext(frame, rows, prov_mod.Provenance(origin),
+                                       context_mod.CONFIGS["quick"])
         ref = ctx.gpu_set("H100-SXM")
         inputs = ctx.sets["gpu:H100-SXM"][2]
         assert ref.label == "I1"
@@ -324,48 +344,51 @@ def test_reference_measurements_are_labelled_as_such(monkeypatch, request):
 
 
 def test_run_times_are_utc():
-    assert render._time("2026-01-01T12:30:00+02:00") == "2026-01-01 10:30 UTC"
-    assert render._time("2026-01-01T12:30:00") == "2026-01-01 12:30 UTC"
-    assert render._time(None) == "unknown"
+    assert prov_mod._time("2026-01-01T12:30:00+02:00") == "2026-01-01 10:30 UTC"
+    assert prov_mod._time("2026-01-01T12:30:00") == "2026-01-01 12:30 UTC"
+    assert prov_mod._time(None) == "unknown"
 
 
-def test_flops_and_bytes_from_the_workloads():
-    rows = render.usable_rows(synthetic_frame())
+def test_flops_and_bytes_from_the_row():
+    rows = rows_mod.usable_rows(synthetic_frame())
     attn = next(r for r in rows if r["workload"] == "attention")
     from bench.workloads.attention import attention_bytes, attention_flops
 
-    f, b = render.flops_and_bytes(attn)
+    f, b = rows_mod.flops_and_bytes(attn)
     assert f == attention_flops(2, 16, 8192, 128, True, "fwd")
     assert b == attention_bytes(2, 16, 16, 8192, 128, 2, "fwd")
     gemm = next(r for r in rows if r["workload"] == "gemm")
-    f, b = render.flops_and_bytes(gemm)
+    f, b = rows_mod.flops_and_bytes(gemm)
     n = gemm["params"]["m"]
     assert f == 2 * n**3 and b == 3 * n * n * 2
     membw = next(r for r in rows if r["workload"] == "membw")
-    assert render.flops_and_bytes(membw) is None  # no FLOPs: not a roofline point
-    assert render.flops_and_bytes(dict(gemm, workload="no-such-workload")) is None
-    assert render.flops_and_bytes(dict(gemm, params={"m": 1})) is None  # bad params: skipped
+    assert rows_mod.flops_and_bytes(membw) is None  # no FLOPs: not a roofline point
+    # an older row without the counts: its throughputs times its median time
+    old = dict(gemm, flops=None, bytes=None, tflops=100.0, gbps=50.0, median_s=2e-3)
+    assert rows_mod.flops_and_bytes(old) == pytest.approx((100e12 * 2e-3, 50e9 * 2e-3))
+    assert rows_mod.flops_and_bytes(dict(old, gbps=None)) is None  # no bytes: skipped
+    assert rows_mod.flops_and_bytes(dict(old, flops=-1.0, tflops=None)) is None
 
 
 def test_formulas():
-    assert render.attainable_tflops(10, 989.4, 3.35) == pytest.approx(33.5)
-    assert render.attainable_tflops(1000, 989.4, 3.35) == 989.4
-    assert render.ridge_point(989.4, 3.35) == pytest.approx(295.3, abs=0.1)
-    assert render.fmt_bytes(2**30) == "1 GiB" and render.fmt_bytes(1536) == "1.5 KiB"
-    assert render.shape_label("gemm", {"m": 8, "n": 16, "k": 32, "layout": "nt",
+    assert rows_mod.attainable_tflops(10, 989.4, 3.35) == pytest.approx(33.5)
+    assert rows_mod.attainable_tflops(1000, 989.4, 3.35) == 989.4
+    assert rows_mod.ridge_point(989.4, 3.35) == pytest.approx(295.3, abs=0.1)
+    assert rows_mod.fmt_bytes(2**30) == "1 GiB" and rows_mod.fmt_bytes(1536) == "1.5 KiB"
+    assert rows_mod.shape_label("gemm", {"m": 8, "n": 16, "k": 32, "layout": "nt",
                                        "shape": "llama3-70b qkv"}) == "8x16x32 nt (llama3-70b qkv)"
-    assert render.shape_label("attention", ATTN) == "b2 h16/16 s8192 d128 causal fwd"
-    assert render.shape_label("membw", {"op": "triad", "bytes": 2**26}) == "triad 64 MiB"
+    assert rows_mod.shape_label("attention", ATTN) == "b2 h16/16 s8192 d128 causal fwd"
+    assert rows_mod.shape_label("membw", {"op": "triad", "bytes": 2**26}) == "triad 64 MiB"
 
 
 def test_picking_measurements():
     frame = synthetic_frame()
     empty = frame.iloc[0:0]
     failed_only = frame[frame.status == "failed"]
-    assert render.pick_measurements(frame, empty)[1] == "local table"
-    assert render.pick_measurements(empty, frame)[1] == "shipped reference results"
-    assert render.pick_measurements(failed_only, frame)[1] == "shipped reference results"
-    assert render.pick_measurements(None, empty) == (None, "none")
+    assert rows_mod.pick_measurements(frame, empty)[1] == "local table"
+    assert rows_mod.pick_measurements(empty, frame)[1] == "shipped reference results"
+    assert rows_mod.pick_measurements(failed_only, frame)[1] == "shipped reference results"
+    assert rows_mod.pick_measurements(None, empty) == (None, "none")
 
 
 def test_bad_input_gives_clear_errors(tmp_path):
@@ -520,3 +543,50 @@ def test_the_summary_all_reduce_figure_ignores_other_collectives():
     summary = render.assemble_report(frame, config="quick").summary
     text = "\n".join(cell.text for label, cell in summary.facts if "all-reduce" in label)
     assert "9999" not in text and "370" in text
+
+
+# ----------------------------------------------------------------------------------------------
+# CPU rows are flow checks; hostile text stays text
+# ----------------------------------------------------------------------------------------------
+
+CPU_DEVICE = {"name": "AMD EPYC 9654", "kind": "cpu", "model": None}
+
+
+def _cpu_frame(host: str = "node-cpu") -> pd.DataFrame:
+    rows = []
+    for wl, backend, params, tf, gb in (
+            ("gemm", "torch", {"m": 64, "n": 64, "k": 64, "layout": "nt"}, 0.02, None),
+            ("membw", "torch", {"op": "copy", "bytes": 2**24}, None, 40.0)):
+        r = _result("H100-SXM", wl, backend, "bf16", params, tflops=tf, gbps=gb).to_dict()
+        r.update(device=CPU_DEVICE, host=host, run_id="run-cpu")
+        rows.append(r)
+    return pd.DataFrame(rows)
+
+
+def test_cpu_rows_are_flow_checks_never_gpu_figures():
+    report = render.assemble_report(_cpu_frame(), origin="local table", config="quick")
+    facts = " ".join(label for label, _ in report.summary.facts)
+    assert "EPYC" not in facts and "HBM bandwidth" not in facts
+    ids = [s.id for s in report.sections]
+    assert "flow-checks" in ids
+    flow = next(s for s in report.sections if s.id == "flow-checks")
+    assert len(flow.tables[0].rows) == 2
+    roof = next(s for s in report.sections if s.id == "roofline")
+    assert not roof.figures or all("EPYC" not in f.title for f in roof.figures)
+    assert any("flow checks" in n.text for n in report.summary.notes)
+
+
+def test_mixed_gpu_and_cpu_rows_keep_the_gpu_headlines():
+    frame = pd.concat([synthetic_frame(), _cpu_frame()], ignore_index=True)
+    report = render.assemble_report(frame, origin="local table", config="quick")
+    facts = " ".join(label for label, _ in report.summary.facts)
+    assert "H100-SXM best GEMM" in facts and "EPYC" not in facts
+
+
+def test_markdown_escapes_what_the_table_holds(tmp_path):
+    frame = _cpu_frame(host="node[/bold]01<script>alert(1)</script>")
+    _, md = build_report(frame, tmp_path, origin="local <b>table</b>", config="quick")
+    text = md.read_text()
+    assert "<script>" not in text and "<b>" not in text
+    assert "&lt;script&gt;" in text
+    assert render.md_cell("a|b\nc") == "a\\|b c"

@@ -1,5 +1,7 @@
 """The runner: check before timing, failures and skips stored, every result kept at once."""
 
+import time
+
 import pytest
 import torch
 
@@ -134,3 +136,72 @@ def test_results_the_table_refuses_are_kept_and_can_be_ingested(planted, tmp_pat
     with Store(str(path)) as store:
         assert ingest(spool, store) == (2, 2)
         assert store.ids() == {r.id for r in results}
+
+
+def test_rows_carry_flops_bytes_shape_and_compile_time(planted, db_url):
+    with Store(db_url) as store:
+        run([(case("ok"), "torch"), (case("wrong"), "torch"), (case("unsupported"), "torch")],
+            store, device=DEVICE, run_id="r", timing=PRESETS["smoke"])
+        rows = {r.params["what"]: r for r in store.records()}
+    for r in rows.values():  # every row, measured or not, says what the case is
+        assert r.flops == 64.0 and r.bytes is None and r.shape == r.params["what"]
+    assert rows["ok"].compile_s is not None and rows["ok"].compile_s >= 0
+    assert rows["wrong"].compile_s is not None  # the first call ran, then failed its check
+    assert rows["unsupported"].compile_s is None
+
+
+class Slow(Planted):
+    """Each case takes at least 0.2 s (its setup sleeps), far above its estimate."""
+
+    def setup(self, case, device):
+        time.sleep(0.2)
+        return super().setup(case, device)
+
+
+def test_a_budget_stores_the_rest_as_skipped(monkeypatch, db_url):
+    from bench.runner import BUDGET
+
+    monkeypatch.setitem(WORKLOADS, "planted", Slow())
+    pairs = [(Case("planted", "fp32", {"what": "ok", "i": i}, ("torch",)), "torch")
+             for i in range(4)]
+    lefts = []
+    with Store(db_url) as store:
+        # smoke timing on CPU is estimated at a few hundredths of a second per case
+        results = run(pairs, store, device=DEVICE, run_id="b", timing=PRESETS["smoke"],
+                      budget_s=0.3, on_estimate=lefts.append)
+        assert store.count() == 4  # the skipped ones are rows too: the table says so
+    statuses = [(r.status, r.error) for r in results]
+    assert statuses[0] == ("ok", None)
+    assert ("skipped", BUDGET) in statuses
+    first_skip = statuses.index(("skipped", BUDGET))
+    assert all(s == ("skipped", BUDGET) for s in statuses[first_skip:])  # in order: the rest
+    assert lefts and lefts[0] <= 0.3
+
+
+def test_no_budget_runs_everything_and_tells_the_time_left(planted):
+    lefts = []
+    results = run([(case("ok"), "torch")] * 3, None, device=DEVICE, run_id="n",
+                  timing=PRESETS["smoke"], on_estimate=lefts.append)
+    assert [r.status for r in results] == ["ok"] * 3
+    assert len(lefts) == 3 and lefts[0] > lefts[1] > lefts[2] > 0
+
+
+def test_a_copied_tree_without_git_takes_its_commit_from_the_environment(monkeypatch, tmp_path):
+    import subprocess as sp
+
+    from bench import provenance
+
+    def no_git(*a, **k):
+        raise sp.CalledProcessError(128, "git")
+
+    monkeypatch.setattr(provenance.subprocess, "run", no_git)
+    monkeypatch.setenv("COLOSSUS_GIT_SHA", "abc123")
+    provenance.git_state.cache_clear()
+    try:
+        assert provenance.git_state() == ("abc123", None)
+        monkeypatch.delenv("COLOSSUS_GIT_SHA")
+        provenance.git_state.cache_clear()
+        assert provenance.git_state() == (None, None)
+    finally:
+        provenance.git_state.cache_clear()
+        provenance.software.cache_clear()

@@ -113,3 +113,100 @@ def test_telemetry_region_is_the_timed_samples_only():
     assert t.n == 4 and events == ["enter", "exit"]
     assert [c for c in calls if c == []]  # the warm-up ran before the region
     assert calls[-4:] == [["enter"]] * 4  # every sample inside it
+
+
+def test_event_timer_and_device_interval_on_cpu():
+    from bench.timing import EventTimer, device_interval
+
+    device = detect()
+    if device.kind == "cuda":
+        pytest.skip("the CPU marks; the CUDA path is covered by the gpu tests")
+    t = EventTimer(device)
+    t.start()
+    time.sleep(0.01)
+    t.stop()
+    assert 0.005 < t.seconds() < 1.0
+    with device_interval(device) as t2:
+        time.sleep(0.005)
+    assert 0.002 < t2.seconds() < 1.0
+
+
+def test_cpu_timing_holds_torch_to_a_fixed_thread_count():
+    import torch
+
+    from bench.timing import CPU_TIMING_THREADS
+
+    device = detect()
+    if device.kind == "cuda":
+        pytest.skip("CPU timing only")
+    before = torch.get_num_threads()
+    seen = []
+    measure(lambda: seen.append(torch.get_num_threads()), device, PRESETS["smoke"])
+    assert set(seen) == {CPU_TIMING_THREADS}
+    assert torch.get_num_threads() == before  # restored
+
+
+def test_flush_is_outside_each_sample_and_returns_none():
+    import torch
+
+    from bench.timing import flusher
+
+    buf = torch.zeros(16)
+    assert flusher(buf)() is None and bool((buf == 1).all())
+    order = []
+    cfg = TimingConfig(warmup_s=0.0, budget_s=0.0, min_reps=3, max_reps=3, flush_l2=True)
+    device = DeviceInfo(name="cpu", kind="cpu")
+    import bench.timing as timing
+
+    timing._flush_buffers["cpu"] = _Recorder(order)  # the CPU stand-in for the L2 buffer
+    try:
+        measure(lambda: order.append("call"), device, cfg)
+    finally:
+        timing._flush_buffers.pop("cpu", None)
+    timed = order[2:]  # after the two warm-up calls
+    assert timed == ["flush", "call"] * 3
+
+
+class _Recorder:
+    """Has the flush buffer's `fill_` (which returns the buffer, as a tensor's does)."""
+
+    def __init__(self, order):
+        self.order = order
+
+    def fill_(self, value):
+        self.order.append("flush")
+        return self
+
+
+@pytest.mark.gpu
+def test_gpu_event_timer_clock_and_flush():
+    """The CUDA paths of the one timing primitive, the pytest-benchmark clock with its backlog,
+    and the flush's return contract on a real device buffer."""
+    import torch
+
+    from bench.timing import (
+        DeviceClock,
+        EventTimer,
+        default_config,
+        device_interval,
+        l2_flusher,
+    )
+
+    device = detect()
+    x = torch.randn(4096, 4096, device=device.torch_device)
+    with device_interval(device) as t:
+        x @ x
+    assert 0 < t.seconds() < 1.0
+    timers = [EventTimer(device) for _ in range(3)]
+    for timer in timers:
+        timer.start()
+        x @ x
+        timer.stop()
+    assert all(0 < timer.seconds() < 1.0 for timer in timers)
+    clock = DeviceClock(device, backlog_s=0.001)
+    fn = clock.wrap(lambda: x @ x)
+    start = clock()
+    fn()
+    assert clock() - start > 0  # device time of the call (the sleep before it is outside)
+    flush = l2_flusher(device, default_config(device))
+    assert flush is not None and flush() is None

@@ -18,40 +18,24 @@ gradients rather than accumulating into .grad, so memory stays flat across calls
 from __future__ import annotations
 
 import importlib.util
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from bench.device import DeviceInfo
+from bench.workloads.attention_cases import (  # noqa: F401  (re-exported: the suites' grids)
+    BACKENDS,
+    DIRECTIONS,
+    LLAMA3,
+    cpu_cases,
+    gpu_cases,
+)
 from bench.workloads.base import Case, Check, Unsupported, Workload, max_rel_error, register
+from bench.workloads.sdpa import SDPA_BACKENDS, math_fits, repeat_kv, sdpa_attention, sdpa_gqa_mode
 
-BACKENDS = ("triton", "sdpa-flash", "sdpa-cudnn", "sdpa-efficient", "sdpa-math")
-SDPA_BACKENDS = {  # our name -> torch.nn.attention.SDPBackend member
-    "sdpa-flash": "FLASH_ATTENTION",
-    "sdpa-cudnn": "CUDNN_ATTENTION",
-    "sdpa-efficient": "EFFICIENT_ATTENTION",
-    "sdpa-math": "MATH",
-}
-DIRECTIONS = ("fwd", "bwd", "fwd_bwd")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 PARAM_KEYS = ("b", "h", "kv_h", "s", "d", "causal", "direction")
-
-# FlashAttention-2 (Dao 2023, section 4.1) and FlashAttention-3 (Shah et al. 2024, section 4.1)
-# benchmark grid: hidden 2048, batch chosen so batch x seq = 16k tokens, head dim 64/128/256
-# (32/16/8 heads). The papers start at seq 512; standard starts at 1k, full adds 512.
-FA_HIDDEN = 2048
-FA_TOKENS = 16384
-FA_SEQS = (1024, 2048, 4096, 8192, 16384)
-FA_HEAD_DIMS = (64, 128, 256)
-
-# Llama 3 (Dubey et al. 2024, "The Llama 3 Herd of Models", Table 3): query heads, kv heads,
-# head dim 128 (model dim / heads); sequence 8192 is the pre-training context length (3.4.1).
-LLAMA3 = {"llama3-8b": (32, 8), "llama3-70b": (64, 8), "llama3-405b": (128, 8)}
-LLAMA3_HEAD_DIM = 128
-LLAMA3_SEQ = 8192
-
 # Correctness: our normwise error may be at most TOL_FACTOR x that of torch's same-precision
 # path, and never needs to beat FLOOR (assumption: two machine epsilons of the input dtype for
 # bf16/fp16, which covers rounding P and O once each; fp32 1e-5 covers reduction-order
@@ -61,15 +45,6 @@ FLOOR = {"bf16": 2 * 2.0**-7, "fp16": 2 * 2.0**-10, "fp32": 1e-5}
 # Torch path used to calibrate the tolerance, in order of preference: the fused kernels keep P
 # in the input precision as we do; sdpa-math upcasts bf16/fp16 to fp32 internally (torch >= 2.5).
 BASELINE_ORDER = ("sdpa-flash", "sdpa-cudnn", "sdpa-efficient", "sdpa-math")
-
-# sdpa-math materialises the (b, h, s, s) scores; upcast to fp32 (torch >= 2.5) and about three
-# such matrices live in the forward, six with the backward graph (assumption, from the math
-# path's ops: scores, softmax, output of dropout/masking; plus their gradients). Skip it when
-# that would exceed this share of device memory.
-MATH_MATRICES = {"fwd": 3, "bwd": 6, "fwd_bwd": 6}
-MATH_MEMORY_SHARE = 0.5
-
-CPU_SHAPE = dict(b=1, h=2, kv_h=2, d=64)  # CPU proves the flow through the interpreter
 SEED = 0
 
 
@@ -101,77 +76,16 @@ def roofline_s(flops: float, nbytes: float, tflops: float, tbps: float) -> tuple
     return flops / (tflops * 1e12), nbytes / (tbps * 1e12)
 
 
-# ----------------------------------------------------------------------------------------------
-# Cases
-# ----------------------------------------------------------------------------------------------
 
-def _case(dtype: str, b: int, h: int, kv_h: int, s: int, d: int, causal: bool,
-          direction: str) -> Case:
-    params = {"b": b, "h": h, "kv_h": kv_h, "s": s, "d": d, "causal": causal,
-              "direction": direction}
-    return Case("attention", dtype, params, BACKENDS)
+def _math_fits(p: dict, device: DeviceInfo) -> bool:
+    """Whether sdpa-math's materialised score matrices fit (bench.workloads.sdpa.math_fits)."""
+    return math_fits(p["b"], p["h"], p["s"], p["s"], p["direction"], device)
 
 
-def _fa_grid(dtype: str, head_dims, seqs, directions) -> list[Case]:
-    """The FlashAttention benchmark grid: h*d = 2048, b*s = 16384."""
-    return [_case(dtype, FA_TOKENS // s, FA_HIDDEN // d, FA_HIDDEN // d, s, d, causal, direction)
-            for direction in directions for d in head_dims for s in seqs
-            for causal in (False, True)]
-
-
-def _llama(models, directions) -> list[Case]:
-    return [_case("bf16", 1, h, kv_h, LLAMA3_SEQ, LLAMA3_HEAD_DIM, True, direction)
-            for direction in directions for h, kv_h in (LLAMA3[m] for m in models)]
-
-
-def gpu_cases(suite: str) -> list[Case]:
-    if suite == "quick":
-        return [_case("bf16", 2, 16, 16, 8192, 128, causal, "fwd") for causal in (False, True)]
-    standard = (_fa_grid("bf16", FA_HEAD_DIMS, FA_SEQS, ("fwd", "bwd"))
-                + _llama(("llama3-70b", "llama3-405b"), ("fwd", "bwd"))
-                + _fa_grid("fp16", (128,), FA_SEQS, ("fwd", "bwd")))
-    if suite == "standard":
-        return standard
-    if suite == "full":
-        more = (_fa_grid("bf16", FA_HEAD_DIMS, FA_SEQS, ("fwd_bwd",))
-                + _fa_grid("bf16", FA_HEAD_DIMS, (512,), DIRECTIONS)
-                + _llama(tuple(LLAMA3), DIRECTIONS)
-                + _fa_grid("fp16", (64, 256), FA_SEQS, ("fwd", "bwd")))
-        return _unique(standard + more)
-    return []
-
-
-def cpu_cases(suite: str) -> list[Case]:
-    """A handful of small cases: odd and even lengths, causal and not, GQA, fwd and bwd."""
-    c = CPU_SHAPE
-    quick = [_case("bf16", c["b"], c["h"], c["kv_h"], 64, c["d"], causal, "fwd")
-             for causal in (False, True)]
-    if suite == "quick":
-        return quick
-    standard = quick + [
-        _case("bf16", c["b"], c["h"], c["kv_h"], 33, c["d"], False, "fwd"),
-        _case("bf16", c["b"], c["h"], c["kv_h"], 33, c["d"], True, "bwd"),
-        _case("bf16", c["b"], c["h"], c["kv_h"], 64, c["d"], False, "bwd"),
-        _case("bf16", c["b"], 4, 2, 47, c["d"], True, "fwd"),  # GQA
-        _case("bf16", c["b"], 4, 2, 47, c["d"], True, "bwd"),
-    ]
-    if suite == "standard":
-        return standard
-    if suite == "full":
-        return standard + [
-            _case("fp16", c["b"], c["h"], c["kv_h"], 33, c["d"], True, "fwd_bwd"),
-            _case("bf16", c["b"], 4, 2, 47, c["d"], False, "fwd_bwd"),
-        ]
-    return []
-
-
-def _unique(cases: list[Case]) -> list[Case]:
-    seen, out = set(), []
-    for c in cases:
-        if c.key not in seen:
-            seen.add(c.key)
-            out.append(c)
-    return out
+def triton_available(device: DeviceInfo) -> bool:
+    if importlib.util.find_spec("triton") is None:
+        return False
+    return device.kind == "cpu" or (device.kind == "cuda" and torch.cuda.is_available())
 
 
 def _params(case: Case) -> dict[str, Any]:
@@ -195,90 +109,6 @@ def _params(case: Case) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------
-# torch SDPA backends
-# ----------------------------------------------------------------------------------------------
-
-def _sdpa_backend(backend: str):
-    from torch.nn.attention import SDPBackend
-
-    member = getattr(SDPBackend, SDPA_BACKENDS[backend], None)
-    if member is None:
-        raise Unsupported(f"this torch has no SDPBackend.{SDPA_BACKENDS[backend]}")
-    return member
-
-
-def _repeat_kv(q, k, v):
-    """Expand kv heads to q's head count (for SDPA paths without native GQA)."""
-    group = q.shape[1] // k.shape[1]
-    if group == 1:
-        return k, v
-    return k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-
-
-def sdpa_attention(backend: str, q, k, v, *, causal: bool, scale: float, gqa: str = "native"):
-    """torch SDPA restricted to one implementation; gqa 'native' (enable_gqa) or 'repeat'."""
-    from torch.nn.attention import sdpa_kernel
-    from torch.nn.functional import scaled_dot_product_attention
-
-    kwargs = {}
-    if q.shape[1] != k.shape[1]:
-        if gqa == "native":
-            kwargs["enable_gqa"] = True
-        else:
-            k, v = _repeat_kv(q, k, v)
-    with sdpa_kernel(_sdpa_backend(backend)):
-        return scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, **kwargs)
-
-
-_PROBES: dict[tuple, str | None] = {}
-
-
-def sdpa_gqa_mode(backend: str, device: str, dtype: torch.dtype, d: int, causal: bool,
-                  group: int, grad: bool) -> str | None:
-    """How `backend` runs here: 'native', 'repeat' (kv heads expanded), or None (cannot run).
-
-    Decided once per (backend, device, dtype, head dim, causal, GQA, grad) by a tiny trial run:
-    the SDPA implementations' constraints change between torch versions and GPUs.
-    """
-    key = (backend, device, dtype, d, causal, group > 1, grad)
-    if key in _PROBES:
-        return _PROBES[key]
-    result = None
-    for mode in ("native", "repeat") if group > 1 else ("native",):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # SDPA explains each refusal in a warning
-                q = torch.randn(1, group, 64, d, device=device, dtype=dtype, requires_grad=grad)
-                k = torch.randn(1, 1, 64, d, device=device, dtype=dtype, requires_grad=grad)
-                v = torch.randn(1, 1, 64, d, device=device, dtype=dtype, requires_grad=grad)
-                o = sdpa_attention(backend, q, k, v, causal=causal, scale=d**-0.5, gqa=mode)
-                if grad:
-                    torch.autograd.grad(o, (q, k, v), torch.ones_like(o))
-                if o.is_cuda:
-                    torch.cuda.synchronize(o.device)
-            result = mode
-            break
-        except (RuntimeError, ValueError, TypeError, NotImplementedError, Unsupported):
-            continue
-    _PROBES[key] = result
-    return result
-
-
-def _math_fits(p: dict, device: DeviceInfo) -> bool:
-    """Whether sdpa-math's materialised score matrices fit (see MATH_MATRICES)."""
-    if device.kind != "cuda" or not device.memory_bytes:
-        return True
-    need = p["b"] * p["h"] * p["s"] * p["s"] * 4 * MATH_MATRICES[p["direction"]]
-    return need <= MATH_MEMORY_SHARE * device.memory_bytes
-
-
-def _triton_available(device: DeviceInfo) -> bool:
-    if importlib.util.find_spec("triton") is None:
-        return False
-    return device.kind == "cpu" or (device.kind == "cuda" and torch.cuda.is_available())
-
-
-# ----------------------------------------------------------------------------------------------
 # The workload
 # ----------------------------------------------------------------------------------------------
 
@@ -299,7 +129,7 @@ def _forward_fn(backend: str, p: dict, inputs: Inputs):
     """(f(q, k, v) -> o, gqa mode) for a backend; raises Unsupported if it cannot run here."""
     causal, scale = p["causal"], inputs.scale
     if backend == "triton":
-        if not _triton_available(inputs.device):
+        if not triton_available(inputs.device):
             raise Unsupported("triton is not available on this device")
         from kernels.attention import attention
 
@@ -319,7 +149,7 @@ def _callable(direction: str, forward, mode: str, inputs: Inputs):
     q, k, v, do = inputs.q, inputs.k, inputs.v, inputs.do
     if direction == "fwd":
         if mode == "repeat":  # expand kv heads once, outside the timed call
-            k, v = _repeat_kv(q, k, v)
+            k, v = repeat_kv(q, k, v)
         return lambda: forward(q, k, v)
     if direction == "bwd":
         o = forward(q, k, v)  # once, outside the timed call; the graph is kept for the backward
@@ -351,7 +181,7 @@ class Attention(Workload):
         out = []
         for backend in case.backends:
             if backend == "triton":
-                ok = _triton_available(device)
+                ok = triton_available(device)
             elif device.kind != "cuda":  # the fused SDPA kernels we compare with are GPU ones
                 ok = backend == "sdpa-math"
             elif device.kind == "cuda" and not torch.cuda.is_available():
@@ -405,12 +235,77 @@ class Attention(Workload):
         return attention_bytes(p["b"], p["h"], p["kv_h"], p["s"], p["d"],
                                DTYPES[case.dtype].itemsize, p["direction"])
 
+    def shape(self, case: Case) -> str:
+        p = case.params
+        return (f"b{p['b']} h{p['h']}/{p['kv_h']} s{p['s']} d{p['d']}"
+                + (" causal " if p["causal"] else " ") + p["direction"])
+
+
+def causal_mask(seq_q: int, seq_k: int, device) -> torch.Tensor:
+    """Boolean (seq_q, seq_k) mask, True where query i may see key j: j <= i + seq_k - seq_q."""
+    i = torch.arange(seq_q, device=device)[:, None]
+    j = torch.arange(seq_k, device=device)[None, :]
+    return j <= i + (seq_k - seq_q)
+
+
+def reference_attention(q, k, v, *, causal: bool = False, sm_scale: float | None = None,
+                        do: torch.Tensor | None = None, budget_bytes: int = 1 << 30):
+    """fp32 math attention; returns (o, dq, dk, dv) in fp32 (grads None when `do` is None).
+
+    Works in chunks of (batch*head) rows so that the (rows, seq_q, seq_k) score matrices stay
+    within about budget_bytes (four such fp32 matrices live at once), which keeps the reference
+    for seq 16k on the GPU. The backward is the textbook one: dV = P^T dO, dP = dO V^T,
+    dS = P * (dP - rowsum(dO * O)), dQ = scale dS K, dK = scale dS^T Q; GQA sums dK, dV over
+    the q heads of each kv head. Rows that see no key (causal, seq_q > seq_k) give zeros.
+    """
+    # lazy, as in _forward_fn: importing kernels.attention imports triton
+    from kernels.attention import validate
+
+    scale = validate(q, k, v, causal, sm_scale, for_kernel=False)
+    b, h, sq, d = q.shape
+    kv_h, sk = k.shape[1], k.shape[2]
+    group = h // kv_h
+    qf, kf, vf = q.reshape(b * h, sq, d), k.reshape(b * kv_h, sk, d), v.reshape(b * kv_h, sk, d)
+    dof = do.reshape(b * h, sq, d) if do is not None else None
+    mask = causal_mask(sq, sk, q.device) if causal else None
+    rows = max(1, budget_bytes // (4 * 4 * sq * sk))
+    f32 = dict(device=q.device, dtype=torch.float32)
+    o = torch.empty(b * h, sq, d, **f32)
+    dq = torch.empty(b * h, sq, d, **f32) if do is not None else None
+    dk = torch.zeros(b * kv_h, sk, d, **f32) if do is not None else None
+    dv = torch.zeros(b * kv_h, sk, d, **f32) if do is not None else None
+    for r0 in range(0, b * h, rows):
+        r1 = min(r0 + rows, b * h)
+        # q row r is (batch r // h, head r % h); its kv row is batch * kv_h + head // group
+        kv_idx = torch.arange(r0, r1, device=q.device)
+        kv_idx = (kv_idx // h) * kv_h + (kv_idx % h) // group
+        qc = qf[r0:r1].float()
+        kc, vc = kf[kv_idx].float(), vf[kv_idx].float()
+        s = torch.matmul(qc, kc.transpose(-1, -2)) * scale
+        if mask is not None:
+            s.masked_fill_(~mask, float("-inf"))
+        p = torch.softmax(s, dim=-1).nan_to_num_(0.0)  # all-masked rows: NaN -> 0
+        del s
+        oc = torch.matmul(p, vc)
+        o[r0:r1] = oc
+        if do is None:
+            continue
+        doc = dof[r0:r1].float()
+        dv.index_add_(0, kv_idx, torch.matmul(p.transpose(-1, -2), doc))
+        ds = torch.matmul(doc, vc.transpose(-1, -2))
+        ds.sub_((doc * oc).sum(-1, keepdim=True)).mul_(p)
+        del p
+        dq[r0:r1] = torch.matmul(ds, kc) * scale
+        dk.index_add_(0, kv_idx, torch.matmul(ds.transpose(-1, -2), qc) * scale)
+    o = o.reshape(b, h, sq, d)
+    if do is None:
+        return o, None, None, None
+    return (o, dq.reshape(b, h, sq, d), dk.reshape(b, kv_h, sk, d), dv.reshape(b, kv_h, sk, d))
+
 
 def _reference(p: dict, inputs: Inputs) -> tuple:
     """fp32 math attention on the same device: (o,) or (o, dq, dk, dv). Cached per inputs."""
     if "ref" not in inputs.cache:
-        from kernels.attention import reference_attention
-
         grad = p["direction"] != "fwd"
         prev = torch.get_float32_matmul_precision()
         torch.set_float32_matmul_precision("highest")  # a TF32 reference would not be fp32

@@ -86,10 +86,23 @@ class Workload:
         """Bytes read plus written by one call, or None if not a bandwidth workload."""
         return None
 
+    def shape(self, case: Case) -> str:
+        """A short shape label for the table (the record's `shape`), e.g. "8192x8192x8192".
+        Default: the params' values joined by spaces."""
+        return " ".join(str(v) for v in case.params.values())
+
     def peak_gbps(self, case: Case, device: DeviceInfo) -> float | None:
         """The bandwidth ceiling that GB/s is a share of; None means the device's HBM peak.
         A workload over another link (PCIe, say) returns that link's peak."""
         return None
+
+
+def human_bytes(n: int) -> str:
+    """1073741824 -> "1 GiB", 4194304 -> "4 MiB" (shape labels)."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:g} {unit}"
+    return f"{n} B"
 
 
 WORKLOADS: dict[str, Workload] = {}

@@ -5,8 +5,7 @@ B: "n" = stored as used (A (M, K), B (K, N) row-major), "t" = stored transposed 
 B as (N, K), each row-major). "nt" is nn.Linear's layout (weights stored (out, in)) and what fp8
 tensor cores want (B K-major); suites use it unless they measure layouts.
 
-Model projection shapes (`MODEL_SHAPES`, `projection_shapes`) are plain data that the scaling
-model reads too.
+Model projection shapes (`MODEL_SHAPES`, `projection_shapes`) live in bench/workloads/shapes.py.
 """
 
 from __future__ import annotations
@@ -22,6 +21,12 @@ import torch
 import kernels  # noqa: F401
 from bench.device import DeviceInfo
 from bench.workloads.base import Case, Check, Unsupported, Workload, max_rel_error, register
+from bench.workloads.shapes import (  # noqa: F401  (re-exported: the model shapes' old home)
+    MODEL_SHAPES,
+    PROJECTIONS,
+    projection_shapes,
+    projection_widths,
+)
 
 DTYPES: dict[str, torch.dtype] = {
     "bf16": torch.bfloat16,
@@ -33,31 +38,13 @@ DTYPES: dict[str, torch.dtype] = {
 FP8 = ("fp8_e4m3", "fp8_e5m2")
 LAYOUTS = ("nn", "nt", "tn", "tt")
 BACKENDS = ("triton", "torch")
-SUITES = ("quick", "standard", "full", "mamf")
-
-# Transformer shapes. Llama 3: "The Llama 3 Herd of Models" (Llama Team, 2024), Table 3 (layers,
-# model dim, FFN dim, heads, KV heads), vocab_size from the meta-llama/Meta-Llama-3-70B and
-# Llama-3.1-405B config.json files. GPT-3: Brown et al. 2020, "Language Models are Few-Shot
-# Learners", Table 2.1 (n_layers, d_model, n_heads, d_head; d_ff = 4 d_model, section 2.1),
-# vocabulary of the GPT-2 BPE (50257). seq_len: pre-training context (GPT-3 2048; Llama 3 8192
-# before long-context training, Herd paper section 3.4).
-MODEL_SHAPES: dict[str, dict] = {
-    "gpt3-175b": {"layers": 96, "hidden": 12288, "heads": 96, "kv_heads": 96, "head_dim": 128,
-                  "ffn_hidden": 49152, "gated_mlp": False, "vocab": 50257, "seq_len": 2048,
-                  "source": "Brown et al. 2020, Table 2.1"},
-    "llama3-70b": {"layers": 80, "hidden": 8192, "heads": 64, "kv_heads": 8, "head_dim": 128,
-                   "ffn_hidden": 28672, "gated_mlp": True, "vocab": 128256, "seq_len": 8192,
-                   "source": "Llama Team 2024, Table 3; Meta-Llama-3-70B config.json"},
-    "llama3-405b": {"layers": 126, "hidden": 16384, "heads": 128, "kv_heads": 8, "head_dim": 128,
-                    "ffn_hidden": 53248, "gated_mlp": True, "vocab": 128256, "seq_len": 8192,
-                    "source": "Llama Team 2024, Table 3; Llama-3.1-405B config.json"},
-}
-PROJECTIONS = ("qkv", "attn_out", "mlp_up", "mlp_down")
+SUITES = ("quick", "standard", "full", "mamf", "campaign")
 
 # Suite grids (sizes are choices of this harness, not measurements).
 SQUARE_SIZES = (1024, 2048, 4096, 8192, 16384)
 TOKENS = (4096, 8192, 16384)  # tokens per micro-batch (M) for the projection shapes
 DECODE_M = (1, 8, 32, 128)  # batch rows of a decode step: skinny, bandwidth-bound GEMMs
+CAMPAIGN_DECODE_M = (1, 16, 128)
 MAMF_GRID = (1024, 2048, 4096, 8192, 16384)  # coarse version of mamf-finder's M, N, K sweep
 
 # Tolerances. Unit roundoff u of each output dtype (2**-p, p = significand bits incl. the hidden
@@ -72,42 +59,9 @@ FIXED_TOLERANCE = {torch.float32: 1e-4, torch.float16: 4 * 2.0**-11, torch.bfloa
 REF_BLOCK_ELEMS = 2**27
 
 
-def _gated(spec: dict) -> int:
-    return 2 if spec["gated_mlp"] else 1
-
-
-def projection_widths(model: str) -> dict[str, tuple[int, int]]:
-    """(N, K) of each projection of one transformer layer, for y (M, N) = x (M, K) @ W.
-
-    qkv: Q heads plus K and V for each KV head (grouped-query attention), all head_dim wide.
-    mlp_up: the up projection; for gated MLPs (SwiGLU) gate and up fused into one GEMM of twice
-    the FFN width, as Megatron-LM's linear_fc1 does.
-    """
-    spec = _model(model)
-    h, d = spec["hidden"], spec["head_dim"]
-    return {
-        "qkv": ((spec["heads"] + 2 * spec["kv_heads"]) * d, h),
-        "attn_out": (h, spec["heads"] * d),
-        "mlp_up": (_gated(spec) * spec["ffn_hidden"], h),
-        "mlp_down": (h, spec["ffn_hidden"]),
-    }
-
-
-def projection_shapes(model: str, tokens: int) -> list[tuple[str, int, int, int]]:
-    """(label, m, n, k) of the four projection GEMMs of one layer's forward at `tokens` rows."""
-    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
-        raise ValueError(f"tokens must be a positive int, got {tokens!r}")
-    return [(f"{model}.{p}", tokens, n, k) for p, (n, k) in projection_widths(model).items()]
-
-
-def _model(model: str) -> dict:
-    if model not in MODEL_SHAPES:
-        raise ValueError(f"unknown model {model!r}; known: {', '.join(MODEL_SHAPES)}")
-    return MODEL_SHAPES[model]
-
-
 def gemm_flops(m: int, n: int, k: int) -> float:
-    """2 M N K: one multiply and one add per (i, j, l) (ANCHORS.md FLOP conventions)."""
+    """2 M N K: one multiply and one add per (i, j, l) (the convention of cuBLAS's and Triton's
+    matmul benchmarks, e.g. Triton tutorial 03's `perf = 2 * M * N * K * 1e-12 / (ms * 1e-3)`)."""
     return 2.0 * m * n * k
 
 
@@ -146,8 +100,20 @@ def _quick() -> list[Case]:
     return [
         _case("bf16", 4096, 4096, 4096),
         _case("bf16", 8192, 8192, 8192),
-        # Triton tutorial 09's fp8 benchmark shape (ANCHORS.md: cuBLAS 1278, Triton 1347).
+        # Triton tutorial 09's fp8 benchmark shape (python/tutorials/09-persistent-matmul.py).
         _case("fp8_e4m3", 8192, 8192, 4096, shape="tutorial09"),
+    ]
+
+
+def _campaign() -> list[Case]:
+    """One GPU window's GEMMs, in priority order: squares, fp8, Llama 3 405B at 8k tokens, and
+    decode M = 1, 16, 128 at one projection (405B's qkv)."""
+    (label, _, n, k) = projection_shapes("llama3-405b", 1)[0]
+    return [
+        *[_case(dt, s, s, s) for dt in ("bf16", "fp16") for s in (8192, 4096)],
+        _case("fp8_e4m3", 8192, 8192, 4096, shape="tutorial09"),
+        *_projection_cases("bf16", ("llama3-405b",), (8192,)),
+        *[_case("bf16", m, n, k, shape=f"{label}.decode") for m in CAMPAIGN_DECODE_M],
     ]
 
 
@@ -206,11 +172,13 @@ def _cpu_cases(suite: str) -> list[Case]:
     if suite == "mamf":
         return [_case("bf16", m, n, k, "nt", "cpu.mamf") for m in (32, 96) for n in (32, 96)
                 for k in (32, 96)]
-    rows = _CPU_QUICK if suite == "quick" else _CPU_QUICK + _CPU_MORE
+    rows = {"quick": _CPU_QUICK, "campaign": _CPU_QUICK + _CPU_MORE[:1]}.get(
+        suite, _CPU_QUICK + _CPU_MORE)
     return [_case(dt, m, n, k, lay, shape) for dt, m, n, k, lay, shape in rows]
 
 
-_GPU_SUITES = {"quick": _quick, "standard": _standard, "full": _full, "mamf": _mamf}
+_GPU_SUITES = {"quick": _quick, "standard": _standard, "full": _full, "mamf": _mamf,
+               "campaign": _campaign}
 
 
 def _dedupe(cases: list[Case]) -> list[Case]:
@@ -349,6 +317,11 @@ class GemmWorkload(Workload):
         p = case.params
         in_b, out_b = DTYPES[case.dtype].itemsize, out_dtype_of(case.dtype).itemsize
         return gemm_bytes(p["m"], p["n"], p["k"], in_b, out_b)
+
+    def shape(self, case: Case) -> str:
+        p = case.params
+        label = "" if p["shape"] == "square" else f" {p['shape']}"
+        return f"{p['m']}x{p['n']}x{p['k']} {p['layout']}{label}"
 
     @staticmethod
     def _memory_needed(case: Case) -> float:

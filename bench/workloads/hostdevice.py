@@ -16,7 +16,15 @@ from dataclasses import dataclass
 import torch
 
 from bench.device import DeviceInfo
-from bench.workloads.base import Case, Check, Unsupported, Workload, max_rel_error, register
+from bench.workloads.base import (
+    Case,
+    Check,
+    Unsupported,
+    Workload,
+    human_bytes,
+    max_rel_error,
+    register,
+)
 
 MiB = 1024**2
 GiB = 1024**3
@@ -26,7 +34,9 @@ SIZES = {
     "quick": [256 * MiB],
     "standard": [64 * MiB, 1 * GiB],
     "full": [1 * MiB, 16 * MiB, 64 * MiB, 256 * MiB, 1 * GiB],
+    "campaign": [1 * GiB],
 }
+CAMPAIGN_MEMORY = ("pinned",)  # one GPU window: the DMA path both ways
 OPS = ("h2d", "d2h")
 MEMORY = ("pinned", "pageable")
 
@@ -50,7 +60,8 @@ class HostDevice(Workload):
         if device.kind != "cuda" or suite not in SIZES:
             return []
         return [Case("hostdevice", "fp32", {"op": op, "memory": mem, "bytes": size}, ("torch",))
-                for size in SIZES[suite] for op in OPS for mem in MEMORY]
+                for size in SIZES[suite] for op in OPS
+                for mem in (CAMPAIGN_MEMORY if suite == "campaign" else MEMORY)]
 
     def setup(self, case: Case, device: DeviceInfo) -> Inputs:
         if device.kind != "cuda":
@@ -85,6 +96,10 @@ class HostDevice(Workload):
 
     def bytes_moved(self, case: Case) -> float:
         return float(case.params["bytes"])
+
+    def shape(self, case: Case) -> str:
+        p = case.params
+        return f"{p['op']} {p['memory']} {human_bytes(p['bytes'])}"
 
     def peak_gbps(self, case: Case, device: DeviceInfo) -> float | None:
         """The link's peak for this case (PCIe Gen5 x16 per direction), not HBM's."""

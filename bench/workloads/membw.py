@@ -1,7 +1,7 @@
 """membw: HBM bandwidth by STREAM copy and triad, torch and our Triton kernels.
 
 GB/s counts bytes read plus written (copy moves 2 buffers' worth, triad 3), the convention of
-STREAM and of the ceilings in ANCHORS.md (H100 ~3.0 TB/s, H200 ~4.3 TB/s device copy). Buffers
+STREAM (McCalpin, "STREAM: Sustainable Memory Bandwidth in High Performance Computers"). Buffers
 are far larger than L2 (50-60 MB on Hopper), so this is HBM, not cache.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from bench.device import DeviceInfo
-from bench.workloads.base import Case, Check, Workload, max_rel_error, register
+from bench.workloads.base import Case, Check, Workload, human_bytes, max_rel_error, register
 
 GiB = 1024**3
 MiB = 1024**2
@@ -22,6 +22,7 @@ SIZES_GPU = {
     "quick": [1 * GiB],
     "standard": [64 * MiB, 256 * MiB, 1 * GiB, 4 * GiB],
     "full": [16 * MiB, 64 * MiB, 256 * MiB, 1 * GiB, 4 * GiB, 8 * GiB],
+    "campaign": [1 * GiB],
 }
 SIZE_CPU = 4 * MiB
 OPS = ("copy", "triad")
@@ -80,6 +81,9 @@ class MemBandwidth(Workload):
             tol = 2 * torch.finfo(torch.float32).eps  # one fused multiply-add of rounding
         err = max_rel_error(out, ref)
         return Check(err <= tol, err, tol)
+
+    def shape(self, case: Case) -> str:
+        return f"{case.params['op']} {human_bytes(case.params['bytes'])}"
 
     def bytes_moved(self, case: Case) -> float:
         return float(buffers_touched(case.params["op"]) * case.params["bytes"])

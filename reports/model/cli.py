@@ -8,16 +8,20 @@ scenario the model cannot evaluate prints one line on stderr and exits 2."""
 
 from __future__ import annotations
 
-import json
 import sys
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from reports.model.scaling import estimate as run_estimate
-from reports.model.step import ScenarioError
+from reports.model.config import ScenarioError
+from reports.model.scenario import SCENARIOS
+from reports.model.search import estimate as run_estimate
+from reports.model.serving_cases import validate_serving
+from reports.model.serving_scenario import SERVING_SCENARIOS, estimate_serving, serving_spec
+from reports.model.validation import summary
 from reports.model.validation import validate as run_validation
+from results.console import print_json
 
 
 def _console(stderr: bool = False) -> Console:
@@ -58,11 +62,12 @@ def estimate_tables(d: dict) -> list[Table]:
         ("parallel", f"tp {par['tp']} pp {par['pp']} cp {par['cp']} dp {par['dp']} mb "
                      f"{par['micro_batch']} v {par['virtual_stages']} recompute "
                      f"{par['recompute']}" + (" (searched)" if par["auto"] else "")),
-        ("global batch", f"{d['global_batch_tokens']:,} tokens"),
+        ("global batch", f"{d['global_batch_tokens']:,} tokens ({d['global_batch_source']})"),
         ("step time", f"{d['step_time_s']:.3f} s"),
         ("tokens/s", f"{d['tokens_per_s']:,.0f}"),
         ("TFLOP/s per GPU", f"{d['tflops_per_gpu']:.0f} (model FLOPs)"),
-        ("MFU", f"{d['mfu']:.1%}"),
+        ("MFU", f"{d['mfu']:.1%}" + (f" (range {d['range']['mfu'][0]:.1%}-"
+                                      f"{d['range']['mfu'][1]:.1%})" if "range" in d else "")),
         ("memory per GPU", f"{d['memory_gib_per_gpu']:.1f} of {d['memory_capacity_gib']:.1f} GiB "
                            f"usable: {'fits' if d['fits_in_memory'] else 'DOES NOT FIT'}"),
     ]
@@ -96,33 +101,76 @@ def estimate_tables(d: dict) -> list[Table]:
 
 
 def validation_table(rows) -> Table:
-    t = Table(title="the model against published runs (TFLOP/s per GPU)")
-    for col in ("run", "GPUs", "published", "predicted", "error", "source"):
+    s = summary(rows)
+    t = Table(title="the model against published runs (error on throughput)",
+              caption=f"{s['cases']} runs ({s['h100_cases']} on H100): max |error| "
+                      f"{s['max_abs_error_pct']:.1f}%, mean {s['mean_abs_error_pct']:.1f}%")
+    for col in ("run", "GPU", "GPUs", "published", "predicted", "unit", "error", "source"):
         t.add_column(col, justify="right" if col in ("GPUs", "published", "predicted", "error")
                      else "left")
     for r in rows:
-        t.add_row(r.name, f"{r.gpus:,}", f"{r.published:.0f}", f"{r.predicted:.1f}",
-                  f"{r.error_pct:+.1f}%", r.source)
+        t.add_row(r.name, r.gpu, f"{r.gpus:,}", f"{r.published:.3g}", f"{r.predicted:.3g}",
+                  r.unit, f"{r.error_pct:+.1f}%", r.source)
+    return t
+
+
+def serving_table(d: dict) -> Table:
+    """A rich table for a ServingEstimate.to_dict()."""
+    t = Table(title=f"serving estimate: {d['scenario']}", show_header=False)
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    lo, hi = d["range"]["output_tokens_per_s"]
+    rows = [
+        ("model", f"{d['model']} ({d['params_b']:.1f}B) {d['precision']}, KV {d['kv_precision']}"),
+        ("replica", f"{d['gpu']} tp {d['tp']} pp {d['pp']} x {d['replicas']} = {d['gpus']} GPUs"),
+        ("tokens in / out", f"{d['input_len']} / {d['output_len']}"),
+        ("batch", f"{d['batch']} ({d['batch_reason']}; {d['max_batch_fits']} fit)"),
+        ("output tokens/s", f"{d['output_tokens_per_s']:,.0f} (range {lo:,.0f}-{hi:,.0f})"),
+        ("per GPU", f"{d['output_tokens_per_s_per_gpu']:,.0f}"),
+        ("TTFT / TPOT", f"{d['ttft_s']:.3f} s / {d['tpot_s'] * 1e3:.1f} ms"),
+        ("memory per GPU", f"{d['memory_gib_per_gpu']:.1f} of {d['memory_capacity_gib']:.1f} GiB "
+                           f"(KV cache {d['kv_cache_gib']:.1f})"),
+    ]
+    rows += [(f"step: {k}", f"{v * 1e3:.2f} ms") for k, v in d["step_breakdown_s"].items()]
+    rows += [(f"source: {k}", v) for k, v in d["sources"].items()]
+    for k, v in rows:
+        t.add_row(k, v)
+    return t
+
+
+def serving_validation_table(rows: list[dict]) -> Table:
+    t = Table(title="the serving model against published results (output tokens/s)")
+    for col in ("case", "GPUs", "published", "predicted", "error", "source"):
+        t.add_column(col, justify="left" if col in ("case", "source") else "right")
+    for r in rows:
+        t.add_row(r["name"], str(r["gpus"]), f"{r['published']:,.0f}", f"{r['predicted']:,.0f}",
+                  f"{r['error_pct']:+.1f}%", r["source"])
     return t
 
 
 def estimate(
     scenario: str = typer.Option(..., "--scenario", "-s",
-                                 help="Scenario JSON/YAML file, or a preset name"),
+                                 help="Scenario JSON/YAML file, or a preset: "
+                                      + ", ".join([*SCENARIOS, *SERVING_SCENARIOS])),
     as_json: bool = typer.Option(False, "--json", help="Print the estimate as JSON"),
     db: str | None = typer.Option(None, "--db", help="Results table to take measured "
                                   "efficiencies from (URL or SQLite path)"),
 ):
-    """Estimate step time, tokens/s, MFU and memory of a training scenario."""
+    """Estimate a training scenario (step time, tokens/s, MFU, memory) or a serving one
+    ("mode": "serve": output tokens/s, TTFT, TPOT, batch, KV cache)."""
 
     frame = _frame(db) if db else None
     try:
-        est = run_estimate(scenario, frame)
+        serve = serving_spec(scenario)
+        est = estimate_serving(serve, frame) if serve else run_estimate(scenario, frame)
     except ScenarioError as e:
         raise _fail(str(e)) from None
     d = est.to_dict()
+    if serve and not as_json:
+        _console().print(serving_table(d))
+        return
     if as_json:
-        typer.echo(json.dumps(d, indent=2))
+        print_json(d)
         return
     out = _console()
     for t in estimate_tables(d):
@@ -131,10 +179,13 @@ def estimate(
 def validate(
     as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON"),
 ):
-    """Compare the model with published training runs (Megatron-LM 2021, OPT-175B)."""
+    """Compare the model with published training runs (A100 and H100) and published serving
+    results (MLPerf Inference v4.0, TensorRT-LLM), each with its source."""
 
     rows = run_validation()
+    serving = validate_serving()
     if as_json:
-        typer.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+        print_json([{**r.to_dict(), "kind": "training"} for r in rows] + serving)
         return
     _console().print(validation_table(rows))
+    _console().print(serving_validation_table(serving))

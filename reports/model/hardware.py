@@ -8,14 +8,11 @@ add one by adding an entry to GPUS or CLUSTERS.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from results.peaks import PEAKS, Peaks
 
 GIB = 2**30
-
-_ANCHORS = "shared/ANCHORS.md"
 
 # --- what-if GPU peaks that bench.device.PEAKS lacks ---------------------------------------------
 
@@ -82,7 +79,8 @@ class GPU:
         return float(self.peaks.tdp_w)
 
 
-_NVL4 = "NVLink 4: 900 GB/s total per GPU, 450 per direction (NVIDIA H100 datasheet; ANCHORS.md)"
+_NVL4 = ("NVLink 4: 900 GB/s total per GPU, 450 per direction (NVIDIA H100 Tensor Core GPU "
+         "datasheet)")
 MIB = 2**20
 # Device memory as reported on real parts. nvidia-smi's memory.total (MiB) and torch's
 # get_device_properties().total_memory agree to within a MiB; these are public readings of the
@@ -97,11 +95,11 @@ def _mem_source(mib: float, part: str, extra: str = "") -> str:
 
 _H100_MEM = 85_520_809_984  # torch total_memory on "NVIDIA H100 80GB HBM3" (= 81,559 MiB)
 _H200_MEM = 143_771 * MIB
-_NODE8 = "8 GPUs per NVLink domain on an HGX/DGX baseboard (ANCHORS.md; NVIDIA DGX datasheets)"
+_NODE8 = "8 GPUs per NVLink domain on an HGX/DGX baseboard (NVIDIA DGX H100 / HGX H200 datasheets)"
 GPUS: dict[str, GPU] = {
     "H100-SXM": GPU("H100-SXM", "hopper", 132, 450.0, _H100_MEM, 8, {
         "peaks": PEAKS["H100-SXM"].source, "nvlink_gbps": _NVL4,
-        "sm_count": "132 SMs (ANCHORS.md, H100 SXM)",
+        "sm_count": "132 SMs (NVIDIA H100 Tensor Core GPU architecture whitepaper, H100 SXM5)",
         "memory_total_bytes": "torch.cuda.get_device_properties().total_memory 85,520,809,984 B "
                               "(79.6 GiB) on NVIDIA H100 80GB HBM3, = nvidia-smi 81,559 MiB "
                               "(public readings; the device machines here describe 'about "
@@ -109,7 +107,7 @@ GPUS: dict[str, GPU] = {
         "node_gpus": _NODE8}),
     "H200-SXM": GPU("H200-SXM", "hopper", 132, 450.0, _H200_MEM, 8, {
         "peaks": PEAKS["H200-SXM"].source, "nvlink_gbps": _NVL4,
-        "sm_count": "132 SMs (ANCHORS.md, H200 SXM)",
+        "sm_count": "132 SMs: the H100 SXM5 die (NVIDIA H200 datasheet: same Hopper GPU, HBM3e)",
         "memory_total_bytes": _mem_source(143_771, "NVIDIA H200 (141 GB)",
                                           "; the device machines here describe 'about 139 GiB'"),
         "node_gpus": _NODE8}),
@@ -163,16 +161,19 @@ class Fabric:
 _ALPHA_NET = ("assumption: ~6 us per inter-node collective step (order of nccl-tests small-message "
               "latency across nodes)")
 _NIC_MEASURED = ("one 400 Gb/s NIC measures 46-49 GB/s busbw of 50 GB/s line rate "
-                 "(nccl-tests #290, #267; ANCHORS.md)")
+                 "(NVIDIA/nccl-tests issues #290, #267)")
 FABRICS: dict[str, Fabric] = {
     "spectrum-x-400g": Fabric("spectrum-x-400g", 400.0, 0.95, 6e-6, {
-        "gbps_per_gpu": "one 400 GbE BlueField-3 SuperNIC per GPU (Colossus reports; ANCHORS.md)",
-        "efficiency": "NVIDIA claims 95% data throughput on Spectrum-X at scale (ANCHORS.md), "
+        "gbps_per_gpu": "one 400 GbE BlueField-3 SuperNIC per GPU (NVIDIA newsroom, Oct 2024: "
+                        "xAI Colossus on Spectrum-X)",
+        "efficiency": "NVIDIA claims 95% data throughput on Spectrum-X at scale (NVIDIA "
+                      "newsroom, Oct 2024), "
                       "consistent with " + _NIC_MEASURED,
         "alpha_s": _ALPHA_NET}),
     "ethernet-400g": Fabric("ethernet-400g", 400.0, 0.60, 6e-6, {
         "gbps_per_gpu": "one 400 GbE NIC per GPU (what-if)",
-        "efficiency": "NVIDIA's figure for standard Ethernet at scale: 60% (ANCHORS.md); what-if",
+        "efficiency": "NVIDIA's figure for standard Ethernet at scale: 60% (NVIDIA newsroom, "
+                      "Oct 2024); what-if",
         "alpha_s": _ALPHA_NET}),
     "hdr-ib-200g": Fabric("hdr-ib-200g", 200.0, 0.94, 6e-6, {
         "gbps_per_gpu": "8x 200 Gb/s HDR InfiniBand per DGX A100 node, one per GPU (NVIDIA DGX "
@@ -240,10 +241,12 @@ _HGX_POWER_SRC = (
     "datasheet; assumption: Colossus' Supermicro HGX servers draw alike); assumption: switches "
     "and optics 5% of IT power; assumption: PUE 1.1 for a liquid-cooled site")
 _COLOSSUS_SRC = {
-    "gpus_per_node": "8 GPUs per Supermicro liquid-cooled server (ANCHORS.md, Colossus)",
-    "fabric": "Spectrum-X SN5600 switches, one 400 GbE SuperNIC per GPU (ANCHORS.md)",
+    "gpus_per_node": "8 GPUs per Supermicro liquid-cooled server (ServeTheHome Colossus tour, "
+                     "Oct 2024)",
+    "fabric": "Spectrum-X SN5600 switches, one 400 GbE SuperNIC per GPU (NVIDIA newsroom, "
+              "Oct 2024)",
     "power": _HGX_POWER_SRC,
-    "reported_power_mw": "about 150 MW for the site (ANCHORS.md, public reports)",
+    "reported_power_mw": "about 150 MW for the site (public reports of the Memphis site, 2024)",
     "nvlink_alpha_s": "assumption: ~1.5 us per NVLink collective step (small-message latency)",
 }
 _A100_POWER = Power(node_overhead_w=3300.0, network_fraction=0.05, pue=1.2)
@@ -254,12 +257,13 @@ CLUSTERS: dict[str, Cluster] = {
     "colossus-100k": Cluster(
         "colossus-100k", (Pool("H100-SXM", 100_000),), 8, FABRICS["spectrum-x-400g"],
         _HGX_POWER, 150.0, sources={**_COLOSSUS_SRC,
-                                    "pools": "100,000 H100 in the first phase (ANCHORS.md)"}),
+                                    "pools": "100,000 H100 in the first phase (NVIDIA "
+                                             "newsroom, Oct 2024)"}),
     "colossus-200k": Cluster(
         "colossus-200k", (Pool("H100-SXM", 150_000), Pool("H200-SXM", 50_000)), 8,
         FABRICS["spectrum-x-400g"], _HGX_POWER, None,
         sources={**_COLOSSUS_SRC, "pools": "plan: double to 200k Hopper GPUs, 50k of the "
-                                           "additions H200 (ANCHORS.md)",
+                                           "additions H200 (xAI announcement, Oct 2024)",
                  "reported_power_mw": "none reported for 200k"}),
     "colossus-200k-h200": Cluster(
         "colossus-200k-h200", (Pool("H100-SXM", 100_000), Pool("H200-SXM", 100_000)), 8,
@@ -288,6 +292,29 @@ CLUSTERS: dict[str, Cluster] = {
             "fabric": "assumption: one 200 Gb/s HDR InfiniBand NIC per GPU (cloud A100 nodes of "
                       "the time, e.g. Azure NDm A100 v4); not stated in the OPT paper",
             "power": _A100_POWER_SRC, "nvlink_alpha_s": _COLOSSUS_SRC["nvlink_alpha_s"]}),
+    # the clusters of published H100 and A100 runs (validation); pools sized per run
+    "meta-h100-roce": Cluster(
+        "meta-h100-roce", (Pool("H100-SXM", 16384),), 8, FABRICS["spectrum-x-400g"],
+        _HGX_POWER, None, sources={
+            "pools": "16,384 H100 SXM of a 24k-GPU cluster (Dubey et al. 2024, sec. 3.3.1)",
+            "fabric": "400 Gb/s RoCE per GPU (Dubey et al. 2024, sec. 3.3.1); assumption: the "
+                      "95% efficiency of Spectrum-X",
+            "power": _HGX_POWER_SRC, "nvlink_alpha_s": _COLOSSUS_SRC["nvlink_alpha_s"]}),
+    "eos-h100": Cluster(
+        "eos-h100", (Pool("H100-SXM", 6144),), 8, replace(FABRICS["hdr-ib-200g"],
+                                                           name="ndr-ib-400g",
+                                                           gbps_per_gpu=400.0), _HGX_POWER, None,
+        sources={"pools": "up to 6,144 H100 in 768 DGX H100 nodes (Nemotron-4 340B report, "
+                          "sec. 2.3)",
+                 "fabric": "8x 400 Gb/s NDR InfiniBand per DGX H100 (NVIDIA DGX H100 "
+                           "datasheet); assumption: 94% efficiency as HDR",
+                 "power": _HGX_POWER_SRC, "nvlink_alpha_s": _COLOSSUS_SRC["nvlink_alpha_s"]}),
+    "jean-zay-a100": Cluster(
+        "jean-zay-a100", (Pool("A100-SXM-80GB", 384),), 8, FABRICS["hdr-ib-200g"], _A100_POWER,
+        None, sources={
+            "pools": "384 A100 80GB in 48 nodes (BigScience 2022, BLOOM, sec. 3.4)",
+            "fabric": "assumption: one 200 Gb/s link per GPU",
+            "power": _A100_POWER_SRC, "nvlink_alpha_s": _COLOSSUS_SRC["nvlink_alpha_s"]}),
 }
 
 
@@ -296,85 +323,3 @@ def cluster(name: str) -> Cluster:
     if name not in CLUSTERS:
         raise ValueError(f"unknown cluster preset {name!r}; known: {', '.join(sorted(CLUSTERS))}")
     return CLUSTERS[name]
-
-
-# (no "power": a cluster's power overheads follow its GPU type, see Power)
-_CLUSTER_KEYS = {"name", "gpu", "gpus", "pools", "gpus_per_node", "scale_out_gbps_per_gpu",
-                 "fabric", "fabric_efficiency"}
-
-
-def cluster_from_dict(d: dict) -> Cluster:
-    """A cluster from a scenario dict: {"gpu", "gpus"} or {"pools": [{"gpu", "gpus"}, ...]}.
-
-    Optional: gpus_per_node (8), scale_out_gbps_per_gpu (400), fabric (a FABRICS name,
-    default spectrum-x-400g), fabric_efficiency (that fabric's). Wrong types raise TypeError and
-    bad values ValueError, each naming the key.
-    """
-    if not isinstance(d, dict):
-        raise TypeError(f"cluster must be a preset name or a dict, not {type(d).__name__}")
-    unknown = set(d) - _CLUSTER_KEYS
-    if unknown:
-        raise ValueError(f"unknown cluster keys: {', '.join(sorted(map(str, unknown)))}; "
-                         f"allowed: {', '.join(sorted(_CLUSTER_KEYS))}")
-    if "pools" in d:
-        if "gpu" in d or "gpus" in d:
-            raise ValueError("cluster: give either gpu/gpus or pools, not both")
-        if not isinstance(d["pools"], list):
-            raise TypeError(f"pools must be a list of {{gpu, gpus}} mappings, got {d['pools']!r}")
-        pools = tuple(_pool(p, f"pools[{i}]") for i, p in enumerate(d["pools"]))
-    else:
-        if "gpu" not in d or "gpus" not in d:
-            raise ValueError("cluster needs 'gpu' and 'gpus' (or 'pools')")
-        pools = (_pool({"gpu": d["gpu"], "gpus": d["gpus"]}, ""),)
-    if not pools:
-        raise ValueError("cluster has no GPU pools")
-    fabric_name = _string(d.get("fabric", "spectrum-x-400g"), "fabric")
-    if fabric_name not in FABRICS:
-        raise ValueError(f"unknown fabric {fabric_name!r}; known: {', '.join(sorted(FABRICS))}")
-    base = FABRICS[fabric_name]
-    gbps = _number(d.get("scale_out_gbps_per_gpu", base.gbps_per_gpu), "scale_out_gbps_per_gpu")
-    eff = _number(d.get("fabric_efficiency", base.efficiency), "fabric_efficiency")
-    if gbps <= 0 or not 0 < eff <= 1:
-        raise ValueError("scale_out_gbps_per_gpu must be > 0 and fabric_efficiency in (0, 1]")
-    fabric = Fabric(base.name, gbps, eff, base.alpha_s,
-                    {**base.sources, "gbps_per_gpu": "scenario file"} if "scale_out_gbps_per_gpu"
-                    in d else base.sources)
-    gpn = _positive_int(d.get("gpus_per_node", 8), "gpus_per_node")
-    ampere = all(gpu(p.gpu).arch == "ampere" for p in pools)
-    power = _A100_POWER if ampere else _HGX_POWER
-    return Cluster(_string(d.get("name", "custom"), "name"), pools, gpn, fabric, power,
-                   sources={"pools": "scenario file", "gpus_per_node": "scenario file",
-                            "power": _A100_POWER_SRC if ampere else _HGX_POWER_SRC,
-                            "nvlink_alpha_s": _COLOSSUS_SRC["nvlink_alpha_s"]})
-
-
-def _pool(p, where: str) -> Pool:
-    """One {gpu, gpus} entry of a scenario's cluster, checked (`where`: "pools[i]" or "")."""
-    if not isinstance(p, dict):
-        raise TypeError(f"{where} must be a mapping with 'gpu' and 'gpus', got {p!r}")
-    if set(p) != {"gpu", "gpus"}:
-        raise ValueError(f"{where} needs exactly the keys 'gpu' and 'gpus', got "
-                         f"{', '.join(sorted(map(str, p)))}")
-    prefix = f"{where}." if where else ""
-    name = _string(p["gpu"], prefix + "gpu")
-    gpu(name)  # raises on unknown GPUs
-    return Pool(name, _positive_int(p["gpus"], prefix + "gpus"))
-
-
-def _string(v, what: str) -> str:
-    if not isinstance(v, str):
-        raise TypeError(f"{what} must be a string, got {v!r} ({type(v).__name__})")
-    return v
-
-
-def _number(v, what: str) -> float:
-    """A real number (int or float; bools and numeric strings refused)."""
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        raise TypeError(f"{what} must be a number, got {v!r} ({type(v).__name__})")
-    return float(v)
-
-
-def _positive_int(v, what: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-        raise ValueError(f"{what} must be a positive integer, got {v!r}")
-    return v

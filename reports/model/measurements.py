@@ -2,9 +2,9 @@
 
 Lookup order for every figure: the frame passed in (rows measured by the user), then the reference
 results shipped with the package (`results.reference.load_reference()`, imported lazily so this
-module works before that exists), then FALLBACKS: ANCHORS.md-based values, each with its source
-string, or a labelled assumption. Rows count only when `status == "ok"` and, for kernels,
-`correct` is true; per shape the best row (any backend) wins.
+module works before that exists), then the fallbacks of reports/model/fallbacks.py, each with
+its source string or labelled as an assumption. Rows count only when `status == "ok"` and, for
+kernels, `correct` is true; per shape the best row (any backend) wins.
 
 Figures are returned as `Figure(value, source, kind)`; `kind` is "measured", "reference",
 "assumption" or "calibrated" (a global constant fitted once in reports/validation.py).
@@ -16,137 +16,29 @@ import functools
 import json
 import logging
 import math
-from dataclasses import dataclass
 from typing import Any
 
+from reports.model.fallbacks import (
+    ATTENTION_FALLBACK,
+    COMM_SM_SHARE,
+    FRAMEWORK_EFFICIENCY,
+    GEMM_ANCHOR,
+    GEMM_LAUNCH_S,
+    HBM_FALLBACK,
+    NVLINK_FALLBACK,
+    Figure,
+    anchor_rate,
+    gemm_ceiling,
+    gemm_time_fallback,
+    power_fallback,
+)
 from reports.model.hardware import GPU
 
+__all__ = ["ATTENTION_FALLBACK", "COMM_SM_SHARE", "FRAMEWORK_EFFICIENCY", "GEMM_ANCHOR",
+           "HBM_FALLBACK", "NVLINK_FALLBACK", "Figure", "Measurements", "anchor_rate",
+           "as_measurements", "gemm_time_fallback"]
+
 log = logging.getLogger(__name__)
-
-_ANCHORS = "shared/ANCHORS.md"
-
-
-@dataclass(frozen=True)
-class Figure:
-    """One number the model uses and its provenance."""
-
-    value: float
-    source: str
-    kind: str  # measured | reference | assumption | calibrated
-
-
-# --- fallbacks: ANCHORS.md values and labelled assumptions ----------------------------------------
-
-# GEMM: the fallback model (gemm_time_fallback) is anchored on one large bf16 GEMM per GPU.
-GEMM_ANCHOR: dict[str, Figure] = {
-    "H100-SXM": Figure(798.0, "torch bf16 8192^3 matmul 798 TFLOP/s, measured on this "
-                              f"workplace's H100 ({_ANCHORS})", "assumption"),
-    "H200-SXM": Figure(788.0, "torch bf16 8192^3 matmul 788 TFLOP/s, measured on this "
-                              f"workplace's H200 ({_ANCHORS})", "assumption"),
-    "A100-SXM-80GB": Figure(312.0 * 798.0 / 989.4, "assumption: A100 reaches the fraction of its "
-                            "312 TFLOP/s peak that H100 measures here at 8192^3 (798/989.4, "
-                            "ANCHORS.md)", "assumption"),
-    "B200-SXM": Figure(2250.0 * 798.0 / 989.4, "assumption: B200 reaches the fraction of its "
-                       "dense bf16 peak that H100 reaches (798/989.4, ANCHORS.md); what-if",
-                       "assumption"),
-}
-
-# The one calibrated constant: the fraction of isolated-kernel speed (GEMM and attention, as
-# benchmarked) that the same kernels reach inside a training step (launch gaps, host overhead,
-# allocator, stragglers, everything the model does not price). Fitted once on all published runs
-# in reports/validation.py (calibrate()), applied to every GPU type.
-FRAMEWORK_EFFICIENCY = Figure(
-    0.82, "calibrated: kernels reach 82% of their benchmarked speed inside a training step; one "
-          "global constant fitted on Megatron-LM 2021 Tables 1-2 and OPT-175B "
-          "(reports/validation.py)", "calibrated")
-
-# Share of the SMs a collective occupies while it overlaps compute, slowing that compute
-# (assumption: DeepSeek-V3 dedicates 20 of 132 SMs to communication, technical report sec. 3.2.2).
-COMM_SM_SHARE = Figure(20 / 132, "assumption: an overlapped collective takes 20 of 132 SMs "
-                                 "(DeepSeek-V3 technical report, sec. 3.2.2)", "assumption")
-
-# Launch and ramp cost per GEMM in the fallback model (assumption, order of a kernel launch plus
-# the first wave's prologue).
-GEMM_LAUNCH_S = 4e-6
-
-HBM_FALLBACK: dict[str, Figure] = {
-    "H100-SXM": Figure(3.0, f"device-to-device copy ~3.0 TB/s read+write, measured here "
-                            f"({_ANCHORS})", "assumption"),
-    "H200-SXM": Figure(4.3, f"device-to-device copy ~4.3 TB/s read+write, measured here "
-                            f"({_ANCHORS})", "assumption"),
-    "A100-SXM-80GB": Figure(2.039 * 3.0 / 3.35, "assumption: A100 reaches the fraction of its "
-                            "2.039 TB/s datasheet HBM that H100 measures (3.0/3.35, ANCHORS.md)",
-                            "assumption"),
-    "B200-SXM": Figure(8.0 * 3.0 / 3.35, "assumption: B200 reaches the fraction of its 8 TB/s "
-                       "that H100 measures (3.0/3.35, ANCHORS.md); what-if", "assumption"),
-}
-
-# Attention (flash-style kernels), TFLOP/s under ANCHORS' convention (forward 4*B*H*S^2*D halved
-# for causal; backward 2.5x forward), keyed (gpu, direction).
-_FA3 = f"FlashAttention-3, H100 SXM, hd128, seq 16k ({_ANCHORS})"
-ATTENTION_FALLBACK: dict[tuple[str, str], Figure] = {
-    ("H100-SXM", "fwd"): Figure(616.0, f"{_FA3}: forward causal 616 TFLOP/s", "assumption"),
-    ("H100-SXM", "bwd"): Figure(561.0, f"{_FA3}: backward 561 TFLOP/s", "assumption"),
-    ("H200-SXM", "fwd"): Figure(616.0, f"{_FA3}: forward causal 616; H200 has H100's SMs and "
-                                "clocks (assumption: same rate)", "assumption"),
-    ("H200-SXM", "bwd"): Figure(561.0, f"{_FA3}: backward 561; same SMs and clocks as H100 "
-                                "(assumption)", "assumption"),
-    ("A100-SXM-80GB", "fwd"): Figure(0.6 * 312.0, "assumption: 60% of the 312 TFLOP/s peak, "
-                                     "inside the 50-73% FlashAttention-2 reports on A100 "
-                                     "(Dao 2023, abstract)", "assumption"),
-    ("A100-SXM-80GB", "bwd"): Figure(0.55 * 312.0, "assumption: 55% of peak for the backward "
-                                     "(FlashAttention-2 on A100, Dao 2023: 50-73%)", "assumption"),
-    ("B200-SXM", "fwd"): Figure(2250.0 * 616.0 / 989.4, "assumption: FA3's H100 fraction of peak "
-                                "(616/989.4, ANCHORS.md) on B200; what-if", "assumption"),
-    ("B200-SXM", "bwd"): Figure(2250.0 * 561.0 / 989.4, "assumption: FA3's H100 backward "
-                                "fraction of peak (561/989.4) on B200; what-if", "assumption"),
-}
-
-# NVLink all-reduce bus bandwidth inside one 8-GPU node (GB/s), nccl-tests convention.
-NVLINK_FALLBACK: dict[str, Figure] = {
-    "H100-SXM": Figure(370.0, "8x H100 all-reduce busbw ~370 GB/s with ring (~480 with NVLS), "
-                              f"nccl-tests #212, NVIDIA/nccl #1455 ({_ANCHORS}); ring taken",
-                       "assumption"),
-    "H200-SXM": Figure(366.0, "8x H200 all-reduce 8 GiB busbw 366 GB/s ring (473 NVLS), "
-                              f"stas00/ml-engineering ({_ANCHORS}); ring taken", "assumption"),
-    "A100-SXM-80GB": Figure(300.0 * 370.0 / 450.0, "assumption: NVLink 3 per-direction 300 GB/s "
-                            "x the ring busbw fraction H100 reaches (370/450, ANCHORS.md)",
-                            "assumption"),
-    "B200-SXM": Figure(900.0 * 370.0 / 450.0, "assumption: NVLink 5 per-direction 900 GB/s x "
-                       "H100's ring busbw fraction (370/450); what-if", "assumption"),
-}
-
-
-def power_fallback(gpu: GPU) -> Figure:
-    return Figure(gpu.tdp_w, f"assumption: GPU at its {gpu.tdp_w:.0f} W TDP under training load "
-                             f"({gpu.peaks.source})", "assumption")
-
-
-# --- the fallback GEMM model ----------------------------------------------------------------------
-
-
-def gemm_time_fallback(m: int, n: int, k: int, gpu: GPU, anchor_tflops: float,
-                       hbm_tbps: float) -> float:
-    """Seconds for one bf16 GEMM when nothing was measured on this GPU.
-
-    Roofline with a fixed launch cost: time = max(2mnk / rate, bytes / HBM) + launch, where rate
-    is set so that the model reproduces the anchor GEMM (8192^3) exactly. Small GEMMs lose to the
-    launch cost and to memory traffic, large ones approach the anchor rate.
-    """
-    rate = anchor_rate(anchor_tflops)
-    flops = 2.0 * m * n * k
-    bytes_moved = 2.0 * (m * k + k * n + m * n)
-    return max(flops / rate, bytes_moved / (hbm_tbps * 1e12)) + GEMM_LAUNCH_S
-
-
-def anchor_rate(anchor_tflops: float, size: int = 8192) -> float:
-    """FLOP/s of the compute term such that a size^3 GEMM takes 2 size^3 / anchor in total."""
-    flops = 2.0 * size**3
-    return flops / (flops / (anchor_tflops * 1e12) - GEMM_LAUNCH_S)
-
-
-# --- frames ---------------------------------------------------------------------------------------
-
 
 @functools.lru_cache(maxsize=1)
 def reference_frame():
@@ -242,6 +134,11 @@ class Measurements:
         return [r for r in self._rows if r.get("workload") in names and r["_origin"] == origin
                 and r["device"].get("model") == gpu]
 
+    def rows(self, workload: str, gpu: str) -> list[dict]:
+        """Usable rows of one workload on one GPU model: the measured ones, else the reference
+        ones (each row dict carries `_origin`); for models that read rows of their own."""
+        return self._select(workload, gpu, "measured") or self._select(workload, gpu, "reference")
+
     @staticmethod
     def _label(origin: str) -> str:
         return "measured (rows passed in)" if origin == "measured" else "reference results"
@@ -283,13 +180,13 @@ class Measurements:
             table = self._gemm_table(gpu.name, origin)
             if table:
                 return self._interpolate(table, gpu, m, n, k, origin)
-        anchor = GEMM_ANCHOR[gpu.name] if gpu.name in GEMM_ANCHOR else Figure(
-            0.8 * gpu.bf16_tflops, "assumption: 80% of dense bf16 peak", "assumption")
+        anchor = gemm_ceiling(gpu)
         hbm = self.hbm_tbps(gpu).value
         seconds = gemm_time_fallback(m, n, k, gpu, anchor.value, hbm)
         return Figure(2.0 * m * n * k / seconds / 1e12,
-                      f"fallback GEMM model (roofline + {GEMM_LAUNCH_S * 1e6:.0f} us launch, "
-                      f"assumption) anchored on {anchor.source}", anchor.kind)
+                      f"fallback GEMM model (wave quantisation over {gpu.sm_count} SMs, tile and "
+                      f"k efficiency, roofline, {GEMM_LAUNCH_S * 1e6:.0f} us launch) anchored on "
+                      f"{anchor.source}", anchor.kind)
 
     @staticmethod
     def _interpolate(table: list[tuple], gpu: GPU, m: int, n: int, k: int,
@@ -312,9 +209,9 @@ class Measurements:
     # -- attention
 
     def attention_tflops(self, gpu: GPU, s: int, d: int, causal: bool, direction: str) -> Figure:
-        """Achieved attention TFLOP/s (ANCHORS' FLOP convention) for a sequence length s, head
-        dim d and direction ("fwd" or "bwd"): nearest measured s (interpolated in log s), else the
-        fallback."""
+        """Achieved attention TFLOP/s (FLOP convention of reports/model/compute.py) for a
+        sequence length s, head dim d and direction ("fwd" or "bwd"): nearest measured s
+        (interpolated in log s), else the fallback."""
         return self._memoised(("attention", gpu.name, s, d, causal, direction),
                               lambda: self._attention_tflops(gpu, s, d, causal, direction))
 

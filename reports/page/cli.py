@@ -7,17 +7,14 @@ reference results; else there are none, and the report says so in its measured s
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
-from reports.page.render import (
-    CONFIGS,
-    NO_MEASUREMENTS,
-    build_report,
-    pick_measurements,
-    usable_rows,
-)
+from reports.page.context import CONFIGS
+from reports.page.render import build_report
+from reports.page.rows import NO_MEASUREMENTS, pick_measurements, usable_rows
 from results.console import console, err_console, fail
 from results.store import StoreError
 
@@ -52,6 +49,16 @@ def _reference_frame():
     return load_reference()
 
 
+@contextmanager
+def _progress():
+    """Say each stage on stderr: a spinner on a terminal, one line per stage in a log."""
+    if err_console.is_terminal:
+        with err_console.status("report") as status:
+            yield lambda text: status.update(f"report: {text}")
+    else:
+        yield lambda text: err_console.print(f"report: {text}", highlight=False)
+
+
 def report(
     out: Path = typer.Option(Path("report"), "--out", "-o",
                              help="folder for report.html, report.md and its figures"),
@@ -79,7 +86,8 @@ def report(
     if origin == "local table":
         origin = f"local table {where}"
     try:
-        html, md = build_report(frame, out, origin=origin, config=config)
+        with _progress() as say:
+            html, md = build_report(frame, out, origin=origin, config=config, progress=say)
     except OSError as e:
         raise fail(f"cannot write the report to {out}: {e.strerror or e}") from None
     n = len(usable_rows(frame))

@@ -1,0 +1,126 @@
+"""How long a run will take: per-case time estimates, and the budget that stops a run in time.
+
+A (case, backend) costs its setup and reference check, the timing recipe's warm-up and sample
+budget (bench/timing.py), and, for a Triton backend, the compiles and autotune benchmarks of the
+kernels it is the first to need. `run --budget SECONDS` asks `Estimator.estimate` before each
+case and stores the rest as skipped (error "budget") once the next one would not fit; the
+measured first-call time is stored as each row's `compile_s`.
+
+Every constant below is an ASSUMPTION (no GPU measured them; sources named beside each). They
+err long, so a budgeted run ends early rather than late; the run measures its own time and
+never trusts an estimate for more than the next case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bench.device import DeviceInfo
+from bench.timing import TimingConfig
+from bench.workloads import Case
+
+# One Triton kernel specialisation compiled on Hopper (sm90): 2-4 s (assumption: the order of
+# magnitude of Triton 3.x compiles of a persistent TMA GEMM or a flash-attention kernel; the
+# ptxas step dominates). We take the upper end.
+COMPILE_S = 4.0
+# One autotune benchmark of one config: triton.testing.do_bench's defaults are 25 ms warm-up and
+# 100 ms of repetitions; with its cache flushes and the first launch we assume up to 1 s.
+AUTOTUNE_BENCH_S = 1.0
+# Fresh inputs, the higher-precision reference and the baseline of one (case, backend) on a
+# GPU: fp64 GEMM references at 8192^3 or fp32 attention references at seq 16k take tenths of a
+# second (assumption: H200 fp64 ~67 TFLOP/s, fp32 ~67 TFLOP/s, datasheet), plus allocation.
+SETUP_S_GPU = 0.5
+# On CPU the cases are tiny; the Triton interpreter (numpy, one program at a time) dominates:
+# assumption from runs on a 2-core x86 machine, a few tenths to about two seconds per case.
+SETUP_S_CPU = 0.05
+INTERPRETER_S = 1.5
+# Process start (CUDA context, NVML, imports) before the first case: assumption, seconds.
+START_S = {"cuda": 10.0, "cpu": 3.0}
+
+# Triton kernels each case needs compiled: the fixed-table path compiles one config per kernel
+# (the kernels' default); COLOSSUS_TUNE=1 compiles and benchmarks each kernel's whole config
+# space. Config counts are those of kernels/gemm.py (HOPPER_TILES) and kernels/attention.py
+# (CONFIGS["sm90"]) at the time of writing; a count that drifts only makes the estimate drift.
+KERNELS = {  # (workload, direction or "") -> kernels launched by one call
+    ("gemm", ""): ("gemm",),
+    ("membw", ""): ("stream",),
+    ("attention", "fwd"): ("attn_fwd",),
+    ("attention", "bwd"): ("attn_fwd", "attn_delta", "attn_dkdv", "attn_dq"),
+    ("attention", "fwd_bwd"): ("attn_fwd", "attn_delta", "attn_dkdv", "attn_dq"),
+    ("decode_attention", ""): ("attn_fwd",),
+}
+TUNED_CONFIGS = {"gemm": 9, "stream": 1, "attn_fwd": 10, "attn_delta": 1, "attn_dkdv": 16,
+                 "attn_dq": 16}
+# The params that select a different compiled specialisation (Triton specialises constexprs,
+# dtypes, and integer arguments equal to 1 or divisible by 16); the others reuse a compile.
+SPECIALISING_PARAMS = {
+    "gemm": ("layout",), "membw": ("op",), "attention": ("d", "causal"),
+    "decode_attention": ("d", "causal", "s_q"),
+}
+
+
+def kernels_of(case: Case) -> tuple[str, ...]:
+    direction = case.params.get("direction", "") if case.workload == "attention" else ""
+    return KERNELS.get((case.workload, direction), ())
+
+
+def specialisation(case: Case, kernel: str) -> tuple:
+    """What one compile of `kernel` is keyed on, as far as this estimate can tell."""
+    keys = SPECIALISING_PARAMS.get(case.workload, ())
+    extra = ()
+    if case.workload == "gemm":  # decode-sized M (1, or below one tile) picks other tiles
+        m = case.params.get("m", 0)
+        extra = ("m=1" if m == 1 else "m<128" if m < 128 else "m>=128",)
+    return (kernel, case.dtype, *(case.params.get(k) for k in keys), *extra)
+
+
+@dataclass
+class Estimator:
+    """Seconds each (case, backend) will take, in run order: compiles are charged to the first
+    case that needs each specialisation (later ones reuse it, and the autotuner's cache)."""
+
+    device: DeviceInfo
+    timing: TimingConfig
+    tune: bool = False
+    compiled: set = field(default_factory=set)
+
+    def timing_s(self) -> float:
+        """The recipe's own time: warm-up plus the sample budget (reps fill the budget)."""
+        return self.timing.warmup_s + self.timing.budget_s
+
+    def compile_s(self, case: Case, backend: str, *, commit: bool = True) -> float:
+        if backend != "triton":
+            return 0.0
+        if self.device.kind != "cuda":
+            return INTERPRETER_S
+        total = 0.0
+        for kernel in kernels_of(case):
+            spec = specialisation(case, kernel)
+            configs = TUNED_CONFIGS.get(kernel, 1) if self.tune else 1
+            if spec not in self.compiled:
+                total += configs * COMPILE_S
+                if commit:
+                    self.compiled.add(spec)
+            if self.tune:  # the autotuner benchmarks again for every new shape key
+                total += configs * AUTOTUNE_BENCH_S
+        return total
+
+    def estimate(self, case: Case, backend: str, *, commit: bool = True) -> float:
+        setup = SETUP_S_GPU if self.device.kind == "cuda" else SETUP_S_CPU
+        return setup + self.timing_s() + self.compile_s(case, backend, commit=commit)
+
+    def plan(self, pairs: list[tuple[Case, str]]) -> list[float]:
+        """The estimate of each pair, in order (charging compiles as the run would)."""
+        return [self.estimate(c, b) for c, b in pairs]
+
+
+def total_estimate(pairs: list[tuple[Case, str]], device: DeviceInfo, timing: TimingConfig,
+                   tune: bool = False) -> dict[str, float | int]:
+    """The wall time of running `pairs` in one process: start, setups, timing, compiles."""
+    est = Estimator(device, timing, tune)
+    compile_total = sum(est.compile_s(c, b) for c, b in pairs)
+    setup = SETUP_S_GPU if device.kind == "cuda" else SETUP_S_CPU
+    per_case = len(pairs) * (setup + est.timing_s())
+    start = START_S.get(device.kind, 0.0)
+    return {"pairs": len(pairs), "start_s": start, "setup_and_timing_s": per_case,
+            "compile_s": compile_total, "total_s": start + per_case + compile_total}

@@ -1,0 +1,296 @@
+"""Cluster-scale questions: throughput and time to train, the batch's effect, the H200 gain with
+its reasons, mixed H100 + H200 clusters, power. Every answer names the global batch it assumed
+(default: Llama 3's 16M tokens per step, reports/model/scenario.py BATCH_PRESETS)."""
+
+from __future__ import annotations
+
+from reports.model.config import Parallel, Training
+from reports.model.goodput import goodput
+from reports.model.hardware import Cluster, Pool, cluster, gpu
+from reports.model.measurements import as_measurements
+from reports.model.memory import gib
+from reports.model.presets import model_from
+from reports.model.scenario import BATCH_PRESETS, DEFAULT_BATCH, Scenario
+from reports.model.search import Estimate, evaluate, search
+
+TOKEN_BUDGETS: dict[str, tuple[float, str]] = {
+    "gpt3-175b": (300e9, "GPT-3 was trained on 300B tokens (Brown et al. 2020, sec. 2.2)"),
+    "llama3-70b": (15e12, "Llama 3 pre-trained on over 15T tokens (Dubey et al. 2024)"),
+    "llama3-405b": (15.6e12, "Llama 3 405B: 15.6T tokens (Dubey et al. 2024, sec. 3)"),
+    "dense-1t": (20e12, "assumption: compute-optimal 20 tokens per parameter (Hoffmann et al. "
+                        "2022, Chinchilla)"),
+}
+
+COLOSSUS_MODELS = ("gpt3-175b", "llama3-70b", "llama3-405b", "dense-1t")
+COLOSSUS_CLUSTERS = ("colossus-100k", "colossus-200k", "colossus-200k-h200")
+
+
+def _batch(batch_tokens: int | None) -> tuple[int, str]:
+    if batch_tokens is None:
+        return BATCH_PRESETS[DEFAULT_BATCH]
+    return batch_tokens, "caller"
+
+
+def _scenario_for(model: str, clu: Cluster | str, batch_tokens: int | None = None,
+                  mixed_batch: str = "plain_dp", parallel="auto") -> Scenario:
+    c = cluster(clu) if isinstance(clu, str) else clu
+    m = model_from(model)
+    tokens, src = _batch(batch_tokens)
+    return Scenario(f"{m.name}@{c.name}", m, c, None if parallel == "auto" else parallel,
+                    Training(), max(tokens, m.seq_len), mixed_batch, src)
+
+
+def useful_fraction_at(gpus: int) -> float:
+    """Goodput's useful fraction of wall time for a synchronous job on `gpus` GPUs."""
+    return goodput((gpus,))[0]["useful_fraction"]
+
+
+def cluster_throughput(models=COLOSSUS_MODELS, clusters=COLOSSUS_CLUSTERS, measurements=None,
+                       batch_tokens: int | None = None) -> list[dict]:
+    """Tokens/s, MFU and days to train (goodput applied) of each model on each cluster preset
+    (auto layout; batch: Llama 3's 16M tokens unless given)."""
+    meas = as_measurements(measurements)
+    rows = []
+    for c in clusters:
+        for mname in models:
+            scn = _scenario_for(mname, c, batch_tokens)
+            est = search(scn, meas)
+            budget, src = TOKEN_BUDGETS.get(mname, (None, ""))
+            useful = useful_fraction_at(est.gpus)
+            rows.append({
+                "cluster": est.scenario.cluster.name, "model": mname, "gpus": est.gpus,
+                "parallel": est.parallel.to_dict(), "global_batch_tokens": est.tokens_per_step,
+                "global_batch_source": scn.batch_source,
+                "tokens_per_s": est.tokens_per_s, "tflops_per_gpu": est.tflops_per_gpu,
+                "mfu": est.mfu, "step_time_s": est.step_time_s,
+                "token_budget": budget, "token_budget_source": src,
+                "useful_fraction": useful,
+                "days_to_train": est.days_to_train(budget, useful) if budget else None,
+                "days_to_train_no_failures": est.days_to_train(budget) if budget else None,
+                "memory_gib_per_gpu": gib(sum(est.memory_bytes.values())),
+            })
+    return rows
+
+
+def batch_sensitivity(model: str = "llama3-405b", cluster_name: str = "colossus-100k",
+                      batches=(4 * 2**20, 8 * 2**20, 16 * 2**20, 32 * 2**20, 64 * 2**20,
+                               1024 * 100_000), measurements=None) -> list[dict]:
+    """Tokens/s and MFU of the best layout at several global batches: a small batch leaves
+    pipelines short of micro-batches (bubble) or forces less data parallelism."""
+    meas = as_measurements(measurements)
+    rows = []
+    for b in batches:
+        est = search(_scenario_for(model, cluster_name, b), meas)
+        rows.append({"global_batch_tokens": est.tokens_per_step, "tokens_per_s": est.tokens_per_s,
+                     "mfu": est.mfu, "parallel": est.parallel.to_dict(),
+                     "step_time_s": est.step_time_s})
+    return rows
+
+
+def _homogeneous(gpu_name: str, gpus: int, base: str = "colossus-100k") -> Cluster:
+    c = cluster(base)
+    return c.with_pools((Pool(gpu_name, gpus),), name=f"{gpus // 1000}k-{gpu_name}")
+
+
+def _why_h200(h100: Estimate, own: Estimate, same: Estimate) -> list[str]:
+    """What the H200's memory and bandwidth bought, in words."""
+    a, b = h100.parallel, own.parallel
+    out = []
+    if (b.tp * b.pp * b.cp) < (a.tp * a.pp * a.cp):
+        out.append(f"fewer model-parallel ways: tp{a.tp} pp{a.pp} cp{a.cp} -> tp{b.tp} pp{b.pp} "
+                   f"cp{b.cp} (141 GB holds more of the model per GPU)")
+    if b.micro_batch > a.micro_batch:
+        out.append(f"larger micro-batches: {a.micro_batch} -> {b.micro_batch}")
+    order = {"none": 0, "selective": 1, "full": 2}
+    if order[b.recompute] < order[a.recompute]:
+        out.append(f"less recompute: {a.recompute} -> {b.recompute}")
+    if b.virtual_stages != a.virtual_stages:
+        out.append(f"interleaving v{a.virtual_stages} -> v{b.virtual_stages}")
+    for k in ("memory_bound", "optimizer"):
+        h, s = h100.breakdown_s.get(k, 0.0), same.breakdown_s.get(k, 0.0)
+        if h > 0:
+            out.append(f"{k} {h:.3f} s -> {s:.3f} s at the same layout (HBM3e 4.8 vs 3.35 TB/s)")
+    if not out:
+        out.append("same layout and same compute ceiling: only memory-bound work is faster")
+    return out
+
+
+def h200_gain(model: str = "llama3-405b", gpus: int = 16384, measurements=None,
+              batch_tokens: int | None = None) -> dict:
+    """H200 against H100 per GPU on `gpus` GPUs of each: (a) the H100's best layout run
+    unchanged on H200 (bandwidth only), (b) the H200's own best layout (its 141 GB allow less
+    TP/PP, less recomputation, bigger micro-batches). One compute ceiling for both (same SMs and
+    clocks), so any gain comes from memory: capacity and bandwidth, given as `reasons`."""
+    meas = as_measurements(measurements)
+    h100 = search(_scenario_for(model, _homogeneous("H100-SXM", gpus), batch_tokens), meas)
+    same = evaluate(_scenario_for(model, _homogeneous("H200-SXM", gpus), batch_tokens,
+                                  parallel=h100.parallel), h100.parallel, meas)
+    own = search(_scenario_for(model, _homogeneous("H200-SXM", gpus), batch_tokens), meas)
+    if own.tokens_per_s < same.tokens_per_s:  # the H100 layout is a valid H200 layout too
+        own = same
+    base = h100.tokens_per_s
+    return {
+        "model": model, "gpus": gpus, "global_batch_tokens": h100.tokens_per_step,
+        "h100": {"parallel": h100.parallel.to_dict(), "tokens_per_s": base, "mfu": h100.mfu,
+                 "memory_gib_per_gpu": gib(sum(h100.memory_bytes.values()))},
+        "h200_same_config": {"parallel": same.parallel.to_dict(),
+                             "tokens_per_s": same.tokens_per_s, "mfu": same.mfu,
+                             "gain": same.tokens_per_s / base},
+        "h200_own_config": {"parallel": own.parallel.to_dict(),
+                            "tokens_per_s": own.tokens_per_s, "mfu": own.mfu,
+                            "gain": own.tokens_per_s / base,
+                            "memory_gib_per_gpu": gib(sum(own.memory_bytes.values()))},
+        "reasons": _why_h200(h100, own, same),
+        "gemm_8192_tflops": _ceilings(meas),
+    }
+
+
+def _ceilings(meas) -> dict:
+    """The 8192^3 GEMM rate each GPU type is priced at, with its source: one shared figure from
+    the fallbacks, or each type's own measured rows (their spread is then shown here)."""
+    out = {}
+    for name in ("H100-SXM", "H200-SXM"):
+        _, fig = meas.gemm_seconds(gpu(name), 8192, 8192, 8192)
+        out[name] = {"tflops": fig.value, "kind": fig.kind, "source": fig.source}
+    return out
+
+
+def mixed_job(model: str = "llama3-405b", cluster_name: str = "colossus-200k",
+              measurements=None, batch_tokens: int | None = None) -> dict:
+    """A mixed H100 + H200 cluster three ways, and the best: one job with per-type replicas and
+    equal micro-batches (plain data parallelism: the slower type sets the pace), one job with
+    throughput-proportional micro-batches, or separate jobs per GPU type (each its own best
+    layout; tokens/s summed). Adding faster GPUs can then never make the cluster slower than its
+    parts: separate jobs are always an option."""
+    meas = as_measurements(measurements)
+    plain = search(_scenario_for(model, cluster_name, batch_tokens), meas)
+    prop = evaluate(_scenario_for(model, cluster_name, batch_tokens, "proportional",
+                                  plain.parallel), plain.parallel, meas)
+    c = cluster(cluster_name)
+    parts = {p.gpu: _best_split(model, c, p, batch_tokens, meas) for p in c.pools}
+    separate = sum(v["tokens_per_s"] for v in parts.values())
+
+    def summary(e: Estimate) -> dict:
+        return {"tokens_per_s": e.tokens_per_s, "step_time_s": e.step_time_s, "mfu": e.mfu,
+                "per_type": {g: {k: v for k, v in d.items() if k != "breakdown_s"}
+                             for g, d in e.per_type.items()}}
+
+    options = {"plain_dp": plain.tokens_per_s, "proportional": prop.tokens_per_s,
+               "separate_jobs": separate}
+    best = max(options, key=options.get)
+    reason = {
+        "plain_dp": "one job, equal micro-batches per replica: the H200 replicas are not slow "
+                    "enough to idle much",
+        "proportional": "one job, micro-batches in proportion to each type's speed: no replica "
+                        "idles",
+        "separate_jobs": "separate jobs per GPU type (each with the full global batch, the "
+                         "larger pool split where two jobs beat one): one job must use a layout "
+                         "that divides both pools and fits the smaller memory, and one batch "
+                         "cannot keep all GPUs busy",
+    }[best]
+    return {"model": model, "cluster": cluster_name, "parallel": plain.parallel.to_dict(),
+            "plain_dp": summary(plain), "proportional": summary(prop),
+            "separate_jobs": {"tokens_per_s": separate, "per_type": parts},
+            "gain": prop.tokens_per_s / plain.tokens_per_s,
+            "best": best, "best_tokens_per_s": options[best], "reason": reason}
+
+
+def _best_split(model: str, c: Cluster, pool: Pool, batch_tokens: int | None,
+                meas) -> dict:
+    """The most tokens/s one GPU pool gives as separate jobs, each with the full global batch:
+    the whole pool as one job, or split into the size of another preset's pool of that GPU type
+    plus the rest (so a grown cluster always has the option of running the old job unchanged
+    beside a new one)."""
+    sizes = sorted({q.gpus for k in COLOSSUS_CLUSTERS + ("colossus-100k",)
+                    for q in cluster(k).pools if q.gpu == pool.gpu and q.gpus < pool.gpus})
+    best = None
+    for split in [(pool.gpus,)] + [(n, pool.gpus - n) for n in sizes]:
+        jobs = []
+        for n in split:
+            e = search(_scenario_for(model, c.with_pools((Pool(pool.gpu, n),),
+                                                         f"{c.name}-{pool.gpu}-{n}"),
+                                     batch_tokens), meas)
+            jobs.append({"gpus": n, "parallel": e.parallel.to_dict(),
+                         "tokens_per_s": e.tokens_per_s, "mfu": e.mfu})
+        total = sum(j["tokens_per_s"] for j in jobs)
+        if best is None or total > best["tokens_per_s"]:
+            best = {"gpus": pool.gpus, "tokens_per_s": total, "jobs": jobs}
+    return best
+
+
+def colossus_200k_gain(model: str = "llama3-405b", measurements=None,
+                       clusters=("colossus-200k", "colossus-200k-h200"),
+                       batch_tokens: int | None = None) -> list[dict]:
+    """Each 200k preset with H200s (the best of one plain job, one proportional job, separate
+    jobs) against the same GPU count all H100 (at the mixed job's layout, and at its best: one
+    job or separate jobs) and against the 100k-H100 cluster it grew from. A row below 1.0 says
+    why in `reason`."""
+    meas = as_measurements(measurements)
+    base100 = search(_scenario_for(model, "colossus-100k", batch_tokens), meas).tokens_per_s
+    rows = []
+    for name in clusters:
+        c = cluster(name)
+        h100 = c.with_pools((Pool("H100-SXM", c.gpus),), name=f"{name}-all-h100")
+        mixed = mixed_job(model, name, meas, batch_tokens)
+        par = Parallel(**mixed["parallel"])
+        same = evaluate(_scenario_for(model, h100, batch_tokens, parallel=par), par, meas)
+        best_h100 = search(_scenario_for(model, h100, batch_tokens), meas)
+        # like for like: the all-H100 cluster may split into separate jobs too
+        h100_split = _best_split(model, h100, h100.pools[0], batch_tokens, meas)
+        h100_best = max(best_h100.tokens_per_s, h100_split["tokens_per_s"])
+        best = mixed["best_tokens_per_s"]
+        gain = best / h100_best
+        why = mixed["reason"]
+        if gain < 1:
+            why += (f"; {1 - gain:.1%} below the same count of H100s, whose one pool allows "
+                    "layouts and job splits the two pools do not")
+        rows.append({"cluster": name, "model": model, "gpus": c.gpus,
+                     "parallel": mixed["parallel"], "mixed_tokens_per_s": best,
+                     "mixed_best": mixed["best"],
+                     "all_h100_same_config_tokens_per_s": same.tokens_per_s,
+                     "all_h100_one_job_tokens_per_s": best_h100.tokens_per_s,
+                     "all_h100_separate_jobs_tokens_per_s": h100_split["tokens_per_s"],
+                     "all_h100_best_tokens_per_s": h100_best,
+                     "all_h100_best_parallel": best_h100.parallel.to_dict(),
+                     "colossus_100k_tokens_per_s": base100,
+                     "gain_same_config": best / same.tokens_per_s,
+                     "gain_vs_best": gain,
+                     "gain_vs_100k_h100": best / base100,
+                     "reason": why})
+    return rows
+
+
+def power(cluster_name: str = "colossus-100k", model: str = "llama3-405b",
+          measurements=None) -> dict:
+    """Site power of a cluster under training load and energy per token.
+
+    GPU watts: NVML power under GEMM load (measured rows) or TDP (assumption), times the GPU
+    count; plus the node overhead per node, the network share and the PUE (assumptions, in the
+    cluster preset's sources); compared with the reported site power where there is one.
+    """
+    meas = as_measurements(measurements)
+    c = cluster(cluster_name)
+    gpu_w = 0.0
+    sources = {}
+    for p in c.pools:
+        fig = meas.gemm_power_w(gpu(p.gpu))
+        gpu_w += fig.value * p.gpus
+        sources[f"gpu_power.{p.gpu}"] = fig.source
+    node_w = c.power.node_overhead_w * c.nodes
+    it_w = (gpu_w + node_w) * (1 + c.power.network_fraction)
+    site_w = it_w * c.power.pue
+    sources["overheads"] = c.sources.get("power", "assumption")
+    est = search(_scenario_for(model, c), meas)
+    out = {
+        "cluster": c.name, "gpus": c.gpus, "gpu_mw": gpu_w / 1e6, "node_overhead_mw": node_w / 1e6,
+        "it_mw": it_w / 1e6, "site_mw": site_w / 1e6, "pue": c.power.pue,
+        "reported_mw": c.reported_power_mw,
+        "model": model, "tokens_per_s": est.tokens_per_s,
+        "joules_per_token": site_w / est.tokens_per_s,
+        "kwh_per_million_tokens": site_w / est.tokens_per_s * 1e6 / 3.6e6,
+        "sources": sources,
+    }
+    if c.reported_power_mw:
+        out["vs_reported"] = out["site_mw"] / c.reported_power_mw
+        out["reported_source"] = c.sources.get("reported_power_mw", "")
+    return out

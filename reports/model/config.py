@@ -1,0 +1,164 @@
+"""What a scenario says besides the model and the cluster: the parallel layout (the searchable
+knobs) and the training software's settings, with the type checks every scenario key gets.
+
+Scenario files are YAML or JSON: a quoted "false" is a non-empty string, which bool() would take
+as true, so flags must be real booleans and numbers real numbers (bools are ints in Python and
+are refused where a number is meant)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+
+
+class ScenarioError(ValueError):
+    """A scenario the model cannot evaluate: the message says what is wrong."""
+
+
+def check_bool(v, what: str) -> bool:
+    if not isinstance(v, bool):
+        raise ScenarioError(f"{what} must be true or false (a boolean), got {v!r} "
+                            f"({type(v).__name__})")
+    return v
+
+
+def check_number(v, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise ScenarioError(f"{what} must be a number, got {v!r} ({type(v).__name__})")
+    return v
+
+
+def check_int(v, what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ScenarioError(f"{what} must be an integer, got {v!r} ({type(v).__name__})")
+    return v
+
+
+def check_str(v, what: str) -> str:
+    if not isinstance(v, str):
+        raise ScenarioError(f"{what} must be a string, got {v!r} ({type(v).__name__})")
+    return v
+
+
+def key_names(keys) -> str:
+    """Keys for a message, sorted (YAML keys need not be strings)."""
+    return ", ".join(sorted(map(str, keys)))
+
+
+def check_keys(spec: dict, allowed: set[str], what: str) -> None:
+    """Refuse the keys a scenario section does not know, naming them and the allowed ones."""
+    unknown = set(spec) - allowed
+    if unknown:
+        raise ScenarioError(f"unknown {what} keys: {key_names(unknown)}; allowed: "
+                            f"{', '.join(sorted(allowed))}")
+
+
+RECOMPUTE = ("none", "selective", "full")
+
+
+@dataclass(frozen=True)
+class Parallel:
+    """How one job is split: the searchable knobs. `virtual_stages` > 1 is Megatron-Core's
+    interleaved 1F1B schedule (model chunks per pipeline rank); 1 is plain 1F1B."""
+
+    tp: int = 1
+    pp: int = 1
+    cp: int = 1
+    dp: int = 1
+    micro_batch: int = 1
+    virtual_stages: int = 1
+    recompute: str = "none"
+
+    def __post_init__(self):
+        for f in ("tp", "pp", "cp", "dp", "micro_batch", "virtual_stages"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ScenarioError(f"parallel {f} must be a positive integer, got {v!r}")
+        if not isinstance(self.recompute, str) or self.recompute not in RECOMPUTE:
+            raise ScenarioError(f"recompute must be one of {RECOMPUTE}, got {self.recompute!r}")
+        if self.virtual_stages > 1 and self.pp == 1:
+            raise ScenarioError("virtual_stages > 1 needs pp > 1 (interleaving splits stages)")
+
+    @property
+    def model_parallel(self) -> int:
+        return self.tp * self.pp * self.cp
+
+    @property
+    def gpus(self) -> int:
+        return self.model_parallel * self.dp
+
+    @property
+    def schedule(self) -> str:
+        if self.pp == 1:
+            return "none"
+        return "interleaved-1f1b" if self.virtual_stages > 1 else "1f1b"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+ZERO = (0, 1, 2, 3)
+
+
+@dataclass(frozen=True)
+class Training:
+    """Settings of the training software, fixed during a search.
+
+    attention: "flash" (fused kernel, causal work skipped, nothing s^2 stored) or "unfused"
+    (batched GEMMs plus softmax/dropout kernels over the full s^2 scores: Megatron-LM 2021).
+    zero: 0 replicated optimizer; 1 distributed optimizer (Megatron-Core; ZeRO-1: optimizer
+    state sharded over dp x cp); 2 gradients sharded too (ZeRO-2; FSDP that does not reshard
+    weights after the forward, as Llama 3's); 3 weights too (ZeRO-3 / FSDP full shard).
+    tp_overlap: fraction of tensor-parallel communication hidden behind GEMMs (Megatron-Core
+    --tp-comm-overlap: 1.0), paid for with the SMs the overlapped collectives occupy.
+    grad_bytes: bytes per main-gradient element kept and reduced (4: fp32, Megatron's default
+    for bf16 and Llama 3's; 2: bf16 gradients).
+    """
+
+    attention: str = "flash"
+    sequence_parallel: bool = True
+    zero: int = 1
+    overlap_grad_reduce: bool = True
+    tp_overlap: float = 0.0
+    grad_bytes: int = 4
+    causal: bool = True
+    sources: dict[str, str] = field(default_factory=lambda: {
+        "grad_bytes": "FP32 gradient reduce-scatter, as Llama 3 (Dubey et al. 2024, sec. 3.3.2)",
+        "tp_overlap": "assumption: tensor-parallel collectives exposed (no overlap)",
+    }, compare=False)
+
+    def __post_init__(self):
+        for f in ("sequence_parallel", "overlap_grad_reduce", "causal"):
+            check_bool(getattr(self, f), f"training {f}")
+        check_str(self.attention, "training attention")
+        check_int(self.zero, "training zero")
+        check_number(self.tp_overlap, "training tp_overlap")
+        check_int(self.grad_bytes, "training grad_bytes")
+        if self.attention not in ("flash", "unfused"):
+            raise ScenarioError(f"attention must be 'flash' or 'unfused', got {self.attention!r}")
+        if self.zero not in ZERO:
+            raise ScenarioError(f"zero must be 0, 1, 2 or 3, got {self.zero!r}")
+        if not 0.0 <= self.tp_overlap <= 1.0:
+            raise ScenarioError(f"tp_overlap must be in [0, 1], got {self.tp_overlap!r}")
+        if self.grad_bytes not in (2, 4):
+            raise ScenarioError(f"grad_bytes must be 2 or 4, got {self.grad_bytes!r}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("sources")
+        return d
+
+
+_TRAINING_KEYS = {"attention", "sequence_parallel", "zero", "overlap_grad_reduce", "tp_overlap",
+                  "grad_bytes", "causal"}
+
+
+def training_from(spec: dict | None) -> Training:
+    if spec is None:
+        return Training()
+    if isinstance(spec, Training):
+        return spec
+    if not isinstance(spec, dict):
+        raise ScenarioError(f"training must be a dict, not {type(spec).__name__}")
+    check_keys(spec, _TRAINING_KEYS, "training")
+    return replace(Training(), **spec)

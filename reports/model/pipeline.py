@@ -1,0 +1,114 @@
+"""Pipeline schedules as Megatron-Core runs them: 1F1B and interleaved 1F1B.
+
+1F1B (Narayanan et al. 2021, sec. 2.2.1): p stages, m micro-batches per step; bubble (p - 1)
+micro-batch times; the first stage holds up to p micro-batches' activations in flight.
+Interleaved 1F1B (sec. 2.2.2): each rank holds v model chunks of l/(p v) layers; the bubble
+shrinks to (p - 1)/v, the in-flight activations grow by 1 + (p - 1)/(p v) (Korthikanti et al.
+2022, sec. 4.2.3), and there are v times as many point-to-point transfers. Megatron-Core
+requires the micro-batches per step to be a multiple of p for the interleaved schedule
+(megatron/core/pipeline_parallel/schedules.py: "number of microbatches must be divisible by
+pipeline-model-parallel-size when using interleaved schedule") and the layers to split evenly
+into p x v chunks (megatron/core/transformer: num_layers divisible by
+pipeline_model_parallel_size x virtual_pipeline_model_parallel_size), or to do so with one layer
+fewer on the first and the last stage (Megatron-Core --decoder-first/last-pipeline-num-layers;
+Llama 3 ran 126 layers so on 16 stages, Dubey et al. 2024, sec. 3.3.2).
+"""
+
+from __future__ import annotations
+
+from reports.model.config import ScenarioError
+
+
+def bubble_fraction(pp: int, microbatches: int, virtual_stages: int = 1) -> float:
+    """Pipeline bubble over ideal compute time: (p - 1) / (v m) (Narayanan et al. 2021, sec. 2.2:
+    1F1B has (p - 1)/m, the interleaved schedule divides it by v)."""
+    if pp < 1 or microbatches < 1 or virtual_stages < 1:
+        raise ValueError("pp, microbatches and virtual_stages must be >= 1")
+    return (pp - 1) / (virtual_stages * microbatches)
+
+
+def stage_layers(layers: int, pp: int) -> tuple[int, int]:
+    """(layers on the fullest stage, layers on the last stage). Stages hold ceil(l/p) or
+    floor(l/p) layers; the last stage, which also holds the output layer, takes floor(l/p)
+    (Llama 3 likewise put fewer layers on its last stage)."""
+    if pp > layers:
+        raise ScenarioError(f"pp={pp} exceeds the {layers} layers: a stage would be empty")
+    return -(-layers // pp), layers // pp
+
+
+def inflight_microbatches(pp: int, microbatches: int, virtual_stages: int = 1) -> float:
+    """Micro-batches whose activations the first stage holds at the peak, in units of one
+    micro-batch through the whole stage: min(p, m) for 1F1B, x (1 + (p - 1)/(p v)) interleaved
+    (Korthikanti et al. 2022, sec. 4.2.3). No pipeline: one."""
+    if pp == 1:
+        return 1.0
+    base = min(pp, microbatches)
+    return base * (1 + (pp - 1) / (pp * virtual_stages)) if virtual_stages > 1 else float(base)
+
+
+def schedule_problem(layers: int, pp: int, virtual_stages: int, microbatches: int) -> str | None:
+    """Why Megatron-Core cannot run this schedule, or None when it can."""
+    if pp > layers:
+        return f"pp ({pp}) exceeds the {layers} layers"
+    if virtual_stages == 1:
+        return None
+    if layers % (pp * virtual_stages) and (layers + 2) % (pp * virtual_stages):
+        return (f"{layers} layers do not split into pp x virtual_stages = {pp} x "
+                f"{virtual_stages} equal chunks (interleaving needs layers divisible by pp*v, "
+                "or layers + 2 with one layer fewer on the first and last stage)")
+    if microbatches % pp:
+        return (f"{microbatches} micro-batches per step are not a multiple of pp ({pp}): the "
+                "interleaved schedule needs them divisible by pp")
+    return None
+
+
+def virtual_stage_options(layers: int, pp: int, microbatches: int, limit: int = 8) -> list[int]:
+    """Every interleaving degree v (1 = plain 1F1B) Megatron-Core can run for this layout."""
+    if pp == 1:
+        return [1]
+    return [v for v in range(1, limit + 1)
+            if schedule_problem(layers, pp, v, microbatches) is None]
+
+
+def chunk_layers(layers: int, pp: int, virtual_stages: int) -> list[list[int]]:
+    """Layers in each model chunk of each pipeline rank, [rank][chunk]. Even when the layers
+    split evenly into pp x v chunks; otherwise with one layer fewer on the first chunk of the
+    first rank and the last chunk of the last rank, when layers + 2 splits evenly (Llama 3's
+    layout: that first chunk holds the embedding, that last one the output layer; Dubey et al.
+    2024, sec. 3.3.2); otherwise (plain 1F1B only) ceil/floor as stage_layers."""
+    v = virtual_stages
+    n = pp * v
+    if layers % n == 0:
+        return [[layers // n] * v for _ in range(pp)]
+    if (layers + 2) % n == 0:
+        c = (layers + 2) // n
+        out = [[c] * v for _ in range(pp)]
+        out[0][0] -= 1
+        out[-1][-1] -= 1
+        return out
+    per, last = stage_layers(layers, pp)
+    rest = layers - last
+    full = [per] * (rest // per) + ([rest % per] if rest % per else [])
+    ranks = full + [last]
+    ranks += [0] * (pp - len(ranks))
+    return [[r] for r in ranks[:pp]]
+
+
+def inflight_layer_microbatches(layers: int, pp: int, virtual_stages: int, microbatches: int,
+                                rank: int) -> float:
+    """Layer-micro-batches of activations rank `rank` holds at its peak under Megatron-Core's
+    schedules: 1F1B warms up with p - r micro-batches (at most m); the interleaved schedule with
+    2 (p - r - 1) + (v - 1) p + 1 chunk passes (at most m v), cycling through its chunks p
+    micro-batches at a time (megatron/core/pipeline_parallel/schedules.py, warm-up counts). For
+    rank 0 with even chunks this is Korthikanti et al.'s L (1 + (p - 1)/(p v))."""
+    chunks = chunk_layers(layers, pp, virtual_stages)[rank]
+    v = virtual_stages
+    if pp == 1:
+        return float(sum(chunks))
+    if v == 1:
+        return float(min(microbatches, pp - rank) * chunks[0])
+    passes = min(microbatches * v, 2 * (pp - rank - 1) + (v - 1) * pp + 1)
+    held = 0
+    for i in range(passes):
+        held += chunks[(i // pp) % v]
+    return float(held)

@@ -1,0 +1,181 @@
+"""Scenarios: a model, a cluster, a parallel layout (or "auto"), training settings and the
+global batch, a labelled input (BATCH_PRESETS hold published values).
+
+A scenario is a dict, a JSON or YAML file or text, or a preset name from SCENARIOS. `model` and
+`cluster` may be preset names or dicts; `parallel` may be "auto" (search the fastest layout that
+fits in memory). Optional keys: `training` (reports.model.config.Training), `mixed_batch`
+("plain_dp": every replica the same micro-batches, the slowest GPU type sets the pace;
+"proportional": micro-batches in proportion to each type's speed), `global_batch_tokens` (an
+integer, or a BATCH_PRESETS name), `name`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from reports.model.cluster_spec import cluster_from_dict
+from reports.model.config import (
+    Parallel,
+    ScenarioError,
+    Training,
+    check_keys,
+    training_from,
+)
+from reports.model.hardware import Cluster, cluster
+from reports.model.presets import Model, model_from
+
+_M16 = 16 * 2**20
+# Global batch in tokens per step: published values, each with its source.
+BATCH_PRESETS: dict[str, tuple[int, str]] = {
+    "llama3": (_M16, "Llama 3 405B: 16M tokens per step (Dubey et al. 2024, Table 4)"),
+    "gpt3": (3_200_000 // 2048 * 2048, "GPT-3 175B: 3.2M tokens (Brown et al. 2020, Table 2.1)"),
+    "nemotron4-340b": (2304 * 4096, "Nemotron-4 340B: 2,304 x 4,096 tokens (NVIDIA 2024, "
+                                    "Table 2)"),
+}
+DEFAULT_BATCH = "llama3"
+# Llama 3's 16M tokens on 16,384 GPUs are 1,024 tokens per GPU per step. Kept for callers that
+# scale the batch with the cluster (a what-if, labelled where used): at 100k GPUs it is 102M
+# tokens per step, 6x any published pre-training batch.
+TOKENS_PER_GPU_PER_STEP = 1024
+
+
+def _colossus(model: str, cluster_name: str) -> dict:
+    return {"model": model, "cluster": cluster_name, "parallel": "auto",
+            "global_batch_tokens": DEFAULT_BATCH}
+
+
+SCENARIOS: dict[str, dict] = {
+    "colossus-100k-gpt3": _colossus("gpt3-175b", "colossus-100k"),
+    "colossus-100k-llama3-70b": _colossus("llama3-70b", "colossus-100k"),
+    "colossus-100k-llama3-405b": _colossus("llama3-405b", "colossus-100k"),
+    "colossus-100k-dense-1t": _colossus("dense-1t", "colossus-100k"),
+    "colossus-200k-llama3-405b": _colossus("llama3-405b", "colossus-200k"),
+    "colossus-200k-h200-llama3-405b": _colossus("llama3-405b", "colossus-200k-h200"),
+    # Llama 3's own 16k-GPU run size and batch (Dubey et al. 2024, Table 4), layout searched
+    "llama3-405b-16k-h100": {
+        "model": "llama3-405b",
+        "cluster": {"name": "h100-16k", "gpu": "H100-SXM", "gpus": 16384, "gpus_per_node": 8,
+                    "scale_out_gbps_per_gpu": 400},
+        "parallel": "auto",
+        "global_batch_tokens": "llama3"},
+    # the example of ARCHITECTURE.md ("The scenario file")
+    "gpt3-4096-h100": {
+        "model": "gpt3-175b",
+        "cluster": {"name": "h100-4096", "gpu": "H100-SXM", "gpus": 4096, "gpus_per_node": 8,
+                    "scale_out_gbps_per_gpu": 400},
+        "parallel": {"tp": 8, "pp": 8, "cp": 1, "dp": 64, "micro_batch": 1,
+                     "virtual_stages": 1, "recompute": "none"},
+        "global_batch_tokens": 4194304},
+}
+
+_SCENARIO_KEYS = {"name", "model", "cluster", "parallel", "training", "global_batch_tokens",
+                  "mixed_batch"}
+_PARALLEL_KEYS = {"tp", "pp", "cp", "dp", "micro_batch", "virtual_stages", "recompute"}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    model: Model
+    cluster: Cluster
+    parallel: Parallel | None  # None: search
+    training: Training
+    global_batch_tokens: int
+    mixed_batch: str = "plain_dp"
+    batch_source: str = "scenario file"
+
+    @property
+    def sequences(self) -> int:
+        """Sequences per step (global batch)."""
+        return self.global_batch_tokens // self.model.seq_len
+
+
+def _read_text(spec: str) -> dict:
+    """A scenario dict from a preset name, a file path, or JSON/YAML text."""
+    if spec in SCENARIOS:
+        return dict(SCENARIOS[spec], name=spec)
+    name = None
+    if "\n" in spec or spec.lstrip().startswith("{"):
+        text = spec  # inline JSON or YAML
+    else:
+        path = Path(spec)
+        if path.is_file():
+            text, name = path.read_text(), path.stem
+        elif path.suffix.lower() in (".json", ".yaml", ".yml"):
+            raise ScenarioError(f"scenario file not found: {spec}")
+        else:
+            raise ScenarioError(f"unknown scenario preset {spec!r}; known: "
+                                f"{', '.join(sorted(SCENARIOS))} (or give a JSON/YAML file)")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        import yaml  # lazy: only YAML scenarios need it
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ScenarioError(f"scenario is neither JSON nor YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ScenarioError("a scenario must be a mapping with model, cluster, parallel, ...")
+    if name and "name" not in data:
+        data["name"] = name
+    return data
+
+
+def batch_tokens(spec, seq_len: int) -> tuple[int, str]:
+    """(tokens per step, source) of a global_batch_tokens value: an integer or a preset name."""
+    if isinstance(spec, str):
+        if spec not in BATCH_PRESETS:
+            raise ScenarioError(f"unknown global_batch_tokens preset {spec!r}; known: "
+                                f"{', '.join(sorted(BATCH_PRESETS))} (or an integer)")
+        return BATCH_PRESETS[spec]
+    if isinstance(spec, bool) or not isinstance(spec, int) or spec < seq_len:
+        raise ScenarioError(f"global_batch_tokens must be an integer >= seq_len "
+                            f"({seq_len}) or a preset name, got {spec!r}")
+    return spec, "scenario file"
+
+
+def load_scenario(spec) -> Scenario:
+    """A Scenario from a Scenario, a dict, a preset name, a path, or JSON/YAML text."""
+    if isinstance(spec, Scenario):
+        return spec
+    if isinstance(spec, Path):
+        spec = str(spec)
+    if isinstance(spec, str):
+        spec = _read_text(spec)
+    if not isinstance(spec, dict):
+        raise ScenarioError(f"scenario must be a dict, a file or a preset name, not "
+                            f"{type(spec).__name__}")
+    check_keys(spec, _SCENARIO_KEYS, "scenario")
+    for key in ("model", "cluster"):
+        if key not in spec:
+            raise ScenarioError(f"scenario needs '{key}'")
+    model = model_from(spec["model"])
+    try:
+        clu = cluster(spec["cluster"]) if isinstance(spec["cluster"], str) else \
+            cluster_from_dict(spec["cluster"])
+    except (ValueError, TypeError, KeyError) as e:
+        raise ScenarioError(f"cluster: {e}") from None
+    train = training_from(spec.get("training"))
+    par_spec = spec.get("parallel", "auto")
+    if par_spec == "auto":
+        par = None
+    elif isinstance(par_spec, dict):
+        check_keys(par_spec, _PARALLEL_KEYS, "parallel")
+        p = dict(par_spec)
+        if "dp" not in p:
+            mp = Parallel(**p).model_parallel  # checks the types first (dp defaults to 1)
+            if clu.gpus % mp:
+                raise ScenarioError(f"tp*pp*cp = {mp} does not divide the {clu.gpus} GPUs")
+            p["dp"] = clu.gpus // mp
+        par = Parallel(**p)
+    else:
+        raise ScenarioError(f"parallel must be 'auto' or a dict, got {par_spec!r}")
+    gbt, bsrc = batch_tokens(spec.get("global_batch_tokens", 4 * 2**20), model.seq_len)
+    mixed = spec.get("mixed_batch", "plain_dp")
+    if mixed not in ("plain_dp", "proportional"):
+        raise ScenarioError(f"mixed_batch must be 'plain_dp' or 'proportional', got {mixed!r}")
+    name = str(spec.get("name", f"{model.name}@{clu.name}"))
+    return Scenario(name, model, clu, par, train, max(gbt, model.seq_len), mixed, bsrc)

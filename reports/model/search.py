@@ -1,0 +1,298 @@
+"""estimate(scenario) -> Estimate: one layout evaluated, or the search over every layout a
+framework can run that fits in memory, each estimate with its range over unstated settings."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field, replace
+
+from reports.model.compute import flops_per_token
+from reports.model.config import RECOMPUTE, Parallel, ScenarioError
+from reports.model.hardware import Cluster, Pool, gpu
+from reports.model.measurements import Figure, Measurements, as_measurements
+from reports.model.memory import capacity_bytes, gib, memory_per_gpu
+from reports.model.pipeline import schedule_problem, stage_layers, virtual_stage_options
+from reports.model.presets import Model
+from reports.model.scenario import Scenario, load_scenario
+from reports.model.step import StepTime, step_time
+
+
+@dataclass
+class Estimate:
+    """The model's answer for one scenario. `to_dict()` is what `estimate --json` prints."""
+
+    scenario: Scenario
+    parallel: Parallel
+    microbatches: dict[str, int]  # per GPU type
+    step_time_s: float
+    tokens_per_step: int
+    breakdown_s: dict[str, float]
+    memory_bytes: dict[str, float]
+    capacity_bytes: float
+    fits_in_memory: bool
+    sources: dict[str, str]
+    per_type: dict[str, dict] = field(default_factory=dict)
+    search: dict | None = None
+    range: dict | None = None
+
+    @property
+    def gpus(self) -> int:
+        return self.scenario.cluster.gpus
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens_per_step / self.step_time_s
+
+    @property
+    def tflops_per_gpu(self) -> float:
+        """Model TFLOP/s per GPU (causal attention as computed; recomputation not counted)."""
+        return flops_per_token(self.scenario.model) * self.tokens_per_s / self.gpus / 1e12
+
+    @property
+    def mfu(self) -> float:
+        """Model FLOPs utilisation against the GPUs' dense bf16 peak (count-weighted)."""
+        pools = self.scenario.cluster.pools
+        peak = sum(gpu(p.gpu).bf16_tflops * p.gpus for p in pools) / self.gpus
+        return self.tflops_per_gpu / peak
+
+    def days_to_train(self, tokens: float, useful_fraction: float = 1.0) -> float:
+        """Days to train `tokens`, with the goodput's useful fraction of wall time applied."""
+        return tokens / (self.tokens_per_s * useful_fraction) / 86400.0
+
+    def to_dict(self) -> dict:
+        s = self.scenario
+        d = {
+            "scenario": s.name, "model": s.model.name, "params_b": s.model.params() / 1e9,
+            "cluster": s.cluster.name, "gpus": self.gpus, "gpu_types": s.cluster.gpu_types,
+            "parallel": self.parallel.to_dict() | {"auto": s.parallel is None,
+                                                   "schedule": self.parallel.schedule},
+            "training": s.training.to_dict(),
+            "microbatches": self.microbatches,
+            "global_batch_tokens": self.tokens_per_step,
+            "requested_global_batch_tokens": s.global_batch_tokens,
+            "global_batch_source": s.batch_source,
+            "step_time_s": self.step_time_s,
+            "tokens_per_s": self.tokens_per_s,
+            "tflops_per_gpu": self.tflops_per_gpu,
+            "mfu": self.mfu,
+            "mfu_convention": "6N + causal attention as computed, recomputation not counted "
+                              "(reports/model/compute.py flops_per_token)",
+            "breakdown_s": dict(self.breakdown_s),
+            "memory_gib_per_gpu": gib(sum(self.memory_bytes.values())),
+            "memory_breakdown_gib": {k: gib(v) for k, v in self.memory_bytes.items()},
+            "memory_capacity_gib": gib(self.capacity_bytes),
+            "fits_in_memory": self.fits_in_memory,
+            "sources": dict(self.sources),
+        }
+        if self.range is not None:
+            d["range"] = self.range
+        if self.per_type:
+            d["per_type"] = self.per_type
+            d["mixed_batch"] = s.mixed_batch
+        if self.search is not None:
+            d["search"] = self.search
+        return d
+
+
+def _replicas(clu: Cluster, par: Parallel) -> list[tuple[Pool, int]]:
+    """Data-parallel replicas per GPU pool (a replica never straddles two GPU types)."""
+    out = []
+    for p in clu.pools:
+        if p.gpus % par.model_parallel:
+            raise ScenarioError(f"tp*pp*cp = {par.model_parallel} does not divide the {p.gpus} "
+                                f"{p.gpu} GPUs (replicas cannot mix GPU types)")
+        out.append((p, p.gpus // par.model_parallel))
+    return out
+
+
+def check_parallel(model: Model, par: Parallel, clu: Cluster, sequences: int) -> None:
+    """Raise ScenarioError when the configuration cannot run at all."""
+    if par.gpus != clu.gpus:
+        raise ScenarioError(f"tp*pp*cp*dp = {par.tp}*{par.pp}*{par.cp}*{par.dp} = {par.gpus}, "
+                            f"but the cluster has {clu.gpus} GPUs")
+    if model.heads % par.tp:
+        raise ScenarioError(f"heads ({model.heads}) not divisible by tp ({par.tp})")
+    if model.kv_heads % par.tp:
+        raise ScenarioError(f"kv_heads ({model.kv_heads}) not divisible by tp ({par.tp}); "
+                            "Megatron needs query groups divisible by tp")
+    if model.ffn_hidden % par.tp:
+        raise ScenarioError(f"ffn_hidden ({model.ffn_hidden}) not divisible by tp ({par.tp})")
+    if model.seq_len % (2 * par.cp) and par.cp > 1:
+        raise ScenarioError(f"seq_len ({model.seq_len}) not divisible by 2*cp ({2 * par.cp}): "
+                            "context parallelism splits the sequence into 2*cp chunks")
+    stage_layers(model.layers, par.pp)
+    if sequences < par.dp * par.micro_batch:
+        raise ScenarioError(f"global batch of {sequences} sequences is smaller than dp x "
+                            f"micro_batch = {par.dp * par.micro_batch}; raise "
+                            "global_batch_tokens or use more model parallelism")
+    m = math.ceil(sequences / (par.dp * par.micro_batch))
+    problem = schedule_problem(model.layers, par.pp, par.virtual_stages, m)
+    if problem:
+        raise ScenarioError(problem)
+    _replicas(clu, par)
+
+
+def evaluate(scn: Scenario, par: Parallel, meas: Measurements) -> Estimate:
+    """The estimate for one fixed parallel configuration (no search, no range)."""
+    check_parallel(scn.model, par, scn.cluster, scn.sequences)
+    m_base = math.ceil(scn.sequences / (par.dp * par.micro_batch))
+    reps = _replicas(scn.cluster, par)
+    times: dict[str, StepTime] = {}
+    mbs: dict[str, int] = {}
+
+    def run(g: str, m: int) -> StepTime:
+        return step_time(scn.model, par, scn.training, scn.cluster, gpu(g), meas, m)
+
+    for pool, _ in reps:
+        times[pool.gpu] = run(pool.gpu, m_base)
+        mbs[pool.gpu] = m_base
+    if scn.mixed_batch == "proportional" and len(reps) > 1:
+        speed = {p.gpu: 1.0 / times[p.gpu].microbatch_s for p, _ in reps}
+        total = sum(r for _, r in reps) * m_base
+        norm = sum(r * speed[p.gpu] for p, r in reps)
+        for pool, _ in reps:
+            mbs[pool.gpu] = max(1, round(total * speed[pool.gpu] / norm))
+            times[pool.gpu] = run(pool.gpu, mbs[pool.gpu])
+    slow = max(times, key=lambda g: times[g].step_s)
+    step = times[slow].step_s
+    tokens = sum(r * mbs[p.gpu] for p, r in reps) * par.micro_batch * scn.model.seq_len
+    fits = all(t.fits for t in times.values())
+    worst_mem = max(times.values(), key=lambda t: t.memory_total / t.capacity_bytes)
+    per_type = {}
+    sources = dict(times[slow].sources)
+    sources["global_batch_tokens"] = scn.batch_source
+    if len(reps) > 1:
+        fpt = flops_per_token(scn.model)
+        for pool, r in reps:
+            t = times[pool.gpu]
+            tok = r * mbs[pool.gpu] * par.micro_batch * scn.model.seq_len
+            per_type[pool.gpu] = {
+                "gpus": pool.gpus, "replicas": r, "microbatches": mbs[pool.gpu],
+                "own_step_time_s": t.step_s, "idle_s": step - t.step_s,
+                "tokens_per_s": tok / step,
+                "tflops_per_gpu": fpt * tok / step / pool.gpus / 1e12,
+                "mfu": fpt * tok / step / pool.gpus / 1e12 / gpu(pool.gpu).bf16_tflops,
+                "breakdown_s": t.breakdown_s,
+                "memory_gib_per_gpu": gib(t.memory_total),
+                "memory_capacity_gib": gib(t.capacity_bytes),
+                "fits_in_memory": t.fits,
+            }
+            for k, v in t.sources.items():
+                sources.setdefault(f"{pool.gpu}: {k}", v)
+    return Estimate(scn, par, mbs, step, tokens, times[slow].breakdown_s,
+                    worst_mem.memory_bytes, worst_mem.capacity_bytes, fits, sources, per_type)
+
+
+def _divisors(n: int, limit: int) -> list[int]:
+    return [d for d in range(1, min(n, limit) + 1) if n % d == 0]
+
+
+def candidates(scn: Scenario, *, recompute=RECOMPUTE, micro_batches=(1, 2, 4, 8),
+               max_virtual: int = 8):
+    """Every parallel configuration a framework can run (Megatron-Core's rules, see
+    check_parallel and pipeline.schedule_problem)."""
+    model, clu = scn.model, scn.cluster
+    g = math.gcd(*[p.gpus for p in clu.pools])
+    tps = [t for t in (1, 2, 4, 8, 16) if t <= clu.gpus_per_node and g % t == 0
+           and model.heads % t == 0 and model.kv_heads % t == 0 and model.ffn_hidden % t == 0]
+    for tp in tps:
+        for cp in (1, 2, 4, 8, 16):
+            if (g // tp) % cp or (cp > 1 and model.seq_len % (2 * cp)) or \
+                    (cp > 1 and model.seq_len // cp < 1024):
+                continue
+            for pp in _divisors(g // (tp * cp), model.layers):
+                dp = clu.gpus // (tp * cp * pp)
+                for b in micro_batches:
+                    if scn.sequences < dp * b:
+                        continue
+                    m = math.ceil(scn.sequences / (dp * b))
+                    for v in virtual_stage_options(model.layers, pp, m, max_virtual):
+                        for rc in recompute:
+                            yield Parallel(tp, pp, cp, dp, b, v, rc)
+
+
+def search(scn: Scenario, meas: Measurements, **kw) -> Estimate:
+    """The fastest configuration (most tokens/s) that fits in memory on every GPU type."""
+    best: Estimate | None = None
+    evaluated = fitting = 0
+    smallest = None
+    capacity = min(capacity_bytes(gpu(p.gpu).memory_bytes) for p in scn.cluster.pools)
+    for par in candidates(scn, **kw):
+        evaluated += 1
+        m = math.ceil(scn.sequences / (par.dp * par.micro_batch))
+        mem = sum(memory_per_gpu(scn.model, par, scn.training, m).values())
+        smallest = mem if smallest is None else min(smallest, mem)
+        if mem > capacity:
+            continue
+        fitting += 1
+        est = evaluate(scn, par, meas)
+        if best is None or est.tokens_per_s > best.tokens_per_s * (1 + 1e-9):
+            best = est
+    if best is None:
+        if evaluated == 0:
+            raise ScenarioError(
+                f"no parallel configuration is valid for {scn.model.name} on {scn.cluster.name} "
+                f"({scn.cluster.gpus} GPUs, {scn.sequences} sequences per step): raise "
+                "global_batch_tokens or change the GPU count")
+        raise ScenarioError(
+            f"{scn.model.name} fits nowhere on {scn.cluster.name}: the smallest of {evaluated} "
+            f"configurations needs {gib(smallest):.0f} GiB per GPU")
+    best.search = {"evaluated": evaluated, "fitting": fitting}
+    return best
+
+
+def with_efficiency(meas: Measurements, factor: float, why: str) -> Measurements:
+    """The same measurements with the framework efficiency scaled (a fresh derived cache)."""
+    out = copy.copy(meas)
+    fe = meas.framework_efficiency
+    out.framework_efficiency = Figure(fe.value * factor, f"{fe.source}; x{factor:.3f} ({why})",
+                                      fe.kind)
+    out.cache = {}
+    return out
+
+
+# The efficiency spread an estimate carries: the two Hopper GEMM readings are 1.3% apart
+# (reports/model/fallbacks.py HOPPER_GEMM_READINGS); validation's largest |error| bounds the
+# model's own spread (assumption: +-5% around the calibrated constant).
+EFFICIENCY_SPREAD = 0.05
+
+
+def estimate_range(est: Estimate, meas: Measurements) -> dict:
+    """tokens/s and MFU over the settings a run leaves unstated: every interleaving degree the
+    layout allows, TP communication overlapped or not, and the efficiency spread."""
+    scn, par = est.scenario, est.parallel
+    m = math.ceil(scn.sequences / (par.dp * par.micro_batch))
+    variants = [(replace(par, virtual_stages=v), scn.training, meas)
+                for v in virtual_stage_options(scn.model.layers, par.pp, m)]
+    if par.tp > 1:
+        variants += [(par, replace(scn.training, tp_overlap=f), meas) for f in (0.0, 1.0)]
+    for f in (1 - EFFICIENCY_SPREAD, 1 + EFFICIENCY_SPREAD):
+        variants.append((par, scn.training, with_efficiency(meas, f, "efficiency spread")))
+    tps = [est.tokens_per_s]
+    for p, t, ms in variants:
+        try:
+            e = evaluate(replace(scn, training=t), p, ms)
+        except ScenarioError:
+            continue
+        if e.fits_in_memory:
+            tps.append(e.tokens_per_s)
+    lo, hi = min(tps), max(tps)
+    scale = est.mfu / est.tokens_per_s
+    return {"tokens_per_s": [lo, hi], "mfu": [lo * scale, hi * scale],
+            "over": "interleaving degree, TP overlap off/on, framework efficiency "
+                    f"+-{EFFICIENCY_SPREAD:.0%}"}
+
+
+def estimate(scenario, measurements=None, *, with_range: bool = True) -> Estimate:
+    """The training-step estimate of a scenario (dict, JSON/YAML file or text, preset name).
+
+    `measurements`: None (shipped reference results, then fallbacks), a pandas DataFrame of result
+    records, or a Measurements object.
+    """
+    scn = load_scenario(scenario)
+    meas = as_measurements(measurements)
+    est = search(scn, meas) if scn.parallel is None else evaluate(scn, scn.parallel, meas)
+    if with_range:
+        est.range = estimate_range(est, meas)
+    return est

@@ -1,0 +1,194 @@
+"""Ours against the vendor, case by case: the comparison view of `run` and `compare`.
+
+In the manner of tritonbench's comparison output: for every case (workload, dtype, params) on a
+device, our kernel (backend `triton`) is set against the vendor baseline (backend `torch`, or
+the fastest `sdpa-*` backend for attention) as a speedup, with the accuracy of each side
+(max_rel_error against the higher-precision reference, and whether it passed its tolerance).
+
+Only rows with status ok that passed their check count as a throughput: a side that failed,
+was skipped or was not checked shows its status and no speedup.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from results.console import DB_HELP, console, fail, print_json
+from results.schema import Result
+
+OURS = "triton"
+
+
+def is_vendor(backend: str) -> bool:
+    """The vendor's implementations: torch (cuBLAS/cuBLASLt, ATen) and every SDPA backend."""
+    return backend == "torch" or backend.startswith("sdpa-")
+
+
+def counts(r: Result | Side) -> bool:
+    """A row counts as a throughput only if it ran (status ok), passed its check, and was timed."""
+    return r.status == "ok" and r.correct is True and bool(r.median_s) and r.median_s > 0
+
+
+def case_key(r: Result) -> str:
+    """'workload/dtype/params' as `--filter` and the run's progress name it."""
+    return f"{r.workload}/{r.dtype}/" + ",".join(f"{k}={v}" for k, v in r.params.items())
+
+
+@dataclass
+class Side:
+    """One backend's row of a case."""
+
+    backend: str
+    status: str
+    correct: bool | None
+    max_rel_error: float | None
+    median_s: float | None
+    tflops: float | None
+    gbps: float | None
+
+    @classmethod
+    def of(cls, r: Result) -> Side:
+        return cls(r.backend, r.status, r.correct, r.max_rel_error, r.median_s, r.tflops,
+                   r.gbps)
+
+
+@dataclass
+class Comparison:
+    """A case on a device: ours, the vendor baseline, and ours' speedup over it."""
+
+    case: str
+    device: str
+    ours: Side | None
+    baseline: Side | None
+
+    @property
+    def speedup(self) -> float | None:
+        return speedup(self.ours, self.baseline)
+
+    def to_dict(self) -> dict:
+        return {"case": self.case, "device": self.device,
+                "ours": asdict(self.ours) if self.ours else None,
+                "baseline": asdict(self.baseline) if self.baseline else None,
+                "speedup": self.speedup}
+
+
+def speedup(ours: Side | None, baseline: Side | None) -> float | None:
+    """Baseline time over our time (> 1: ours is faster), as tritonbench's `speedup` column.
+    Same case and device, so the ratio of medians is the ratio of throughputs. None unless both
+    sides count (ok and correct): an unchecked time is never compared."""
+    if ours is None or baseline is None or not (counts(ours) and counts(baseline)):
+        return None
+    return baseline.median_s / ours.median_s
+
+
+def geomean(xs: list[float]) -> float | None:
+    """Geometric mean of speedups: the mean that treats 2x faster and 2x slower symmetrically
+    (the usual summary of per-case ratios; Fleming and Wallace, CACM 1986)."""
+    xs = [x for x in xs if x and x > 0]
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
+
+
+def compare(results: list[Result]) -> list[Comparison]:
+    """One Comparison per case and device that has a row of ours, in first-seen order. The
+    baseline is the fastest vendor row that counts; without one, the first vendor row (so its
+    status and error show). A later row of the same backend replaces an earlier one."""
+    groups: dict[tuple[str, str], dict[str, Result]] = {}
+    for r in results:
+        device = str((r.device or {}).get("name", ""))
+        groups.setdefault((case_key(r), device), {})[r.backend] = r
+    out = []
+    for (case, device), by_backend in groups.items():
+        if OURS not in by_backend:
+            continue
+        vendor = [r for b, r in by_backend.items() if is_vendor(b)]
+        good = sorted((r for r in vendor if counts(r)), key=lambda r: r.median_s)
+        base = good[0] if good else (vendor[0] if vendor else None)
+        out.append(Comparison(case, device, Side.of(by_backend[OURS]),
+                              Side.of(base) if base else None))
+    return out
+
+
+def _f(x, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _throughput(s: Side | None) -> str:
+    if s is None or not counts(s):
+        return "-"
+    return f"{s.tflops:.4g} TFLOP/s" if s.tflops is not None else f"{_f(s.gbps, '.4g')} GB/s"
+
+
+def _check(s: Side | None) -> str:
+    if s is None:
+        return "-"
+    if s.status != "ok":
+        return f"[red]{s.status}[/]"
+    return {True: "yes", False: "[red]NO[/]", None: "unchecked"}[s.correct]
+
+
+def comparison_table(rows: list[Comparison]) -> Table:
+    t = Table(title=f"ours ({OURS}) against the vendor baseline (torch / fastest sdpa-*)")
+    cols = ("case", "ours", "ours rel err", "ours ok", "baseline", "baseline's", "base rel err",
+            "base ok", "speedup")
+    for i, col in enumerate(cols):
+        t.add_column(col, justify="right" if i in (1, 2, 5, 6, 8) else "left")
+    for c in rows:
+        b = c.baseline
+        sp = c.speedup
+        t.add_row(c.case, _throughput(c.ours), _f(c.ours.max_rel_error if c.ours else None, ".1e"),
+                  _check(c.ours), b.backend if b else "(none)", _throughput(b),
+                  _f(b.max_rel_error if b else None, ".1e"), _check(b),
+                  "-" if sp is None else (f"{sp:.3g}x" if sp >= 1 else f"[yellow]{sp:.3g}x[/]"))
+    return t
+
+
+def summary(rows: list[Comparison]) -> str:
+    sp = [c.speedup for c in rows if c.speedup is not None]
+    g = geomean(sp)
+    return (f"{len(sp)} of {len(rows)} cases compared (both sides ok and correct)"
+            + (f"; geometric-mean speedup {g:.2f}x" if g else ""))
+
+
+def print_comparison(results: list[Result], out=console) -> None:
+    """The run's closing view: nothing when no case has a row of ours."""
+    rows = compare(results)
+    if rows:
+        out.print(comparison_table(rows))
+        out.print(summary(rows), highlight=False)
+
+
+def compare_verb(
+    db: str | None = typer.Option(None, "--db", help=DB_HELP),
+    run: str | None = typer.Option(None, "--run", help="run id (default: the latest run)"),
+    as_json: bool = typer.Option(False, "--json", help="print the comparison as JSON"),
+) -> None:
+    """Ours (triton) against the vendor baseline per case: speedup and accuracy of each."""
+    from results.console import open_store
+    from results.store import resolve_url
+
+    url = resolve_url(db)
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+        raise fail(f"no results table at {url[len('sqlite:///'):]} (pass --db)")
+    with open_store(db, create=False) as store:
+        results = store.records()
+    if not results:
+        raise fail(f"no results in {store.display_url}")
+    run_id = run or results[-1].run_id  # records come in created_at order
+    chosen = [r for r in results if r.run_id == run_id]
+    if not chosen:
+        raise fail(f"no run {run_id!r} in {store.display_url}")
+    rows = compare(chosen)
+    if as_json:
+        print_json({"run_id": run_id, "cases": [c.to_dict() for c in rows]})
+        return
+    console.print(f"run {run_id} in {store.display_url}", highlight=False)
+    if not rows:
+        console.print("no case of this run has a triton row to compare")
+        return
+    console.print(comparison_table(rows))
+    console.print(summary(rows), highlight=False)

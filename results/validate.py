@@ -1,0 +1,308 @@
+"""The door: the value checks every result record passes before any table stores it.
+
+`problems(record)` lists what is wrong with a record (a dict as read from a file, or a Result);
+`check(record)` raises a `FieldError` naming the first bad field and its value. `Store.insert`,
+`ingest` and `upload` all call them, so a table never holds a negative time, a throughput above
+the device's datasheet peak, a date that is not one, a bool where a number belongs, a NUL byte
+(PostgreSQL text refuses it) or an integer its column cannot hold.
+
+The rules, one per kind of field:
+- times (median_s, p20_s, p80_s, mean_s, samples_s): finite and > 0; stdev_s finite and >= 0;
+- counts: n >= 1, world_size >= 1, 0 <= rank < world_size, each within its column's range;
+- throughputs: finite, >= 0; for ok rows at most `PEAK_SLACK` x the device's datasheet peak where
+  results/peaks.py knows it (TFLOP/s for gemm and attention, HBM for membw), else at most the
+  `ABSURD_*` ceilings (and `flags` says there was nothing to check against);
+- created_at: ISO 8601 with a zone; correct: a bool; text: no NUL; nested fields: JSON values
+  of the right shape (see `NESTED`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from results.peaks import PEAKS, model_of
+from results.schema import (
+    _TYPES,
+    FIELD_NAMES,
+    MAX_LENGTHS,
+    REQUIRED,
+    SCHEMA_VERSION,
+    STATUSES,
+    RecordError,
+)
+
+# The integer columns of the table (results/store.py declares them sa.Integer, PostgreSQL
+# `integer`: 32-bit signed); nested JSON integers must fit a signed 64-bit (bigint) so that
+# pandas, Arrow and PostgreSQL's casts read them. tests/test_validate.py checks these against
+# the table's declaration.
+INT32 = (-(2**31), 2**31 - 1)
+INT64 = (-(2**63), 2**63 - 1)
+INT_COLUMNS: dict[str, tuple[int, int]] = {"world_size": INT32, "rank": INT32, "n": INT32,
+                                            "schema_version": INT32}
+
+TIMES = ("median_s", "p20_s", "p80_s", "mean_s")
+THROUGHPUTS = ("tflops", "gbps", "algbw_gbps", "busbw_gbps")
+# A measured throughput may beat the datasheet by rounding and clocks above the datasheet's,
+# not more: 5% (an assumption, not a measurement).
+PEAK_SLACK = 1.05
+# Where no peak is known (CPUs, GPUs missing from results/peaks.py): 100 PFLOP/s and 100 TB/s
+# per device, 50x the highest TFLOP/s and 20x the highest HBM TB/s in the peak table; above
+# them a figure is a unit or arithmetic slip, whatever the device.
+ABSURD_TFLOPS = 1e5
+ABSURD_GBPS = 1e5
+TFLOPS_WORKLOADS = ("gemm", "attention")  # dense matmul FLOP counts: the tensor peak applies
+HBM_WORKLOADS = ("membw",)  # device-memory traffic: the HBM peak applies
+
+# Nested fields: key -> allowed types of its value (None always allowed). Unknown keys may
+# hold any JSON value (checked for NUL, finite-or-null numbers and integer range only).
+_NUMBER = (int, float)
+NESTED: dict[str, dict[str, tuple[type, ...]]] = {
+    "device": {"name": (str,), "model": (str,), "uuid": (str,), "kind": (str,), "cc": (str,),
+               "sm_count": (int,), "memory_bytes": (int,), "index": (int,), "driver": (str,),
+               "cuda": (str,)},
+    "telemetry": {"source": (str,), "throttle_reasons": (list,), "samples": (int,),
+                  "power_w_mean": _NUMBER, "power_w_max": _NUMBER, "energy_j": _NUMBER,
+                  "sm_clock_mhz_mean": _NUMBER, "sm_clock_mhz_min": _NUMBER,
+                  "mem_clock_mhz": _NUMBER, "temp_c_max": _NUMBER, "hbm_temp_c_max": _NUMBER,
+                  "gpu_util_pct": _NUMBER, "mem_util_pct": _NUMBER,
+                  "dram_bw_util_pct": _NUMBER, "tensor_util_pct": _NUMBER,
+                  "duration_s": _NUMBER, "region": (str,), "reason": (str,),
+                  "unsupported": (dict,)},
+    "params": {}, "software": {},
+}
+MAX_DEPTH = 8  # nesting of the JSON fields; ours are two deep
+# A created_at later than now by more than this is a wrong clock or a made-up date: such a row
+# would stay "the latest run" of its device for ever (fleet). One day covers any time zone slip.
+FUTURE_SLACK = timedelta(days=1)
+
+
+ABSENT = object()  # the value of a problem that is about the field itself (missing, unknown)
+
+
+def _line(field: str, value: Any, reason: str) -> str:
+    return reason if value is ABSENT else f"field {field!r} = {show(value)}: {reason}"
+
+
+class FieldError(RecordError):
+    """One bad field of a record: `.field`, `.value` and `.reason`; the message names all three
+    (and `where`, a file and line, when given)."""
+
+    def __init__(self, field: str, value: Any, reason: str, where: str = ""):
+        self.field, self.value, self.reason = field, value, reason
+        prefix = f"{where}: " if where else ""
+        super().__init__(prefix + _line(field, value, reason))
+
+
+def show(value: Any, limit: int = 60) -> str:
+    """A value for a one-line message: repr (NUL and control bytes escaped), cut short."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An ISO 8601 time with a zone as an aware datetime, else None ("Z" taken as UTC). An
+    aware datetime (a timestamptz column read back) is taken as it is."""
+    if isinstance(value, datetime):
+        return value if value.utcoffset() is not None else None
+    if not isinstance(value, str) or not value or "\x00" in value:
+        return None
+    text = value[:-1] + "+00:00" if value[-1:] in "zZ" else value
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return t if t.tzinfo is not None and t.utcoffset() is not None else None
+
+
+def _peak(row: dict, what: str) -> float | None:
+    """The datasheet peak that bounds `what` (tflops or gbps) for this row's device, if known."""
+    device = row.get("device") if isinstance(row.get("device"), dict) else {}
+    key = device.get("model") if isinstance(device.get("model"), str) else None
+    if key not in PEAKS:
+        name = device.get("name")
+        key = model_of(name) if isinstance(name, str) else None
+    peaks = PEAKS.get(key or "")
+    if peaks is None:
+        return None
+    if what == "tflops" and row.get("workload") in TFLOPS_WORKLOADS \
+            and isinstance(row.get("dtype"), str):
+        return peaks.tflops(row["dtype"])
+    if what == "gbps" and row.get("workload") in HBM_WORKLOADS and peaks.hbm_tbps:
+        return peaks.hbm_tbps * 1e3
+    return None
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def text_problem(text: str) -> str | None:
+    """Why a text cannot be stored: PostgreSQL text and JSONB refuse NUL, and a lone surrogate
+    (JSON's "\\ud800") is not Unicode, so no database driver can encode it."""
+    if "\x00" in text:
+        return "text holds a NUL byte"
+    if _SURROGATES.search(text):
+        return "text holds a lone surrogate (not valid Unicode)"
+    return None
+
+
+def _json_problems(name: str, value: Any, depth: int = 0):
+    """Problems of a nested JSON value: NUL in text or keys, bad numbers, too deep."""
+    if depth > MAX_DEPTH:
+        yield name, "...", f"nested more than {MAX_DEPTH} deep"
+    elif isinstance(value, str):
+        why = text_problem(value)
+        if why:
+            yield name, value, why
+    elif isinstance(value, bool) or value is None:
+        pass
+    elif isinstance(value, int):
+        if not INT64[0] <= value <= INT64[1]:
+            yield name, value, "integer outside the signed 64-bit range"
+    elif isinstance(value, float):
+        pass  # inf/nan are stored as null (results.schema.finite)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str) or text_problem(k):
+                yield name, k, "key is not text without NUL or lone surrogates"
+            else:
+                yield from _json_problems(f"{name}.{k}", v, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from _json_problems(f"{name}[{i}]", v, depth + 1)
+    else:
+        yield name, value, f"{type(value).__name__} is not a JSON value"
+
+
+def field_problems(record: Any):
+    """Yield (field, value, reason) for every problem of a record (dict or Result)."""
+    row = record if isinstance(record, dict) else vars(record)
+    version = row.get("schema_version")
+    if type(version) is int and version > SCHEMA_VERSION:
+        yield "schema_version", version, f"newer than this colossus-bench ({SCHEMA_VERSION}): " \
+                                         "upgrade colossus-bench"
+        return
+    unknown = sorted(str(k) for k in set(row) - FIELD_NAMES)
+    if unknown:
+        yield unknown[0], ABSENT, f"unknown field(s) {unknown}"
+    missing = [name for name in REQUIRED if row.get(name) in (None, "")]
+    if missing:
+        yield missing[0], ABSENT, f"missing field(s) {missing}"
+    for name, types in _TYPES.items():
+        v = row.get(name)
+        if v is None:
+            continue
+        if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
+            yield name, v, f"{type(v).__name__} where {'/'.join(t.__name__ for t in types)} " \
+                           "belongs"
+        elif isinstance(v, str) and text_problem(v):
+            yield name, v, text_problem(v)
+        elif isinstance(v, str) and len(v) > MAX_LENGTHS.get(name, math.inf):
+            yield name, ABSENT, f"field {name!r} is {len(v)} characters, longer than the " \
+                                f"table's {MAX_LENGTHS[name]}"
+    if row.get("status") not in (None, *STATUSES):
+        yield "status", row.get("status"), f"not one of {', '.join(STATUSES)}"
+    if row.get("status") == "ok" and row.get("correct") is False:
+        yield "correct", False, "status 'ok' with a failed check"
+    if "created_at" in row:
+        t = parse_time(row["created_at"])
+        if t is None:
+            yield "created_at", row["created_at"], "not an ISO 8601 time with a zone"
+        elif t > datetime.now(timezone.utc) + FUTURE_SLACK:
+            yield "created_at", row["created_at"], "in the future"
+    yield from _number_problems(row)
+    for name, known in NESTED.items():
+        v = row.get(name)
+        if not isinstance(v, dict):
+            continue
+        for key, types in known.items():
+            x = v.get(key)
+            if x is not None and (not isinstance(x, types)
+                                  or (isinstance(x, bool) and bool not in types)):
+                yield f"{name}.{key}", x, f"{type(x).__name__} where " \
+                                          f"{'/'.join(t.__name__ for t in types)} belongs"
+        if name == "params" and any(isinstance(k, str) and k != k.lower() for k in v):
+            yield name, sorted(v), "keys must be lower case"
+        yield from _json_problems(name, v)
+    reasons = (row.get("telemetry") or {}).get("throttle_reasons") \
+        if isinstance(row.get("telemetry"), dict) else None
+    if isinstance(reasons, list) and not all(isinstance(r, str) for r in reasons):
+        yield "telemetry.throttle_reasons", reasons, "not a list of names"
+
+
+def _number_problems(row: dict):
+    for name in TIMES:
+        v = row.get(name)
+        if _is_number(v) and not (math.isfinite(v) and v > 0):
+            yield name, v, "a time must be a finite number of seconds > 0"
+    v = row.get("stdev_s")
+    if _is_number(v) and not (math.isfinite(v) and v >= 0):
+        yield "stdev_s", v, "a spread must be a finite number >= 0"
+    samples = row.get("samples_s")
+    if isinstance(samples, (list, tuple)) and not (  # fast path: plain floats in (0, inf)
+            all(type(x) is float for x in samples) and all(0 < x < math.inf for x in samples)):
+        for i, x in enumerate(samples):
+            if not _is_number(x) or not (math.isfinite(x) and x > 0):
+                yield f"samples_s[{i}]", x, "a sample must be a finite number of seconds > 0"
+                break
+    for name, lo in (("n", 1), ("world_size", 1), ("rank", 0), ("schema_version", 1)):
+        v = row.get(name)
+        if _is_number(v) and isinstance(v, int):
+            low, high = INT_COLUMNS[name]
+            if not low <= v <= high:
+                yield name, v, f"outside the column's integer range [{low}, {high}]"
+            elif v < lo:
+                yield name, v, f"must be >= {lo}"
+    ws, rank = row.get("world_size"), row.get("rank")
+    if type(ws) is int and type(rank) is int and ws >= 1 and rank >= ws:
+        yield "rank", rank, f"must be below world_size {ws}"
+    for name in THROUGHPUTS:
+        v = row.get(name)
+        if not _is_number(v):
+            continue
+        if not (math.isfinite(v) and v >= 0):
+            yield name, v, "a throughput must be a finite number >= 0"
+            continue
+        if row.get("status", "ok") != "ok":  # a failed or skipped case's figure is no result
+            continue  # (a wrong kernel may well "run" faster than the device can)
+        peak = _peak(row, "tflops" if name == "tflops" else "gbps" if name == "gbps" else "")
+        ceiling = PEAK_SLACK * peak if peak else (ABSURD_TFLOPS if name == "tflops"
+                                                  else ABSURD_GBPS)
+        if v > ceiling:
+            what = f"{PEAK_SLACK}x the device's datasheet peak {peak:g}" if peak else \
+                f"the {ceiling:g} no device reaches"
+            yield name, v, f"above {what}"
+    for name in ("peak_fraction", "max_rel_error", "tolerance"):
+        v = row.get(name)
+        if _is_number(v) and v < 0:
+            yield name, v, "must be >= 0"
+
+
+def problems(record: Any) -> list[str]:
+    """Every problem of a record, one readable line each (empty: the record may be stored)."""
+    return [_line(f, v, why) for f, v, why in field_problems(record)]
+
+
+def check(record: Any, where: str = "") -> None:
+    """Raise FieldError for the first problem of a record; `where` prefixes the message."""
+    for f, v, why in field_problems(record):
+        raise FieldError(f, v, why, where)
+
+
+def flags(record: Any) -> list[str]:
+    """What could not be checked (not errors): throughputs of devices without a known peak."""
+    row = record if isinstance(record, dict) else vars(record)
+    out = []
+    for name, what in (("tflops", "tflops"), ("gbps", "gbps")):
+        v = row.get(name)
+        applies = row.get("workload") in (TFLOPS_WORKLOADS if what == "tflops"
+                                           else HBM_WORKLOADS)
+        if _is_number(v) and applies and _peak(row, what) is None:
+            out.append(f"{name} {v:g}: no datasheet peak known for this device to check it")
+    return out

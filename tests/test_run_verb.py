@@ -1,0 +1,101 @@
+"""`colossus-bench run`: exit status (0 ok/skipped, 1 a case failed, 2 bad input, 130 is in
+test_cli), the time box (--budget), --list and --tune."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bench.workloads import Check
+from bench.workloads.membw import MemBandwidth
+from cli import app
+from results.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+runner = CliRunner()
+
+
+def cli(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_a_failed_check_makes_run_exit_1(db_url, monkeypatch):
+    monkeypatch.setattr(MemBandwidth, "check", lambda self, c, b, x, out: Check(False, 1.0, 0.0))
+    res = cli("run", "--filter", "membw/*:torch", "--timing", "smoke", "--db", db_url)
+    assert res.exit_code == 1, res.output
+    df = Store(db_url).frame()
+    assert len(df) == 2 and set(df.status) == {"failed"}  # stored all the same
+
+
+def test_skipped_cases_are_not_failures(db_url, monkeypatch):
+    from bench.workloads import Unsupported
+
+    def refuse(self, case, device):
+        raise Unsupported("not here")
+
+    monkeypatch.setattr(MemBandwidth, "setup", refuse)
+    res = cli("run", "--filter", "membw/*:torch", "--timing", "smoke", "--db", db_url)
+    assert res.exit_code == 0, res.output
+    assert set(Store(db_url).frame().status) == {"skipped"}
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "nan", "soon"])
+def test_bad_budget_is_refused_in_one_line(db_url, value):
+    res = cli("run", "--budget", value, "--db", db_url)
+    assert res.exit_code == 2
+    assert len([line for line in res.output.splitlines() if line.strip()]) <= 8  # typer's box
+
+
+def test_list_prints_pairs_and_the_estimate_and_runs_nothing(tmp_path):
+    db = tmp_path / "never.db"
+    res = cli("run", "--suite", "campaign", "--filter", "membw", "--list", "--db", db)
+    assert res.exit_code == 0, res.output
+    lines = res.output.strip().splitlines()
+    assert lines[0].startswith("membw/fp32/op=copy") and lines[0].endswith(" s")
+    assert "case-backends, estimated" in lines[-1]
+    assert not db.exists()
+
+
+def test_tune_sets_the_kernels_switch(monkeypatch):
+    monkeypatch.delenv("COLOSSUS_TUNE", raising=False)
+    res = cli("run", "--filter", "membw", "--list", "--tune")
+    assert res.exit_code == 0, res.output
+    assert os.environ.pop("COLOSSUS_TUNE") == "1"
+
+
+def test_budget_rows_are_stored_as_skipped(db_url):
+    res = cli("run", "--suite", "campaign", "--budget", "0.5", "--db", db_url)
+    assert res.exit_code == 0, res.output
+    df = Store(db_url).frame()
+    skipped = df[df.error == "budget"]
+    assert len(skipped) >= 1 and set(skipped.status) == {"skipped"}
+    assert "over the 0.5 s budget" in res.output
+
+
+@pytest.mark.slow
+def test_campaign_with_a_30s_budget_on_cpu(tmp_path):
+    """`run --suite campaign --budget 30` on CPU ends within about 30 s plus one case, with
+    every row ok or skipped for the budget, the skipped ones the rest of the suite order. (The
+    whole CPU campaign takes 30 to 60 s here depending on load, so whether any case is left out
+    varies; test_budget_rows_are_stored_as_skipped and test_runner's budget test make sure.)"""
+    db = tmp_path / "c.db"
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "cli", "run", "--suite", "campaign",
+                           "--budget", "30", "--db", str(db)], cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                          text=True, timeout=300)
+    wall = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    df = Store(str(db)).frame()
+    assert len(df) == 23  # every case-backend of the CPU campaign has its row
+    ok = df.status == "ok"
+    left_out = (df.status == "skipped") & (df.error == "budget")
+    assert (ok | left_out).all() and ok.any()
+    if left_out.any():
+        first = int(left_out.to_numpy().argmax())
+        assert left_out.iloc[first:].all()  # the rest, in priority order
+    assert wall < 30 + 60  # 30 s, one case over, and the process start
