@@ -68,6 +68,9 @@ def upload(
         print_json({**report.to_dict(), "from": store.display_url})
     else:
         console.print(f"uploaded {report}", highlight=False)
+    if report.refused:  # the last line says how many rows were set aside, and where
+        err_console.print(report.set_aside_line(), highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 def _require_local(db: str | None, fail) -> None:

@@ -35,7 +35,7 @@ _S, _I, _F, _B = pa.string(), pa.int64(), pa.float64(), pa.bool_()
 # The keys our workloads write (bench/workloads/*.py, bench/collectives/worker.py, bench/device.py,
 # bench/telemetry.py) and their types. A value of another type goes to the *_other JSON column.
 PARAM_KEYS = {"m": _I, "n": _I, "k": _I, "layout": _S, "shape": _S,  # gemm
-              "b": _I, "h": _I, "kv_h": _I, "s": _I, "d": _I, "causal": _B,  # attention
+              "b": _I, "h": _I, "kv_h": _I, "s": _I, "s_q": _I, "d": _I, "causal": _B,  # attention
               "direction": _S,
               "op": _S, "bytes": _I, "memory": _S,  # membw, hostdevice
               "placement": _S, "count": _I, "nranks": _I}  # collectives
@@ -67,8 +67,10 @@ EXPORT_SCHEMA = pa.schema(
      pa.field("host", _S, nullable=False), *_nested("device"),
      pa.field("world_size", pa.int32()), pa.field("rank", pa.int32()), *_nested("software"),
      *[pa.field(c, _F) for c in ("median_s", "p20_s", "p80_s", "mean_s", "stdev_s")],
-     pa.field("n", pa.int32()), pa.field("samples_s", pa.list_(_F)),
-     *[pa.field(c, _F) for c in ("tflops", "gbps", "algbw_gbps", "busbw_gbps", "peak_fraction")],
+     pa.field("n", pa.int32()), pa.field("samples_s", pa.list_(_F)), pa.field("compile_s", _F),
+     *[pa.field(c, _F) for c in ("tflops", "gbps", "algbw_gbps", "busbw_gbps", "peak_fraction",
+                                 "flops", "bytes")],
+     pa.field("shape", _S),
      pa.field("correct", _B), pa.field("max_rel_error", _F), pa.field("tolerance", _F),
      *_nested("telemetry"), pa.field("status", _S, nullable=False), pa.field("error", _S)],
     metadata={"colossus_bench.export_schema": str(EXPORT_SCHEMA_VERSION),

@@ -27,7 +27,8 @@ from results.schema import FIELD_NAMES
 from results.store import COLUMNS, JSON_COLUMNS, Store
 from results.validate import INT_COLUMNS, problems, show
 
-KERNEL_WORKLOADS = ("gemm", "attention")  # rows that count only when checked correct
+# rows that count only when checked correct
+KERNEL_WORKLOADS = ("gemm", "attention", "decode_attention")
 
 
 def _json(value: Any) -> Any:
@@ -126,4 +127,4 @@ def valid_records(rows: Iterable[dict]) -> tuple[list[dict], list[str]]:
 
 def read(store: Store, columns: Iterable[str] = COLUMNS, where=None) -> list[dict]:
     """Rows of the table as dicts, whatever they hold (Store.rows)."""
-    return store.rows(columns, where)
+    return store.rows(where, columns=columns)

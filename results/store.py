@@ -3,7 +3,8 @@
 Inserts are idempotent (ON CONFLICT DO NOTHING on the deterministic id) and each `insert` is one
 transaction, so a crash or Ctrl-C keeps every result already inserted and never half a batch.
 The schema version lives in the `colossus_meta` table and is checked on open: a table written by
-a newer colossus-bench is refused, an older one is migrated by the versioned DDL in MIGRATIONS.
+a newer colossus-bench is refused, an older one is migrated by the versioned DDL in MIGRATIONS
+(results/tables.py, which also derives the tables from the record declaration).
 """
 
 from __future__ import annotations
@@ -14,9 +15,21 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
-from results.schema import MAX_LENGTHS, SCHEMA_VERSION, Result, finite
+from results.schema import SCHEMA_VERSION, Result
+from results.tables import (  # noqa: F401  (COLUMNS, JSON_COLUMNS: the store's public names)
+    BASE_VERSION,
+    COLUMNS,
+    JSON_COLUMNS,
+    MIGRATIONS,
+    insert_ignore,
+    insert_table_rows,
+    meta_table,
+    metadata,
+    record_row,
+    records,
+    result_rows,
+)
 from results.validate import FieldError, check
 
 DB_ENV = "COLOSSUS_BENCH_DB"
@@ -60,68 +73,11 @@ def transient(e: BaseException) -> bool:
     return isinstance(e, (sa.exc.OperationalError, sa.exc.InterfaceError)) and not state
 
 
-metadata = sa.MetaData()
-
-JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
-
-results_table = sa.Table(
-    "results", metadata,
-    sa.Column("id", sa.String(MAX_LENGTHS["id"]), primary_key=True),
-    sa.Column("run_id", sa.String(MAX_LENGTHS["run_id"]), nullable=False, index=True),
-    sa.Column("created_at", sa.String(MAX_LENGTHS["created_at"]), nullable=False),
-    sa.Column("schema_version", sa.Integer, nullable=False),
-    sa.Column("workload", sa.String(MAX_LENGTHS["workload"]), nullable=False, index=True),
-    sa.Column("backend", sa.String(MAX_LENGTHS["backend"]), nullable=False),
-    sa.Column("dtype", sa.String(MAX_LENGTHS["dtype"]), nullable=False),
-    sa.Column("params", JSONType, nullable=False),
-    sa.Column("host", sa.String(MAX_LENGTHS["host"]), nullable=False),
-    sa.Column("device", JSONType, nullable=False),
-    sa.Column("world_size", sa.Integer),
-    sa.Column("rank", sa.Integer),
-    sa.Column("software", JSONType),
-    sa.Column("median_s", sa.Float),
-    sa.Column("p20_s", sa.Float),
-    sa.Column("p80_s", sa.Float),
-    sa.Column("mean_s", sa.Float),
-    sa.Column("stdev_s", sa.Float),
-    sa.Column("n", sa.Integer),
-    sa.Column("samples_s", JSONType),
-    sa.Column("tflops", sa.Float),
-    sa.Column("gbps", sa.Float),
-    sa.Column("algbw_gbps", sa.Float),
-    sa.Column("busbw_gbps", sa.Float),
-    sa.Column("peak_fraction", sa.Float),
-    sa.Column("compile_s", sa.Float),
-    sa.Column("flops", sa.Float),
-    sa.Column("bytes", sa.Float),
-    sa.Column("shape", sa.String(MAX_LENGTHS["shape"])),
-    sa.Column("correct", sa.Boolean),
-    sa.Column("max_rel_error", sa.Float),
-    sa.Column("tolerance", sa.Float),
-    sa.Column("telemetry", JSONType),
-    sa.Column("status", sa.String(MAX_LENGTHS["status"]), nullable=False),
-    sa.Column("error", sa.Text),
-)
-
-meta_table = sa.Table(
-    "colossus_meta", metadata,
-    sa.Column("key", sa.String(64), primary_key=True),
-    sa.Column("value", sa.String(255), nullable=False),
-)
-
-COLUMNS = [c.name for c in results_table.columns]
-JSON_COLUMNS = ["params", "device", "software", "samples_s", "telemetry"]
-
-# Versioned DDL: MIGRATIONS[v] takes a table at version v-1 to version v. Each entry is a list of
-# SQL statements valid on both SQLite and PostgreSQL, run in one transaction with the version
-# bump (both databases have transactional DDL), so a failed migration leaves the table as it was.
-# Version 1 is the table created above. A `results` table without a version row is taken to be
-# version 1: every colossus-bench since the first writes the row.
-MIGRATIONS: dict[int, list[str]] = {
-    2: [f"ALTER TABLE results ADD COLUMN {c}" for c in (
-        "compile_s FLOAT", "flops FLOAT", "bytes FLOAT", f"shape VARCHAR({MAX_LENGTHS['shape']})")],
-}
-BASE_VERSION = 1
+# What readers select from: every record field by name (the join of the results, devices and
+# software tables; see results/tables.py). Inserts go through Store.insert.
+results_table = records
+# JSON fields (own tables' values included) read as text by `rows`; the packed samples are not
+TEXT_JSON = [c for c in JSON_COLUMNS if c != "samples_s"]
 
 # Key of the PostgreSQL advisory lock that serialises creating and migrating the shared table
 # (32 uploaders opening a new database at once must not race on CREATE TABLE). Any constant
@@ -206,12 +162,6 @@ def _json(value):
         return json.loads(value) if isinstance(value, str) else value
     except (ValueError, RecursionError):
         return value
-
-
-def _row(rec: Result) -> dict:
-    # Not rec.to_dict(): dataclasses.asdict deep-copies every sample list, and _finite copies
-    # the nested values anyway (this is the hot path of inserts and ingests).
-    return {c: finite(getattr(rec, c)) for c in COLUMNS}
 
 
 class Store:
@@ -300,7 +250,7 @@ class Store:
                 meta_table.c.key == "schema_version")).scalar()
             if value is not None:
                 return int(value)
-        return BASE_VERSION if inspector.has_table(results_table.name) else None
+        return BASE_VERSION if inspector.has_table(result_rows.name) else None
 
     def _refuse_newer(self, version: int | None) -> None:
         if version is not None and version > SCHEMA_VERSION:
@@ -320,13 +270,16 @@ class Store:
         if version not in MIGRATIONS:
             raise StoreError(f"database {self.display_url}: no migration to schema version "
                              f"{version} in this colossus-bench")
-        for stmt in MIGRATIONS[version]:
-            try:
+        step = MIGRATIONS[version]
+        try:
+            if callable(step):
+                step(conn)
+            for stmt in [] if callable(step) else step:
                 conn.execute(sa.text(stmt))
-            except sa.exc.SQLAlchemyError as e:
-                raise StoreError(f"database {self.display_url}: migration to schema version "
-                                 f"{version} failed ({_reason(e)}); the table is unchanged"
-                                 ) from None
+        except sa.exc.SQLAlchemyError as e:
+            raise StoreError(f"database {self.display_url}: migration to schema version "
+                             f"{version} failed ({_reason(e)}); the table is unchanged"
+                             ) from None
 
     def schema_version(self) -> int:
         with self.engine.connect() as conn:
@@ -335,15 +288,7 @@ class Store:
 
     def _insert_ignore(self, conn, table: sa.Table, rows: list[dict], key: str) -> list:
         """INSERT ... ON CONFLICT DO NOTHING; returns the keys actually inserted."""
-        if not rows:
-            return []
-        # Sorted by key, so concurrent transactions lock the same keys in the same order and
-        # never deadlock on each other's uncommitted rows (PostgreSQL).
-        rows = sorted(rows, key=lambda r: r[key])
-        mod = postgresql if self.dialect == "postgresql" else sqlite
-        stmt = mod.insert(table).on_conflict_do_nothing(index_elements=[key])
-        stmt = stmt.returning(table.c[key])
-        return [r[0] for r in conn.execute(stmt, rows)]
+        return insert_ignore(conn, table, rows, key)
 
     def insert(self, records: Iterable[Result], *, conn=None) -> int:
         """Insert records (one transaction); already-present ids are skipped. Returns new rows.
@@ -355,44 +300,47 @@ class Store:
             except FieldError as e:  # name the case only when it is needed
                 raise FieldError(e.field, e.value, e.reason,
                                  f"result {r.workload}/{r.backend}/{r.dtype} {r.params}") from None
-        return self.insert_rows([_row(r) for r in records], conn=conn)
+        return self.insert_rows([record_row(r) for r in records], conn=conn)
 
     def insert_rows(self, rows: list[dict], *, conn=None) -> int:
-        """Insert rows already in table form (as read from another Store); see `insert`."""
+        """Insert record dicts (field -> value, non-finite floats already None, as `records`
+        and `rows` read them); see `insert`. The device and software values go to their own
+        tables, once each."""
         if conn is not None:
-            return len(self._insert_ignore(conn, results_table, rows, "id"))
+            return insert_table_rows(conn, rows)
         with self.engine.begin() as c:
-            return len(self._insert_ignore(c, results_table, rows, "id"))
+            return insert_table_rows(c, rows)
 
     def count(self) -> int:
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(sa.func.count()).select_from(results_table)).scalar()
+            return conn.execute(sa.select(sa.func.count()).select_from(result_rows)).scalar()
 
     def ids(self) -> set[str]:
         with self.engine.connect() as conn:
-            return set(conn.execute(sa.select(results_table.c.id)).scalars())
+            return set(conn.execute(sa.select(result_rows.c.id)).scalars())
 
-    def records(self, where=None) -> list[Result]:
-        stmt = sa.select(results_table).order_by(results_table.c.created_at, results_table.c.id)
+    def rows(self, where=None, *, columns: Iterable[str] = COLUMNS) -> list[dict]:
+        """Record dicts (the fields asked for, by name), ordered by created_at and id, whatever
+        they hold: JSON fields are read as text and parsed here, so a stored value that is not
+        JSON cannot crash the query (results/rows.py then skips the row). `where` is a
+        SQLAlchemy condition on `results_table` (the record fields)."""
+        t = records
+        stmt = sa.select(*[sa.type_coerce(t.c[c], sa.Text).label(c) if c in TEXT_JSON
+                           else t.c[c] for c in columns]).order_by(t.c.created_at, t.c.id)
         if where is not None:
             stmt = stmt.where(where)
         with self.engine.connect() as conn:
-            return [Result(**dict(r._mapping)) for r in conn.execute(stmt)]
+            return [{k: _json(v) if k in TEXT_JSON else v for k, v in r._mapping.items()}
+                    for r in conn.execute(stmt)]
 
-    def rows(self, columns: Iterable[str] = COLUMNS, where=None) -> list[dict]:
-        """Rows as dicts, whatever they hold: JSON columns are read as text and parsed here, so
-        a value that is not JSON cannot crash the query (results/rows.py then skips the row)."""
-        t = results_table
-        stmt = sa.select(*[sa.type_coerce(t.c[c], sa.Text).label(c) if c in JSON_COLUMNS
-                           else t.c[c] for c in columns]).order_by(t.c.created_at, t.c.id)
-        with self.engine.connect() as conn:
-            rows = conn.execute(stmt if where is None else stmt.where(where))
-            return [{k: _json(v) if k in JSON_COLUMNS else v for k, v in r._mapping.items()}
-                    for r in rows]
+    def records(self, where=None) -> list[Result]:
+        return [Result(**row) for row in self.rows(where=where)]
 
     def frame(self, where=None):
-        """All rows (or those matching a SQLAlchemy condition) as a pandas DataFrame, read with
-        `rows` (no stored value crashes it). JSON columns come back as dicts and lists."""
+        """All rows (or those matching a SQLAlchemy condition) as a pandas DataFrame.
+
+        JSON columns come back as Python dicts/lists, so `df.params.str["m"]` and the like work.
+        """
         import pandas as pd
 
         return pd.DataFrame(self.rows(where=where), columns=COLUMNS)

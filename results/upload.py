@@ -6,18 +6,27 @@ missing rows from the local table, and inserts them with ON CONFLICT DO NOTHING 
 deterministic id. So re-running an upload, or 32 nodes uploading overlapping rows at once, is
 harmless, and a crash loses at most the batch in flight. The local table is only read.
 
+The device and software values a batch refers to go first (results/tables.py keeps each once,
+by content key), then the batch's rows: on PostgreSQL by COPY, the samples as packed bytes.
+
+A row the shared table refuses (a NUL character, an integer beyond its column: results/refused.py
+finds those before sending; anything else by halving the failed batch until the refused rows
+are found) is set aside in `refused-upload-<time>.jsonl` beside the local table with its reason,
+and every other row goes in; the report counts them and the next upload tries them again.
+
 A server that cannot be reached (or drops the connection, or is restarting) is retried with
-exponential backoff a bounded number of times, then the upload stops with a one-line
-UploadError; the batches already committed stay, and running the upload again finishes the
-rest. Passwords come from the URL, $PGPASSWORD or ~/.pgpass (libpq reads both when the URL has
-none) and never appear in messages: URLs are shown through `redact` and any error text is
-scrubbed of the password.
+exponential backoff and full jitter a bounded number of times, then the upload stops with a
+one-line UploadError; the batches already committed stay, and running the upload again
+finishes the rest. Passwords come from the URL, $PGPASSWORD or ~/.pgpass (libpq reads both
+when the URL has none) and never appear in messages: URLs are shown through `redact` and any
+error text is scrubbed of the password.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -28,16 +37,23 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from results.pgcopy import copy_rows
+from results.refused import precheck, precheck_values, write_refused
 from results.store import (
-    COLUMNS,
-    JSON_COLUMNS,
     Store,
     StoreError,
     redact,
     resolve_url,
-    results_table,
     transient,
     url_secrets,
+)
+from results.tables import (
+    KEYED,
+    OWN_TABLES,
+    ROW_COLUMNS,
+    UtcTime,
+    insert_ignore,
+    result_rows,
 )
 
 log = logging.getLogger(__name__)
@@ -64,13 +80,18 @@ class UploadError(RuntimeError):
 class RetryPolicy:
     """Tries per step (opening the shared table, each batch) and the waits between them.
 
-    The defaults wait 1, 2, 4, 8 s (15 s in all) before giving up: enough to ride out a server
-    restart or a network blip, short enough that a node's job does not hang (assumption).
+    Waits grow exponentially (1, 2, 4, 8, 16 s caps by default) with full jitter: each wait is
+    drawn uniformly from 0 to its cap, so 32 uploaders that lost the same server do not come
+    back in lockstep (AWS Architecture Blog, "Exponential Backoff And Jitter", 2015: full
+    jitter spreads retries evenly and does the least work). The defaults wait 15.5 s on
+    average, 31 s at most, before giving up: enough to ride out a server restart or a network
+    blip, short enough that a node's job does not hang (assumption).
     """
 
-    tries: int = 5
+    tries: int = 6
     backoff_s: float = 1.0
     max_backoff_s: float = 30.0
+    jitter: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.tries, int) or self.tries < 1:
@@ -90,9 +111,17 @@ class RetryPolicy:
             raise ValueError(f"bad {TRIES_ENV} or {BACKOFF_ENV}: {e}") from None
         return cls(tries=tries, backoff_s=backoff_s)
 
-    def wait_s(self, attempt: int) -> float:
-        """Wait after failed attempt `attempt` (1-based): exponential, capped."""
+    def cap_s(self, attempt: int) -> float:
+        """The longest wait after failed attempt `attempt` (1-based): exponential, capped."""
         return min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s)
+
+    def wait_s(self, attempt: int, rng: random.Random | None = None) -> float:
+        """The wait after failed attempt `attempt`: uniform in [0, cap] (full jitter)."""
+        cap = self.cap_s(attempt)
+        return (rng or _RNG).uniform(0, cap) if self.jitter else cap
+
+
+_RNG = random.SystemRandom()  # no shared seed: forked uploaders draw different waits
 
 
 @dataclass
@@ -107,6 +136,9 @@ class UploadReport:
     retries: int = 0
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)  # transient errors that were retried
+    refused: int = 0  # rows the shared table refused, set aside in refused_file
+    refused_file: str | None = None
+    refused_reason: str | None = None  # the first row's reason
 
     @property
     def rows_per_s(self) -> float:
@@ -115,8 +147,15 @@ class UploadReport:
     def __str__(self) -> str:
         retried = f", {self.retries} retries" if self.retries else ""
         batches = f"{self.batches} batch" + ("" if self.batches == 1 else "es")
+        refused = f", {self.refused} set aside in {self.refused_file}" if self.refused else ""
         return (f"{self.new} new rows, {self.already} already there ({self.local} local rows, "
-                f"{batches}{retried}) to {self.to} in {self.seconds:.1f} s")
+                f"{batches}{retried}{refused}) to {self.to} in {self.seconds:.1f} s")
+
+    def set_aside_line(self) -> str:
+        """The last line of an upload that set rows aside."""
+        return (f"{self.refused} row{'s' if self.refused != 1 else ''} set aside in "
+                f"{self.refused_file}: the shared table refused them (first: "
+                f"{self.refused_reason}); the next upload tries them again")
 
     def to_dict(self) -> dict:
         return {**asdict(self), "rows_per_s": self.rows_per_s}
@@ -143,6 +182,21 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
+class Refused(Exception):
+    """The server refused the data of a step (a value it cannot store), not the connection."""
+
+
+def data_error(e: BaseException) -> bool:
+    """Whether the server (or the driver, for it) refused a value: SQLSTATE class 22 (data
+    exception: NUL character, integer out of range, bad time) or 23 (integrity)."""
+    orig = getattr(e, "orig", None)
+    if isinstance(orig, (psycopg.DataError, psycopg.IntegrityError)):
+        return True
+    state = getattr(orig, "sqlstate", None) or ""
+    return state.startswith(("22", "23")) or (
+        isinstance(e, sa.exc.StatementError) and isinstance(orig, (ValueError, TypeError)))
+
+
 class _Retrying:
     """Runs steps with the retry policy, counting retries in the report."""
 
@@ -155,6 +209,8 @@ class _Retrying:
                 return step()
             except (StoreError, sa.exc.SQLAlchemyError) as e:
                 reason = scrub(str(e) if isinstance(e, StoreError) else _first_line(e), self.url)
+                if data_error(e):
+                    raise Refused(reason) from None
                 if not transient(e):
                     raise UploadError(f"upload to {self.report.to} failed while {what}: "
                                       f"{reason}", self.report) from None
@@ -171,59 +227,106 @@ class _Retrying:
                 self.sleep(wait)
 
 
-def _send_batch(src: Store, dst: Store, ids: list[str]) -> int:
-    """One batch, one transaction on the shared table. Returns the rows it inserted."""
-    col = results_table.c.id
+def _missing(dst: Store, ids: list[str]) -> list[str]:
+    """Those of `ids` the shared table lacks."""
+    col = result_rows.c.id
     if dst.dialect == "postgresql":  # one array parameter, not thousands of placeholders
         present = col == sa.any_(sa.bindparam("ids", ids, type_=postgresql.ARRAY(sa.String)))
     else:
         present = col.in_(ids)
-    with dst.engine.begin() as conn:
+    with dst.engine.connect() as conn:
         there = set(conn.execute(sa.select(col).where(present)).scalars())
-        missing = [i for i in ids if i not in there]
-        if not missing:
-            return 0
+    return [i for i in ids if i not in there]
+
+
+# The raw local columns for COPY: JSON and times as their stored text, samples as their bytes
+# (COPY takes them as they are: no decoding and encoding again).
+_RAW = [sa.cast(c, sa.Text) if isinstance(c.type, (sa.JSON, UtcTime))
+        else sa.type_coerce(c, sa.LargeBinary) if c.name == "samples_s" else c
+        for c in result_rows.c]
+_KEY_AT = {name: ROW_COLUMNS.index(col) for name, col in KEYED.items()}
+ID_AT = ROW_COLUMNS.index("id")
+
+
+def _local_rows(src: Store, ids: list[str]) -> list[tuple]:
+    """The local rows with these ids, raw, as tuples in ROW_COLUMNS order."""
+    stmt = sa.select(*_RAW).where(result_rows.c.id.in_(ids))
+    with src.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(stmt)]
+
+
+def _send_values(src: Store, dst: Store, rows: list[tuple]) -> None:
+    """The device and software values these rows refer to, on the shared table, in a short
+    transaction of their own: content-keyed rows are harmless if the rows never follow, and
+    holding them in the long results transaction would make every uploader wait for the one
+    that inserted them first."""
+    for name, at in _KEY_AT.items():
+        table = OWN_TABLES[name]
+        keys = sorted({r[at] for r in rows if r[at] is not None})
+        if not keys:
+            continue
+        with dst.engine.connect() as conn:
+            there = set(conn.execute(sa.select(table.c.key).where(table.c.key.in_(keys)))
+                        .scalars())
+        need = [k for k in keys if k not in there]
+        if not need:
+            continue
+        with src.engine.connect() as conn:
+            values = [dict(r._mapping) for r in conn.execute(
+                sa.select(table).where(table.c.key.in_(need)))]
+        with dst.engine.begin() as conn:
+            insert_ignore(conn, table, values, "key")
+
+
+def _send_rows(src: Store, dst: Store, rows: list[tuple]) -> int:
+    """Rows (raw tuples) into the shared table, in one transaction. Returns the rows inserted."""
+    _send_values(src, dst, rows)
+    with dst.engine.begin() as conn:
         if dst.dialect == "postgresql":
             try:
-                return _copy_pg(conn, _local_rows(src, missing, json_as_text=True))
+                return copy_rows(conn, rows)
             except psycopg.Error as e:
                 # COPY runs on the raw cursor, outside SQLAlchemy's error wrapping: wrap it the
                 # same way (OperationalError, DataError, ...) so retries and messages see it
                 raise sa.exc.DBAPIError.instance("COPY results", None, e, psycopg.Error) from e
-        return dst.insert_rows(_local_rows(src, missing), conn=conn)
+        with src.engine.connect() as c:  # another kind of database: typed rows, plain INSERT
+            typed = [dict(r._mapping) for r in c.execute(sa.select(result_rows).where(
+                result_rows.c.id.in_([r[ID_AT] for r in rows])))]
+        return len(insert_ignore(conn, result_rows, typed, "id"))
 
 
-def _local_rows(src: Store, ids: list[str], *, json_as_text: bool = False) -> list:
-    """The local rows with these ids: dicts, or tuples in COLUMNS order with the JSON columns
-    as their stored text (COPY takes that as it is: no decoding and encoding again)."""
-    cols = [sa.cast(c, sa.Text) if json_as_text and c.name in JSON_COLUMNS else c
-            for c in results_table.c]
-    stmt = sa.select(*cols).where(results_table.c.id.in_(ids))
-    with src.engine.connect() as conn:
-        result = conn.execute(stmt)
-        return [tuple(r) for r in result] if json_as_text else \
-            [dict(zip(COLUMNS, r)) for r in result]
+class _Batches:
+    """Sends batches; a batch the server refuses for its data is halved until the rows it
+    refuses are found (one row each): those are set aside, every other row goes in."""
 
+    def __init__(self, src: Store, dst: Store, attempt: _Retrying):
+        self.src, self.dst, self.attempt = src, dst, attempt
+        self.refused: dict[str, str] = {}  # id -> reason
 
-_QUOTED = ", ".join(f'"{c}"' for c in COLUMNS)
+    def send(self, ids: list[str], what: str) -> int:
+        missing = self.attempt(partial(_missing, self.dst, ids), what)
+        if not missing:
+            return 0
+        rows = _local_rows(self.src, missing)
+        if self.dst.dialect == "postgresql":  # what PostgreSQL cannot store: set aside now
+            values = precheck_values(self.src, rows)
+            checked = [(r, precheck(r) or next((values[r[at]] for at in _KEY_AT.values()
+                                                if r[at] in values), None)) for r in rows]
+            self.refused.update((r[ID_AT], why) for r, why in checked if why)
+            rows = [r for r, why in checked if not why]
+        return self._bisect(rows, what)
 
-
-def _copy_pg(conn, rows: list[tuple]) -> int:
-    """Insert rows on PostgreSQL through COPY into a temporary table, then INSERT ... SELECT
-    ... ON CONFLICT DO NOTHING in id order. COPY is several times faster than a multi-row
-    INSERT, whose huge parameter lists psycopg has to rewrite in Python."""
-    cursor = conn.connection.dbapi_connection.cursor()
-    try:
-        cursor.execute("CREATE TEMP TABLE colossus_upload (LIKE results INCLUDING DEFAULTS) "
-                       "ON COMMIT DROP")
-        with cursor.copy(f"COPY colossus_upload ({_QUOTED}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-        cursor.execute(f"INSERT INTO results ({_QUOTED}) SELECT {_QUOTED} FROM colossus_upload "
-                       "ORDER BY id ON CONFLICT (id) DO NOTHING")
-        return cursor.rowcount
-    finally:
-        cursor.close()
+    def _bisect(self, rows: list[tuple], what: str) -> int:
+        if not rows:
+            return 0
+        try:
+            return self.attempt(partial(_send_rows, self.src, self.dst, rows), what)
+        except Refused as e:
+            if len(rows) == 1:
+                self.refused[rows[0][ID_AT]] = str(e)
+                return 0
+            mid = len(rows) // 2
+            return self._bisect(rows[:mid], what) + self._bisect(rows[mid:], what)
 
 
 def upload_store(source: Store, url: str | None = None, *, batch_size: int = DEFAULT_BATCH,
@@ -248,20 +351,34 @@ def upload_store(source: Store, url: str | None = None, *, batch_size: int = DEF
     start = time.perf_counter()
     ids = sorted(source.ids())  # id order: concurrent uploaders lock rows in the same order
     report.local = len(ids)
-    dst = attempt(partial(Store, url), "opening the shared table")
+    try:
+        dst = attempt(partial(Store, url), "opening the shared table")
+    except Refused as e:
+        raise UploadError(f"upload to {report.to} failed while opening the shared table: {e}",
+                          report) from None
+    batches = _Batches(source, dst, attempt)
     try:
         for i in range(0, len(ids), batch_size):
             chunk = ids[i:i + batch_size]
-            new = attempt(partial(_send_batch, source, dst, chunk),
-                          f"sending batch {i // batch_size + 1}")
+            before = len(batches.refused)
+            what = f"sending batch {i // batch_size + 1}"
+            try:
+                new = batches.send(chunk, what)
+            except Refused as e:  # refused outside any row (the check for present ids)
+                raise UploadError(f"upload to {report.to} failed while {what}: {e}",
+                                  report) from None
             report.new += new
-            report.already += len(chunk) - new
+            report.already += len(chunk) - new - (len(batches.refused) - before)
             report.batches += 1
             report.seconds = time.perf_counter() - start
             if on_batch:
                 on_batch(report)
     finally:
         dst.close()
+        if batches.refused:
+            report.refused = len(batches.refused)
+            report.refused_reason = next(iter(batches.refused.values()))
+            report.refused_file = str(write_refused(source, batches.refused))
         report.seconds = time.perf_counter() - start
     return report
 

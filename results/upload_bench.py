@@ -7,8 +7,8 @@
     all released at once by a barrier. The table must end with exactly the distinct rows, their
     `new` counts must add up to that, and running every uploader again must add none.
 
-Without --url a private PostgreSQL server is started from tests/pg.py (run from a checkout; as
-root it runs the server as the `postgres` user), with fsync on, as a real server would run.
+Without --url a private PostgreSQL server is started (results/pgserver.py; as root it runs the
+server as the `postgres` user), with fsync on, as a real server would run.
 With --url each phase works in a fresh schema that it drops at the end, so any database the
 role may create schemas in will do; its other tables are not touched.
 """
@@ -21,18 +21,24 @@ import multiprocessing as mp
 import os
 import random
 import sqlite3
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote
 
 import sqlalchemy as sa
 
+from results.pgserver import TempPostgres
 from results.schema import SCHEMA_VERSION, result_id
-from results.store import JSON_COLUMNS, Store, redact, resolve_url
+from results.store import Store, redact, resolve_url
+from results.tables import OWN_TABLES
 from results.upload import DEFAULT_BATCH, RetryPolicy, upload_store
 
 # A realistic GPU record: an H100 GEMM with NVML telemetry. Sample counts vary with the kernel's
@@ -95,14 +101,17 @@ def copy_subset(master: Path, dest: Path, ids: list[str]) -> None:
         conn.executemany("INSERT INTO want VALUES (?)", [(i,) for i in ids])
         conn.execute("INSERT INTO results SELECT * FROM m.results WHERE id IN "
                      "(SELECT id FROM want)")
+        for table in OWN_TABLES.values():  # the few device and software values, all of them
+            conn.execute(f"INSERT INTO {table.name} SELECT * FROM m.{table.name}")
     conn.close()
 
 
 def payload_mb(store: Store) -> float:
-    """Size of the rows as JSON text, about the volume an upload moves (MB)."""
-    lengths = " + ".join(f"coalesce(length({c}), 0)" for c in JSON_COLUMNS)
+    """Size of the rows' JSON text and packed samples, about the volume an upload moves (MB)."""
+    lengths = " + ".join(f"coalesce(length({c}), 0)" for c in ("params", "telemetry"))
     with store.engine.connect() as conn:
-        total = conn.exec_driver_sql(f"SELECT sum({lengths}) FROM results").scalar() or 0
+        total = conn.exec_driver_sql(f"SELECT sum({lengths} + coalesce(length(samples_s), 0)) "
+                                     "FROM results").scalar() or 0
     return (total + store.count() * 300) / 1e6  # + ~300 B of scalar columns a row
 
 
@@ -110,7 +119,7 @@ def payload_mb(store: Store) -> float:
 def fresh_schema(url: str):
     """A URL whose tables live in a new schema (dropped afterwards)."""
     name = f"upload_bench_{uuid.uuid4().hex[:8]}"
-    engine = sa.create_engine(resolve_url(url))
+    engine = sa.create_engine(resolve_url(url), pool_pre_ping=True)  # survives a restart
     with engine.begin() as conn:
         conn.exec_driver_sql(f"CREATE SCHEMA {name}")
     sep = "&" if "?" in url else "?"
@@ -153,14 +162,18 @@ def _uploader(local: str, url: str, batch_size: int, barrier, out) -> None:
     try:
         with Store(local) as store:
             barrier.wait()
-            r = upload_store(store, url, batch_size=batch_size,
-                             retry=RetryPolicy(tries=5, backoff_s=0.2))
-        out.put((local, r.new, r.already, r.seconds, None))
+            r = upload_store(store, url, batch_size=batch_size,  # rides out a restart
+                             retry=RetryPolicy(tries=8, backoff_s=0.2))
+        out.put((local, r.new, r.already, r.seconds, None, r.refused, r.retries))
     except Exception as e:  # report, do not hang the parent
-        out.put((local, 0, 0, 0.0, f"{type(e).__name__}: {e}"))
+        out.put((local, 0, 0, 0.0, f"{type(e).__name__}: {e}", 0, 0))
 
 
-def run_uploaders(url: str, locals_: list[Path], batch_size: int) -> tuple[list[tuple], float]:
+def run_uploaders(url: str, locals_: list[Path], batch_size: int,
+                  restart: Callable[[], None] | None = None,
+                  restart_after_s: float = 0.0) -> tuple[list[tuple], float]:
+    """All uploaders at once; `restart()` (stop and start the server) runs `restart_after_s`
+    after they are released, while they upload."""
     # forkserver: children start from a clean process (no engines or threads of the parent)
     # that has imported this module once, so 32 of them start in well under a second.
     ctx = mp.get_context("forkserver")
@@ -173,8 +186,13 @@ def run_uploaders(url: str, locals_: list[Path], batch_size: int) -> tuple[list[
     try:
         barrier.wait(timeout=300)
         t0 = time.perf_counter()
+        timer = threading.Timer(restart_after_s, restart) if restart else None
+        if timer:
+            timer.start()
         results = [out.get(timeout=600) for _ in procs]
         wall = time.perf_counter() - t0
+        if timer:
+            timer.join()
     finally:
         for p in procs:
             p.join(timeout=60)
@@ -187,8 +205,10 @@ def run_uploaders(url: str, locals_: list[Path], batch_size: int) -> tuple[list[
 
 
 def concurrency(url: str, workdir: Path, uploaders: int, total: int, samples: int,
-                batch_size: int, overlap: float = 0.4) -> dict:
-    """Phase (b). Returns the figures and the checks; raises AssertionError on a wrong table."""
+                batch_size: int, overlap: float = 0.4, restart: Callable[[], None] | None = None,
+                restart_after_s: float = 0.0) -> dict:
+    """Phase (b). Returns the figures and the checks. With `restart`, the server is stopped
+    and started again `restart_after_s` into the first round (each uploader retries)."""
     distinct, wins = windows(total, uploaders, overlap)
     master = make_local(workdir / "master.db", distinct, samples)
     ids_in_order = [row_id(i) for i in range(distinct)]
@@ -200,18 +220,22 @@ def concurrency(url: str, workdir: Path, uploaders: int, total: int, samples: in
         locals_.append(path)
     with fresh_schema(url) as target:
         Store(target).close()
-        first, wall = run_uploaders(target, locals_, batch_size)
+        first, wall = run_uploaders(target, locals_, batch_size, restart, restart_after_s)
         again, wall_again = run_uploaders(target, locals_, batch_size)
         with Store(target) as shared:
             count, ids = shared.count(), shared.ids()
+            refused = sum(r[5] for r in first + again)
     sent = sum(r[1] + r[2] for r in first)
     new, new_again = sum(r[1] for r in first), sum(r[1] for r in again)
     checks = {"table_has_exactly_the_distinct_rows": count == distinct
               and ids == set(ids_in_order),
               "new_counts_add_up": new == distinct,
-              "rerun_adds_none": new_again == 0}
+              "rerun_adds_none": new_again == 0, "none_set_aside": refused == 0}
     return {"uploaders": uploaders, "rows_sent": sent, "distinct_rows": distinct,
             "samples_per_row": samples, "table_rows": count, "new_rows": new,
+            "lost": len(set(ids_in_order) - ids), "doubled": count - len(ids),
+            "restarted_after_s": restart_after_s if restart else None,
+            "retries": sum(r[6] for r in first),
             "seconds": round(wall, 2), "rows_per_s": round(sent / wall),
             "rerun_new_rows": new_again, "rerun_seconds": round(wall_again, 2),
             "checks": checks}
@@ -227,17 +251,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
     ap.add_argument("--uploaders", type=int, default=32)
     ap.add_argument("--total", type=int, default=100_000, help="rows sent by all uploaders")
+    ap.add_argument("--restart-after", type=float, default=None, metavar="S",
+                    help="concurrency phase: stop and start the private server S seconds in")
     ap.add_argument("--json", action="store_true", help="print JSON only")
     args = ap.parse_args(argv)
+    if args.restart_after is not None and args.url:
+        ap.error("--restart-after restarts the private server: leave out --url")
     server = None
     url = args.url
     if url is None:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: tests/
-        from tests.pg import TempPostgres
-
         server = TempPostgres(durable=True).start()
         url = server.url(server.create_database("upload_bench"))
-    out = {"machine": {"cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0]},
+    out = {"commit": _commit(),
+           "utc_start": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "machine": {"cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0]},
            "server": redact(resolve_url(url))}
     try:
         with tempfile.TemporaryDirectory(prefix="upload-bench-") as tmp:
@@ -246,17 +273,31 @@ def main(argv: list[str] | None = None) -> int:
                                                args.batch_size)
                 _say(args, "throughput", out["throughput"])
             if args.phase in ("all", "concurrency"):
+                restart = None if args.restart_after is None else server.restart
                 out["concurrency"] = concurrency(url, Path(tmp), args.uploaders, args.total,
-                                                 args.samples, args.batch_size)
+                                                 args.samples, args.batch_size, restart=restart,
+                                                 restart_after_s=args.restart_after or 0.0)
                 _say(args, "concurrency", out["concurrency"])
     finally:
         if server:
             server.cleanup()
     out["machine"]["load_avg_after_1m"] = os.getloadavg()[0]
+    out["utc_end"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     if args.json:
         print(json.dumps(out, indent=1))
+    else:
+        print(f"commit {out['commit']}, {out['utc_start']} to {out['utc_end']}")
     ok = all(out.get("concurrency", {}).get("checks", {"-": True}).values())
     return 0 if ok else 1
+
+
+def _commit() -> str | None:
+    """The checkout's commit (with -dirty for uncommitted changes), for the figures' record."""
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
+                              text=True, cwd=Path(__file__).parent, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def _say(args, phase: str, figures: dict) -> None:

@@ -25,8 +25,9 @@ from typing import Any
 
 from results.peaks import PEAKS, model_of
 from results.schema import (
-    _TYPES,
     FIELD_NAMES,
+    FIELDS,
+    INT_RANGES,
     MAX_LENGTHS,
     REQUIRED,
     SCHEMA_VERSION,
@@ -40,8 +41,8 @@ from results.schema import (
 # the table's declaration.
 INT32 = (-(2**31), 2**31 - 1)
 INT64 = (-(2**63), 2**63 - 1)
-INT_COLUMNS: dict[str, tuple[int, int]] = {"world_size": INT32, "rank": INT32, "n": INT32,
-                                            "schema_version": INT32}
+INT_COLUMNS: dict[str, tuple[int, int]] = dict(INT_RANGES)  # from the record's declaration
+_TYPES: dict[str, tuple[type, ...]] = {f.name: f.types for f in FIELDS}
 
 TIMES = ("median_s", "p20_s", "p80_s", "mean_s")
 THROUGHPUTS = ("tflops", "gbps", "algbw_gbps", "busbw_gbps")
@@ -53,7 +54,8 @@ PEAK_SLACK = 1.05
 # them a figure is a unit or arithmetic slip, whatever the device.
 ABSURD_TFLOPS = 1e5
 ABSURD_GBPS = 1e5
-TFLOPS_WORKLOADS = ("gemm", "attention")  # dense matmul FLOP counts: the tensor peak applies
+# dense matmul FLOP counts: the tensor peak applies
+TFLOPS_WORKLOADS = ("gemm", "attention", "decode_attention")
 HBM_WORKLOADS = ("membw",)  # device-memory traffic: the HBM peak applies
 
 # Nested fields: key -> allowed types of its value (None always allowed). Unknown keys may

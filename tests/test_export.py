@@ -18,7 +18,8 @@ from cli import app
 from results.export import EXPORT_SCHEMA, EXPORT_SCHEMA_VERSION
 from results.openmetrics import escape_label
 from results.schema import Result
-from results.store import Store, _row
+from results.store import Store
+from results.tables import record_row as _row
 
 runner = CliRunner()
 H100 = {"name": "NVIDIA H100 80GB HBM3", "model": "H100-SXM", "kind": "cuda", "uuid": "GPU-1"}

@@ -130,7 +130,7 @@ def test_cli_on_an_empty_table(db_url):
 
 def _raw_insert(url, records):
     """Store rows below the door (insert_rows), as older versions of colossus-bench did."""
-    from results.store import _row
+    from results.tables import record_row as _row
 
     with Store(url) as store:
         store.insert_rows([_row(r) for r in records])

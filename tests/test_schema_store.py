@@ -70,6 +70,10 @@ def test_non_finite_numbers_are_stored_as_null(db_url):
     ({**make().to_dict(), "schema_version": SCHEMA_VERSION + 1}, "newer"),
     ({**make().to_dict(), "id": "0" * 32}, "does not match"),
     ({**make().to_dict(), "status": "ok", "correct": False}, "status 'ok' with correct=false"),
+    ({**make().to_dict(), "n": 2 ** 40}, "'n' is 1099511627776, outside the table's integer"),
+    ({**make().to_dict(), "created_at": "yesterday"}, "not an ISO 8601 time"),
+    ({**make().to_dict(), "samples_s": [1.0, "2"]}, "not a number"),
+    ({**make().to_dict(), "dtype": "x" * 33}, "longer than the table's 32"),
 ])
 def test_invalid_rows_are_rejected_with_the_reason(row, message):
     with pytest.raises(RecordError, match=message):
@@ -140,3 +144,22 @@ def test_non_finite_params_round_trip_through_the_table_with_the_same_id(db_url,
         path.write_text("\n".join(json.dumps(r.to_dict()) for r in store.records()) + "\n")
     [back] = load_jsonl(path)
     assert back.id == rec.id
+
+
+def test_the_checks_come_from_the_one_declaration():
+    """Required fields are those without a default; widths, integer ranges and storage are
+    the declared column metadata; field names stay as the contract has them."""
+    from results.schema import FIELDS, INT_RANGES, MAX_LENGTHS, REQUIRED
+
+    assert REQUIRED == ("run_id", "workload", "backend", "dtype", "params", "host", "device")
+    assert MAX_LENGTHS == {"id": 64, "run_id": 64, "workload": 64, "backend": 64, "dtype": 32,
+                           "host": 255, "status": 16, "created_at": 40, "shape": 128}
+    assert set(INT_RANGES) == {"world_size", "rank", "n", "schema_version"}
+    storage = {f.name: f.storage for f in FIELDS}
+    assert storage["device"] == storage["software"] == "own_table"
+    assert storage["samples_s"] == "floats" and storage["created_at"] == "timestamp"
+    assert {"id", "run_id", "created_at", "schema_version", "workload", "backend", "dtype",
+            "params", "host", "device", "world_size", "rank", "software", "median_s", "p20_s",
+            "p80_s", "mean_s", "stdev_s", "n", "samples_s", "tflops", "gbps", "algbw_gbps",
+            "busbw_gbps", "correct", "max_rel_error", "tolerance", "telemetry", "status",
+            "error"} <= {f.name for f in FIELDS}

@@ -136,9 +136,9 @@ def test_serving_spec_reads_files_and_text(tmp_path):
 def test_measured_decode_rows_replace_the_hbm_figure():
     base = estimate_serving(spec(batch=64), Measurements(None, use_reference=False))
     rows = pd.DataFrame([{
-        "workload": "attention", "backend": "triton", "dtype": "bf16", "status": "ok",
-        "correct": True, "params": {"b": 64, "h": 64, "kv_h": 8, "s": 2048, "d": 128,
-                                    "causal": True, "direction": "decode"},
+        "workload": "decode_attention", "backend": "triton", "dtype": "bf16", "status": "ok",
+        "correct": True, "params": {"b": 64, "h": 64, "kv_h": 8, "s_q": 1, "s": 2048, "d": 128,
+                                    "causal": True},
         "device": {"model": "H100-SXM"}, "gbps": 1500.0, "run_id": "run-decode-1"}])
     slow = estimate_serving(spec(batch=64), rows)
     assert "run-decode-1" in slow.sources["kv_read_tbps"]

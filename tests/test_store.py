@@ -8,8 +8,9 @@ import pytest
 import sqlalchemy as sa
 
 import results.store as store_mod
-from results.schema import SCHEMA_VERSION, Result
+from results.schema import SCHEMA_VERSION, Result, finite
 from results.store import (
+    COLUMNS,
     SchemaTooNew,
     Store,
     StoreError,
@@ -18,6 +19,7 @@ from results.store import (
     resolve_url,
     transient,
 )
+from results.tables import record_row, v1_table
 from tests.pg import free_port
 
 
@@ -118,19 +120,91 @@ def test_a_missing_migration_is_a_clear_error(url, monkeypatch):
         Store(url)
 
 
-def test_a_table_without_a_version_row_is_taken_as_version_1(url, monkeypatch):
-    """A "v0" table (results, no colossus_meta): read as the first schema and migrated."""
-    with Store(url) as store:
-        store.insert([make(0)])
+def _v1_table_with_rows(url, recs, *, version_row=True):
+    """A table as colossus-bench with schema version 1 wrote it: one `results` table, JSON
+    columns, created_at as text."""
+    v1 = v1_table()
     engine = sa.create_engine(resolve_url(url))
     with engine.begin() as conn:
-        meta_table.drop(conn)
+        v1.metadata.create_all(conn)
+        if version_row:
+            meta_table.create(conn)
+            conn.execute(meta_table.insert().values(key="schema_version", value="1"))
+        conn.execute(v1.insert(), [{**finite(r.to_dict()), "schema_version": 1} for r in recs])
     engine.dispose()
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(store_mod.MIGRATIONS, 2, ["ALTER TABLE results ADD COLUMN note TEXT"])
+
+
+def test_a_version_1_table_with_rows_is_migrated_and_reads_back_the_same(url):
+    recs = [make(i, samples_s=[1e-3 * (i + 1), None, 2.5e-3], created_at=f"2026-01-0{i + 1}"
+                 f"T10:00:00.{i:03d}+00:00", software={"torch": "2.11.0", "i": i % 2},
+                 device={"name": "NVIDIA H100 80GB HBM3", "uuid": f"GPU-{i % 3}"})
+            for i in range(7)]
+    recs.append(make(9, samples_s=[], n=3, error="x", status="failed", correct=False))
+    _v1_table_with_rows(url, recs)
     with Store(url) as store:
-        assert store.schema_version() == 2 and store.count() == 1
-    assert "note" in _columns(url)
+        assert store.schema_version() == SCHEMA_VERSION == 2
+        back = store.records()
+        df = store.frame()
+    want = [Result(**{**r.to_dict(), "schema_version": 1}) for r in recs]
+    assert sorted(back, key=lambda r: r.id) == sorted(want, key=lambda r: r.id)
+    assert list(df.columns) == COLUMNS and len(df) == 8
+    assert {"device_key", "software_key", "samples_s"} <= _columns(url)
+    assert "device" not in _columns(url)
+    assert len(_table_rows(url, "devices")) == 4 and len(_table_rows(url, "software")) == 3
+    Store(url).close()  # migrated once: reopening changes nothing
+    with Store(url) as store:
+        assert store.count() == 8
+
+
+def test_a_table_without_a_version_row_is_taken_as_version_1(url):
+    """A "v0" table (results, no colossus_meta): read as the first schema and migrated."""
+    _v1_table_with_rows(url, [make(0)], version_row=False)
+    with Store(url) as store:
+        assert store.schema_version() == SCHEMA_VERSION and store.count() == 1
+        assert store.records()[0].params == make(0).params
+    assert "device_key" in _columns(url)
+
+
+def _table_rows(url, table):
+    engine = sa.create_engine(resolve_url(url))
+    try:
+        with engine.connect() as conn:
+            return list(conn.exec_driver_sql(f"SELECT * FROM {table}"))
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_stores_created_at_as_timestamptz_and_samples_packed(pg_url):
+    rec = make(created_at="2026-03-04T05:06:07.089+00:00", samples_s=[1.5, float("nan"), 2.0])
+    with Store(pg_url) as store:
+        store.insert_rows([record_row(rec)])  # below the door, which refuses a NaN sample
+        [back] = store.records()
+    assert back.created_at == rec.created_at and back.samples_s == [1.5, None, 2.0]
+    engine = sa.create_engine(resolve_url(pg_url))
+    with engine.connect() as conn:
+        types = dict(conn.exec_driver_sql(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_name = 'results'").all())
+    engine.dispose()
+    assert types["created_at"] == "timestamp with time zone" and types["samples_s"] == "bytea"
+
+
+def test_the_table_follows_the_record_declaration():
+    """One declaration: every record field is a column (or a key into its own table), with the
+    declared width, and the record view gives every field back by name."""
+    from results.schema import FIELDS, MAX_LENGTHS
+    from results.tables import OWN_TABLES, records, result_rows
+
+    assert [c.name for c in records.columns] == COLUMNS
+    assert sorted(COLUMNS) == sorted(f.name for f in FIELDS)
+    assert COLUMNS[:5] == ["id", "run_id", "created_at", "schema_version", "workload"]
+    for f in FIELDS:
+        name = f"{f.name}_key" if f.name in OWN_TABLES else f.name
+        assert result_rows.c[name].nullable is not f.not_null
+    for name, width in MAX_LENGTHS.items():
+        assert getattr(result_rows.c[name].type, "length", None) in (width, None)
+    assert result_rows.c.run_id.type.length == 64 and result_rows.c.n.type.python_type is int
 
 
 @pytest.mark.postgres
@@ -152,6 +226,29 @@ def test_concurrent_openers_create_the_table_once(pg_url):
     assert errors == []
     with Store(pg_url) as store:
         assert store.count() == 12 and store.schema_version() == SCHEMA_VERSION
+
+
+@pytest.mark.postgres
+def test_concurrent_openers_of_a_version_1_table_migrate_it_once(pg_url):
+    recs = [make(i) for i in range(50)]
+    _v1_table_with_rows(pg_url, recs)
+    errors, counts = [], []
+
+    def open_and_count():
+        try:
+            with Store(pg_url) as store:
+                counts.append(store.count())
+        except Exception as e:  # collected: an assert in a thread would be lost
+            errors.append(e)
+
+    threads = [threading.Thread(target=open_and_count) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and counts == [50] * 6
+    with Store(pg_url) as store:
+        assert store.schema_version() == SCHEMA_VERSION and store.ids() == {r.id for r in recs}
 
 
 def test_reading_a_missing_sqlite_file_does_not_create_it(tmp_path):

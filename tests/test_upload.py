@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from bench.cli import _upload_after_run
 from cli import app
 from results.schema import Result
-from results.store import Store, _row
+from results.store import Store
+from results.tables import record_row
 from results.upload import (
     BACKOFF_ENV,
     TRIES_ENV,
@@ -95,7 +96,8 @@ def test_unreachable_server_is_retried_with_backoff_then_fails(local):
     waits = []
     url = f"postgresql://bench:pw-never-shown-42@127.0.0.1:{free_port()}/x"
     with pytest.raises(UploadError) as e:
-        upload_store(local, url, retry=RetryPolicy(tries=4, backoff_s=0.5), sleep=waits.append)
+        upload_store(local, url, retry=RetryPolicy(tries=4, backoff_s=0.5, jitter=False),
+                     sleep=waits.append)
     assert waits == [0.5, 1.0, 2.0]  # exponential; then the fourth try fails for good
     msg = str(e.value)
     assert "cannot reach" in msg and "after 4 tries" in msg and "local table is untouched" in msg
@@ -133,7 +135,23 @@ def test_eight_concurrent_uploaders_with_overlaps_give_exactly_the_distinct_rows
                           batch_size=500)
     assert figures["rows_sent"] == 5000 and figures["distinct_rows"] < 5000  # overlaps
     assert figures["checks"] == {"table_has_exactly_the_distinct_rows": True,
-                                 "new_counts_add_up": True, "rerun_adds_none": True}
+                                 "new_counts_add_up": True, "rerun_adds_none": True,
+                                 "none_set_aside": True}
+    assert figures["lost"] == 0 and figures["doubled"] == 0
+
+
+@pg
+@pytest.mark.slow
+def test_concurrent_uploaders_ride_out_a_server_restart(pg_server_factory, tmp_path):
+    """The real server stopped and started while 8 uploaders send: they retry (with jitter)
+    and the table ends with exactly the distinct rows, none lost, none twice."""
+    server = pg_server_factory()
+    url = server.url(server.create_database())
+    figures = concurrency(url, tmp_path, uploaders=8, total=20_000, samples=20,
+                          batch_size=500, restart=server.restart, restart_after_s=0.5)
+    assert figures["lost"] == 0 and figures["doubled"] == 0
+    assert figures["checks"]["table_has_exactly_the_distinct_rows"]
+    assert figures["checks"]["rerun_adds_none"] and figures["retries"] > 0
 
 
 @pg
@@ -228,19 +246,90 @@ def test_scrub_and_report():
     assert r.to_dict()["rows_per_s"] == 6.0
 
 
+def test_retry_waits_have_full_jitter_so_uploaders_do_not_retry_in_lockstep():
+    policy = RetryPolicy(tries=6, backoff_s=1.0)
+    waits = [[policy.wait_s(a) for a in range(1, 6)] for _ in range(32)]  # 32 uploaders
+    for a in range(5):
+        column = [w[a] for w in waits]
+        assert all(0 <= x <= 2 ** a for x in column)  # within the exponential cap
+        assert len(set(column)) == 32  # and not in lockstep
+    assert RetryPolicy().tries == 6 and RetryPolicy(jitter=False).wait_s(3) == 4.0
+
+
+def _refused_lines(folder):
+    files = sorted(folder.glob("refused-upload-*.jsonl"))
+    return files, [json.loads(line) for f in files for line in f.read_text().splitlines()]
+
+
 @pytest.mark.postgres
-def test_a_row_postgres_refuses_during_copy_is_one_line_and_keeps_earlier_batches(tmp_path,
-                                                                                  pg_url):
-    """SQLite keeps a NUL character in a JSON string; PostgreSQL's JSONB refuses it inside
-    COPY, on psycopg's raw cursor: that must end the upload in one line, not a traceback."""
+def test_rows_postgres_cannot_store_are_set_aside_and_the_rest_go_in(tmp_path, pg_url):
+    """The two known blockers: a NUL character in a text field (SQLite keeps it, PostgreSQL
+    refuses it, in a column or inside JSON) and n = 2**40 (beyond PostgreSQL's integer).
+    Each used to fail its batch on every retry, and every row after it waited for ever."""
     store = Store(str(tmp_path / "l.db"))
-    good = [make(i) for i in range(3)]
-    bad = Result(**{**make(3).to_dict(), "id": "", "device": {"name": "H100\u0000"}})
-    # below the door (results.validate refuses it today): a row an older version stored
-    store.insert_rows([_row(r) for r in [*good, bad]])
+    good = [make(i) for i in range(20)]
+    bad = [Result(**{**make(20).to_dict(), "id": "", "device": {"name": "H100\u0000"}}),
+           Result(**{**make(21).to_dict(), "id": "", "n": 2 ** 40}),
+           Result(**{**make(22).to_dict(), "id": "", "error": "bad\u0000byte",
+                     "status": "failed"})]
+    # below the door (results.validate refuses them today): rows an older version stored
+    store.insert_rows([record_row(r) for r in [*good[:7], *bad, *good[7:]]])
     res = CliRunner().invoke(app, ["upload", "--db", str(tmp_path / "l.db"), "--to", pg_url,
-                                   "--tries", "1", "--batch-size", "3"])
-    assert res.exit_code == 2, res.output
-    assert "Traceback" not in res.output and "failed while sending batch 2" in res.output
-    assert Store(pg_url).count() == 3  # the first batch stays
-    assert store.count() == 4  # the local table is only read
+                                   "--tries", "1", "--batch-size", "4"])
+    assert res.exit_code == 1, res.output
+    assert "Traceback" not in res.output
+    last = [line for line in res.output.strip().splitlines()
+            if not line.endswith(" ...")][-1]  # the last line but the progress note
+    assert last.startswith("3 rows set aside in ") and "refused-upload-" in last
+    with Store(pg_url) as shared:
+        assert shared.ids() == {r.id for r in good}  # every other row went in
+    files, lines = _refused_lines(tmp_path)
+    assert len(files) == 1 and {x["row"]["id"] for x in lines} == {r.id for r in bad}
+    reasons = {x["row"]["id"]: x["reason"] for x in lines}
+    assert "NUL" in reasons[bad[0].id] and "integer range" in reasons[bad[1].id]
+    assert "NUL" in reasons[bad[2].id]
+    assert lines[0]["row"].keys() == make(0).to_dict().keys()  # whole records
+    assert store.count() == 23  # the local table keeps them: the next upload tries again
+    again = upload_store(store, pg_url)
+    assert (again.new, again.already, again.refused) == (0, 20, 3)
+    assert len(_refused_lines(tmp_path)[0]) == 2
+
+
+@pytest.mark.postgres
+def test_a_refusal_the_precheck_does_not_know_is_found_by_halving_the_batch(tmp_path, pg_url):
+    """A created_at PostgreSQL cannot read as a time: the local table (SQLite) holds it, the
+    check before sending does not look for it, the server refuses the batch; halving it finds
+    the one row, and the other 15 of its batch go in."""
+    store = Store(str(tmp_path / "l.db"))
+    rows = [make(i) for i in range(16)]
+    rows[11] = Result(**{**rows[11].to_dict(), "created_at": "the day before yesterday"})
+    store.insert_rows([record_row(r) for r in rows])  # below the door, as an older version
+    report = upload_store(store, pg_url, batch_size=16, retry=RetryPolicy(tries=1))
+    assert (report.new, report.already, report.refused) == (15, 0, 1)
+    assert "set aside in" in str(report) and "invalid input syntax" in report.refused_reason
+    _, lines = _refused_lines(tmp_path)
+    assert [x["row"]["id"] for x in lines] == [rows[11].id]
+    with Store(pg_url) as shared:
+        assert shared.count() == 15
+
+
+@pytest.mark.postgres
+def test_copy_text_format_round_trips_awkward_values(tmp_path, pg_url):
+    """Tabs, newlines, backslashes and quotes in text and JSON, empty and null samples, a
+    created_at without an offset (UTC): what goes in by COPY reads back as it was."""
+    store = Store(str(tmp_path / "l.db"))
+    odd = [make(0, run_id="tab\there"),
+           Result(**{**make(1).to_dict(), "id": "", "error": 'line1\nline2\r\\end "q"',
+                     "status": "failed", "correct": False, "samples_s": []}),
+           Result(**{**make(2).to_dict(), "id": "", "params": {"a\\b": "c\td", "n": 3},
+                     "samples_s": None, "created_at": "2026-05-06T07:08:09"}),
+           Result(**{**make(3).to_dict(), "id": "", "samples_s": [1e-300, None, 2.5]})]
+    store.insert_rows([record_row(r) for r in odd])  # below the door: no zone, a None sample
+    assert upload_store(store, pg_url).new == 4
+    with Store(pg_url) as shared:
+        back = {r.id: r for r in shared.records()}
+    for rec in store.records():
+        want = rec.to_dict()
+        if want["created_at"] == "2026-05-06T07:08:09":
+            want["created_at"] = "2026-05-06T07:08:09.000+00:00"
+        assert back[rec.id].to_dict() == want

@@ -141,7 +141,7 @@ def test_the_usable_rule_is_one_rule_for_frames_and_rows(db_url):
     kept, skipped = usable_records(rows)
     assert [r["run_id"] for r in kept] == ["r0", "r1", "r2"] and skipped == 5
     with Store(db_url) as store:
-        from results.store import _row
+        from results.tables import record_row as _row
 
         store.insert_rows([_row(Result(**r)) for r in rows])  # below the door, on purpose
         frame, skipped = usable(store.frame())

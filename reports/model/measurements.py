@@ -33,6 +33,7 @@ from reports.model.fallbacks import (
     power_fallback,
 )
 from reports.model.hardware import GPU
+from results.rows import KERNEL_WORKLOADS
 
 __all__ = ["ATTENTION_FALLBACK", "COMM_SM_SHARE", "FRAMEWORK_EFFICIENCY", "GEMM_ANCHOR",
            "HBM_FALLBACK", "NVLINK_FALLBACK", "Figure", "Measurements", "anchor_rate",
@@ -81,7 +82,7 @@ def _rows(frame, origin: str) -> list[dict]:
         rec["device"] = as_dict(rec.get("device"))
         rec["telemetry"] = as_dict(rec.get("telemetry"))
         rec["_origin"] = origin
-        if rec.get("workload") in ("gemm", "attention") and rec.get("correct") is not True:
+        if rec.get("workload") in KERNEL_WORKLOADS and rec.get("correct") is not True:
             continue
         out.append(rec)
     return out

@@ -5,7 +5,7 @@ A serving scenario (reports.model.serving_scenario) is a mapping with `"mode": "
 `serving` section, or a preset name. Prefill is compute-bound: measured GEMM
 and attention rates (reports.model.measurements). A decode step is bound by reading the weights and
 the KV cache: the measured HBM bandwidth (membw rows) and, for the KV cache, measured decode-kernel
-rows (workload `attention`, params direction `decode`), else the HBM figure. The KV cache and the
+rows (workload `decode_attention`), else the HBM figure. The KV cache and the
 weights set the batch. Every assumption is plain data in ASSUMPTIONS with its source; the formulas
 are the named functions below. Conventions: bytes decimal, GiB binary; per GPU unless named.
 """
@@ -233,9 +233,9 @@ def figures(s: Serving, meas: Measurements) -> dict[str, Figure]:
 
 def decode_kv_tbps(meas: Measurements, g: GPU, hbm: Figure) -> Figure:
     """KV-cache read bandwidth of the decode attention kernel: the best measured decode row
-    (workload attention, params direction decode, its gbps), else the HBM figure."""
-    rows = [r for r in meas.rows("attention", g.name)
-            if r["params"].get("direction") == "decode" and (r.get("gbps") or 0) > 0]
+    (workload decode_attention, bench/workloads/decode.py: its gbps counts the KV bytes read),
+    else the HBM figure."""
+    rows = [r for r in meas.rows("decode_attention", g.name) if (r.get("gbps") or 0) > 0]
     if not rows:
         return Figure(hbm.value, f"no decode-attention rows: the KV cache streams at the HBM "
                                  f"figure ({hbm.source})", hbm.kind)

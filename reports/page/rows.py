@@ -20,7 +20,8 @@ NO_MEASUREMENTS = ("no measurements: run `colossus-bench run` on a GPU node or s
 ROOF_GPUS = ("H100-SXM", "H200-SXM")  # the roofs every report draws
 
 
-KERNEL_WORKLOADS = ("gemm", "attention")  # rows that count only when checked correct
+# rows that count only when checked correct
+KERNEL_WORKLOADS = ("gemm", "attention", "decode_attention")
 
 
 ALLREDUCE_WORKLOADS = ("allreduce", "all_reduce")  # the record's name, and an older spelling
