@@ -18,6 +18,7 @@ from bench.timing import Timing
 from results.schema import Result
 
 THROUGHPUT = ("tflops", "gbps", "algbw_gbps", "busbw_gbps", "peak_fraction")
+DESCRIBED = ("flops", "bytes", "shape")
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,7 @@ class Facts:
     device: DeviceInfo | None = None
     world_size: int = 1
     rank: int = 0
-    # the case's own figures, stored in every row so that reports read rows only: FLOPs and
-    # bytes of one call and a short shape label (bench/runner.py describe())
-    counts: dict[str, Any] = field(default_factory=dict)
+    described: dict[str, Any] = field(default_factory=dict)  # flops, bytes, shape of one call
 
 
 def build_record(facts: Facts, *, status: str = "ok", timing: Timing | None = None,
@@ -44,11 +43,12 @@ def build_record(facts: Facts, *, status: str = "ok", timing: Timing | None = No
                  **throughput: float | None) -> Result:
     """A Result from the case's facts and its outcome.
 
-    `throughput` takes tflops, gbps, algbw_gbps, busbw_gbps and peak_fraction; `compile_s` is
-    the first call's time beyond one steady call (JIT compiles, autotuning), a figure per row.
-    A row with status other than ok, or correct=False, must carry neither timing nor
-    throughput: passing them is a programming error (ValueError), not something to store
-    quietly.
+    `compile_s` (the first call's compile and autotune time) is a figure of the case, kept on
+    failed rows too; `facts.described` (flops, bytes, shape) is stored on every row.
+
+    `throughput` takes tflops, gbps, algbw_gbps, busbw_gbps and peak_fraction. A row with
+    status other than ok, or correct=False, must carry neither timing nor throughput: passing
+    them is a programming error (ValueError), not something to store quietly.
     """
     unknown = set(throughput) - set(THROUGHPUT)
     if unknown:
@@ -56,7 +56,10 @@ def build_record(facts: Facts, *, status: str = "ok", timing: Timing | None = No
     measured = timing is not None or any(v is not None for v in throughput.values())
     if measured and (status != "ok" or correct is False):
         raise ValueError("a failed, skipped or wrong case has no timing and no throughput")
-    extra: dict[str, Any] = dict(throughput)
+    unknown = set(facts.described) - set(DESCRIBED)
+    if unknown:
+        raise TypeError(f"unknown case figure(s): {', '.join(sorted(unknown))}")
+    extra: dict[str, Any] = {**facts.described, **throughput}
     if timing is not None:
         extra.update(timing.stats())
     if telemetry is not None:
@@ -67,4 +70,4 @@ def build_record(facts: Facts, *, status: str = "ok", timing: Timing | None = No
                   device=device, world_size=facts.world_size, rank=facts.rank,
                   software=provenance.software(), correct=correct,
                   max_rel_error=max_rel_error, tolerance=tolerance, status=status,
-                  error=error, compile_s=compile_s, **facts.counts, **extra)
+                  error=error, compile_s=compile_s, **extra)

@@ -94,15 +94,15 @@ def describe(wl: Workload, case: Case) -> dict:
         return {}
 
 
-def case_facts(case: Case, backend: str, ctx: RunContext) -> Facts:
-    """What ran and where, with the case's own figures (describe)."""
+def facts(case: Case, backend: str, ctx: RunContext) -> Facts:
+    """The case's facts for the record builder (bench/record.py)."""
     return Facts(ctx.run_id, case.workload, backend, case.dtype, dict(case.params), ctx.device,
-                 counts=describe(WORKLOADS[case.workload], case))
+                 described=describe(WORKLOADS[case.workload], case))
 
 
 def skipped(case: Case, backend: str, ctx: RunContext, reason: str) -> Result:
     """The row of a case that was not run (a time-boxed run's rest: reason "budget")."""
-    return build_record(case_facts(case, backend, ctx), status="skipped", error=reason)
+    return build_record(facts(case, backend, ctx), status="skipped", error=reason)
 
 
 def run_case(case: Case, backend: str, ctx: RunContext, timer: Timer = measure) -> Result:
@@ -112,7 +112,7 @@ def run_case(case: Case, backend: str, ctx: RunContext, timer: Timer = measure) 
     recipe through its own fixture (bench/benchmarks/conftest.py).
     """
     wl = WORKLOADS[case.workload]
-    facts = case_facts(case, backend, ctx)
+    base = facts(case, backend, ctx)
     inputs = None
     try:
         inputs = wl.setup(case, ctx.device)
@@ -125,19 +125,19 @@ def run_case(case: Case, backend: str, ctx: RunContext, timer: Timer = measure) 
         check: Check = wl.check(case, backend, inputs, out)
         del out
         if not check.correct:
-            return build_record(facts, compile_s=first_s, correct=False,
-                                max_rel_error=check.max_rel_error, tolerance=check.tolerance,
-                                status="failed",
+            return build_record(base, compile_s=first_s, correct=False,
+                                max_rel_error=check.max_rel_error,
+                                tolerance=check.tolerance, status="failed",
                                 error=f"reference check failed: max_rel_error "
                                       f"{check.max_rel_error:.3g} > tolerance "
                                       f"{check.tolerance:.3g}")
         sampler = Sampler(ctx.device, enabled=ctx.telemetry)
         timing: Timing = timer(fn, ctx.device, ctx.timing, region=sampler)
         t = timing.median_s
-        tf, gb = tflops(facts.counts.get("flops"), t), gbps(facts.counts.get("bytes"), t)
+        tf, gb = tflops(base.described.get("flops"), t), gbps(base.described.get("bytes"), t)
         # compile_s: the first call's time beyond one steady call (compiles, autotuning, lazy
         # initialisation); a figure per row, not a timing sample
-        return build_record(facts, timing=timing, compile_s=max(0.0, first_s - t),
+        return build_record(base, timing=timing, compile_s=max(0.0, first_s - t),
                             tflops=tf, gbps=gb,
                             peak_fraction=peak_fraction(ctx.device, case.dtype, tf, gb,
                                                         wl.peak_gbps(case, ctx.device)),
@@ -146,13 +146,13 @@ def run_case(case: Case, backend: str, ctx: RunContext, timer: Timer = measure) 
     except KeyboardInterrupt:
         raise
     except Unsupported as e:
-        return build_record(facts, status="skipped", error=f"unsupported: {e}")
+        return build_record(base, status="skipped", error=f"unsupported: {e}")
     except Exception as e:
         if _is_oom(e):
-            return build_record(facts, status="skipped",
+            return build_record(base, status="skipped",
                                 error=f"out of memory: {str(e)[:200]}")
         last = traceback.extract_tb(e.__traceback__)[-1]
-        return build_record(facts, status="failed",
+        return build_record(base, status="failed",
                             error=f"{type(e).__name__}: {e} ({last.filename}:{last.lineno})"[:2000])
     finally:
         del inputs

@@ -357,35 +357,3 @@ class DeviceClock:
         self.total_s += sum(t.seconds() for t in self._pending)
         self._pending.clear()
         return self.total_s
-
-
-class IntervalMarks:
-    """Timestamps between calls issued back to back, for loops that cannot be cut into one
-    `fn` per sample (the collectives' -n timed calls): `record(i)` before call i and after
-    the last, then `durations()` gives each call's time. On a GPU CUDA events on the current
-    stream (the same clock as `measure`), on CPU perf_counter.
-    """
-
-    def __init__(self, device: DeviceInfo, n: int):
-        self.cuda = device.kind == "cuda"
-        if self.cuda:
-            import torch  # lazy: bench.timing is imported by the CLI before torch is needed
-
-            self._marks: list = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
-        else:
-            self._marks = [0.0] * n
-
-    def record(self, i: int) -> None:
-        if self.cuda:
-            self._marks[i].record()
-        else:
-            self._marks[i] = time.perf_counter()
-
-    def durations(self) -> list[float]:
-        """Seconds between consecutive marks (synchronises the GPU first)."""
-        if not self.cuda:
-            return [b - a for a, b in zip(self._marks, self._marks[1:])]
-        import torch
-
-        torch.cuda.synchronize()
-        return [a.elapsed_time(b) / 1e3 for a, b in zip(self._marks, self._marks[1:])]

@@ -261,6 +261,7 @@ def test_help_keeps_bracketed_text():
 def test_choices_match_the_data_they_name():
     from bench.cli import Suite, Timing
     from bench.collectives.cli import Backend
+    from bench.collectives.config import BACKENDS
     from bench.suites import SUITES
     from bench.timing import PRESETS
     from results.cli import Format
@@ -268,11 +269,11 @@ def test_choices_match_the_data_they_name():
 
     names = lambda e: tuple(m.value for m in e)
     assert names(Suite) == tuple(SUITES) and names(Timing) == tuple(PRESETS)
-    assert names(Format) == FORMATS and names(Backend) == ("nccl", "gloo")
-    # --collective and -d take nccl-tests' own names (binary names, float/half/bfloat16...),
-    # checked by bench.collectives.config with one-line errors (tests/test_collectives.py)
+    assert names(Format) == FORMATS and names(Backend) == BACKENDS
+    # allreduce's --collective, -o and -d take nccl-tests' free-text spellings (comma lists,
+    # `all`, binary names): tests/test_collectives_nccl.py checks their help against the data
     wide = runner.invoke(app, ["run", "-h"], env={"COLUMNS": "200"}).output
-    assert "quick|standard|full|mamf|campaign" in wide and "gpu|cpu|smoke" in wide
+    assert "quick|standard|full|mamf" in wide and "gpu|cpu|smoke" in wide
 
 
 def test_estimate_help_lists_presets():

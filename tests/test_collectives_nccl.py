@@ -275,3 +275,17 @@ def test_world_of_one_nccl_rank_every_type_and_reduction(db_url, monkeypatch, ca
     fp8 = [r for r in rows if r.dtype.startswith("fp8")]
     assert fp8 and {r.params["op"] for r in fp8} == {"all_gather"}
     assert "# not run: -d f8e4m3 with all_reduce" in capsys.readouterr().out
+
+
+def test_help_names_every_type_reduction_and_collective():
+    from typer.testing import CliRunner
+
+    from bench.collectives.config import DTYPES, REFUSED_TYPES
+    from bench.collectives.formulas import OPS
+    from cli import app
+
+    text = " ".join(CliRunner().invoke(app, ["allreduce", "-h"], env={"COLUMNS": "300"})
+                    .output.replace("│", " ").split())
+    for ours, (_, nccl) in DTYPES.items():
+        assert ours in REFUSED_TYPES or nccl in text, nccl
+    assert all(r in text for r in REDOPS) and all(o in text for o in OPS)

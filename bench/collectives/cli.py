@@ -9,7 +9,6 @@ must not import torch.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -23,13 +22,14 @@ from bench import spool as spoollib
 from bench.collectives.config import CollConfig, parse_dtypes, parse_redops, world_from_env
 from bench.collectives.formulas import OPS
 from bench.collectives.sizes import parse_size
-from results.console import choice, console, err_console, fail, open_store, value
+from results.console import choice, console, err_console, fail, open_store, print_json, value
 
 COLLECTIVE_HELP = ("all_reduce | all_gather | reduce_scatter | all, or nccl-tests' binary names "
-                   "(all_reduce_perf, ...); repeat or comma-separate (default all_reduce)")
+                   "(all_reduce_perf, ...); repeat or comma-separate")
 PERF_SUFFIX = "_perf"  # nccl-tests builds one binary per collective: all_reduce_perf, ...
-
 Backend = choice("Backend", ("nccl", "gloo"))
+# --collective, -o and -d are free text in nccl-tests' spellings (comma lists, `all`, binary
+# names, either type naming), parsed by config.py with one-line errors; their help lists names.
 
 
 def _ops(values: list[str] | None) -> tuple[str, ...]:
@@ -70,7 +70,8 @@ def allreduce(
     backend: Backend | None = typer.Option(
         None, "--backend", show_default="nccl where CUDA is available, else gloo",
         help="process-group backend"),
-    collective: list[str] | None = typer.Option(None, "--collective", help=COLLECTIVE_HELP),
+    collective: list[str] | None = typer.Option(None, "--collective", help=COLLECTIVE_HELP,
+                                                show_default="all_reduce"),
     minbytes: str = typer.Option("1K", "-b", "--minbytes", help="smallest size: bytes or "
                                                                 "1K/16M/1G"),
     maxbytes: str | None = typer.Option(None, "-e", "--maxbytes",
@@ -90,7 +91,7 @@ def allreduce(
                                 help="time across ranks: 0 rank 0, 1 mean, 2 min, 3 max"),
     blocking: int = typer.Option(0, "-z", "--blocking",
                                  help="1: wait for each collective, then a barrier"),
-    run_cycles: int = typer.Option(1, "-N", "--run_cycles", "--run-cycles",
+    run_cycles: int = typer.Option(1, "-N", "--run_cycles",
                                    help="sweeps to run (0: until interrupted)"),
     ngpus: int = typer.Option(1, "-g", "--ngpus", help="GPUs per rank (1 only)"),
     nthreads: int = typer.Option(1, "-t", "--nthreads", help="threads per rank (1 only)"),
@@ -127,7 +128,9 @@ def allreduce(
     except ValueError as e:
         raise fail(str(e)) from None
     cuda = torch.cuda.is_available()
-    backend = value(backend) if backend else ("nccl" if cuda else "gloo")
+    backend = value(backend) or ("nccl" if cuda else "gloo")
+    if backend not in ("nccl", "gloo"):
+        raise fail(f"unknown backend {backend!r}; choose nccl or gloo")
     if backend == "nccl" and not cuda:
         raise fail("backend nccl needs CUDA GPUs and this machine has none; use --backend gloo")
     if world is not None and nproc_per_node is not None:
@@ -171,7 +174,7 @@ def allreduce(
     outcome = launch(cfg, nproc)  # prints the line naming the kept file if storing failed
     saved = outcome.saved
     if as_json:
-        print(json.dumps(outcome.rows, indent=1, default=str))
+        print_json(outcome.rows)
     if outcome.interrupted:
         err_console.print(f"interrupted: {saved.stored} finished rows are stored in {where}",
                           highlight=False)
@@ -209,7 +212,7 @@ def _run_in_process(cfg, world, as_json: bool, where: str):
     if saved.kept:
         print(saved.message(), file=sys.stderr, flush=True)
     if as_json:
-        print(json.dumps([r.to_dict() for r in rows], indent=1, default=str))
+        print_json([r.to_dict() for r in rows])
     else:
         print(f"run {cfg.run_id}: {saved.stored} rows stored in {where}", flush=True)
     return code, rows, saved.kept

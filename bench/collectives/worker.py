@@ -9,10 +9,12 @@ iterations that re-initialise verifiable data, run one call and count wrong elem
 over ranks; a failing iteration stops the check. `-N` repeats the sweep.
 
 Time, as nccl-tests reports it: each rank's span of the timed calls divided by their number,
-combined over ranks by `-a` (default 1: the mean). We also keep each iteration's time
-(bench.timing.IntervalMarks: CUDA events between the calls on GPUs, perf_counter on CPU; the
-same span, cut at each call); report.aggregate_samples picks those whose mean is the nccl-tests
-time, and their median, p99 and spread are the per-iteration statistics (-I). algbw and busbw
+combined over ranks by `-a` (default 1: the mean). We keep each iteration's time
+(bench.timing.EventTimer around each call: CUDA events on GPUs, where one call's stop and the
+next one's start sit back to back on the stream, so the samples add up to nccl-tests' span;
+perf_counter on CPU, where the loop's own microseconds between calls fall outside the
+samples); report.aggregate_samples picks those whose mean is the nccl-tests time, and their
+median, p99 and spread are the per-iteration statistics (-I). algbw and busbw
 are computed from the nccl-tests time, so they compare with published nccl-tests numbers.
 
 Rank 0 builds one aggregate row per (size, collective, type, reduction, placement) with
@@ -43,7 +45,7 @@ from bench.collectives.verify import count_wrong, fill_input, tolerance, unwritt
 from bench.device import detect, detect_cpu
 from bench.record import Facts, build_record
 from bench.telemetry import Sampler
-from bench.timing import IntervalMarks, Timing
+from bench.timing import EventTimer, Timing
 from results.schema import Result
 
 WORKLOAD = "allreduce"  # the collectives family is named after its verb; params["op"] says which
@@ -214,14 +216,14 @@ class RankRun:
         self.call_at(sh, placement, 0, self.redop)  # nccl-tests "Sync": one call, then barrier
         self.sync()
         dist.barrier(group=self.ctrl)
-        marks = IntervalMarks(self.device, self.cfg.iters + 1)
+        timers = [EventTimer(self.device) for _ in range(self.cfg.iters)]
         with Sampler(self.device, enabled=self.cfg.telemetry) as sampler:
-            for it in range(self.cfg.iters):
-                marks.record(it)
+            for it, timer in enumerate(timers):  # back to back: each call between its marks
+                timer.start()
                 self.call_at(sh, placement, it, self.redop)
-            marks.record(self.cfg.iters)
+                timer.stop()
             self.sync()
-        samples = marks.durations()
+        samples = [t.seconds() for t in timers]
         self.status.step(f"{what}: check")
         wrong, err = self.check(sh, placement)
         mine = {"samples": samples, "wrong": wrong, "err": err, "telemetry": sampler.summary()}
