@@ -1,10 +1,8 @@
 """The record fields the runner adds for reports (flops, bytes, shape, compile_s): nullable,
 round-trip through the table, and a version-1 table gains them by migration."""
 
-import sqlalchemy as sa
-
 from results.schema import SCHEMA_VERSION, Result
-from results.store import Store, meta_table, resolve_url
+from results.store import Store
 
 NEW = ("compile_s", "flops", "bytes", "shape")
 
@@ -29,14 +27,9 @@ def test_new_fields_are_optional_and_round_trip(db_url):
 
 
 def test_a_version_1_table_is_migrated(db_url):
-    with Store(db_url) as store:
-        store.insert([make()])
-    engine = sa.create_engine(resolve_url(db_url))
-    with engine.begin() as conn:  # back to the first schema: no new columns, version 1
-        for col in NEW:
-            conn.exec_driver_sql(f"ALTER TABLE results DROP COLUMN {col}")
-        conn.execute(meta_table.update().values(value="1"))
-    engine.dispose()
+    from tests.test_store import _v1_table_with_rows  # the first schema, as it was written
+
+    _v1_table_with_rows(db_url, [make()])
     with Store(db_url) as store:
         assert store.schema_version() == SCHEMA_VERSION == 2
         store.insert([make(shape="s", flops=1.0, bytes=2.0, compile_s=0.1, backend="triton")])
