@@ -59,7 +59,7 @@ def test_sdpa_gets_the_bottom_right_mask():
     is_causal, mask = causal_args(True, 3, 10, "cpu")
     assert not is_causal and mask.shape == (3, 10) and mask.sum().item() == 27
     assert torch.equal(mask, lower_right_mask(3, 10, "cpu"))
-    from kernels.attention import reference_attention
+    from bench.workloads.attention import reference_attention
 
     q, k, v = torch.randn(1, 4, 3, 64), torch.randn(1, 2, 10, 64), torch.randn(1, 2, 10, 64)
     o = sdpa_attention("sdpa-math", q, k, v, causal=is_causal, scale=0.125, mask=mask)

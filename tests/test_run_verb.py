@@ -56,7 +56,7 @@ def test_list_prints_pairs_and_the_estimate_and_runs_nothing(tmp_path):
     assert res.exit_code == 0, res.output
     lines = res.output.strip().splitlines()
     assert lines[0].startswith("membw/fp32/op=copy") and lines[0].endswith(" s")
-    assert "case-backends, estimated" in lines[-1]
+    assert "case-backends of suite campaign" in lines[-1] and "estimated" in lines[-1]
     assert not db.exists()
 
 

@@ -5,7 +5,7 @@ Every module listed in the import line below defines one `Workload` subclass dec
 workloads share) define none. A new family is one new file and one name in that line.
 """
 
-from bench.workloads import attention, gemm, hostdevice, membw  # noqa: F401  (they register)
+from bench.workloads import attention, decode, gemm, hostdevice, membw  # noqa: F401  (register)
 from bench.workloads.base import WORKLOADS, Case, Check, Unsupported, Workload, register
 
 __all__ = ["WORKLOADS", "Case", "Check", "Unsupported", "Workload", "register"]
