@@ -67,7 +67,8 @@ def test_machine_info_is_the_same_for_two_runs(two_runs):
 def test_pytest_benchmark_compare_reads_both_runs(two_runs):
     tmp, _, _ = two_runs
     proc = subprocess.run([*_cli(), "compare", str(tmp / "a.json"), str(tmp / "b.json"),
-                           "--group-by=group"], capture_output=True, text=True, timeout=120)
+                           "--group-by=group"], cwd=tmp, capture_output=True, text=True,
+                          timeout=120)  # cwd: outside the project, whose pytest config it reads
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "membw" in proc.stdout and "op=copy" in proc.stdout
 
