@@ -361,3 +361,13 @@ def test_batch_sensitivity(meas):
     rows = scaling.batch_sensitivity("llama3-70b", "colossus-100k",
                                      batches=(4 * 2**20, 64 * 2**20), measurements=meas)
     assert rows[0]["tokens_per_s"] < rows[1]["tokens_per_s"]  # a small batch starves 100k GPUs
+
+
+def test_estimate_notes_say_what_a_planner_must_know():
+    """A mixed preset's estimate is one job only, and says so; a bubble-bound step says why."""
+    d = estimate("colossus-200k-llama3-405b").to_dict()
+    assert any("one job across every GPU type" in n for n in d["notes"])
+    assert any("pipeline bubble" in n for n in d["notes"]) == (
+        d["breakdown_s"]["pp_bubble"] / d["step_time_s"] > 0.25)
+    assert estimate("gpt3-4096-h100").to_dict()["notes"] == [] or all(
+        "one job" not in n for n in estimate("gpt3-4096-h100").to_dict()["notes"])

@@ -60,6 +60,26 @@ class Estimate:
         """Days to train `tokens`, with the goodput's useful fraction of wall time applied."""
         return tokens / (self.tokens_per_s * useful_fraction) / 86400.0
 
+    def notes(self) -> list[str]:
+        """What a planner must know to read this estimate: a bubble that dominates the step (too
+        small a batch for the cluster), and that a mixed cluster's figure is one job only."""
+        out = []
+        bubble = self.breakdown_s.get("pp_bubble", 0.0) / self.step_time_s
+        mb = self.microbatches
+        mb = min(mb.values()) if isinstance(mb, dict) else mb
+        if bubble > 0.25:
+            out.append(f"the pipeline bubble is {bubble:.0%} of the step: "
+                       f"{self.tokens_per_step / 1e6:.1f}M tokens per step leave "
+                       f"{mb} micro-batches per replica on {self.gpus:,} GPUs; "
+                       f"a larger global_batch_tokens (a labelled input) or fewer GPUs per job "
+                       f"keeps them busy")
+        if len(self.scenario.cluster.gpu_types) > 1:
+            out.append("one job across every GPU type (its layout must divide each pool); the "
+                       "cluster questions (reports.model.cluster.colossus_200k_gain, the "
+                       "report's H200 section) also weigh separate jobs per type and the same "
+                       "number of H100s, and name the best with its reason")
+        return out
+
     def to_dict(self) -> dict:
         s = self.scenario
         d = {
@@ -90,6 +110,7 @@ class Estimate:
         if self.per_type:
             d["per_type"] = self.per_type
             d["mixed_batch"] = s.mixed_batch
+        d["notes"] = self.notes()
         if self.search is not None:
             d["search"] = self.search
         return d
