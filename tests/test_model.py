@@ -356,10 +356,14 @@ def test_fallback_gemm_model_reproduces_its_anchor():
 
 
 def row(workload, params, device="H100-SXM", status="ok", correct=True, **kw):
-    return {"id": f"{workload}-{len(str(params))}", "run_id": "r1", "workload": workload,
-            "backend": kw.pop("backend", "torch"), "dtype": kw.pop("dtype", "bf16"),
-            "params": params, "device": {"model": device}, "status": status,
-            "correct": correct, "telemetry": kw.pop("telemetry", {}), **kw}
+    """A whole record, as a table holds it (the usable-rows rule checks every field)."""
+    from results.schema import Result
+
+    return Result(id=f"{workload}-{len(str(params))}-{len(kw)}", run_id="r1", workload=workload,
+                  backend=kw.pop("backend", "torch"), dtype=kw.pop("dtype", "bf16"),
+                  params=params, host="node-1", device={"model": device}, status=status,
+                  correct=correct, telemetry=kw.pop("telemetry", {"source": "none"}),
+                  **kw).to_dict()
 
 
 def test_measured_rows_are_preferred_and_bad_rows_ignored():

@@ -188,7 +188,7 @@ def gemm_rows(device: str, tflops: float, correct=True) -> list[dict]:
     shapes += [(51200 // 8, 12288, 2048), (2048, 51200 // 8, 12288)]
     return [{"workload": "gemm", "backend": "torch", "dtype": "bf16", "status": "ok",
              "correct": correct, "params": {"m": m, "n": n, "k": k},
-             "device": {"model": device}, "tflops": tflops, "run_id": "t"}
+             "device": {"model": device}, "tflops": tflops, "run_id": "t", "host": "node-1"}
             for m, n, k in shapes]
 
 

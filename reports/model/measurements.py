@@ -33,7 +33,7 @@ from reports.model.fallbacks import (
     power_fallback,
 )
 from reports.model.hardware import GPU
-from results.rows import KERNEL_WORKLOADS
+from results.rows import usable_records
 
 __all__ = ["ATTENTION_FALLBACK", "COMM_SM_SHARE", "FRAMEWORK_EFFICIENCY", "GEMM_ANCHOR",
            "HBM_FALLBACK", "NVLINK_FALLBACK", "Figure", "Measurements", "anchor_rate",
@@ -70,20 +70,16 @@ def as_dict(v: Any) -> dict:
 
 
 def _rows(frame, origin: str) -> list[dict]:
-    """Plain dict rows of the usable results in a frame (ok status; kernels also correct)."""
+    """Plain dict rows of the usable results in a frame, by the one rule (results/rows.py:
+    the door's checks, status ok, kernels checked correct), each tagged with its origin."""
     if frame is None or len(frame) == 0:
         return []
+    rows, _ = usable_records(frame.to_dict("records"))
     out = []
-    for rec in frame.to_dict("records"):
-        if rec.get("status") != "ok":
-            continue
-        rec = dict(rec)
-        rec["params"] = as_dict(rec.get("params"))
-        rec["device"] = as_dict(rec.get("device"))
-        rec["telemetry"] = as_dict(rec.get("telemetry"))
+    for rec in rows:
+        for k in ("params", "device", "telemetry"):
+            rec[k] = as_dict(rec.get(k))
         rec["_origin"] = origin
-        if rec.get("workload") in KERNEL_WORKLOADS and rec.get("correct") is not True:
-            continue
         out.append(rec)
     return out
 

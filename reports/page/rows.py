@@ -12,6 +12,7 @@ from typing import Any
 
 from reports.model.measurements import as_dict
 from reports.page.provenance import REFERENCE
+from results.rows import KERNEL_WORKLOADS, usable_records  # noqa: F401  (re-exported)
 
 NO_MEASUREMENTS = ("no measurements: run `colossus-bench run` on a GPU node or ship reference "
                    "results")
@@ -20,8 +21,6 @@ NO_MEASUREMENTS = ("no measurements: run `colossus-bench run` on a GPU node or s
 ROOF_GPUS = ("H100-SXM", "H200-SXM")  # the roofs every report draws
 
 
-# rows that count only when checked correct
-KERNEL_WORKLOADS = ("gemm", "attention", "decode_attention")
 
 
 ALLREDUCE_WORKLOADS = ("allreduce", "all_reduce")  # the record's name, and an older spelling
@@ -62,24 +61,20 @@ def num(v: Any) -> float | None:
 
 
 def usable_rows(frame) -> list[dict]:
-    """Plain dict rows of the results that count: status ok, and for kernels checked correct."""
+    """Plain dict rows of the results that count, by the one rule (results/rows.py: the door's
+    checks, status ok, kernels checked correct): a stored row no check admits (a made-up date,
+    a throughput above the datasheet) never reaches a headline."""
     if frame is None or len(frame) == 0:
         return []
     missing = {"workload", "backend", "dtype", "params", "device", "status"} - set(frame.columns)
     if missing:
         raise ValueError(f"results frame lacks columns {sorted(missing)}; expected the result "
                          f"record's columns (results/schema.py)")
-    out = []
-    for rec in frame.to_dict("records"):
-        if rec.get("status") != "ok":
-            continue
-        if rec.get("workload") in KERNEL_WORKLOADS and not is_true(rec.get("correct")):
-            continue
-        rec = dict(rec)
+    rows, _ = usable_records(frame.to_dict("records"))
+    for rec in rows:
         for k in ("params", "device", "software", "telemetry"):
             rec[k] = as_dict(rec.get(k))
-        out.append(rec)
-    return out
+    return rows
 
 
 def is_gpu_row(row: dict) -> bool:
