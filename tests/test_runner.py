@@ -205,3 +205,33 @@ def test_a_copied_tree_without_git_takes_its_commit_from_the_environment(monkeyp
     finally:
         provenance.git_state.cache_clear()
         provenance.software.cache_clear()
+
+
+def test_checks_compare_in_chunks_and_take_a_reference_made_chunk_by_chunk(monkeypatch):
+    """A whole-buffer fp64 comparison of an 8 GiB buffer would not fit an 80 GB GPU beside the
+    buffers: max_rel_error works a chunk at a time, and takes the reference as a function."""
+    import torch
+
+    from bench.workloads import base
+
+    monkeypatch.setattr(base, "COMPARE_CHUNK", 7)  # many chunks, one of them short
+    b, c = torch.randn(50), torch.randn(50)
+    out = b + 3.0 * c
+    whole = base.max_rel_error(out, b.double() + 3.0 * c.double())
+    chunked = base.max_rel_error(out, lambda i, j: b[i:j].double() + 3.0 * c[i:j].double())
+    assert whole == chunked and whole < 1e-6
+    bad = out.clone()
+    bad[43] = float("nan")
+    assert base.max_rel_error(bad, out) == float("inf")
+
+
+def test_the_attention_reference_counts_its_kv_copies_in_each_chunk():
+    """Decode: one query row against a long cache holds K and V copies 64x the scores."""
+    import torch
+
+    from bench.workloads.attention import reference_attention
+
+    q, k, v = torch.randn(2, 4, 1, 64), torch.randn(2, 2, 96, 64), torch.randn(2, 2, 96, 64)
+    small = reference_attention(q, k, v, causal=True, budget_bytes=4 * (4 * 96 + 2 * 96 * 64))
+    whole = reference_attention(q, k, v, causal=True)
+    assert torch.allclose(small[0], whole[0])

@@ -252,11 +252,14 @@ def reference_attention(q, k, v, *, causal: bool = False, sm_scale: float | None
                         do: torch.Tensor | None = None, budget_bytes: int = 1 << 30):
     """fp32 math attention; returns (o, dq, dk, dv) in fp32 (grads None when `do` is None).
 
-    Works in chunks of (batch*head) rows so that the (rows, seq_q, seq_k) score matrices stay
-    within about budget_bytes (four such fp32 matrices live at once), which keeps the reference
-    for seq 16k on the GPU. The backward is the textbook one: dV = P^T dO, dP = dO V^T,
-    dS = P * (dP - rowsum(dO * O)), dQ = scale dS K, dK = scale dS^T Q; GQA sums dK, dV over
-    the q heads of each kv head. Rows that see no key (causal, seq_q > seq_k) give zeros.
+    Works in chunks of (batch*head) rows so that what one chunk holds stays within about
+    budget_bytes: four fp32 (rows, seq_q, seq_k) score matrices, plus the row's fp32 copies of
+    K and V (2 seq_k d) and of q, o, dO (3 seq_q d). For decode (seq_q of 1-16 against a long
+    cache) the K and V copies dominate, so they are counted too; that keeps the reference for
+    seq 16k, and for batch 256 against a 32k cache, on the GPU. The backward is the textbook
+    one: dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dO * O)), dQ = scale dS K,
+    dK = scale dS^T Q; GQA sums dK, dV over the q heads of each kv head. Rows that see no key
+    (causal, seq_q > seq_k) give zeros.
     """
     # lazy, as in _forward_fn: importing kernels.attention imports triton
     from kernels.attention import validate
@@ -268,7 +271,7 @@ def reference_attention(q, k, v, *, causal: bool = False, sm_scale: float | None
     qf, kf, vf = q.reshape(b * h, sq, d), k.reshape(b * kv_h, sk, d), v.reshape(b * kv_h, sk, d)
     dof = do.reshape(b * h, sq, d) if do is not None else None
     mask = causal_mask(sq, sk, q.device) if causal else None
-    rows = max(1, budget_bytes // (4 * 4 * sq * sk))
+    rows = max(1, budget_bytes // (4 * (4 * sq * sk + 2 * sk * d + 3 * sq * d)))
     f32 = dict(device=q.device, dtype=torch.float32)
     o = torch.empty(b * h, sq, d, **f32)
     dq = torch.empty(b * h, sq, d, **f32) if do is not None else None
@@ -289,6 +292,7 @@ def reference_attention(q, k, v, *, causal: bool = False, sm_scale: float | None
         oc = torch.matmul(p, vc)
         o[r0:r1] = oc
         if do is None:
+            del p, oc, kc, vc, qc  # before the next chunk's copies exist
             continue
         doc = dof[r0:r1].float()
         dv.index_add_(0, kv_idx, torch.matmul(p.transpose(-1, -2), doc))
@@ -297,6 +301,7 @@ def reference_attention(q, k, v, *, causal: bool = False, sm_scale: float | None
         del p
         dq[r0:r1] = torch.matmul(ds, kc) * scale
         dk.index_add_(0, kv_idx, torch.matmul(ds.transpose(-1, -2), qc) * scale)
+        del ds, doc, kc, vc, qc, oc  # before the next chunk's copies exist
     o = o.reshape(b, h, sq, d)
     if do is None:
         return o, None, None, None
