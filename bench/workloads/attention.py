@@ -88,6 +88,30 @@ def triton_available(device: DeviceInfo) -> bool:
     return device.kind == "cpu" or (device.kind == "cuda" and torch.cuda.is_available())
 
 
+def runnable_backends(backends, device: DeviceInfo, dtype: torch.dtype, d: int, causal: bool,
+                      group: int, grad: bool, math_fits_here: bool,
+                      s_q: int | None = None) -> list[str]:
+    """The backends of `backends` that can run this attention case here: ours where Triton
+    runs; on the CPU only sdpa-math (the fused SDPA kernels we compare with are GPU ones); on
+    a GPU each SDPA backend its trial run accepts (sdpa_gqa_mode), sdpa-math only where its
+    score matrices fit."""
+    out = []
+    for backend in backends:
+        if backend == "triton":
+            ok = triton_available(device)
+        elif device.kind != "cuda":
+            ok = backend == "sdpa-math"
+        elif not torch.cuda.is_available():
+            ok = False
+        else:
+            ok = sdpa_gqa_mode(backend, device.torch_device, dtype, d, causal, group, grad,
+                               s_q=s_q) is not None
+            ok = ok and (backend != "sdpa-math" or math_fits_here)
+        if ok:
+            out.append(backend)
+    return out
+
+
 def _params(case: Case) -> dict[str, Any]:
     """The case's params, checked: clear errors for anything a hand-made case gets wrong."""
     p = case.params
@@ -175,24 +199,9 @@ class Attention(Workload):
 
     def backends(self, case: Case, device: DeviceInfo) -> list[str]:
         p = _params(case)
-        dtype = DTYPES[case.dtype]
-        grad = p["direction"] != "fwd"
-        group = p["h"] // p["kv_h"]
-        out = []
-        for backend in case.backends:
-            if backend == "triton":
-                ok = triton_available(device)
-            elif device.kind != "cuda":  # the fused SDPA kernels we compare with are GPU ones
-                ok = backend == "sdpa-math"
-            elif device.kind == "cuda" and not torch.cuda.is_available():
-                ok = False
-            else:
-                ok = sdpa_gqa_mode(backend, device.torch_device, dtype, p["d"], p["causal"],
-                                   group, grad) is not None
-                ok = ok and (backend != "sdpa-math" or _math_fits(p, device))
-            if ok:
-                out.append(backend)
-        return out
+        return runnable_backends(case.backends, device, DTYPES[case.dtype], p["d"], p["causal"],
+                                 p["h"] // p["kv_h"], p["direction"] != "fwd",
+                                 _math_fits(p, device))
 
     def setup(self, case: Case, device: DeviceInfo) -> Inputs:
         p = _params(case)

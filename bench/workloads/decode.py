@@ -28,6 +28,7 @@ from bench.workloads.attention import (
     TOL_FACTOR,
     Inputs,
     _reference,
+    runnable_backends,
     triton_available,
 )
 from bench.workloads.attention_cases import BACKENDS, LLAMA3
@@ -128,23 +129,10 @@ class DecodeAttention(Workload):
 
     def backends(self, case: Case, device: DeviceInfo) -> list[str]:
         p = _params(case)
-        out = []
-        for backend in case.backends:
-            if backend == "triton":
-                ok = triton_available(device)
-            elif device.kind != "cuda":  # the fused SDPA kernels are GPU ones
-                ok = backend == "sdpa-math"
-            elif not torch.cuda.is_available():
-                ok = False
-            else:
-                ok = sdpa_gqa_mode(backend, device.torch_device, DTYPES[case.dtype], p["d"],
-                                   p["causal"], p["h"] // p["kv_h"], False, s_q=p["s_q"]) \
-                    is not None
-                ok = ok and (backend != "sdpa-math" or math_fits(
-                    p["b"], p["h"], p["s_q"], p["s"], "decode", device))
-            if ok:
-                out.append(backend)
-        return out
+        return runnable_backends(case.backends, device, DTYPES[case.dtype], p["d"], p["causal"],
+                                 p["h"] // p["kv_h"], False,
+                                 math_fits(p["b"], p["h"], p["s_q"], p["s"], "decode", device),
+                                 s_q=p["s_q"])
 
     def setup(self, case: Case, device: DeviceInfo) -> Inputs:
         p = _params(case)
