@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from results.errors import first_line
 from results.schema import Result
 
 # Assumption, not a measurement: long enough for a PostgreSQL restart or another writer's
@@ -107,11 +108,6 @@ def _insert(db_url: str, rows: list[dict[str, Any]]) -> None:
         store.insert(records)
 
 
-def _reason(e: BaseException) -> str:
-    text = str(getattr(e, "orig", None) or e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 def save(spool: str | os.PathLike, db_url: str | None, run_id: str, *,
          retry_s: float = STORE_RETRY_S) -> Saved:
     """Insert every spooled row into `db_url`; on failure keep them (see `keep`)."""
@@ -131,7 +127,7 @@ def save(spool: str | os.PathLike, db_url: str | None, run_id: str, *,
         except (StoreError, sa.exc.SQLAlchemyError, ValueError, TypeError) as e:
             pause = RETRY_PAUSE_S[min(attempt, len(RETRY_PAUSE_S) - 1)]
             if not transient(e) or time.monotonic() + pause > deadline:
-                error = _reason(e)
+                error = first_line(e)
                 break
             time.sleep(pause)
         except KeyboardInterrupt:  # a second Ctrl-C: stop waiting for the database, keep rows

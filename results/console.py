@@ -17,6 +17,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from results.errors import first_line  # noqa: F401  (re-exported: the verbs use it from here)
+
 # Piped output (CI logs, files) gets a wide table instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
@@ -52,15 +54,6 @@ def working(message: str) -> Iterator[None]:
     else:
         err_console.print(f"{message} ...", highlight=False, soft_wrap=True)
         yield
-
-
-def first_line(e: BaseException | str | None) -> str:
-    """The first non-empty line of an error (a database driver's `orig` first), else its type."""
-    if isinstance(e, str) or e is None:
-        text = (e or "").strip()
-        return text.splitlines()[0] if text else "error"
-    text = str(getattr(e, "orig", None) or e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from results.errors import first_line
 from results.schema import SCHEMA_VERSION, Result
 from results.tables import (  # noqa: F401  (COLUMNS, JSON_COLUMNS: the store's public names)
     BASE_VERSION,
@@ -150,12 +151,6 @@ def redact(url: str) -> str:
         return "<unparseable database URL>"
 
 
-def _reason(e: BaseException) -> str:
-    """The first line of a database error, without SQLAlchemy's statement and parameters."""
-    text = str(getattr(e, "orig", None) or e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 def _json(value):
     """A JSON column's stored text parsed (psycopg parses JSONB itself); other text is kept."""
     try:
@@ -194,7 +189,7 @@ class Store:
                                            connect_args={"connect_timeout": 10} if pg else {})
         except Exception as e:  # unknown driver, malformed URL or port
             raise StoreError(f"cannot use database URL {self.display_url}: "
-                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+                             f"{first_line(e)}") from None
         try:
             self._open(create)
         except StoreError:
@@ -203,7 +198,7 @@ class Store:
         except sa.exc.SQLAlchemyError as e:
             self.engine.dispose()
             error = StoreUnreachable if transient(e) else StoreError
-            raise error(f"cannot open database {self.display_url}: {_reason(e)}") from None
+            raise error(f"cannot open database {self.display_url}: {first_line(e)}") from None
 
     @property
     def dialect(self) -> str:
@@ -278,7 +273,7 @@ class Store:
                 conn.execute(sa.text(stmt))
         except sa.exc.SQLAlchemyError as e:
             raise StoreError(f"database {self.display_url}: migration to schema version "
-                             f"{version} failed ({_reason(e)}); the table is unchanged"
+                             f"{version} failed ({first_line(e)}); the table is unchanged"
                              ) from None
 
     def schema_version(self) -> int:

@@ -36,6 +36,7 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from results.errors import first_line
 from results.pgcopy import copy_rows
 from results.refused import precheck, precheck_values, write_refused
 from results.retry import (  # noqa: F401  (re-exported: the upload API)
@@ -128,11 +129,6 @@ def scrub(text: str, url: str) -> str:
     return text
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(getattr(e, "orig", None) or e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 class Refused(Exception):
     """The server refused the data of a step (a value it cannot store), not the connection."""
 
@@ -159,7 +155,7 @@ class _Retrying:
             try:
                 return step()
             except (StoreError, sa.exc.SQLAlchemyError) as e:
-                reason = scrub(str(e) if isinstance(e, StoreError) else _first_line(e), self.url)
+                reason = scrub(str(e) if isinstance(e, StoreError) else first_line(e), self.url)
                 if data_error(e):
                     raise Refused(reason) from None
                 if not transient(e):

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from results.errors import first_line
+
 RUNNING, DONE, ERROR, TERMINATED = "running", "done", "error", "terminated"
 # Assumptions, not measurements: a beat every half second; a process that misses about four
 # in a row (its Python threads have not run for 2 s) is called stopped or frozen.
@@ -108,7 +110,7 @@ def ranks_text(ranks: list[int]) -> str:
 
 def short_error(text: str | None, limit: int = 200) -> str:
     """The first line of an error, without gloo's source locations, cut to `limit`."""
-    line = (text or "error").strip().splitlines()[0] if (text or "").strip() else "error"
+    line = first_line(text)
     line = _SOURCE_LOCATION.sub("", line)
     return line if len(line) <= limit else line[:limit - 3] + "..."
 
