@@ -23,8 +23,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from results.schema import FIELD_NAMES
-from results.store import COLUMNS, JSON_COLUMNS, Store
+from results.schema import COLUMNS, FIELD_NAMES, JSON_COLUMNS
 from results.validate import INT_COLUMNS, problems, show
 
 # rows that count only when checked correct
@@ -125,6 +124,6 @@ def valid_records(rows: Iterable[dict]) -> tuple[list[dict], list[str]]:
     return out, refused
 
 
-def read(store: Store, columns: Iterable[str] = COLUMNS, where=None) -> list[dict]:
+def read(store, columns: Iterable[str] = COLUMNS, where=None) -> list[dict]:
     """Rows of the table as dicts, whatever they hold (Store.rows)."""
     return store.rows(where, columns=columns)

@@ -214,6 +214,14 @@ SPECS = {f.name: f for f in FIELDS}
 FIELD_NAMES = set(SPECS)
 REQUIRED = tuple(f.name for f in FIELDS if f.required)
 MAX_LENGTHS = {f.name: f.max_length for f in FIELDS if f.max_length}
+# Column order (of the table, frames and exports, as since version 1): the identity fields
+# first, then the others in declaration order.
+IDENTITY = ("id", "run_id", "created_at", "schema_version")
+ORDERED = sorted(FIELDS, key=lambda f: IDENTITY.index(f.name) if f.name in IDENTITY else 99)
+FIELD_ORDER = [spec.name for spec in ORDERED]
+COLUMNS = FIELD_ORDER  # the record's fields in column order (frames, exports)
+# fields stored as JSON, in tables of their own, or packed: read back as Python values
+JSON_COLUMNS = [s.name for s in FIELDS if s.storage in ("json", "own_table", "floats")]
 INT_RANGES = {f.name: f.int_range for f in FIELDS if f.int_range}
 
 

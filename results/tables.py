@@ -25,7 +25,16 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from results.schema import FIELDS, Result, canonical_json, finite
+from results.schema import (  # noqa: F401  (COLUMNS, JSON_COLUMNS: re-exported)
+    COLUMNS,
+    FIELD_ORDER,
+    FIELDS,
+    JSON_COLUMNS,
+    ORDERED,
+    Result,
+    canonical_json,
+    finite,
+)
 
 
 class PackedFloats(sa.types.TypeDecorator):
@@ -113,10 +122,6 @@ OWN_TABLES = {spec.name: sa.Table(
 devices_table, software_table = OWN_TABLES["device"], OWN_TABLES["software"]
 
 
-# Column order (of the table, frames and exports, as since version 1): the identity fields first,
-# then the others in declaration order.
-IDENTITY = ("id", "run_id", "created_at", "schema_version")
-ORDERED = sorted(FIELDS, key=lambda f: IDENTITY.index(f.name) if f.name in IDENTITY else 99)
 
 
 def _columns():
@@ -135,7 +140,6 @@ def _columns():
 result_rows = sa.Table("results", metadata, *_columns())
 ROW_COLUMNS = [c.name for c in result_rows.columns]  # the physical columns, in order
 KEYED = {name: f"{name}_key" for name in OWN_TABLES}  # field -> its key column
-FIELD_ORDER = [spec.name for spec in ORDERED]
 
 
 def _records():
@@ -158,8 +162,6 @@ meta_table = sa.Table(
     sa.Column("value", sa.String(255), nullable=False),
 )
 
-JSON_COLUMNS = [s.name for s in FIELDS if s.storage in ("json", "own_table", "floats")]
-COLUMNS = FIELD_ORDER  # the record's fields in column order (frames, exports)
 
 
 def table_rows(rows: list[dict]) -> tuple[list[dict], dict[str, dict[str, dict]]]:

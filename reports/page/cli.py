@@ -16,7 +16,6 @@ from reports.page.context import CONFIGS
 from reports.page.render import build_report
 from reports.page.rows import NO_MEASUREMENTS, pick_measurements, usable_rows
 from results.console import console, err_console, fail
-from results.store import StoreError
 
 
 def _local_frame(db: str | None) -> tuple[object, str | None, str | None]:
@@ -72,6 +71,7 @@ def report(
                                     f"GPU counts, for a preview)"),
 ) -> None:
     """Write the HTML report (self-contained) and its Markdown twin."""
+    from results.store import StoreError  # lazy: sqlalchemy costs every verb's start time
 
     if config not in CONFIGS:
         raise fail(f"unknown --config {config!r}; choose one of {', '.join(CONFIGS)}")
