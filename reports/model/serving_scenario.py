@@ -12,7 +12,6 @@ default: the mean), replicas (default 1), max_batch (the engine cap).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from reports.model.config import ScenarioError
 from reports.model.hardware import gpu
 from reports.model.measurements import as_measurements
 from reports.model.presets import model_from
-from reports.model.scenario import file_text
+from reports.model.scenario import file_text, parse_text
 from reports.model.serving import PRECISIONS, A, Serving, ServingEstimate, evaluate
 
 SERVING_KEYS = {"model", "gpu", "precision", "kv_precision", "input_len", "output_len", "tp",
@@ -131,14 +130,9 @@ def serving_spec(spec) -> dict | None:
     path = Path(spec)
     text = file_text(path) if "\n" not in spec and path.is_file() else spec
     try:
-        data = json.loads(text)
-    except ValueError:
-        import yaml  # lazy: only scenario files need it
-
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError:
-            return None  # not ours: the training reader reports it
+        data = parse_text(text)
+    except ScenarioError:
+        return None  # not ours: the training reader reports it
     if isinstance(data, dict) and data.get("mode") == "serve":
         return {"name": path.stem if text is not spec else "custom", **data}
     return None
