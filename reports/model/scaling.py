@@ -29,7 +29,6 @@ from reports.model.goodput import (
 from reports.model.scenario import (
     BATCH_PRESETS,
     SCENARIOS,
-    TOKENS_PER_GPU_PER_STEP,
     Scenario,
     load_scenario,
 )
@@ -37,7 +36,7 @@ from reports.model.search import Estimate, candidates, estimate, evaluate, searc
 
 __all__ = ["BATCH_PRESETS", "CHECKPOINT_S", "COLOSSUS_CLUSTERS", "COLOSSUS_MODELS", "Estimate",
            "LLAMA3_FAILURES_PER_GPU_HOUR", "RESTART_S", "SCENARIOS", "Scenario", "ScenarioError",
-           "TOKENS_PER_GPU_PER_STEP", "TOKEN_BUDGETS", "batch_sensitivity", "candidates",
+           "TOKEN_BUDGETS", "batch_sensitivity", "candidates",
            "cluster_throughput", "colossus_200k_gain", "estimate", "evaluate", "goodput",
            "h200_gain", "load_scenario", "mixed_job", "power", "search", "useful_fraction",
            "young_daly_interval"]

@@ -35,10 +35,6 @@ BATCH_PRESETS: dict[str, tuple[int, str]] = {
                                     "Table 2)"),
 }
 DEFAULT_BATCH = "llama3"
-# Llama 3's 16M tokens on 16,384 GPUs are 1,024 tokens per GPU per step. Kept for callers that
-# scale the batch with the cluster (a what-if, labelled where used): at 100k GPUs it is 102M
-# tokens per step, 6x any published pre-training batch.
-TOKENS_PER_GPU_PER_STEP = 1024
 
 
 def _colossus(model: str, cluster_name: str) -> dict:
