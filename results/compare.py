@@ -151,7 +151,7 @@ def summary(rows: list[Comparison]) -> str:
     sp = [c.speedup for c in rows if c.speedup is not None]
     g = geomean(sp)
     return (f"{len(sp)} of {len(rows)} cases compared (both sides ok and correct)"
-            + (f"; geometric-mean speedup {g:.2f}x" if g else ""))
+            + (f"; geometric-mean speedup {g:.3g}x" if g else ""))
 
 
 def print_comparison(results: list[Result], out=console) -> None:
