@@ -70,6 +70,7 @@ MODEL_SHAPES: dict[str, dict] = {
     "nemotron4-340b": _nemotron(96, 18432, 96, 8, "Nemotron-4 340B Technical Report (NVIDIA "
                                 "2024), Table 1"),
     "gpt3-177b-131k": _gpt(96, 12288, 96, "NVIDIA/Megatron-LM README (2024), 'Training Speed "
-                           "and Scalability': the standard GPT-3 with a 131,072 vocabulary; "
-                           "seq 2048 (assumption: GPT-3's context)", vocab=131072),
+                           "and Scalability': the standard GPT-3 with the benchmark "
+                           "configuration's 131,072 vocabulary and 4,096 sequence length",
+                           vocab=131072, seq=4096),
 }

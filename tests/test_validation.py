@@ -77,3 +77,18 @@ def test_interleaving_only_where_megatron_core_can_run_it(rows):
         m = -(-c.batch // (p["dp"] * p["micro_batch"]))
         layers = MODELS[c.model].layers
         assert schedule_problem(layers, p["pp"], p["virtual_stages"], m) is None, r.name
+
+
+def test_every_case_carries_its_range_over_unstated_settings(rows):
+    cases = {c.name: c for c in validation.CASES}
+    for r in rows:
+        lo, hi = r.range
+        assert lo <= r.predicted <= hi, r.name
+        assert r.within_range == (lo <= r.published <= hi)
+        case = cases[r.name]
+        stated = case.micro_batch and case.recompute and case.virtual_stages and case.tp
+        if not stated:  # an unstated setting widens the range past the efficiency spread alone
+            assert hi / lo > 1.05 or case.tp is None, r.name
+    s = validation.summary(rows)
+    assert 0 < s["within_range"] <= s["cases"]
+    assert set(rows[0].to_dict()) >= {"range", "within_range"}

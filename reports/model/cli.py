@@ -104,12 +104,17 @@ def validation_table(rows) -> Table:
     s = summary(rows)
     t = Table(title="the model against published runs (error on throughput)",
               caption=f"{s['cases']} runs ({s['h100_cases']} on H100): max |error| "
-                      f"{s['max_abs_error_pct']:.1f}%, mean {s['mean_abs_error_pct']:.1f}%")
-    for col in ("run", "GPU", "GPUs", "published", "predicted", "unit", "error", "source"):
+                      f"{s['max_abs_error_pct']:.1f}%, mean {s['mean_abs_error_pct']:.1f}%; "
+                      f"published inside the range over unstated settings in "
+                      f"{s['within_range']} of {s['cases']}")
+    cols = ("run", "GPU", "GPUs", "published", "predicted", "range", "unit", "error", "source")
+    for col in cols:
         t.add_column(col, justify="right" if col in ("GPUs", "published", "predicted", "error")
                      else "left")
     for r in rows:
+        lo, hi = r.range
         t.add_row(r.name, r.gpu, f"{r.gpus:,}", f"{r.published:.3g}", f"{r.predicted:.3g}",
+                  f"{lo:.3g}-{hi:.3g}" + ("" if r.within_range else " (outside)"),
                   r.unit, f"{r.error_pct:+.1f}%", r.source)
     return t
 

@@ -26,11 +26,11 @@ from reports.model.measurements import Measurements
 from reports.model.pipeline import virtual_stage_options
 from reports.model.presets import MODELS, padded_vocab
 from reports.model.scenario import Scenario
-from reports.model.search import Estimate, evaluate, search
+from reports.model.search import EFFICIENCY_SPREAD, Estimate, evaluate, search, with_efficiency
 from reports.model.validation_cases import CALIBRATION, CASES, Case
 
-__all__ = ["CALIBRATION", "CASES", "Case", "ValidationRow", "calibrate", "predict", "run_case",
-           "summary", "validate"]
+__all__ = ["CALIBRATION", "CASES", "Case", "ValidationRow", "calibrate", "case_range",
+           "fitting_estimates", "predict", "run_case", "summary", "validate"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,8 @@ class ValidationRow:
     memory_gib: float = 0.0
     parallel: dict | None = None
     assumptions: tuple[str, ...] = ()
+    range: tuple[float, float] = (0.0, 0.0)  # predicted, over unstated settings (case_range)
+    within_range: bool = False  # the published value lies inside `range`
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,32 +72,50 @@ def _layouts(case: Case, model, sequences: int):
             yield Parallel(case.tp, case.pp, case.cp, dp, b, v, rc)
 
 
-def run_case(case: Case, meas: Measurements | None = None) -> Estimate:
-    """The model's estimate of one case: the stated layout, unstated settings searched (fastest
-    that fits; the fastest overall when none fits)."""
+def fitting_estimates(case: Case, meas: Measurements | None = None) -> list[Estimate]:
+    """Every estimate of a case over its unstated settings (micro-batch, recompute,
+    interleaving) that fits in memory; all of them when none fits. A case whose whole layout is
+    unstated gives the search's best alone (the layouts it did not pick are not a spread any
+    framework user would run)."""
     meas = meas or Measurements(None, use_reference=False)
     model = MODELS[case.model]
     if case.seq_len:
         model = replace(model, seq_len=case.seq_len)
     clu = _cluster(case)
-    if case.tp is None:  # the whole layout unstated: the search's best (an upper bound)
+    if case.tp is None:
         scn = Scenario(case.name, model, clu, None, case.training, case.batch * model.seq_len,
                        batch_source=case.source)
-        return search(scn, meas)
-    best = None
+        return [search(scn, meas)]
+    out = []
     for par in _layouts(case, model, case.batch):
         scn = Scenario(case.name, model, clu, par, case.training, case.batch * model.seq_len,
                        batch_source=case.source)
         try:
-            est = evaluate(scn, par, meas)
+            out.append(evaluate(scn, par, meas))
         except ScenarioError:
             continue
-        key = (est.fits_in_memory, est.tokens_per_s)
-        if best is None or key > (best.fits_in_memory, best.tokens_per_s):
-            best = est
-    if best is None:
+    if not out:
         raise ScenarioError(f"{case.name}: no runnable layout")
-    return best
+    fit = [e for e in out if e.fits_in_memory]
+    return fit or out
+
+
+def run_case(case: Case, meas: Measurements | None = None) -> Estimate:
+    """The model's estimate of one case: the stated layout, unstated settings searched (fastest
+    that fits; the fastest overall when none fits)."""
+    return max(fitting_estimates(case, meas), key=lambda e: e.tokens_per_s)
+
+
+def case_range(case: Case, ests: list[Estimate], meas: Measurements) -> tuple[float, float]:
+    """(low, high) prediction in the case's unit over what the run leaves unstated: every
+    fitting value of its unstated settings (fitting_estimates) and the framework efficiency
+    +-EFFICIENCY_SPREAD around the fastest, the same spread `estimate` draws."""
+    best = max(ests, key=lambda e: e.tokens_per_s)
+    values = [predict_value(case, e) for e in ests]
+    for f in (1 - EFFICIENCY_SPREAD, 1 + EFFICIENCY_SPREAD):
+        ms = with_efficiency(meas, f, "efficiency spread")
+        values.append(predict_value(case, evaluate(best.scenario, best.parallel, ms)))
+    return min(values), max(values)
 
 
 def predict_value(case: Case, est: Estimate) -> float:
@@ -128,23 +148,29 @@ def error_pct(case: Case, predicted: float) -> float:
 
 
 def validate(measurements: Measurements | None = None, cases=CASES) -> list[ValidationRow]:
-    """Every case: published vs predicted and the error. A100 results are never in our measured
-    tables, so by default only the fallbacks are used (no reference rows)."""
+    """Every case: published vs predicted, the error, and the range over unstated settings. A100
+    results are never in our measured tables, so by default only the fallbacks are used (no
+    reference rows)."""
+    meas = measurements or Measurements(None, use_reference=False)
     rows = []
     for case in cases:
-        est = run_case(case, measurements)
+        ests = fitting_estimates(case, meas)
+        est = max(ests, key=lambda e: e.tokens_per_s)
         pred = predict_value(case, est)
+        lo, hi = case_range(case, ests, meas)
         rows.append(ValidationRow(
             case.name, case.gpus, case.published, pred, error_pct(case, pred), case.source,
             est.scenario.cluster.pools[0].gpu, case.unit, est.fits_in_memory,
-            sum(est.memory_bytes.values()) / 2**30, est.parallel.to_dict(), case.assumptions))
+            sum(est.memory_bytes.values()) / 2**30, est.parallel.to_dict(), case.assumptions,
+            (lo, hi), lo <= case.published <= hi))
     return rows
 
 
 def summary(rows: list[ValidationRow]) -> dict:
     errs = [abs(r.error_pct) for r in rows]
     return {"cases": len(rows), "h100_cases": sum(r.gpu == "H100-SXM" for r in rows),
-            "max_abs_error_pct": max(errs), "mean_abs_error_pct": sum(errs) / len(errs)}
+            "max_abs_error_pct": max(errs), "mean_abs_error_pct": sum(errs) / len(errs),
+            "within_range": sum(r.within_range for r in rows)}
 
 
 def calibrate(grid=None, cases=CALIBRATION) -> tuple[float, float]:

@@ -161,7 +161,8 @@ CASES: tuple[Case, ...] = (
            micro_batch=None,
            virtual_stages=None, recompute=None,
            assumptions=("layout unstated in text (the README's table is an image): the search's "
-                        "fastest that fits, an upper bound", "seq 2048 (assumption: GPT-3's)",
+                        "fastest that fits, an upper bound",
+                        "seq 4096 and vocabulary 131,072: the README's benchmark configuration",
                         "published MFU x the 989.4 TFLOP/s dense bf16 peak; counted as "
                         "Megatron-LM does: 6N + full-square attention (assumption)",
                         "fabric: 400 Gb/s NDR InfiniBand per GPU at 94% (assumption)"))
