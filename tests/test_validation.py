@@ -26,7 +26,7 @@ def test_cases_cover_megatron_table1_and_opt(rows):
     assert len(table1) == 10  # every row of Narayanan et al. 2021, Table 1
     assert {"Megatron 1T", "Megatron 145.6B", "OPT-175B"} <= names
     for c in validation.CASES:
-        assert c.tp is None or c.gpus % (c.tp * c.pp) == 0, c.name  # None: layout unstated
+        assert c.gpus % (c.tp * c.pp * c.cp) == 0, c.name
         assert c.model in MODELS and c.source
     one_t = next(r for r in rows if r.name == "Megatron 1T")
     assert one_t.gpus == 3072 and one_t.published == 163.0 and one_t.gpu == "A100-SXM-80GB"
@@ -86,9 +86,9 @@ def test_every_case_carries_its_range_over_unstated_settings(rows):
         assert lo <= r.predicted <= hi, r.name
         assert r.within_range == (lo <= r.published <= hi)
         case = cases[r.name]
-        stated = case.micro_batch and case.recompute and case.virtual_stages and case.tp
+        stated = case.micro_batch and case.recompute and case.virtual_stages
         if not stated:  # an unstated setting widens the range past the efficiency spread alone
-            assert hi / lo > 1.05 or case.tp is None, r.name
+            assert hi / lo > 1.05, r.name
     s = validation.summary(rows)
     assert 0 < s["within_range"] <= s["cases"]
     assert set(rows[0].to_dict()) >= {"range", "within_range"}

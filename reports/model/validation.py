@@ -26,7 +26,7 @@ from reports.model.measurements import Measurements
 from reports.model.pipeline import virtual_stage_options
 from reports.model.presets import MODELS, padded_vocab
 from reports.model.scenario import Scenario
-from reports.model.search import EFFICIENCY_SPREAD, Estimate, evaluate, search, with_efficiency
+from reports.model.search import EFFICIENCY_SPREAD, Estimate, evaluate, with_efficiency
 from reports.model.validation_cases import CALIBRATION, CASES, Case
 
 __all__ = ["CALIBRATION", "CASES", "Case", "ValidationRow", "calibrate", "case_range",
@@ -74,18 +74,12 @@ def _layouts(case: Case, model, sequences: int):
 
 def fitting_estimates(case: Case, meas: Measurements | None = None) -> list[Estimate]:
     """Every estimate of a case over its unstated settings (micro-batch, recompute,
-    interleaving) that fits in memory; all of them when none fits. A case whose whole layout is
-    unstated gives the search's best alone (the layouts it did not pick are not a spread any
-    framework user would run)."""
+    interleaving) that fits in memory; all of them when none fits."""
     meas = meas or Measurements(None, use_reference=False)
     model = MODELS[case.model]
     if case.seq_len:
         model = replace(model, seq_len=case.seq_len)
     clu = _cluster(case)
-    if case.tp is None:
-        scn = Scenario(case.name, model, clu, None, case.training, case.batch * model.seq_len,
-                       batch_source=case.source)
-        return [search(scn, meas)]
     out = []
     for par in _layouts(case, model, case.batch):
         scn = Scenario(case.name, model, clu, par, case.training, case.batch * model.seq_len,

@@ -64,8 +64,8 @@ class Case:
     model: str  # MODELS key
     cluster: str  # CLUSTERS key (its pool resized to `gpus`)
     gpus: int
-    tp: int | None  # None: the whole layout unstated (searched)
-    pp: int | None
+    tp: int
+    pp: int
     batch: int  # sequences per iteration
     published: float
     source: str
@@ -156,12 +156,13 @@ CASES: tuple[Case, ...] = (
            n, 8, 12, b, t, _N340, metric="step_s", training=MCORE_2024, virtual_stages=None,
            recompute=None, assumptions=_NEMO_A)
       for n, b, t in ((1536, 768, 10.3), (3072, 1536, 10.3), (6144, 2304, 8.0))],
-    *[Case(f"Megatron-Core GPT-3 177B, {n} GPUs", "gpt3-177b-131k", "eos-h100", n, None, None,
+    *[Case(f"Megatron-Core GPT-3 177B, {n} GPUs", "gpt3-177b-131k", "eos-h100", n, 8, 12,
            1152, round(mfu * 989.4, 1), _MCORE, metric="model_full", training=MCORE_README,
-           micro_batch=None,
-           virtual_stages=None, recompute=None,
-           assumptions=("layout unstated in text (the README's table is an image): the search's "
-                        "fastest that fits, an upper bound",
+           micro_batch=None, virtual_stages=None, recompute=None,
+           assumptions=("tp 8 x pp 12 (assumption: the README's text gives no layout; the series "
+                        "starts at 96 GPUs, one replica of Megatron's GPT-3 layout, tp 8 x pp 12, "
+                        "Narayanan et al. 2021 Table 2); micro-batch, interleaving and recompute "
+                        "unstated: searched",
                         "seq 4096 and vocabulary 131,072: the README's benchmark configuration",
                         "published MFU x the 989.4 TFLOP/s dense bf16 peak; counted as "
                         "Megatron-LM does: 6N + full-square attention (assumption)",
