@@ -1,9 +1,10 @@
 """The one-GPU-window campaign: its wall-time estimate, and the summary its script prints last.
 
-`bench/device_campaign.sh` runs the stages (device facts, the `campaign` suite family by family,
-NCCL at world size 1, the telemetry overhead), each under its own timeout, into one SQLite file,
-and always exports what finished. `python -m bench.campaign summary OUT` prints the stage table
-and the rows by workload and status; `python -m bench.campaign estimate` prints the estimate.
+`bench/device_campaign.sh` runs the stages (device facts, the bandwidth and GEMM families, the
+telemetry overhead, NCCL at world size 1, decode attention, attention), each under its own
+timeout, into one SQLite file, and exports what finished after every stage and at the end.
+`python -m bench.campaign summary OUT` prints the stage table and the rows by workload and
+status; `python -m bench.campaign estimate` prints the estimate.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from bench.device import DeviceInfo
 
 # The script's suite stages (one process each) and the workload families each runs.
 SUITE_STAGES = {"bandwidth": ("membw", "hostdevice"), "gemm": ("gemm",),
-                "attention": ("attention",), "decode": ("decode_attention",)}
+                "decode": ("decode_attention",), "attention": ("attention",)}
 # The stages the script runs besides the suite, with the seconds each is allowed (the script's
 # own timeouts; the estimate counts them in full, so it is an upper bound).
-EXTRA_STAGES_S = {"facts": 30, "telemetry_overhead": 60, "allreduce": 90, "export": 20}
+EXTRA_STAGES_S = {"facts": 30, "telemetry_overhead": 45, "allreduce": 60, "export": 20}
 # The machine the campaign is sized for (datasheet facts only; no measurement).
 H200 = DeviceInfo(name="NVIDIA H200", kind="cuda", model="H200-SXM", cc="9.0", sm_count=132,
                   memory_bytes=141 * 10**9)

@@ -1,16 +1,28 @@
 #!/usr/bin/env bash
 # The one-GPU-window campaign in one call on a GPU node without network (about 8 minutes on an
 # H200; `python -m bench.campaign estimate` says how it adds up):
-#   facts (nvidia-smi, `info`), the `campaign` suite family by family (bandwidth, gemm,
-#   attention, decode attention, each time-boxed with `run --budget`), the telemetry overhead,
-#   NCCL all-reduce at world size 1.
+#   facts (nvidia-smi, `info`), the bandwidth and GEMM families of the `campaign` suite, the
+#   telemetry overhead, NCCL all-reduce at world size 1, then decode attention and attention
+#   (each family time-boxed with `run --budget`; attention last, as it time-boxes itself and
+#   stores what does not fit as skipped, so the cheap stages are never the ones dropped).
 # Every stage runs under its own `timeout` into the same SQLite file under $OUT (rows are stored
-# as they complete), so a stage that crashes or hangs loses none of the others' rows. Whatever
-# happens, the EXIT trap exports the table as JSON Lines ($OUT/results.jsonl) and prints a
-# summary last. A total wall-time cap (CAMPAIGN_CAP_S) bounds the whole call.
+# as they complete), so a stage that crashes or hangs loses none of the others' rows. After
+# every stage, and again by the EXIT trap, the table is exported as JSON Lines
+# ($OUT/results.jsonl, written whole or not at all), so even a SIGKILL keeps what finished; the
+# trap prints a summary last. Rows the database refuses are kept under
+# $OUT/colossus-bench/unstored-*.jsonl (XDG_DATA_HOME is $OUT), so they come back with $OUT.
 #
-# The GPU image lacks SQLAlchemy: carry wheels in .whl/ (README, "Reference runs"); they are
-# installed with --no-deps into $CAMPAIGN_SITE (default /tmp/site), never into the image.
+# Time: a total cap (CAMPAIGN_CAP_S) bounds the stages, which end by the cap less
+# EXPORT_RESERVE_S plus a stage's kill grace (KILL_AFTER_S); then come at most two exports
+# (EXPORT_RESERVE_S + 2 s each) and the summary (SUMMARY_S): the worst case of the whole call is
+# 480 - 20 + 10 + 2 x 22 + 10 = 524 s by default, so a run tool's 600 s limit (pass
+# timeout_s=600) is never what ends it. Keep CAMPAIGN_CAP_S <= 550 under such a limit.
+#
+# The GPU image lacks SQLAlchemy: carry its pure-Python wheel (and typing_extensions') in .whl/
+# (docs/CAMPAIGN.md says how to build it); they are installed with --no-deps into
+# $CAMPAIGN_SITE (default /tmp/site), never into the image, or, where the image has no pip,
+# put on PYTHONPATH as they are (a pure-Python wheel is an importable zip). Without an
+# importable SQLAlchemy the script stops at once with one line and exit status 2.
 #
 # Environment (defaults in brackets): OUT [$PWD/out], SUITE [campaign], TIMING [by device],
 # CAMPAIGN_CAP_S [480], CAMPAIGN_<STAGE>_S (a stage's own limit, e.g. CAMPAIGN_GEMM_S),
@@ -18,8 +30,11 @@
 # CAMPAIGN_SITE [/tmp/site], COLOSSUS_GIT_SHA (the commit, where the copied tree has no git:
 # every row's software.git_sha). The CPU rehearsal (tests/test_campaign_script.py) runs this same
 # script with SUITE=quick TIMING=smoke ALLREDUCE_BACKEND=gloo and a small cap.
+# Exit status: 0 every stage ran clean, 1 some stage failed or timed out, 2 bad set-up (no
+# SQLAlchemy, unusable wheels or $OUT), 130 interrupted.
 set -uo pipefail
 
+START=$SECONDS
 OUT=${OUT:-$PWD/out}
 SUITE=${SUITE:-campaign}
 TIMING=${TIMING:-}
@@ -29,21 +44,49 @@ WHEELS=${CAMPAIGN_WHEELS:-.whl}
 SITE=${CAMPAIGN_SITE:-/tmp/site}
 ALLREDUCE_BACKEND=${ALLREDUCE_BACKEND:-nccl}
 ALLREDUCE_MAX=${ALLREDUCE_MAX:-1G}
-EXPORT_RESERVE_S=20  # kept back from every stage for the final export and summary
+EXPORT_RESERVE_S=20  # kept back from the cap for the final export; also each export's timeout
+KILL_AFTER_S=10      # a stage that ignores its timeout's SIGTERM is killed this much later
+SUMMARY_S=10         # the summary's own timeout
 RUN_MARGIN_S=${CAMPAIGN_RUN_MARGIN_S:-15}  # a run stage's start and final table, outside its --budget
 
 mkdir -p "$OUT" || exit 2
+OUT=$(cd "$OUT" && pwd)  # absolute: the stages and the store see the same folder
+
+# SQLAlchemy (the store) from the carried wheels: pip into $SITE, else the wheels themselves.
+shopt -s nullglob
+wheels=("$WHEELS"/*.whl)
+shopt -u nullglob
+if ((${#wheels[@]})); then
+  if "$PY" -m pip --version >/dev/null 2>&1; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target "$SITE" "${wheels[@]}" || { echo "cannot install the wheels in $WHEELS" >&2; exit 2; }
+    export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+  else  # no pip in the image: pure-Python wheels are zips Python imports from directly
+    zips=
+    for w in "${wheels[@]}"; do
+      [[ $w == *-none-any.whl ]] || echo "note: $w is not pure Python: its compiled parts" \
+        "cannot load from a zip (SQLAlchemy falls back to its pure-Python code)"
+      zips+="$(realpath "$w"):"
+    done
+    echo "no pip for $PY: the wheels in $WHEELS go on PYTHONPATH as they are"
+    export PYTHONPATH="${zips%:}${PYTHONPATH:+:$PYTHONPATH}"
+  fi
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+if ! where=$("$PY" -c 'import sqlalchemy; print(sqlalchemy.__version__, sqlalchemy.__file__)' \
+    2>/dev/null); then
+  echo "error: $PY cannot import sqlalchemy: carry its pure-Python wheel (and" \
+       "typing_extensions') in $WHEELS/ (docs/CAMPAIGN.md)" >&2
+  exit 2
+fi
+echo "== sqlalchemy $where"
+# Rows the database refuses go to $XDG_DATA_HOME/colossus-bench/unstored-*.jsonl
+# (bench/spool.py): under $OUT they come back with it.
+export XDG_DATA_HOME="$OUT"
+
 STAGES="$OUT/stages.tsv"
 : > "$STAGES"
 DB="sqlite:///$OUT/results.db"
-START=$SECONDS
-
-if compgen -G "$WHEELS/*.whl" >/dev/null; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$SITE" "$WHEELS"/*.whl || { echo "cannot install the wheels in $WHEELS" >&2; exit 2; }
-  export PYTHONPATH="$SITE"
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
 cb() { "$PY" -m cli "$@"; }
 
@@ -67,7 +110,7 @@ stage() {
   t0=$SECONDS
   CURRENT=$name
   # in the background and waited for, so that a signal to this script is handled at once
-  STAGE_LIMIT_S=$limit timeout --kill-after=10 "$limit" "$@" > "$OUT/$name.log" 2>&1 &
+  STAGE_LIMIT_S=$limit timeout --kill-after="$KILL_AFTER_S" "$limit" "$@" > "$OUT/$name.log" 2>&1 &
   CHILD=$!
   wait "$CHILD"
   rc=$?
@@ -75,7 +118,15 @@ stage() {
   printf '%s\t%s\t%s\n' "$name" "$rc" "$((SECONDS - t0))" >> "$STAGES"
   ((rc == 0)) || FAILED=1
   tail -n 3 "$OUT/$name.log"
+  export_rows  # what finished so far survives even a SIGKILL of this script
   return 0
+}
+
+# The table as JSON Lines, written whole or not at all (cli export writes a temporary file and
+# renames it), within EXPORT_RESERVE_S.
+export_rows() {
+  timeout --kill-after=2 "$EXPORT_RESERVE_S" "$PY" -m cli export --format jsonl \
+    --out "$OUT/results.jsonl" --db "$DB" > "$OUT/export.log" 2>&1
 }
 
 # run_family NAME FILTER: the suite's cases matching FILTER, time-boxed inside the stage limit.
@@ -110,11 +161,10 @@ interrupted() {
 finish() {
   local status=$?
   trap - EXIT INT TERM
-  timeout 60 "$PY" -m cli export --format jsonl --out "$OUT/results.jsonl" --db "$DB" \
-    > "$OUT/export.log" 2>&1 || echo "export failed: see $OUT/export.log" >&2
+  export_rows || echo "export failed: see $OUT/export.log" >&2
   echo
   echo "== campaign summary ($((SECONDS - START))s of the ${CAP_S}s cap)"
-  "$PY" -m bench.campaign summary "$OUT"
+  timeout "$SUMMARY_S" "$PY" -m bench.campaign summary "$OUT"
   ((status == 0 && FAILED)) && status=1
   exit "$status"
 }
@@ -127,11 +177,14 @@ FAILED=0
 export -f cb run_family facts overhead
 export PY DB SUITE TIMING OUT RUN_MARGIN_S
 
+# Limits (bench/campaign.py EXTRA_STAGES_S mirrors the non-suite ones): the stages before
+# attention add to 375 s, so attention keeps about 85 s of the 460 s the cap leaves (less the
+# between-stage exports, seconds each) even when every earlier stage runs to its limit.
 stage facts 30 bash -c facts
 stage bandwidth 60 bash -c 'run_family "membw/*,hostdevice/*"'
-stage gemm 150 bash -c 'run_family "gemm/*"'
-stage attention 240 bash -c 'run_family "attention/*"'
-stage decode 60 bash -c 'run_family "decode_attention/*"'
-stage telemetry_overhead 60 bash -c overhead
-stage allreduce 90 "$PY" -m cli allreduce --backend "$ALLREDUCE_BACKEND" --nproc-per-node 1 \
+stage gemm 130 bash -c 'run_family "gemm/*"'
+stage telemetry_overhead 45 bash -c overhead
+stage allreduce 60 "$PY" -m cli allreduce --backend "$ALLREDUCE_BACKEND" --nproc-per-node 1 \
   -b 8 -e "$ALLREDUCE_MAX" -f 4 --db "$DB"
+stage decode 50 bash -c 'run_family "decode_attention/*"'
+stage attention 240 bash -c 'run_family "attention/*"'
