@@ -6,8 +6,9 @@ Every spool is JSON Lines of result records (what `colossus-bench ingest` reads)
   run goes on;
 - the collectives' rank 0 appends every finished row to a run spool while it also stores it,
   noting beside it (`<spool>.stored`) the ids it stored; whoever started the ranks inserts the
-  whole spool again after they end (`save`): inserts are idempotent by the rows' deterministic
-  ids. If that fails too, the rows go to the same `unstored-<run>.jsonl` (`keep`).
+  whole spool again after they end (`save`), row by row: inserts are idempotent by the rows'
+  deterministic ids, and a row the store refuses costs only itself. If any row stays
+  unstored, the rows go to the same `unstored-<run>.jsonl` (`keep`).
 
 Either way one line says where the rows are and how to load them (`Saved.message`).
 """
@@ -100,17 +101,36 @@ class Saved:
                 f"--db {self.where}`")
 
 
-def _insert(db_url: str, rows: list[dict[str, Any]]) -> None:
-    from results.store import Store
+def _insert_each(db_url: str, rows: list[dict[str, Any]], done: set[str],
+                 refused: dict[str, str]) -> None:
+    """Insert the rows not yet in `done` or `refused`, one transaction each, so that a row the
+    store refuses (results/validate.py's door, a constraint) costs only itself: its id and
+    reason go to `refused` and the next row follows. A database that cannot be used at all
+    (open fails, connection lost) raises, for the caller to retry what is left."""
+    import sqlalchemy as sa
 
-    records = [Result.from_dict(r, where="spooled row") for r in rows]
+    from results.store import Store, transient
+
     with Store(db_url) as store:
-        store.insert(records)
+        for row in rows:
+            key = str(row.get("id"))
+            if key in done or key in refused:
+                continue
+            try:
+                store.insert([Result.from_dict(row, where="spooled row")])
+            except (sa.exc.SQLAlchemyError, ValueError, TypeError) as e:
+                if transient(e):
+                    raise
+                refused[key] = first_line(e)
+                continue
+            done.add(key)
 
 
 def save(spool: str | os.PathLike, db_url: str | None, run_id: str, *,
          retry_s: float = STORE_RETRY_S) -> Saved:
-    """Insert every spooled row into `db_url`; on failure keep them (see `keep`)."""
+    """Insert every spooled row into `db_url`, row by row (each all or nothing); when any
+    cannot be stored, keep them all (see `keep`; inserts are idempotent, so loading the kept
+    file later adds only the missing ones)."""
     import sqlalchemy as sa  # lazy: only a run that stored something needs it
 
     from results.store import StoreError, redact, transient
@@ -120,10 +140,13 @@ def save(spool: str | os.PathLike, db_url: str | None, run_id: str, *,
         return Saved(len(rows), 0)
     where = redact(db_url)
     deadline = time.monotonic() + retry_s
+    done: set[str] = set()
+    refused: dict[str, str] = {}
+    error = None
     for attempt in itertools.count():
         try:
-            _insert(db_url, rows)
-            return Saved(len(rows), len(rows), where=where)
+            _insert_each(db_url, rows, done, refused)
+            break
         except (StoreError, sa.exc.SQLAlchemyError, ValueError, TypeError) as e:
             pause = RETRY_PAUSE_S[min(attempt, len(RETRY_PAUSE_S) - 1)]
             if not transient(e) or time.monotonic() + pause > deadline:
@@ -133,7 +156,11 @@ def save(spool: str | os.PathLike, db_url: str | None, run_id: str, *,
         except KeyboardInterrupt:  # a second Ctrl-C: stop waiting for the database, keep rows
             error = "interrupted while storing"
             break
-    stored = len(_stored_ids(spool) & {r.get("id") for r in rows})
+    ids = {str(r.get("id")) for r in rows}
+    if error is None and not refused:
+        return Saved(len(rows), len(rows), where=where)
+    error = error or next(iter(refused.values()))
+    stored = len((done | _stored_ids(spool)) & ids)
     return Saved(len(rows), stored, str(keep(spool, run_id)), error, where)
 
 

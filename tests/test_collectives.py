@@ -19,6 +19,7 @@ from bench.collectives import faults, report, status
 from bench.collectives.config import CollConfig, World, world_from_env
 from bench.collectives.formulas import (
     algbw_gbps,
+    algbw_or_none,
     busbw_factor,
     busbw_gbps,
     shape,
@@ -99,6 +100,9 @@ def test_algbw():
     assert algbw_gbps(2_000_000_000, 0.5) == pytest.approx(4.0)  # decimal GB/s
     with pytest.raises(ValueError):
         algbw_gbps(K, 0.0)
+    # what the sweep uses: a call that did no work may read 0.0 s; no bandwidth, no crash
+    assert algbw_or_none(K, 0.0) is None and algbw_or_none(2 * K, 2e-6) == pytest.approx(1.024)
+    assert busbw_gbps(None, "all_reduce", 4) is None
 
 
 # ---- verifiable data -----------------------------------------------------------------------
@@ -347,12 +351,19 @@ def _check_one_rank_rows(rows, db_url, table, backend):
 
     assert len(rows) == 3 * 2 * 2  # ops x sizes x placements
     for r in rows:
-        assert r.status == "ok" and r.correct is True and r.world_size == 1 and r.rank == 0
+        assert r.correct is True and r.world_size == 1 and r.rank == 0
         assert r.workload == "allreduce" and r.backend == backend and r.dtype == "fp32"
         assert set(r.params) == {"op", "bytes", "placement", "count", "nranks"}
-        assert r.algbw_gbps == pytest.approx(r.params["bytes"] / r.mean_s / 1e9)
         assert r.busbw_gbps is None  # undefined with one rank
+        if backend == "nccl":  # no peer, no data moved: checked, never a throughput
+            assert r.status == "skipped" and r.error.startswith("one rank: NCCL moves no data")
+            assert r.algbw_gbps is None and r.n is None and not r.samples_s
+            continue
+        assert r.status == "ok"
+        assert r.algbw_gbps == pytest.approx(r.params["bytes"] / r.mean_s / 1e9)
         assert r.n == 3 and len(r.samples_s) == 3 and r.median_s > 0
+    assert all(NCCL_ROW.match(t) for t in table.splitlines()
+               if t.strip() and not t.startswith("#"))  # nccl-tests' numbers, printed
     with Store(db_url) as store:
         assert store.count() == 12
     assert "bus bandwidth is undefined with one rank" in table
@@ -370,3 +381,43 @@ def test_world_of_one_nccl_rank(db_url, capsys, monkeypatch):
     rows, table = _one_rank("nccl", db_url, capsys, monkeypatch)
     _check_one_rank_rows(rows, db_url, table, "nccl")
     assert rows[0].device["kind"] == "cuda"
+
+
+# ---- NCCL with one rank: the decision, on CPU -----------------------------------------------
+def test_one_nccl_rank_is_no_bandwidth_only_there():
+    from bench.collectives.backend import not_a_bandwidth
+
+    assert not_a_bandwidth("nccl", 1).startswith("one rank: NCCL moves no data")
+    assert not_a_bandwidth("nccl", 2) is None and not_a_bandwidth("gloo", 1) is None
+
+
+def test_one_rank_nccl_aggregate_is_skipped_printed_and_stored(db_url, monkeypatch):
+    """The sweep's own aggregate step with NCCL's one-rank samples (microseconds, or 0.0 when
+    the call did nothing): the table prints nccl-tests numbers, the record is skipped with its
+    reason and the check, the door takes it; a 0.0 time no longer stops the rank."""
+    import dataclasses
+
+    from bench.collectives.formulas import shape as make_shape
+    from bench.collectives.worker import RankRun
+    from results.store import Store
+
+    cfg = CollConfig(backend="gloo", iters=3, db_url=None, run_id="one-nccl", telemetry=False)
+    rr = RankRun(cfg, World(0, 1, 0, "torchrun"), status.StatusWriter(None, 0))
+    rr.cfg = dataclasses.replace(cfg, backend="nccl")  # the decisions NCCL's rank 0 takes
+    rr.dtype_name, rr.dtype, rr.redop, rr.cycle = "fp32", torch.float32, "sum", 0
+    sh = make_shape("all_reduce", 1 << 30, 1, 4)
+    tele = {"source": "none"}
+    rows = []
+    for samples in ([2.9e-6, 3.0e-6, 3.1e-6], [0.0, 0.0, 0.0]):
+        gathered = [{"samples": samples, "wrong": 0, "err": 0.0, "telemetry": tele}]
+        row, cell = rr.aggregate(sh, "in", gathered)
+        assert row.status == "skipped" and row.correct is True and row.max_rel_error == 0.0
+        assert row.error.startswith("one rank: NCCL moves no data")
+        assert row.algbw_gbps is None and row.median_s is None and not row.samples_s
+        text = report.line(sh.nbytes, sh.count, "fp32", "sum", cell, cell)
+        assert NCCL_ROW.match(text), text
+        rows.append(row)
+    assert report.line(sh.nbytes, sh.count, "fp32", "sum", cell, cell).split()[6] == "0.00"
+    with Store(db_url) as store:
+        store.insert(rows[:1])
+        assert store.count() == 1

@@ -4,6 +4,8 @@ database refuses them."""
 
 from __future__ import annotations
 
+import json
+
 from bench import spool
 
 
@@ -56,3 +58,22 @@ def test_spool_kept_when_the_database_refuses(tmp_path, db_url, monkeypatch):
     assert len(spool.read_rows(saved.kept)) == 3
     assert saved.message().startswith("warning: 2 of 3 finished rows could not be stored")
     assert f"colossus-bench ingest {saved.kept} --db {db_url}" in saved.message()
+
+
+def test_one_refused_row_costs_only_itself(tmp_path, db_url, monkeypatch):
+    """The final pass inserts row by row: a row the door refuses (here a 0.0 s sample, as NCCL
+    with one rank can time) is kept with the others, and every other row is stored."""
+    from results.store import Store
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    path, rows = _spooled(tmp_path, 3)
+    bad = {**rows[1].to_dict(), "samples_s": [0.0, 1e-6], "median_s": 1e-6, "n": 2}
+    lines = path.read_text().splitlines()
+    lines[1] = json.dumps(bad)
+    path.write_text("\n".join(lines) + "\n")
+    saved = spool.save(path, db_url, "s", retry_s=0)
+    assert (saved.rows, saved.stored) == (3, 2) and "samples_s[0]" in saved.error
+    with Store(db_url) as store:
+        assert store.ids() == {rows[0].id, rows[2].id}
+    assert len(spool.read_rows(saved.kept)) == 3  # all kept: ingest adds only the missing one
+    assert saved.message().startswith("warning: 1 of 3 finished rows could not be stored")

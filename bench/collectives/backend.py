@@ -45,6 +45,20 @@ def cuda_index(backend: str, local_rank: int, visible: int) -> int | None:
     return local_rank % visible
 
 
+def not_a_bandwidth(backend: str, nranks: int) -> str | None:
+    """Why a row of this world is stored as skipped rather than as a throughput, else None.
+
+    NCCL with one rank has no peer: an in-place all-reduce returns without touching the data
+    (no kernel runs), so the samples are microseconds of call overhead (or 0.0) and S/t comes
+    out at ~1e5 GB/s and more, above any device's memory bandwidth. The table still prints the
+    nccl-tests numbers (nccl-tests prints them too); the record keeps the check, not the speed.
+    gloo's one-rank rows (CPU, where the flow is rehearsed) are kept as they are.
+    """
+    if backend == "nccl" and nranks == 1:
+        return "one rank: NCCL moves no data, so the time is call overhead, not a bandwidth"
+    return None
+
+
 def init_kwargs(cfg: CollConfig, world: World, index: int | None,
                 env: dict[str, str] | None = None) -> dict:
     """Arguments of dist.init_process_group for this rank.

@@ -84,6 +84,12 @@ def algbw_gbps(nbytes: int, seconds: float) -> float:
     return nbytes / seconds / 1e9
 
 
+def algbw_or_none(nbytes: int, seconds: float) -> float | None:
+    """`algbw_gbps` where the time is positive, else None (undefined: a call that did no work,
+    as NCCL's with one rank, can finish between two timer ticks and read 0.0 s)."""
+    return algbw_gbps(nbytes, seconds) if seconds > 0 else None
+
+
 def busbw_factor(op: str, nranks: int, nccl_algo: str | None = None) -> float:
     """algbw -> busbw, so that busbw is comparable to the hardware's link bandwidth at any n.
 
@@ -104,7 +110,8 @@ def busbw_factor(op: str, nranks: int, nccl_algo: str | None = None) -> float:
     return (nranks - 1) / nranks
 
 
-def busbw_gbps(algbw: float, op: str, nranks: int, nccl_algo: str | None = None) -> float | None:
-    """Bus bandwidth in GB/s, or None where it is undefined (one rank: factor 0)."""
+def busbw_gbps(algbw: float | None, op: str, nranks: int,
+               nccl_algo: str | None = None) -> float | None:
+    """Bus bandwidth in GB/s, or None where it is undefined (one rank: factor 0; no algbw)."""
     factor = busbw_factor(op, nranks, nccl_algo)
-    return algbw * factor if factor > 0 else None
+    return algbw * factor if factor > 0 and algbw is not None else None

@@ -38,7 +38,7 @@ from bench.collectives import backend as be
 from bench.collectives import faults as faultlib
 from bench.collectives import report
 from bench.collectives.config import AVERAGE, CollConfig, World
-from bench.collectives.formulas import REDOP, Shape, algbw_gbps, busbw_gbps, shape
+from bench.collectives.formulas import REDOP, Shape, algbw_or_none, busbw_gbps, shape
 from bench.collectives.sizes import format_size
 from bench.collectives.status import StatusWriter
 from bench.collectives.verify import count_wrong, fill_input, tolerance, unwritten
@@ -47,6 +47,7 @@ from bench.record import Facts, build_record
 from bench.telemetry import Sampler
 from bench.timing import EventTimer, Timing
 from results.schema import Result
+from results.validate import FieldError
 
 WORKLOAD = "allreduce"  # the collectives family is named after its verb; params["op"] says which
 PLACEMENTS = {"out": "out-of-place", "in": "in-place"}
@@ -297,12 +298,18 @@ class RankRun:
             row = build_record(facts, correct=False, status="failed", error=error,
                                max_rel_error=err, tolerance=tol, telemetry=telemetry)
             return row, report.Cell(t, None, None, wrong, stats)  # a wrong result: no speed
-        alg = algbw_gbps(sh.nbytes, t)
+        alg = algbw_or_none(sh.nbytes, t)
         bus = busbw_gbps(alg, sh.op, self.n, os.environ.get("NCCL_ALGO"))
+        cell = report.Cell(t, alg, bus, wrong, stats)  # printed as nccl-tests prints it
+        skip = be.not_a_bandwidth(self.cfg.backend, self.n)
+        if skip or alg is None:
+            return build_record(facts, correct=True if checked else None, status="skipped",
+                                error=skip or "no time measured (0 s): no bandwidth",
+                                max_rel_error=err, tolerance=tol, telemetry=telemetry), cell
         row = build_record(facts, timing=timing, algbw_gbps=alg, busbw_gbps=bus,
                            correct=True if checked else None, max_rel_error=err,
                            tolerance=tol, telemetry=telemetry, status="ok")
-        return row, report.Cell(t, alg, bus, wrong, stats)
+        return row, cell
 
     def telemetry(self, gathered: list[dict]) -> dict:
         """Rank 0's NVML summary, with every rank's under per_rank where a GPU was sampled."""
@@ -319,23 +326,27 @@ class RankRun:
         if self.store is not None:
             try:
                 self.store.insert([row])
+            except FieldError as e:  # this row only (the door refused it): the next is stored
+                self._store_failed(e, stop=False)
+                return
             except Exception as e:  # the run goes on; the rows are still printed/spooled
                 self._store_failed(e)
                 return
             if self.spool:
                 spoollib.mark_stored(self.spool, [row.id])
 
-    def _store_failed(self, e: BaseException) -> None:
-        """Warn once. With a spool, stop trying: whoever started the ranks stores the spool
-        when they end (bench/spool.py), and a dead server would stall every size."""
+    def _store_failed(self, e: BaseException, stop: bool = True) -> None:
+        """Warn once. With a spool and `stop`, stop trying: whoever started the ranks stores
+        the spool when they end (bench/spool.py), and a dead server would stall every size."""
         if not self._store_warned:
             reason = (str(getattr(e, "orig", None) or e).strip().splitlines() or [""])[0]
-            later = ("; rows are spooled and stored when the run ends" if self.spool
+            later = ("; the row is refused, the run goes on" if not stop
+                     else "; rows are spooled and stored when the run ends" if self.spool
                      else "; the run goes on")
             print(f"warning: storing results failed: {reason}{later}", file=sys.stderr,
                   flush=True)
             self._store_warned = True
-        if self.spool and self.store is not None:
+        if stop and self.spool and self.store is not None:
             self.store.close()
             self.store = None
 
