@@ -12,6 +12,9 @@ import fnmatch
 from bench.device import DeviceInfo
 from bench.workloads import WORKLOADS, Case
 
+# The backends that run our own kernels (kernels/); every other backend is a vendor's.
+OURS = ("triton",)
+
 SUITES: dict[str, tuple[str, ...]] = {
     "quick": ("membw", "gemm", "attention", "decode_attention"),
     "standard": ("membw", "gemm", "attention", "decode_attention", "hostdevice"),
@@ -71,18 +74,34 @@ def _pick(pairs: list[tuple[Case, str]], expr: str) -> list[tuple[Case, str]]:
     return [(c, b) for c, b in pairs if matches(c, b, expr)]
 
 
+def vendor_first(backends) -> list[str]:
+    """A case's backends with the vendors' (torch, SDPA, cuBLAS) first and ours (OURS) last:
+    an illegal-address fault in our kernel poisons the CUDA context, and every later row of the
+    process would fail, the baselines included."""
+    return sorted(backends, key=lambda b: b in OURS)
+
+
 def select(cases: list[Case], device: DeviceInfo,
            expr: str | list[str] | tuple[str, ...] | None) -> list[tuple[Case, str]]:
     """(case, backend) pairs runnable on this device that match the filter: one string, or the
-    values of repeated --filter/-k options (a pair matching any of them), in suite order."""
-    pairs = [(c, b) for c in cases for b in WORKLOADS[c.workload].backends(c, device)]
+    values of repeated --filter/-k options (a pair matching any of them), in suite order and,
+    within a case, vendor-first (`vendor_first`).
+
+    The filter applies to the cases' declared backends first; only the cases it selects are
+    asked which backends can run here (for SDPA a trial run each, which loads cuDNN), so a
+    stage that runs one family never probes another's."""
+    pairs = [(c, b) for c in cases for b in vendor_first(c.backends)]
     exprs = [expr] if isinstance(expr, str) else [e for e in (expr or ()) if e]
     if exprs:
         chosen: set[tuple[int, str]] = set()
         for e in exprs:
             chosen.update((id(c), b) for c, b in _pick(pairs, e))
         pairs = [(c, b) for c, b in pairs if (id(c), b) in chosen]
-        if not pairs:
-            shown = exprs[0] if len(exprs) == 1 else " | ".join(exprs)
-            raise SuiteError(f"filter {shown!r} matches no case of this suite on this device")
+    runnable: dict[int, set[str]] = {}
+    for c in dict.fromkeys(c for c, _ in pairs):  # each selected case once, in order
+        runnable[id(c)] = set(WORKLOADS[c.workload].backends(c, device))
+    pairs = [(c, b) for c, b in pairs if b in runnable[id(c)]]
+    if exprs and not pairs:
+        shown = exprs[0] if len(exprs) == 1 else " | ".join(exprs)
+        raise SuiteError(f"filter {shown!r} matches no case of this suite on this device")
     return pairs
