@@ -39,9 +39,12 @@ INTERPRETER_S = 1.5
 # Process start (CUDA context, NVML, imports) before the first case: assumption, seconds.
 START_S = {"cuda": 10.0, "cpu": 3.0}
 
-# Triton kernels each case needs compiled: the fixed-table path compiles one config per kernel
-# (the kernels' default); COLOSSUS_TUNE=1 compiles and benchmarks each kernel's whole config
-# space. Config counts are those of kernels/gemm.py (HOPPER_TILES) and kernels/attention.py
+# Triton kernels each case needs compiled. On a GPU without --tune the GEMM and attention
+# kernels are counted by kernels.plan.CompileCounter (the kernels' own pruned config lists and
+# Triton's specialisation and autotune-cache rules: GEMM tunes 2-4 tiles per new (M, N, K),
+# the attention forward 3-4 configs per new shape); the tables below are for what it does not
+# cover (the stream kernel, --tune). COLOSSUS_TUNE=1 compiles and benchmarks each kernel's whole
+# config space: counts of kernels/gemm.py (HOPPER_TILES) and kernels/attention.py
 # (CONFIGS["sm90"]) at the time of writing; a count that drifts only makes the estimate drift.
 KERNELS = {  # (workload, direction or "") -> kernels launched by one call
     ("gemm", ""): ("gemm",),
@@ -59,6 +62,21 @@ SPECIALISING_PARAMS = {
     "gemm": ("layout",), "membw": ("op",), "attention": ("d", "causal"),
     "decode_attention": ("d", "causal", "s_q"),
 }
+
+
+def plan_call(case: Case) -> dict | None:
+    """The case as a kernels.plan call (plain data), or None where the plan has no such kernel."""
+    p = case.params
+    if case.workload == "gemm":
+        return dict(kernel="gemm", dtype=case.dtype, m=p["m"], n=p["n"], k=p["k"],
+                    layout=p.get("layout", "nt"))
+    if case.workload == "attention":
+        return dict(kernel="attention", dtype=case.dtype, b=p["b"], h=p["h"], kv_h=p["kv_h"],
+                    s=p["s"], d=p["d"], causal=p["causal"], direction=p["direction"])
+    if case.workload == "decode_attention":
+        return dict(kernel="attention", dtype=case.dtype, b=p["b"], h=p["h"], kv_h=p["kv_h"],
+                    s=p["s_q"], s_k=p["s"], d=p["d"], causal=p["causal"], direction="fwd")
+    return None
 
 
 def kernels_of(case: Case) -> tuple[str, ...]:
@@ -85,6 +103,7 @@ class Estimator:
     timing: TimingConfig
     tune: bool = False
     compiled: set = field(default_factory=set)
+    counter: object = None  # kernels.plan.CompileCounter, made on the first GPU estimate
 
     def timing_s(self) -> float:
         """The recipe's own time: warm-up plus the sample budget (reps fill the budget)."""
@@ -95,6 +114,12 @@ class Estimator:
             return 0.0
         if self.device.kind != "cuda":
             return INTERPRETER_S
+        call = None if self.tune else plan_call(case)
+        if call is not None:
+            try:
+                return self._planned_s(call, commit)
+            except ValueError:  # a shape the kernels refuse: it fails fast, the tables count it
+                pass
         total = 0.0
         for kernel in kernels_of(case):
             spec = specialisation(case, kernel)
@@ -106,6 +131,16 @@ class Estimator:
             if self.tune:  # the autotuner benchmarks again for every new shape key
                 total += configs * AUTOTUNE_BENCH_S
         return total
+
+    def _planned_s(self, call: dict, commit: bool) -> float:
+        """Compiles and autotune benchmarks the kernels' own count gives `call` next."""
+        if self.counter is None:
+            # lazy: kernels.plan imports triton, which only a GPU estimate needs
+            from kernels.plan import CompileCounter
+
+            self.counter = CompileCounter()  # Triton 3.6 rule: even one config is benchmarked
+        compiles, benchmarks = self.counter.add(call, commit=commit)
+        return compiles * COMPILE_S + benchmarks * AUTOTUNE_BENCH_S
 
     def estimate(self, case: Case, backend: str, *, commit: bool = True) -> float:
         setup = SETUP_S_GPU if self.device.kind == "cuda" else SETUP_S_CPU

@@ -25,7 +25,7 @@ lists are exactly those a GPU run would use. `count_compiles(calls)` then applie
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -198,13 +198,23 @@ def launches(call: dict) -> list[Launch]:
         raise ValueError(f"call {call!r}: {e}") from None
 
 
-def count_compiles(calls, *, single_config_bench: bool = True) -> tuple[int, int]:
-    """(compiles, autotune config benchmarks) that running `calls` in order triggers on a fresh
-    H100/H200 process (empty caches). See the module docstring for the rules."""
-    compiles: set = set()
-    tuned: set = set()
-    benchmarks = 0
-    for call in calls:
+@dataclass
+class CompileCounter:
+    """The rules above, one call at a time: what each call adds to a fresh process's compile
+    and autotune caches. `count_compiles` and the harness's run-time estimate (bench/budget.py)
+    both count with it, so there is one rule."""
+
+    single_config_bench: bool = True
+    compiles: set = field(default_factory=set)
+    tuned: set = field(default_factory=set)
+    benchmarks: int = 0
+
+    def add(self, call: dict, *, commit: bool = True) -> tuple[int, int]:
+        """(new compiles, autotune benchmarks) of running `call` next; with commit=False the
+        caches are left as they were (a peek)."""
+        compiles = self.compiles if commit else set(self.compiles)
+        tuned = self.tuned if commit else set(self.tuned)
+        before, benchmarks = len(compiles), 0
         for la in launches(call):
             base = (la.kernel, la.constexprs, specialisation(la))
             if la.tuner is None:
@@ -214,10 +224,21 @@ def count_compiles(calls, *, single_config_bench: bool = True) -> tuple[int, int
                 compiles.add(base + (("chosen", la.tuner, la.key),))
                 continue
             tuned.add((la.tuner, la.key))
-            if len(la.configs) > 1 or single_config_bench:
+            if len(la.configs) > 1 or self.single_config_bench:
                 benchmarks += len(la.configs)
             compiles.update(base + (c[0],) for c in la.configs)
-    return len(compiles), benchmarks
+        if commit:
+            self.benchmarks += benchmarks
+        return len(compiles) - before, benchmarks
+
+
+def count_compiles(calls, *, single_config_bench: bool = True) -> tuple[int, int]:
+    """(compiles, autotune config benchmarks) that running `calls` in order triggers on a fresh
+    H100/H200 process (empty caches). See the module docstring for the rules."""
+    counter = CompileCounter(single_config_bench)
+    for call in calls:
+        counter.add(call)
+    return len(counter.compiles), counter.benchmarks
 
 
 # The campaign suite's kernel calls (plain data; the harness can pass its own list instead).
@@ -248,6 +269,9 @@ CAMPAIGN_CALLS: list[dict] = [
     # FlashAttention grid at head_dim 128: hidden 2048 (16 heads), batch x seq = 16k tokens
     *[_attn(16384 // s, 16, 16, s, causal) for s in (8192, 16384) for causal in (False, True)],
     _attn(1, _L405["heads"], _L405["kv_heads"], 8192, True),  # Llama 3 405B GQA, seq 8k
+    # decode attention: one query token per sequence against an 8k cache, Llama 3 70B heads
+    # (64 query, 8 kv), 64 sequences (bench/workloads/decode.py's campaign case)
+    dict(_attn(64, 64, 8, 1, True, direction="fwd"), s_k=8192),
 ]
 
 SUITES = {"campaign": CAMPAIGN_CALLS}

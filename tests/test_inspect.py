@@ -146,3 +146,24 @@ def test_sm90_inspection_no_spills_wgmma_tma(tmp_path):
     assert {r["kernel"] for r in rows} == {"gemm", "attn_fwd", "attn_delta", "attn_dkdv",
                                            "attn_dq"}
     assert set(HOPPER_TILES) >= {"16bit", "fp8"}
+
+
+@pytest.mark.slow
+def test_sm90_decode_call_of_the_campaign_compiles_statically(tmp_path):
+    """The campaign's decode-attention call (one query token, GQA 64/8, 8k cache) is in
+    CAMPAIGN_CALLS, so `--suite campaign` compiles and counts it; here alone, for CI."""
+    pytest.importorskip("triton.backends.nvidia")
+    decode = [c for c in plan.CAMPAIGN_CALLS if c["kernel"] == "attention" and c["s"] == 1]
+    assert len(decode) == 1 and decode[0]["s_k"] == 8192 and decode[0]["direction"] == "fwd"
+    shapes = tmp_path / "calls.json"
+    shapes.write_text(json.dumps(decode))
+    r = _inspect("--shapes", str(shapes), "--json", "--jobs", "1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads(r.stdout)
+    counts = rows.pop()
+    assert counts == dict(zip(("compiles", "benchmarks"), plan.count_compiles(decode),
+                              strict=True))
+    assert len(rows) == counts["compiles"] >= 1
+    for row in rows:
+        assert row["kernel"] == "attn_fwd" and row["spill_bytes"] == 0, row
+        assert row["wgmma"] and row["tma"] and row["smem_bytes"] <= host.HOPPER_SMEM_BYTES, row
