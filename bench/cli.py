@@ -35,6 +35,9 @@ def _params(p: dict) -> str:
 
 
 def results_table(results) -> Table:
+    # lazy: the workloads import torch, which `--help` must not load (a run has loaded it)
+    from bench.workloads import WORKLOADS
+
     t = Table(title="results", show_lines=False)
     for col in ("workload", "backend", "dtype", "params", "median", "TFLOP/s", "GB/s",
                 "% peak", "power W", "correct", "status"):
@@ -48,10 +51,13 @@ def results_table(results) -> Table:
         if r.status == "skipped" and r.error == "budget":  # left out by --budget, not broken
             status = "[yellow]skipped: budget[/]"
         correct = {True: "yes", False: "[red]NO[/]", None: "-"}[r.correct]
-        # compute workloads report TFLOP/s, bandwidth ones GB/s: one throughput per row
-        gb = r.gbps if r.tflops is None else None
+        # one throughput per row, the one that bounds it (Workload.bound): compute-bound
+        # workloads TFLOP/s, memory-bound ones (bandwidth, decode attention) GB/s
+        wl = WORKLOADS.get(r.workload)
+        memory = r.tflops is None or (wl is not None and wl.bound == "memory")
+        tf, gb = (None, r.gbps) if memory else (r.tflops, None)
         t.add_row(r.workload, r.backend, r.dtype, _params(r.params), median,
-                  _fmt(r.tflops, ".4g"), _fmt(gb, ".4g"), _fmt(pct, ".1f"),
+                  _fmt(tf, ".4g"), _fmt(gb, ".4g"), _fmt(pct, ".1f"),
                   _fmt(power, ".0f"), correct, status)
     return t
 

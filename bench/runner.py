@@ -52,15 +52,20 @@ def gbps(nbytes: float | None, seconds: float) -> float | None:
 
 
 def peak_fraction(device: DeviceInfo, dtype: str, tflops_: float | None,
-                  gbps_: float | None, link_peak_gbps: float | None = None) -> float | None:
-    """Share of the datasheet peak: TFLOP/s for compute workloads; for bandwidth ones the
-    workload's own link peak when it has one (PCIe, say), else HBM."""
-    if tflops_ is None and gbps_ is not None and link_peak_gbps:
+                  gbps_: float | None, link_peak_gbps: float | None = None,
+                  bound: str = "compute") -> float | None:
+    """Share of the datasheet peak of what bounds the workload (`Workload.bound`): TFLOP/s
+    against the dtype's tensor peak for compute-bound ones; GB/s for memory-bound ones (and
+    any row without TFLOP/s), against the workload's own link peak when it has one (PCIe,
+    say), else HBM. Decode attention reports TFLOP/s too, but is memory-bound: its share is
+    the bandwidth's."""
+    memory = bound == "memory" or tflops_ is None
+    if memory and gbps_ is not None and link_peak_gbps:
         return gbps_ / link_peak_gbps
     p = peaks(device)
     if p is None:
         return None
-    if tflops_ is not None:
+    if not memory:
         peak = p.tflops(dtype)
         return tflops_ / peak if peak else None
     if gbps_ is not None and p.hbm_tbps:
@@ -140,7 +145,8 @@ def run_case(case: Case, backend: str, ctx: RunContext, timer: Timer = measure) 
         return build_record(base, timing=timing, compile_s=max(0.0, first_s - t),
                             tflops=tf, gbps=gb,
                             peak_fraction=peak_fraction(ctx.device, case.dtype, tf, gb,
-                                                        wl.peak_gbps(case, ctx.device)),
+                                                        wl.peak_gbps(case, ctx.device),
+                                                        wl.bound),
                             correct=True, max_rel_error=check.max_rel_error,
                             tolerance=check.tolerance, telemetry=sampler.summary(), status="ok")
     except KeyboardInterrupt:

@@ -116,6 +116,35 @@ def test_peak_fraction_uses_the_right_ceiling():
     assert peak_fraction(unknown, "bf16", 100.0, None) is None
 
 
+def test_decode_is_memory_bound_its_share_and_table_are_bandwidth():
+    """Decode attention declares itself memory-bound (plain data on the workload): its share of
+    peak is GB/s against HBM, though it reports TFLOP/s too; the table shows its GB/s."""
+    from rich.console import Console
+
+    from bench.cli import results_table
+    from bench.device import DeviceInfo, peaks
+    from bench.runner import peak_fraction
+    from results.schema import Result
+
+    assert WORKLOADS["decode_attention"].bound == "memory"
+    assert {WORKLOADS[n].bound for n in ("gemm", "attention")} == {"compute"}
+    assert {WORKLOADS[n].bound for n in ("membw", "hostdevice")} == {"memory"}
+    h200 = DeviceInfo(name="NVIDIA H200", kind="cuda", model="H200-SXM")
+    hbm = peaks(h200).hbm_tbps * 1e3
+    bound = WORKLOADS["decode_attention"].bound
+    assert peak_fraction(h200, "bf16", 12.5, hbm / 2, bound=bound) == pytest.approx(0.5)
+    assert peak_fraction(h200, "bf16", 989.4 / 4, hbm / 2) == pytest.approx(0.25)  # compute
+    rows = [Result(run_id="t", workload=w, backend="triton", dtype="bf16", params={"i": i},
+                   host="h", device={}, tflops=12.25, gbps=4321.0, median_s=1e-3,
+                   status="ok") for i, w in enumerate(("decode_attention", "attention"))]
+    console = Console(width=250, record=True)
+    console.print(results_table(rows))
+    decode, attention = [t for t in console.export_text().splitlines()
+                         if "decode_attention" in t or " attention " in t]
+    assert "4321" in decode and "12.25" not in decode
+    assert "12.25" in attention and "4321" not in attention
+
+
 def test_results_the_table_refuses_are_kept_and_can_be_ingested(planted, tmp_path,
                                                                 monkeypatch):
     from results.ingest import ingest

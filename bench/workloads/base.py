@@ -54,6 +54,10 @@ class Workload:
     """Base class; subclasses fill in the methods below. Instances hold no per-run state."""
 
     name: ClassVar[str]
+    # What bounds one call: "compute" (peak_fraction is TFLOP/s against the dtype's tensor
+    # peak) or "memory" (GB/s against the link's or the HBM peak; the results table shows GB/s).
+    # A memory-bound workload may still report TFLOP/s; its share of peak is the bandwidth's.
+    bound: ClassVar[str] = "compute"
 
     def cases(self, suite: str, device: DeviceInfo) -> list[Case]:
         """The cases of a named suite (quick, standard, full, mamf, ...) for this device.

@@ -123,6 +123,7 @@ def _params(case: Case) -> dict[str, Any]:
 @register
 class DecodeAttention(Workload):
     name = "decode_attention"
+    bound = "memory"  # every call reads the whole KV cache once (module docstring)
 
     def cases(self, suite: str, device: DeviceInfo) -> list[Case]:
         return gpu_cases(suite) if device.kind == "cuda" else cpu_cases(suite)

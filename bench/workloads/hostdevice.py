@@ -55,6 +55,7 @@ class Inputs:
 @register
 class HostDevice(Workload):
     name = "hostdevice"
+    bound = "memory"
 
     def cases(self, suite: str, device: DeviceInfo) -> list[Case]:
         if device.kind != "cuda" or suite not in SIZES:

@@ -45,6 +45,7 @@ class Inputs:
 @register
 class MemBandwidth(Workload):
     name = "membw"
+    bound = "memory"
 
     def cases(self, suite: str, device: DeviceInfo) -> list[Case]:
         if suite not in SIZES_GPU:
