@@ -202,3 +202,42 @@ def test_gpu_small_cases_pass_for_every_backend():
                 inputs = WL.setup(case, dev)
                 out = WL.prepare(case, backend, inputs)()
                 assert WL.check(case, backend, inputs, out).correct, (case.key, backend)
+
+
+def test_reference_and_baseline_are_computed_once_per_case_and_dropped_after_it():
+    """setup runs per (case, backend) with identically seeded inputs: the fp32 reference and
+    the baseline's error are computed for the first backend and reused by the others; the next
+    case's setup drops them (one case's reference held at a time); inputs with other values
+    never get them."""
+    from bench.workloads.attention import MEMO, _baseline_errors, _reference
+
+    case, other = WL.cases("quick", CPU)[:2]
+    p = case.params
+    first = WL.setup(case, CPU)
+    ref = _reference(p, first)
+    base = _baseline_errors(case, first)
+    again = WL.setup(case, CPU)  # the next backend's fresh inputs
+    assert again.q is not first.q and _reference(p, again) is ref
+    assert _baseline_errors(case, again) is base
+    assert WL.check(case, "sdpa-math", again, WL.prepare(case, "sdpa-math", again)()).correct
+    assert len(MEMO.values) == 2  # one reference, one baseline
+    WL.setup(other, CPU)  # the case changes: the previous case's values go
+    assert MEMO.values == {}
+    changed = WL.setup(case, CPU)
+    with torch.no_grad():
+        changed.q.mul_(-1.0)
+    assert not torch.equal(_reference(p, changed)[0], ref[0])
+
+
+def test_decode_reuses_its_reference_and_baseline_within_a_case():
+    from bench.workloads.attention import MEMO
+
+    dwl = WORKLOADS["decode_attention"]
+    case = dwl.cases("quick", CPU)[0]
+    seen = None
+    for backend in ("sdpa-math", "triton"):  # vendor first, as the suite orders them
+        x = dwl.setup(case, CPU)
+        assert dwl.check(case, backend, x, dwl.prepare(case, backend, x)()).correct, backend
+        assert len(MEMO.values) == 2 and MEMO.case[0] == case.key
+        seen = seen or dict(MEMO.values)
+        assert all(MEMO.values[k] is v for k, v in seen.items())  # the same objects: reused

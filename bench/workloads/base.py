@@ -101,6 +101,29 @@ class Workload:
         return None
 
 
+class CaseMemo:
+    """What a case's check computes from its inputs alone (an fp32 reference, the baseline
+    backend's error), kept across the case's backends: `setup` runs once per (case, backend)
+    and seeds its inputs identically, so these are the same for every backend. Values are
+    filed under (name, fingerprint of the inputs), so inputs made otherwise never get another's
+    reference. One case at a time: `begin` with another case (each setup calls it) drops the
+    previous case's values, so device memory holds one case's reference, never the run's."""
+
+    def __init__(self) -> None:
+        self.case: Any = None
+        self.values: dict = {}
+
+    def begin(self, case: Any) -> None:
+        if case != self.case:
+            self.case, self.values = case, {}
+
+    def get(self, case: Any, name: Any, compute: Callable[[], Any]) -> Any:
+        self.begin(case)
+        if name not in self.values:
+            self.values[name] = compute()
+        return self.values[name]
+
+
 def human_bytes(n: int) -> str:
     """1073741824 -> "1 GiB", 4194304 -> "4 MiB" (shape labels)."""
     for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):

@@ -24,10 +24,13 @@ from bench.workloads.attention import (
     BASELINE_ORDER,
     DTYPES,
     FLOOR,
+    MEMO,
     SEED,
     TOL_FACTOR,
     Inputs,
     _reference,
+    memo,
+    memo_case,
     runnable_backends,
     triton_available,
 )
@@ -144,7 +147,9 @@ class DecodeAttention(Workload):
             return torch.randn(p["b"], heads, seq, p["d"], generator=gen, device=dev, dtype=dtype)
 
         q, k, v = randn(p["h"], p["s_q"]), randn(p["kv_h"], p["s"]), randn(p["kv_h"], p["s"])
-        return Inputs(q, k, v, None, p["d"] ** -0.5, device)
+        x = Inputs(q, k, v, None, p["d"] ** -0.5, device, case.key)
+        MEMO.begin(memo_case(x))  # another case: the previous one's reference goes
+        return x
 
     def prepare(self, case: Case, backend: str, x: Inputs):
         p = _params(case)
@@ -175,13 +180,15 @@ class DecodeAttention(Workload):
         return Check(err <= tol, err, tol)
 
     def _baseline_error(self, case: Case, x: Inputs, ref) -> float:
-        """The same-precision torch path's error (BASELINE_ORDER); 0 (floor only) if none."""
-        if "baseline" not in x.cache:
+        """The same-precision torch path's error (BASELINE_ORDER); 0 (floor only) if none.
+        Computed once per case (the attention workload's MEMO), like the reference."""
+
+        def compute():
             runnable = self.backends(case, x.device)
             backend = next((b for b in BASELINE_ORDER if b in runnable), None)
-            x.cache["baseline"] = 0.0 if backend is None else \
-                max_rel_error(self.prepare(case, backend, x)(), ref)
-        return x.cache["baseline"]
+            return 0.0 if backend is None else max_rel_error(self.prepare(case, backend, x)(), ref)
+
+        return memo(x, f"baseline {case.key}", compute)
 
     def flops(self, case: Case) -> float:
         p = _params(case)
