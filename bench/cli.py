@@ -38,7 +38,11 @@ def results_table(results) -> Table:
     # lazy: the workloads import torch, which `--help` must not load (a run has loaded it)
     from bench.workloads import WORKLOADS
 
-    t = Table(title="results", show_lines=False)
+    notes = {f"{r.workload}/{r.backend}: {WORKLOADS[r.workload].notes[r.backend]}": None
+             for r in results if r.workload in WORKLOADS
+             and r.backend in WORKLOADS[r.workload].notes}
+    t = Table(title="results", show_lines=False, caption="\n".join(notes) or None,
+              caption_justify="left")
     for col in ("workload", "backend", "dtype", "params", "median", "TFLOP/s", "GB/s",
                 "% peak", "power W", "correct", "status"):
         t.add_column(col, justify="right" if col in ("median", "TFLOP/s", "GB/s", "% peak",

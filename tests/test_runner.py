@@ -139,10 +139,15 @@ def test_decode_is_memory_bound_its_share_and_table_are_bandwidth():
                    status="ok") for i, w in enumerate(("decode_attention", "attention"))]
     console = Console(width=250, record=True)
     console.print(results_table(rows))
-    decode, attention = [t for t in console.export_text().splitlines()
-                         if "decode_attention" in t or " attention " in t]
+    shown = console.export_text()
+    decode, attention = [t for t in shown.splitlines() if " bf16 " in t]
     assert "4321" in decode and "12.25" not in decode
     assert "12.25" in attention and "4321" not in attention
+    # our decode rows are the prefill kernel's, and the table says so under them
+    text = " ".join(shown.split())
+    assert "decode_attention/triton: the prefill kernel, not a decode kernel" in text
+    assert "64-128x redundant MMA work" in text and "attention/triton:" not in text.replace(
+        "decode_attention/triton:", "")
 
 
 def test_results_the_table_refuses_are_kept_and_can_be_ingested(planted, tmp_path,

@@ -58,6 +58,9 @@ class Workload:
     # peak) or "memory" (GB/s against the link's or the HBM peak; the results table shows GB/s).
     # A memory-bound workload may still report TFLOP/s; its share of peak is the bandwidth's.
     bound: ClassVar[str] = "compute"
+    # backend -> one line the results table prints under that backend's rows (what its figures
+    # are not: e.g. a kernel run outside the shapes it is built for)
+    notes: ClassVar[dict[str, str]] = {}
 
     def cases(self, suite: str, device: DeviceInfo) -> list[Case]:
         """The cases of a named suite (quick, standard, full, mamf, ...) for this device.

@@ -7,6 +7,11 @@ aligned, so the last query token sees the whole cache) and torch SDPA pinned to 
 implementation (bench/workloads/sdpa.py passes the same bottom-right mask). Checked against the
 fp32 reference before any timing, with the attention workload's tolerance rule.
 
+Our backend is the attention (prefill) kernel as it is, not a decode kernel: one query row
+runs in a 64-128-row tile and the GQA query heads of a KV head are not packed (64-128x redundant
+MMA work, up to 8x the KV reads); its rows are no figure of a decode kernel of ours
+(docs/KERNELS.md, `notes`).
+
 Decode is memory-bound: every call reads the whole KV cache once. GB/s counts K and V at kv_h
 heads plus Q and O (the compulsory traffic; an SDPA path that expands kv heads to q's reads
 more, and its GB/s is still counted on the compulsory bytes, so rows compare the same work).
@@ -127,6 +132,10 @@ def _params(case: Case) -> dict[str, Any]:
 class DecodeAttention(Workload):
     name = "decode_attention"
     bound = "memory"  # every call reads the whole KV cache once (module docstring)
+    # what the triton rows are not (docs/KERNELS.md): the table prints it under them
+    notes = {"triton": "the prefill kernel, not a decode kernel: the one query row runs in a "
+                       "64-128-row tile (64-128x redundant MMA work) and GQA query heads are "
+                       "not packed (up to 8x the KV reads)"}
 
     def cases(self, suite: str, device: DeviceInfo) -> list[Case]:
         return gpu_cases(suite) if device.kind == "cuda" else cpu_cases(suite)
