@@ -98,7 +98,10 @@ def test_sigterm_still_exports_what_finished(tmp_path):
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and proc.poll() is None:
-            if (out / "stages.tsv").exists() and "bandwidth" in (out / "stages.tsv").read_text():
+            # the stage after bandwidth has started (its log is opened as it starts; the
+            # export between stages comes before it)
+            if (out / "stages.tsv").exists() and "bandwidth" in (out / "stages.tsv").read_text() \
+                    and (out / "gemm.log").exists():
                 break
             time.sleep(0.2)
         time.sleep(1.0)  # inside the gemm stage now
