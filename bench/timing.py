@@ -5,9 +5,9 @@ choose the repetition count that fills a time budget, then time each repetition 
 two CUDA events with the L2 cache flushed before it (a large buffer write outside the events), so
 every sample is a cold-L2 call and no sample hides another's tail. A GPU sleep queued first
 keeps the device busy while the host enqueues every sample, so no sample measures launch gaps.
-On CPU: the same recipe over perf_counter, with torch held to CPU_TIMING_THREADS threads while
-timing (so two runs of one case agree instead of racing whatever else runs). Raw samples are
-kept: the median is what we report, the spread is evidence.
+On CPU: the same recipe over perf_counter, under `cpu_timing` (one torch thread, the garbage
+collector off: CPU_TIMING, recorded in the row). Raw samples are kept: the median is what we
+report, the spread is evidence.
 
 One primitive marks device intervals for every timer (this recipe, pytest-benchmark's clock in
 bench/benchmarks, the collective worker): `EventTimer` (a CUDA event pair on the current
@@ -16,6 +16,7 @@ stream; perf_counter marks on CPU) and its context manager `device_interval`.
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -38,7 +39,9 @@ class TimingConfig:
 
 PRESETS: dict[str, TimingConfig] = {
     "gpu": TimingConfig(),
-    # The CPU path proves the flow (and the Triton interpreter is slow): time little.
+    # The CPU path proves the flow (and the Triton interpreter is slow): time little. Longer
+    # windows were measured no steadier on a 2-core VM (a 0.5 s budget, or no 20-sample cap,
+    # agreed no better run to run, docs/USAGE.md "CPU rows"), so the short one stays.
     "cpu": TimingConfig(warmup_s=0.0, budget_s=0.2, min_reps=3, max_reps=20, flush_l2=False),
     # Smoke runs (CI with --benchmark-disable, tests): one warm-up call, three samples.
     "smoke": TimingConfig(warmup_s=0.0, budget_s=0.0, min_reps=3, max_reps=3, flush_l2=False),
@@ -99,25 +102,43 @@ def device_interval(device: DeviceInfo) -> Iterator[EventTimer]:
     timer.stop()
 
 
-# Threads torch may use while a CPU case is timed: one, so a case's time does not depend on
-# what else the machine runs (the CPU rows prove the flow; they are not a CPU benchmark).
-CPU_TIMING_THREADS = 1
+# What the CPU recipe holds fixed while it samples, as plain data (stored in each timed CPU
+# row's software["timing"]). torch_threads: one intra-op thread, so a case's time does not
+# depend on what else the machine runs (two threads on two busy cores made runs differ ~100x);
+# the CPU rows prove the flow, they are not a CPU benchmark. gc: off during the samples, as
+# timeit does, so no collection lands inside one sample. Measured and left out (2-core KVM
+# guest, 2026-12-01): no other thread of the process (OpenMP, OpenBLAS) used CPU while a case
+# was sampled, and pinning to one core changed nothing, so neither threadpoolctl nor
+# sched_setaffinity; the run-to-run spread that remains is the guest's speed itself drifting
+# (docs/USAGE.md, "CPU rows").
+CPU_TIMING: dict[str, int | bool] = {"torch_threads": 1, "gc": False}
+CPU_TIMING_THREADS = CPU_TIMING["torch_threads"]
 
 
 @contextmanager
-def timing_threads(device: DeviceInfo) -> Iterator[None]:
-    """Hold torch to CPU_TIMING_THREADS intra-op threads on CPU (restored after)."""
+def cpu_timing(device: DeviceInfo) -> Iterator[None]:
+    """Hold the CPU_TIMING settings while a CPU case is sampled; restore torch's thread count
+    and the garbage collector after (also on error). A no-op on a GPU."""
     if device.kind == "cuda":
         yield
         return
     import torch
 
-    before = torch.get_num_threads()
+    threads, gc_was_on = torch.get_num_threads(), gc.isenabled()
     torch.set_num_threads(CPU_TIMING_THREADS)
+    if not CPU_TIMING["gc"]:
+        gc.disable()
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        if gc_was_on:
+            gc.enable()
+        torch.set_num_threads(threads)
+
+
+def timing_settings(device: DeviceInfo) -> dict[str, int | bool]:
+    """The settings `cpu_timing` holds on this device, for `Timing.settings`."""
+    return {} if device.kind == "cuda" else dict(CPU_TIMING)
 
 
 def percentile(sorted_xs: list[float], q: float) -> float:
@@ -130,9 +151,11 @@ def percentile(sorted_xs: list[float], q: float) -> float:
 
 @dataclass(frozen=True)
 class Timing:
-    """Raw per-call samples in seconds and their statistics."""
+    """Raw per-call samples in seconds and their statistics; `settings`: what the recipe held
+    fixed while sampling (CPU_TIMING on CPU, empty on a GPU), for the record's software."""
 
     samples_s: list[float] = field(repr=False)
+    settings: dict[str, int | bool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.samples_s:
@@ -199,7 +222,7 @@ def measure(fn: Callable[[], object], device: DeviceInfo, cfg: TimingConfig | No
     cfg = cfg or default_config(device)
     if device.kind == "cuda":
         return _measure_cuda(fn, device, cfg, region or nullcontext())
-    with timing_threads(device):
+    with cpu_timing(device):
         return _measure_cpu(fn, device, cfg, region or nullcontext())
 
 
@@ -259,7 +282,7 @@ def _measure_cpu(fn: Callable[[], object], device: DeviceInfo, cfg: TimingConfig
             with device_interval(device) as t:
                 fn()
             samples.append(t.seconds())
-    return Timing(samples)
+    return Timing(samples, timing_settings(device))
 
 
 # Upper bound of the SM clock, to turn seconds into torch.cuda._sleep cycles (H100/H200 boost

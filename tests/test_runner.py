@@ -7,7 +7,7 @@ import torch
 
 from bench.device import detect
 from bench.runner import RunContext, run, run_case
-from bench.timing import PRESETS
+from bench.timing import PRESETS, timing_settings
 from bench.workloads import WORKLOADS, Case, Check, Unsupported, Workload
 from bench.workloads.membw import MemBandwidth
 from results.store import Store
@@ -60,6 +60,7 @@ def test_ok_case_is_checked_timed_and_described(planted):
     assert r.tflops == pytest.approx(64 / r.median_s / 1e12)
     assert r.telemetry["source"] == "none"
     assert r.software["torch"] == torch.__version__
+    assert r.software.get("timing", {}) == timing_settings(DEVICE)  # how a CPU row was timed
 
 
 def test_wrong_output_is_stored_as_failed_without_throughput(planted):

@@ -146,6 +146,57 @@ def test_cpu_timing_holds_torch_to_a_fixed_thread_count():
     assert torch.get_num_threads() == before  # restored
 
 
+def test_cpu_timing_turns_gc_off_while_sampling_and_records_its_settings():
+    import gc
+
+    from bench.timing import CPU_TIMING
+
+    device = DeviceInfo(name="cpu", kind="cpu")
+    seen = []
+    assert gc.isenabled()
+    t = measure(lambda: seen.append(gc.isenabled()), device, PRESETS["smoke"])
+    assert seen and not any(seen)  # off for the warm-up and every sample
+    assert gc.isenabled()  # on again after
+    assert t.settings == CPU_TIMING and t.settings is not CPU_TIMING
+    assert "settings" not in t.stats()  # not a timing field of the record
+
+
+def test_cpu_timing_restores_threads_and_gc_after_an_error_and_keeps_gc_off_if_it_was():
+    import gc
+
+    import torch
+
+    from bench.timing import CPU_TIMING_THREADS, cpu_timing
+
+    device = DeviceInfo(name="cpu", kind="cpu")
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError), cpu_timing(device):
+        assert torch.get_num_threads() == CPU_TIMING_THREADS and not gc.isenabled()
+        raise RuntimeError("a case crashed while timed")
+    assert torch.get_num_threads() == before and gc.isenabled()
+    gc.disable()
+    try:
+        with cpu_timing(device):
+            pass
+        assert not gc.isenabled()  # a caller's own gc.disable() is left as it was
+    finally:
+        gc.enable()
+
+
+def test_cpu_timing_leaves_a_gpu_alone():
+    import gc
+
+    import torch
+
+    from bench.timing import cpu_timing, timing_settings
+
+    gpu = DeviceInfo(name="NVIDIA H200", kind="cuda", model="H200-SXM", cc="9.0")
+    before = torch.get_num_threads()
+    with cpu_timing(gpu):
+        assert torch.get_num_threads() == before and gc.isenabled()
+    assert timing_settings(gpu) == {}
+
+
 def test_flush_is_outside_each_sample_and_returns_none():
     import torch
 
