@@ -5,9 +5,9 @@ choose the repetition count that fills a time budget, then time each repetition 
 two CUDA events with the L2 cache flushed before it (a large buffer write outside the events), so
 every sample is a cold-L2 call and no sample hides another's tail. A GPU sleep queued first
 keeps the device busy while the host enqueues every sample, so no sample measures launch gaps.
-On CPU: the same recipe over perf_counter, under `cpu_timing` (one torch thread, the garbage
-collector off: CPU_TIMING, recorded in the row). Raw samples are kept: the median is what we
-report, the spread is evidence.
+On CPU: the same over perf_counter, under `cpu_timing` (CPU_TIMING, recorded in the row), the
+samples of a run's cases taken round-robin (`measure_rounds`). Raw samples are kept: the median
+is what we report, the spread is evidence.
 
 One primitive marks device intervals for every timer (this recipe, pytest-benchmark's clock in
 bench/benchmarks, the collective worker): `EventTimer` (a CUDA event pair on the current
@@ -35,14 +35,18 @@ class TimingConfig:
     min_reps: int = 10
     max_reps: int = 1000
     flush_l2: bool = True
+    # CPU only: each case's samples in `rounds` slices taken round-robin over all the cases of
+    # a run (`measure_rounds`), so that a case's samples span the run, not one moment of it.
+    rounds: int = 1
 
 
 PRESETS: dict[str, TimingConfig] = {
     "gpu": TimingConfig(),
-    # The CPU path proves the flow (and the Triton interpreter is slow): time little. Longer
-    # windows were measured no steadier on a 2-core VM (a 0.5 s budget, or no 20-sample cap,
-    # agreed no better run to run, docs/USAGE.md "CPU rows"), so the short one stays.
-    "cpu": TimingConfig(warmup_s=0.0, budget_s=0.2, min_reps=3, max_reps=20, flush_l2=False),
+    # The CPU path proves the flow (the Triton interpreter is slow): time little, in six
+    # round-robin slices: a shared VM's speed drifts up to ~2x over seconds, so a case timed in
+    # one stretch got that moment's speed (docs/USAGE.md "CPU rows"). No 20-sample cap.
+    "cpu": TimingConfig(warmup_s=0.0, budget_s=0.2, min_reps=6, max_reps=10000, flush_l2=False,
+                        rounds=6),
     # Smoke runs (CI with --benchmark-disable, tests): one warm-up call, three samples.
     "smoke": TimingConfig(warmup_s=0.0, budget_s=0.0, min_reps=3, max_reps=3, flush_l2=False),
 }
@@ -102,15 +106,11 @@ def device_interval(device: DeviceInfo) -> Iterator[EventTimer]:
     timer.stop()
 
 
-# What the CPU recipe holds fixed while it samples, as plain data (stored in each timed CPU
-# row's software["timing"]). torch_threads: one intra-op thread, so a case's time does not
-# depend on what else the machine runs (two threads on two busy cores made runs differ ~100x);
-# the CPU rows prove the flow, they are not a CPU benchmark. gc: off during the samples, as
-# timeit does, so no collection lands inside one sample. Measured and left out (2-core KVM
-# guest, 2026-12-01): no other thread of the process (OpenMP, OpenBLAS) used CPU while a case
-# was sampled, and pinning to one core changed nothing, so neither threadpoolctl nor
-# sched_setaffinity; the run-to-run spread that remains is the guest's speed itself drifting
-# (docs/USAGE.md, "CPU rows").
+# What the CPU recipe holds fixed while sampling (stored in each timed CPU row's
+# software["timing"]): one torch thread (two threads on two busy cores made runs differ ~100x)
+# and the garbage collector off (as timeit: no collection inside a sample). Measured, not
+# needed (docs/USAGE.md "CPU rows"): no other thread (OpenMP, OpenBLAS) ran while a case was
+# sampled, and pinning to one core changed nothing.
 CPU_TIMING: dict[str, int | bool] = {"torch_threads": 1, "gc": False}
 CPU_TIMING_THREADS = CPU_TIMING["torch_threads"]
 
@@ -222,8 +222,10 @@ def measure(fn: Callable[[], object], device: DeviceInfo, cfg: TimingConfig | No
     cfg = cfg or default_config(device)
     if device.kind == "cuda":
         return _measure_cuda(fn, device, cfg, region or nullcontext())
-    with cpu_timing(device):
-        return _measure_cpu(fn, device, cfg, region or nullcontext())
+    (timing,) = measure_rounds([fn], device, cfg, region or nullcontext())
+    if isinstance(timing, Exception):
+        raise timing
+    return timing
 
 
 def warm_up(fn: Callable[[], object], device: DeviceInfo, cfg: TimingConfig) -> float:
@@ -270,19 +272,48 @@ def flusher(buf) -> Callable[[], None]:
     return flush
 
 
-def _measure_cpu(fn: Callable[[], object], device: DeviceInfo, cfg: TimingConfig,
-                 region: AbstractContextManager) -> Timing:
+def measure_rounds(fns: list[Callable[[], object]], device: DeviceInfo, cfg: TimingConfig,
+                   region: AbstractContextManager | None = None) -> list[Timing | Exception]:
+    """The CPU recipe for one or several prepared cases, under `cpu_timing`: warm each up, give
+    it its repetitions (at least `cfg.rounds`), take them in `cfg.rounds` slices round-robin
+    over the cases (one case: back to back). A case that raises gets its exception in its
+    place; the others go on. `region` is entered around the samples."""
     flush = l2_flusher(device, cfg)
-    reps = repetitions(warm_up(fn, device, cfg), cfg)
-    samples = []
-    with region:
-        for _ in range(reps):
-            if flush is not None:
-                flush()
-            with device_interval(device) as t:
-                fn()
-            samples.append(t.seconds())
-    return Timing(samples, timing_settings(device))
+    rounds = max(1, cfg.rounds)
+    reps: list[int] = []
+    failed: dict[int, Exception] = {}
+    samples: list[list[float]] = [[] for _ in fns]
+    with cpu_timing(device):
+        for i, fn in enumerate(fns):
+            try:
+                reps.append(max(rounds, repetitions(warm_up(fn, device, cfg), cfg)))
+            except Exception as e:  # the case's own failure, stored by the caller
+                failed[i] = e
+                reps.append(0)
+        with region or nullcontext():
+            for r in range(rounds):
+                for i, fn in enumerate(fns):
+                    if i not in failed:
+                        try:
+                            _sample(fn, device, flush, slice_of(reps[i], r, rounds), samples[i])
+                        except Exception as e:
+                            failed[i] = e
+    return [failed.get(i) or Timing(xs, timing_settings(device)) for i, xs in enumerate(samples)]
+
+
+def slice_of(reps: int, r: int, rounds: int) -> int:
+    """Round r's share of `reps` samples split over `rounds` (the shares add up to reps)."""
+    return reps * (r + 1) // rounds - reps * r // rounds
+
+
+def _sample(fn: Callable[[], object], device: DeviceInfo, flush: Callable[[], None] | None,
+            count: int, into: list[float]) -> None:
+    for _ in range(count):
+        if flush is not None:
+            flush()
+        with device_interval(device) as t:
+            fn()
+        into.append(t.seconds())
 
 
 # Upper bound of the SM clock, to turn seconds into torch.cuda._sleep cycles (H100/H200 boost

@@ -34,6 +34,16 @@ class Planted(Workload):
     def prepare(self, case, backend, x):
         if case.params["what"] == "crash":
             raise RuntimeError("kernel launch failed")
+        if case.params["what"] == "flaky":  # right once (the check), then fails while timed
+            calls = []
+
+            def flaky():
+                calls.append(1)
+                if len(calls) > 1:
+                    raise RuntimeError("lost the device")
+                return x * 2
+
+            return flaky
         return (lambda: x * 2) if case.params["what"] != "wrong" else (lambda: x * 2 + 1e-2)
 
     def check(self, case, backend, x, out):
@@ -236,3 +246,26 @@ def test_the_attention_reference_counts_its_kv_copies_in_each_chunk():
     small = reference_attention(q, k, v, causal=True, budget_bytes=4 * (4 * 96 + 2 * 96 * 64))
     whole = reference_attention(q, k, v, causal=True)
     assert torch.allclose(small[0], whole[0])
+
+
+def test_cpu_cases_are_checked_one_by_one_then_timed_together(planted, db_url):
+    from bench.device import DeviceInfo
+    from bench.timing import CPU_TIMING, TimingConfig
+
+    cpu = DeviceInfo(name="cpu", kind="cpu")
+    cfg = TimingConfig(warmup_s=0.0, budget_s=0.0, min_reps=2, max_reps=2, flush_l2=False,
+                       rounds=2)
+    pairs = [(Case("planted", "fp32", {"what": w, "i": i}, ("torch",)), "torch")
+             for i, w in enumerate(("ok", "wrong", "flaky", "ok"))]
+    seen = []
+    with Store(db_url) as store:
+        results = run(pairs, store, device=cpu, run_id="rr", timing=cfg, on_result=seen.append)
+        assert store.count() == 4
+    # a failed check is stored at once; the checked cases once the rounds are done
+    assert [(r.params["i"], r.status) for r in results] == [
+        (1, "failed"), (0, "ok"), (2, "failed"), (3, "ok")]
+    assert seen == results
+    assert "reference check failed" in results[0].error
+    assert "lost the device" in results[2].error and results[2].median_s is None
+    for r in (results[1], results[3]):
+        assert r.n == 2 and r.correct is True and r.software["timing"] == CPU_TIMING

@@ -261,3 +261,49 @@ def test_gpu_event_timer_clock_and_flush():
     assert clock() - start > 0  # device time of the call (the sleep before it is outside)
     flush = l2_flusher(device, default_config(device))
     assert flush is not None and flush() is None
+
+
+CPU = DeviceInfo(name="cpu", kind="cpu")
+
+
+def test_cpu_rounds_take_the_cases_samples_round_robin_after_every_warm_up():
+    from bench.timing import measure_rounds, slice_of
+
+    order = []
+    cfg = TimingConfig(warmup_s=0.0, budget_s=0.0, min_reps=3, max_reps=3, flush_l2=False,
+                       rounds=3)
+    ts = measure_rounds([lambda: order.append("a"), lambda: order.append("b")], CPU, cfg)
+    assert [t.n for t in ts] == [3, 3]
+    assert order == ["a", "a", "b", "b"] + ["a", "b"] * 3  # two warm-up calls each, then rounds
+    assert [slice_of(10, r, 3) for r in range(3)] == [3, 3, 4]
+    more = TimingConfig(warmup_s=0.0, budget_s=0.0, min_reps=3, max_reps=3, flush_l2=False,
+                        rounds=5)
+    assert measure(lambda: None, CPU, more).n == 5  # at least one sample a round
+
+
+def test_a_case_that_raises_while_timed_drops_out_and_the_others_go_on():
+    from bench.timing import measure_rounds
+
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) > 3:
+            raise RuntimeError("lost the device")
+
+    def broken():
+        raise ValueError("bad shape")
+
+    cfg = TimingConfig(warmup_s=0.0, budget_s=0.0, min_reps=4, max_reps=4, flush_l2=False,
+                       rounds=2)
+    ok, bad, worse, ok2 = measure_rounds([lambda: None, flaky, broken, lambda: None], CPU, cfg)
+    assert ok.n == ok2.n == 4
+    assert isinstance(bad, RuntimeError) and isinstance(worse, ValueError)
+    with pytest.raises(ValueError, match="bad shape"):  # one case: the error is raised
+        measure(broken, CPU, cfg)
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        measure_rounds([lambda: None, interrupted], CPU, cfg)
