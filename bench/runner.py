@@ -5,6 +5,10 @@ is stored with correct=false and no throughput: a wrong kernel has no speed. Eac
 inserted as soon as it exists (one small transaction), so Ctrl-C or a crash keeps every finished
 result. An out-of-memory case, or one a backend cannot run, is stored as skipped with the reason;
 any other exception is stored as failed; the run goes on either way.
+
+On CPU (a preset with rounds > 1) every case is checked in turn as above, and the checked ones
+are then timed together, round-robin (bench/timing.py `measure_rounds`): their rows exist, and
+are stored, once the rounds are done; a failed check is still stored at once.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ class TimingConfig:
 PRESETS: dict[str, TimingConfig] = {
     "gpu": TimingConfig(),
     # The CPU path proves the flow (the Triton interpreter is slow): time little, in six
-    # round-robin slices: a shared VM's speed drifts up to ~2x over seconds, so a case timed in
+    # round-robin slices: a small VM's speed drifts up to ~2x over seconds, so a case timed in
     # one stretch got that moment's speed (docs/USAGE.md "CPU rows"). No 20-sample cap.
     "cpu": TimingConfig(warmup_s=0.0, budget_s=0.2, min_reps=6, max_reps=10000, flush_l2=False,
                         rounds=6),
