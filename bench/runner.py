@@ -7,8 +7,8 @@ result. An out-of-memory case, or one a backend cannot run, is stored as skipped
 any other exception is stored as failed; the run goes on either way.
 
 On CPU (a preset with rounds > 1) every case is checked in turn as above, and the checked ones
-are then timed together, round-robin (bench/timing.py `measure_rounds`): their rows exist, and
-are stored, once the rounds are done; a failed check is still stored at once.
+are then timed together, round-robin (bench/timing.py `measure_rounds`): a row exists, and is
+stored, once its case has its last sample, in the last round; a failed check at once.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,18 +208,21 @@ def run_case(case: Case, backend: str, ctx: RunContext, timer: Timer = measure) 
         _free(ctx.device)
 
 
-def time_together(checked: list[Checked], ctx: RunContext) -> list[Result]:
-    """Time checked CPU cases round-robin (bench/timing.py `measure_rounds`), then their rows:
-    each case's samples then span the whole timing, not one moment of a drifting machine."""
-    with ExitStack() as stack:
-        for c in checked:
-            stack.enter_context(c.sampler)
-        timings = measure_rounds([c.fn for c in checked], ctx.device, ctx.timing)
-    rows = [problem(c.base, t) if isinstance(t, Exception) else timed(c, t, ctx)
-            for c, t in zip(checked, timings)]
+def time_together(checked: list[Checked], ctx: RunContext,
+                  keep: Callable[[Result], None]) -> None:
+    """Time checked CPU cases round-robin (bench/timing.py `measure_rounds`): each case's
+    samples span the whole timing, not one moment of a drifting machine. Each row is kept as
+    soon as its case has its last sample."""
+
+    def finished(i: int, timing: Timing | Exception) -> None:
+        c = checked[i]
+        with c.sampler:  # on CPU nothing to sample: the block gives its "no GPU" summary
+            pass
+        keep(problem(c.base, timing) if isinstance(timing, Exception) else timed(c, timing, ctx))
+
+    measure_rounds([c.fn for c in checked], ctx.device, ctx.timing, done=finished)
     checked.clear()
     _free(ctx.device)
-    return rows
 
 
 def run(pairs: list[tuple[Case, str]], store, *, device: DeviceInfo,
@@ -285,6 +287,6 @@ def run(pairs: list[tuple[Case, str]], store, *, device: DeviceInfo,
             pending.append(got)
         else:
             keep(got)
-    for result in time_together(pending, ctx) if pending else ():
-        keep(result)
+    if pending:
+        time_together(pending, ctx, keep)
     return done

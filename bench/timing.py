@@ -17,6 +17,7 @@ stream; perf_counter marks on CPU) and its context manager `device_interval`.
 from __future__ import annotations
 
 import gc
+import itertools
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -273,47 +274,53 @@ def flusher(buf) -> Callable[[], None]:
 
 
 def measure_rounds(fns: list[Callable[[], object]], device: DeviceInfo, cfg: TimingConfig,
-                   region: AbstractContextManager | None = None) -> list[Timing | Exception]:
+                   region: AbstractContextManager | None = None,
+                   done: Callable[[int, Timing | Exception], None] | None = None,
+                   ) -> list[Timing | Exception]:
     """The CPU recipe for one or several prepared cases, under `cpu_timing`: warm each up, give
     it its repetitions (at least `cfg.rounds`), take them in `cfg.rounds` slices round-robin
     over the cases (one case: back to back). A case that raises gets its exception in its
-    place; the others go on. `region` is entered around the samples."""
+    place; the others go on. `done(i, result)` is told of each case as soon as it has its last
+    sample (or failed). `region` is entered around the samples."""
     flush = l2_flusher(device, cfg)
     rounds = max(1, cfg.rounds)
-    reps: list[int] = []
-    failed: dict[int, Exception] = {}
+    out: list = [None] * len(fns)
+    reps = [0] * len(fns)
     samples: list[list[float]] = [[] for _ in fns]
+
+    def finish(i: int, result: Timing | Exception) -> None:
+        out[i] = result
+        if done is not None:
+            done(i, result)
+
     with cpu_timing(device):
         for i, fn in enumerate(fns):
             try:
-                reps.append(max(rounds, repetitions(warm_up(fn, device, cfg), cfg)))
+                reps[i] = max(rounds, repetitions(warm_up(fn, device, cfg), cfg))
             except Exception as e:  # the case's own failure, stored by the caller
-                failed[i] = e
-                reps.append(0)
+                finish(i, e)
         with region or nullcontext():
-            for r in range(rounds):
-                for i, fn in enumerate(fns):
-                    if i not in failed:
-                        try:
-                            _sample(fn, device, flush, slice_of(reps[i], r, rounds), samples[i])
-                        except Exception as e:
-                            failed[i] = e
-    return [failed.get(i) or Timing(xs, timing_settings(device)) for i, xs in enumerate(samples)]
+            for r, i in itertools.product(range(rounds), range(len(fns))):
+                if out[i] is not None:
+                    continue
+                try:
+                    for _ in range(slice_of(reps[i], r, rounds)):
+                        if flush is not None:
+                            flush()
+                        with device_interval(device) as t:
+                            fns[i]()
+                        samples[i].append(t.seconds())
+                except Exception as e:
+                    finish(i, e)
+                    continue
+                if r == rounds - 1:
+                    finish(i, Timing(samples[i], timing_settings(device)))
+    return out
 
 
 def slice_of(reps: int, r: int, rounds: int) -> int:
     """Round r's share of `reps` samples split over `rounds` (the shares add up to reps)."""
     return reps * (r + 1) // rounds - reps * r // rounds
-
-
-def _sample(fn: Callable[[], object], device: DeviceInfo, flush: Callable[[], None] | None,
-            count: int, into: list[float]) -> None:
-    for _ in range(count):
-        if flush is not None:
-            flush()
-        with device_interval(device) as t:
-            fn()
-        into.append(t.seconds())
 
 
 # Upper bound of the SM clock, to turn seconds into torch.cuda._sleep cycles (H100/H200 boost

@@ -296,9 +296,12 @@ def test_a_case_that_raises_while_timed_drops_out_and_the_others_go_on():
 
     cfg = TimingConfig(warmup_s=0.0, budget_s=0.0, min_reps=4, max_reps=4, flush_l2=False,
                        rounds=2)
-    ok, bad, worse, ok2 = measure_rounds([lambda: None, flaky, broken, lambda: None], CPU, cfg)
+    told = []
+    ok, bad, worse, ok2 = measure_rounds([lambda: None, flaky, broken, lambda: None], CPU, cfg,
+                                         done=lambda i, r: told.append(i))
     assert ok.n == ok2.n == 4
     assert isinstance(bad, RuntimeError) and isinstance(worse, ValueError)
+    assert told == [2, 1, 0, 3]  # each told once: when it failed, or at its last sample
     with pytest.raises(ValueError, match="bad shape"):  # one case: the error is raised
         measure(broken, CPU, cfg)
 
