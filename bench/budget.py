@@ -36,6 +36,10 @@ SETUP_S_GPU = 0.5
 # assumption from runs on a 2-core x86 machine, a few tenths to about two seconds per case.
 SETUP_S_CPU = 0.05
 INTERPRETER_S = 1.5
+# One interpreted call, for the CPU recipe's samples of a Triton case (at least min_reps calls,
+# whatever the budget): the quick suite's Triton rows took 0.04 to 0.52 s a call on a 2-core
+# x86 VM (`colossus-bench run`, 2026-12-01 ~23:00 UTC); 0.25 s is an assumption near their mean.
+INTERPRETER_CALL_S = 0.25
 # Process start (CUDA context, NVML, imports) before the first case: assumption, seconds.
 START_S = {"cuda": 10.0, "cpu": 3.0}
 
@@ -105,9 +109,13 @@ class Estimator:
     compiled: set = field(default_factory=set)
     counter: object = None  # kernels.plan.CompileCounter, made on the first GPU estimate
 
-    def timing_s(self) -> float:
-        """The recipe's own time: warm-up plus the sample budget (reps fill the budget)."""
-        return self.timing.warmup_s + self.timing.budget_s
+    def timing_s(self, backend: str = "") -> float:
+        """The recipe's own time: warm-up plus the sample budget (reps fill the budget); on CPU
+        an interpreted Triton case's min_reps calls outlast the budget."""
+        samples = self.timing.budget_s
+        if backend == "triton" and self.device.kind != "cuda":
+            samples = max(samples, self.timing.min_reps * INTERPRETER_CALL_S)
+        return self.timing.warmup_s + samples
 
     def compile_s(self, case: Case, backend: str, *, commit: bool = True) -> float:
         if backend != "triton":
@@ -144,7 +152,7 @@ class Estimator:
 
     def estimate(self, case: Case, backend: str, *, commit: bool = True) -> float:
         setup = SETUP_S_GPU if self.device.kind == "cuda" else SETUP_S_CPU
-        return setup + self.timing_s() + self.compile_s(case, backend, commit=commit)
+        return setup + self.timing_s(backend) + self.compile_s(case, backend, commit=commit)
 
     def plan(self, pairs: list[tuple[Case, str]]) -> list[float]:
         """The estimate of each pair, in order (charging compiles as the run would)."""
@@ -157,7 +165,7 @@ def total_estimate(pairs: list[tuple[Case, str]], device: DeviceInfo, timing: Ti
     est = Estimator(device, timing, tune)
     compile_total = sum(est.compile_s(c, b) for c, b in pairs)
     setup = SETUP_S_GPU if device.kind == "cuda" else SETUP_S_CPU
-    per_case = len(pairs) * (setup + est.timing_s())
+    per_case = sum(setup + est.timing_s(b) for _, b in pairs)
     start = START_S.get(device.kind, 0.0)
     return {"pairs": len(pairs), "start_s": start, "setup_and_timing_s": per_case,
             "compile_s": compile_total, "total_s": start + per_case + compile_total}

@@ -5,6 +5,10 @@ is stored with correct=false and no throughput: a wrong kernel has no speed. Eac
 inserted as soon as it exists (one small transaction), so Ctrl-C or a crash keeps every finished
 result. An out-of-memory case, or one a backend cannot run, is stored as skipped with the reason;
 any other exception is stored as failed; the run goes on either way.
+
+On CPU (a preset with rounds > 1) every case is checked in turn as above, and the checked ones
+are then timed together, round-robin (bench/timing.py `measure_rounds`): a row exists, and is
+stored, once its case has its last sample, in the last round; a failed check at once.
 """
 
 from __future__ import annotations
@@ -22,7 +26,14 @@ from bench.budget import Estimator
 from bench.device import DeviceInfo, peaks
 from bench.record import Facts, build_record
 from bench.telemetry import Sampler
-from bench.timing import Timing, TimingConfig, default_config, measure, synchronizer
+from bench.timing import (
+    Timing,
+    TimingConfig,
+    default_config,
+    measure,
+    measure_rounds,
+    synchronizer,
+)
 from bench.workloads import WORKLOADS, Case, Check, Unsupported, Workload
 from results.schema import Result
 
@@ -110,12 +121,35 @@ def skipped(case: Case, backend: str, ctx: RunContext, reason: str) -> Result:
     return build_record(facts(case, backend, ctx), status="skipped", error=reason)
 
 
-def run_case(case: Case, backend: str, ctx: RunContext, timer: Timer = measure) -> Result:
-    """Check, time and describe one (case, backend). Never raises except KeyboardInterrupt.
+@dataclass
+class Checked:
+    """A case that passed its check, ready to time (with what its row needs)."""
 
-    `timer` is the timing recipe's entry point; pytest-benchmark passes one that runs the same
-    recipe through its own fixture (bench/benchmarks/conftest.py).
-    """
+    case: Case
+    backend: str
+    base: Facts
+    inputs: object
+    fn: Callable[[], object]
+    first_s: float
+    check: Check
+    sampler: Sampler
+
+
+def problem(base: Facts, e: Exception) -> Result:
+    """The row of a case that raised: unsupported or out of memory is skipped, else failed."""
+    if isinstance(e, Unsupported):
+        return build_record(base, status="skipped", error=f"unsupported: {e}")
+    if _is_oom(e):
+        return build_record(base, status="skipped", error=f"out of memory: {str(e)[:200]}")
+    last = traceback.extract_tb(e.__traceback__)[-1]
+    return build_record(base, status="failed",
+                        error=f"{type(e).__name__}: {e} ({last.filename}:{last.lineno})"[:2000])
+
+
+def check_case(case: Case, backend: str, ctx: RunContext) -> Result | Checked:
+    """Set up, prepare, call once and check one (case, backend) on fresh inputs: the row of a
+    case that failed its check, was skipped or crashed, else the case ready to time. Never
+    raises except KeyboardInterrupt."""
     wl = WORKLOADS[case.workload]
     base = facts(case, backend, ctx)
     inputs = None
@@ -129,40 +163,71 @@ def run_case(case: Case, backend: str, ctx: RunContext, timer: Timer = measure) 
         first_s = time.perf_counter() - t0
         check: Check = wl.check(case, backend, inputs, out)
         del out
-        if not check.correct:
-            return build_record(base, compile_s=first_s, correct=False,
-                                max_rel_error=check.max_rel_error,
-                                tolerance=check.tolerance, status="failed",
-                                error=f"reference check failed: max_rel_error "
-                                      f"{check.max_rel_error:.3g} > tolerance "
-                                      f"{check.tolerance:.3g}")
-        sampler = Sampler(ctx.device, enabled=ctx.telemetry)
-        timing: Timing = timer(fn, ctx.device, ctx.timing, region=sampler)
-        t = timing.median_s
-        tf, gb = tflops(base.described.get("flops"), t), gbps(base.described.get("bytes"), t)
-        # compile_s: the first call's time beyond one steady call (compiles, autotuning, lazy
-        # initialisation); a figure per row, not a timing sample
-        return build_record(base, timing=timing, compile_s=max(0.0, first_s - t),
-                            tflops=tf, gbps=gb,
-                            peak_fraction=peak_fraction(ctx.device, case.dtype, tf, gb,
-                                                        wl.peak_gbps(case, ctx.device),
-                                                        wl.bound),
-                            correct=True, max_rel_error=check.max_rel_error,
-                            tolerance=check.tolerance, telemetry=sampler.summary(), status="ok")
-    except KeyboardInterrupt:
-        raise
-    except Unsupported as e:
-        return build_record(base, status="skipped", error=f"unsupported: {e}")
+        if check.correct:
+            return Checked(case, backend, base, inputs, fn, first_s, check,
+                           Sampler(ctx.device, enabled=ctx.telemetry))
+        result = build_record(base, compile_s=first_s, correct=False,
+                              max_rel_error=check.max_rel_error, tolerance=check.tolerance,
+                              status="failed",
+                              error=f"reference check failed: max_rel_error "
+                                    f"{check.max_rel_error:.3g} > tolerance "
+                                    f"{check.tolerance:.3g}")
     except Exception as e:
-        if _is_oom(e):
-            return build_record(base, status="skipped",
-                                error=f"out of memory: {str(e)[:200]}")
-        last = traceback.extract_tb(e.__traceback__)[-1]
-        return build_record(base, status="failed",
-                            error=f"{type(e).__name__}: {e} ({last.filename}:{last.lineno})"[:2000])
+        result = problem(base, e)
+    del inputs
+    _free(ctx.device)
+    return result
+
+
+def timed(c: Checked, timing: Timing, ctx: RunContext) -> Result:
+    """The ok row of a checked case from its timing."""
+    wl = WORKLOADS[c.case.workload]
+    t = timing.median_s
+    tf, gb = tflops(c.base.described.get("flops"), t), gbps(c.base.described.get("bytes"), t)
+    # compile_s: the first call's time beyond one steady call (compiles, autotuning, lazy
+    # initialisation); a figure per row, not a timing sample
+    return build_record(c.base, timing=timing, compile_s=max(0.0, c.first_s - t),
+                        tflops=tf, gbps=gb,
+                        peak_fraction=peak_fraction(ctx.device, c.case.dtype, tf, gb,
+                                                    wl.peak_gbps(c.case, ctx.device), wl.bound),
+                        correct=True, max_rel_error=c.check.max_rel_error,
+                        tolerance=c.check.tolerance, telemetry=c.sampler.summary(),
+                        status="ok")
+
+
+def run_case(case: Case, backend: str, ctx: RunContext, timer: Timer = measure) -> Result:
+    """Check, time and describe one (case, backend). Never raises except KeyboardInterrupt.
+
+    `timer` is the timing recipe's entry point; pytest-benchmark passes one that runs the same
+    recipe through its own fixture (bench/benchmarks/conftest.py).
+    """
+    got = check_case(case, backend, ctx)
+    if isinstance(got, Result):
+        return got
+    try:
+        return timed(got, timer(got.fn, ctx.device, ctx.timing, region=got.sampler), ctx)
+    except Exception as e:
+        return problem(got.base, e)
     finally:
-        del inputs
+        del got
         _free(ctx.device)
+
+
+def time_together(checked: list[Checked], ctx: RunContext,
+                  keep: Callable[[Result], None]) -> None:
+    """Time checked CPU cases round-robin (bench/timing.py `measure_rounds`): each case's
+    samples span the whole timing, not one moment of a drifting machine. Each row is kept as
+    soon as its case has its last sample."""
+
+    def finished(i: int, timing: Timing | Exception) -> None:
+        c = checked[i]
+        with c.sampler:  # on CPU nothing to sample: the block gives its "no GPU" summary
+            pass
+        keep(problem(c.base, timing) if isinstance(timing, Exception) else timed(c, timing, ctx))
+
+    measure_rounds([c.fn for c in checked], ctx.device, ctx.timing, done=finished)
+    checked.clear()
+    _free(ctx.device)
 
 
 def run(pairs: list[tuple[Case, str]], store, *, device: DeviceInfo,
@@ -186,23 +251,13 @@ def run(pairs: list[tuple[Case, str]], store, *, device: DeviceInfo,
     ctx = RunContext(run_id or new_run_id(), device, timing or default_config(device), telemetry)
     plan = Estimator(device, ctx.timing, tune).plan(pairs)  # for the time left
     estimator = Estimator(device, ctx.timing, tune)  # for the budget, charged as cases run
+    together = device.kind != "cuda" and ctx.timing.rounds > 1  # CPU: timed round-robin
+    pending: list[Checked] = []
     started = time.monotonic()
     out_of_budget = False
     done: list[Result] = []
-    for i, (case, backend) in enumerate(pairs):
-        spent = time.monotonic() - started
-        if budget_s is not None and not out_of_budget:
-            out_of_budget = spent + estimator.estimate(case, backend, commit=False) > budget_s
-        if out_of_budget:
-            result = skipped(case, backend, ctx, BUDGET)
-        else:
-            estimator.estimate(case, backend)  # its compiles are now paid for
-            if on_estimate:
-                left = sum(plan[i:])
-                on_estimate(left if budget_s is None else min(left, budget_s - spent))
-            if on_start:
-                on_start(case, backend)
-            result = run_case(case, backend, ctx)
+
+    def keep(result: Result) -> None:
         if store is not None:
             try:
                 store.insert([result])
@@ -214,4 +269,29 @@ def run(pairs: list[tuple[Case, str]], store, *, device: DeviceInfo,
         done.append(result)
         if on_result:
             on_result(result)
+
+    for i, (case, backend) in enumerate(pairs):
+        # the checked cases' timing is still to come
+        spent = time.monotonic() - started + sum(estimator.timing_s(c.backend) for c in pending)
+        if budget_s is not None and not out_of_budget:
+            out_of_budget = spent + estimator.estimate(case, backend, commit=False) > budget_s
+        if out_of_budget:
+            keep(skipped(case, backend, ctx, BUDGET))
+            continue
+        estimator.estimate(case, backend)  # its compiles are now paid for
+        if on_estimate:
+            left = sum(plan[i:])
+            on_estimate(left if budget_s is None else min(left, budget_s - spent))
+        if on_start:
+            on_start(case, backend)
+        if not together:
+            keep(run_case(case, backend, ctx))
+            continue
+        got = check_case(case, backend, ctx)
+        if isinstance(got, Checked):
+            pending.append(got)
+        else:
+            keep(got)
+    if pending:
+        time_together(pending, ctx, keep)
     return done

@@ -5,9 +5,9 @@ choose the repetition count that fills a time budget, then time each repetition 
 two CUDA events with the L2 cache flushed before it (a large buffer write outside the events), so
 every sample is a cold-L2 call and no sample hides another's tail. A GPU sleep queued first
 keeps the device busy while the host enqueues every sample, so no sample measures launch gaps.
-On CPU: the same recipe over perf_counter, with torch held to CPU_TIMING_THREADS threads while
-timing (so two runs of one case agree instead of racing whatever else runs). Raw samples are
-kept: the median is what we report, the spread is evidence.
+On CPU: the same over perf_counter, under `cpu_timing` (CPU_TIMING, recorded in the row), the
+samples of a run's cases taken round-robin (`measure_rounds`). Raw samples are kept: the median
+is what we report, the spread is evidence.
 
 One primitive marks device intervals for every timer (this recipe, pytest-benchmark's clock in
 bench/benchmarks, the collective worker): `EventTimer` (a CUDA event pair on the current
@@ -16,6 +16,8 @@ stream; perf_counter marks on CPU) and its context manager `device_interval`.
 
 from __future__ import annotations
 
+import gc
+import itertools
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -34,12 +36,18 @@ class TimingConfig:
     min_reps: int = 10
     max_reps: int = 1000
     flush_l2: bool = True
+    # CPU only: each case's samples in `rounds` slices taken round-robin over all the cases of
+    # a run (`measure_rounds`), so that a case's samples span the run, not one moment of it.
+    rounds: int = 1
 
 
 PRESETS: dict[str, TimingConfig] = {
     "gpu": TimingConfig(),
-    # The CPU path proves the flow (and the Triton interpreter is slow): time little.
-    "cpu": TimingConfig(warmup_s=0.0, budget_s=0.2, min_reps=3, max_reps=20, flush_l2=False),
+    # The CPU path proves the flow (the Triton interpreter is slow): time little, in six
+    # round-robin slices: a small VM's speed drifts up to ~2x over seconds, so a case timed in
+    # one stretch got that moment's speed (docs/USAGE.md "CPU rows"). No 20-sample cap.
+    "cpu": TimingConfig(warmup_s=0.0, budget_s=0.2, min_reps=6, max_reps=10000, flush_l2=False,
+                        rounds=6),
     # Smoke runs (CI with --benchmark-disable, tests): one warm-up call, three samples.
     "smoke": TimingConfig(warmup_s=0.0, budget_s=0.0, min_reps=3, max_reps=3, flush_l2=False),
 }
@@ -99,25 +107,39 @@ def device_interval(device: DeviceInfo) -> Iterator[EventTimer]:
     timer.stop()
 
 
-# Threads torch may use while a CPU case is timed: one, so a case's time does not depend on
-# what else the machine runs (the CPU rows prove the flow; they are not a CPU benchmark).
-CPU_TIMING_THREADS = 1
+# What the CPU recipe holds fixed while sampling (stored in each timed CPU row's
+# software["timing"]): one torch thread (two threads on two busy cores made runs differ ~100x)
+# and the garbage collector off (as timeit: no collection inside a sample). Measured, not
+# needed (docs/USAGE.md "CPU rows"): no other thread (OpenMP, OpenBLAS) ran while a case was
+# sampled, and pinning to one core changed nothing.
+CPU_TIMING: dict[str, int | bool] = {"torch_threads": 1, "gc": False}
+CPU_TIMING_THREADS = CPU_TIMING["torch_threads"]
 
 
 @contextmanager
-def timing_threads(device: DeviceInfo) -> Iterator[None]:
-    """Hold torch to CPU_TIMING_THREADS intra-op threads on CPU (restored after)."""
+def cpu_timing(device: DeviceInfo) -> Iterator[None]:
+    """Hold the CPU_TIMING settings while a CPU case is sampled; restore torch's thread count
+    and the garbage collector after (also on error). A no-op on a GPU."""
     if device.kind == "cuda":
         yield
         return
     import torch
 
-    before = torch.get_num_threads()
+    threads, gc_was_on = torch.get_num_threads(), gc.isenabled()
     torch.set_num_threads(CPU_TIMING_THREADS)
+    if not CPU_TIMING["gc"]:
+        gc.disable()
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        if gc_was_on:
+            gc.enable()
+        torch.set_num_threads(threads)
+
+
+def timing_settings(device: DeviceInfo) -> dict[str, int | bool]:
+    """The settings `cpu_timing` holds on this device, for `Timing.settings`."""
+    return {} if device.kind == "cuda" else dict(CPU_TIMING)
 
 
 def percentile(sorted_xs: list[float], q: float) -> float:
@@ -130,9 +152,11 @@ def percentile(sorted_xs: list[float], q: float) -> float:
 
 @dataclass(frozen=True)
 class Timing:
-    """Raw per-call samples in seconds and their statistics."""
+    """Raw per-call samples in seconds and their statistics; `settings`: what the recipe held
+    fixed while sampling (CPU_TIMING on CPU, empty on a GPU), for the record's software."""
 
     samples_s: list[float] = field(repr=False)
+    settings: dict[str, int | bool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.samples_s:
@@ -199,8 +223,10 @@ def measure(fn: Callable[[], object], device: DeviceInfo, cfg: TimingConfig | No
     cfg = cfg or default_config(device)
     if device.kind == "cuda":
         return _measure_cuda(fn, device, cfg, region or nullcontext())
-    with timing_threads(device):
-        return _measure_cpu(fn, device, cfg, region or nullcontext())
+    (timing,) = measure_rounds([fn], device, cfg, region or nullcontext())
+    if isinstance(timing, Exception):
+        raise timing
+    return timing
 
 
 def warm_up(fn: Callable[[], object], device: DeviceInfo, cfg: TimingConfig) -> float:
@@ -247,19 +273,54 @@ def flusher(buf) -> Callable[[], None]:
     return flush
 
 
-def _measure_cpu(fn: Callable[[], object], device: DeviceInfo, cfg: TimingConfig,
-                 region: AbstractContextManager) -> Timing:
+def measure_rounds(fns: list[Callable[[], object]], device: DeviceInfo, cfg: TimingConfig,
+                   region: AbstractContextManager | None = None,
+                   done: Callable[[int, Timing | Exception], None] | None = None,
+                   ) -> list[Timing | Exception]:
+    """The CPU recipe for one or several prepared cases, under `cpu_timing`: warm each up, give
+    it its repetitions (at least `cfg.rounds`), take them in `cfg.rounds` slices round-robin
+    over the cases (one case: back to back). A case that raises gets its exception in its
+    place; the others go on. `done(i, result)` is told of each case as soon as it has its last
+    sample (or failed). `region` is entered around the samples."""
     flush = l2_flusher(device, cfg)
-    reps = repetitions(warm_up(fn, device, cfg), cfg)
-    samples = []
-    with region:
-        for _ in range(reps):
-            if flush is not None:
-                flush()
-            with device_interval(device) as t:
-                fn()
-            samples.append(t.seconds())
-    return Timing(samples)
+    rounds = max(1, cfg.rounds)
+    out: list = [None] * len(fns)
+    reps = [0] * len(fns)
+    samples: list[list[float]] = [[] for _ in fns]
+
+    def finish(i: int, result: Timing | Exception) -> None:
+        out[i] = result
+        if done is not None:
+            done(i, result)
+
+    with cpu_timing(device):
+        for i, fn in enumerate(fns):
+            try:
+                reps[i] = max(rounds, repetitions(warm_up(fn, device, cfg), cfg))
+            except Exception as e:  # the case's own failure, stored by the caller
+                finish(i, e)
+        with region or nullcontext():
+            for r, i in itertools.product(range(rounds), range(len(fns))):
+                if out[i] is not None:
+                    continue
+                try:
+                    for _ in range(slice_of(reps[i], r, rounds)):
+                        if flush is not None:
+                            flush()
+                        with device_interval(device) as t:
+                            fns[i]()
+                        samples[i].append(t.seconds())
+                except Exception as e:
+                    finish(i, e)
+                    continue
+                if r == rounds - 1:
+                    finish(i, Timing(samples[i], timing_settings(device)))
+    return out
+
+
+def slice_of(reps: int, r: int, rounds: int) -> int:
+    """Round r's share of `reps` samples split over `rounds` (the shares add up to reps)."""
+    return reps * (r + 1) // rounds - reps * r // rounds
 
 
 # Upper bound of the SM clock, to turn seconds into torch.cuda._sleep cycles (H100/H200 boost

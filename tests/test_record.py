@@ -25,6 +25,15 @@ def test_an_ok_record_carries_timing_throughput_and_provenance():
     assert row.id == build_record(FACTS, status="skipped", error="x").id  # same case, same id
 
 
+def test_a_cpu_row_says_how_it_was_timed_in_its_software():
+    from bench.timing import CPU_TIMING
+
+    row = build_record(FACTS, timing=Timing([1.0, 2.0], dict(CPU_TIMING)), correct=True)
+    assert row.software == {**provenance.software(), "timing": CPU_TIMING}
+    assert "timing" not in provenance.software()  # the shared dict is not changed
+    assert build_record(FACTS, status="skipped", error="x").software == provenance.software()
+
+
 def test_a_failed_or_wrong_record_has_no_speed():
     wrong = build_record(FACTS, correct=False, status="failed", error="#wrong 3",
                          max_rel_error=1.0, tolerance=0.0)

@@ -7,7 +7,7 @@ import torch
 
 from bench.device import detect
 from bench.runner import RunContext, run, run_case
-from bench.timing import PRESETS
+from bench.timing import PRESETS, timing_settings
 from bench.workloads import WORKLOADS, Case, Check, Unsupported, Workload
 from bench.workloads.membw import MemBandwidth
 from results.store import Store
@@ -34,6 +34,16 @@ class Planted(Workload):
     def prepare(self, case, backend, x):
         if case.params["what"] == "crash":
             raise RuntimeError("kernel launch failed")
+        if case.params["what"] == "flaky":  # right once (the check), then fails while timed
+            calls = []
+
+            def flaky():
+                calls.append(1)
+                if len(calls) > 1:
+                    raise RuntimeError("lost the device")
+                return x * 2
+
+            return flaky
         return (lambda: x * 2) if case.params["what"] != "wrong" else (lambda: x * 2 + 1e-2)
 
     def check(self, case, backend, x, out):
@@ -60,6 +70,7 @@ def test_ok_case_is_checked_timed_and_described(planted):
     assert r.tflops == pytest.approx(64 / r.median_s / 1e12)
     assert r.telemetry["source"] == "none"
     assert r.software["torch"] == torch.__version__
+    assert r.software.get("timing", {}) == timing_settings(DEVICE)  # how a CPU row was timed
 
 
 def test_wrong_output_is_stored_as_failed_without_throughput(planted):
@@ -269,3 +280,27 @@ def test_the_attention_reference_counts_its_kv_copies_in_each_chunk():
     small = reference_attention(q, k, v, causal=True, budget_bytes=4 * (4 * 96 + 2 * 96 * 64))
     whole = reference_attention(q, k, v, causal=True)
     assert torch.allclose(small[0], whole[0])
+
+
+def test_cpu_cases_are_checked_one_by_one_then_timed_together(planted, db_url):
+    from bench.device import DeviceInfo
+    from bench.timing import CPU_TIMING, TimingConfig
+
+    cpu = DeviceInfo(name="cpu", kind="cpu")
+    cfg = TimingConfig(warmup_s=0.0, budget_s=0.0, min_reps=2, max_reps=2, flush_l2=False,
+                       rounds=2)
+    pairs = [(Case("planted", "fp32", {"what": w, "i": i}, ("torch",)), "torch")
+             for i, w in enumerate(("ok", "wrong", "flaky", "ok"))]
+    seen = []
+    with Store(db_url) as store:
+        results = run(pairs, store, device=cpu, run_id="rr", timing=cfg, on_result=seen.append)
+        assert store.count() == 4
+    # a failed check is stored at once, a case failing while timed when it fails, the others
+    # as each has its last sample
+    assert [(r.params["i"], r.status) for r in results] == [
+        (1, "failed"), (2, "failed"), (0, "ok"), (3, "ok")]
+    assert seen == results
+    assert "reference check failed" in results[0].error
+    assert "lost the device" in results[1].error and results[1].median_s is None
+    for r in results[2:]:
+        assert r.n == 2 and r.correct is True and r.software["timing"] == CPU_TIMING

@@ -146,6 +146,57 @@ def test_cpu_timing_holds_torch_to_a_fixed_thread_count():
     assert torch.get_num_threads() == before  # restored
 
 
+def test_cpu_timing_turns_gc_off_while_sampling_and_records_its_settings():
+    import gc
+
+    from bench.timing import CPU_TIMING
+
+    device = DeviceInfo(name="cpu", kind="cpu")
+    seen = []
+    assert gc.isenabled()
+    t = measure(lambda: seen.append(gc.isenabled()), device, PRESETS["smoke"])
+    assert seen and not any(seen)  # off for the warm-up and every sample
+    assert gc.isenabled()  # on again after
+    assert t.settings == CPU_TIMING and t.settings is not CPU_TIMING
+    assert "settings" not in t.stats()  # not a timing field of the record
+
+
+def test_cpu_timing_restores_threads_and_gc_after_an_error_and_keeps_gc_off_if_it_was():
+    import gc
+
+    import torch
+
+    from bench.timing import CPU_TIMING_THREADS, cpu_timing
+
+    device = DeviceInfo(name="cpu", kind="cpu")
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError), cpu_timing(device):
+        assert torch.get_num_threads() == CPU_TIMING_THREADS and not gc.isenabled()
+        raise RuntimeError("a case crashed while timed")
+    assert torch.get_num_threads() == before and gc.isenabled()
+    gc.disable()
+    try:
+        with cpu_timing(device):
+            pass
+        assert not gc.isenabled()  # a caller's own gc.disable() is left as it was
+    finally:
+        gc.enable()
+
+
+def test_cpu_timing_leaves_a_gpu_alone():
+    import gc
+
+    import torch
+
+    from bench.timing import cpu_timing, timing_settings
+
+    gpu = DeviceInfo(name="NVIDIA H200", kind="cuda", model="H200-SXM", cc="9.0")
+    before = torch.get_num_threads()
+    with cpu_timing(gpu):
+        assert torch.get_num_threads() == before and gc.isenabled()
+    assert timing_settings(gpu) == {}
+
+
 def test_flush_is_outside_each_sample_and_returns_none():
     import torch
 
@@ -210,3 +261,52 @@ def test_gpu_event_timer_clock_and_flush():
     assert clock() - start > 0  # device time of the call (the sleep before it is outside)
     flush = l2_flusher(device, default_config(device))
     assert flush is not None and flush() is None
+
+
+CPU = DeviceInfo(name="cpu", kind="cpu")
+
+
+def test_cpu_rounds_take_the_cases_samples_round_robin_after_every_warm_up():
+    from bench.timing import measure_rounds, slice_of
+
+    order = []
+    cfg = TimingConfig(warmup_s=0.0, budget_s=0.0, min_reps=3, max_reps=3, flush_l2=False,
+                       rounds=3)
+    ts = measure_rounds([lambda: order.append("a"), lambda: order.append("b")], CPU, cfg)
+    assert [t.n for t in ts] == [3, 3]
+    assert order == ["a", "a", "b", "b"] + ["a", "b"] * 3  # two warm-up calls each, then rounds
+    assert [slice_of(10, r, 3) for r in range(3)] == [3, 3, 4]
+    more = TimingConfig(warmup_s=0.0, budget_s=0.0, min_reps=3, max_reps=3, flush_l2=False,
+                        rounds=5)
+    assert measure(lambda: None, CPU, more).n == 5  # at least one sample a round
+
+
+def test_a_case_that_raises_while_timed_drops_out_and_the_others_go_on():
+    from bench.timing import measure_rounds
+
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) > 3:
+            raise RuntimeError("lost the device")
+
+    def broken():
+        raise ValueError("bad shape")
+
+    cfg = TimingConfig(warmup_s=0.0, budget_s=0.0, min_reps=4, max_reps=4, flush_l2=False,
+                       rounds=2)
+    told = []
+    ok, bad, worse, ok2 = measure_rounds([lambda: None, flaky, broken, lambda: None], CPU, cfg,
+                                         done=lambda i, r: told.append(i))
+    assert ok.n == ok2.n == 4
+    assert isinstance(bad, RuntimeError) and isinstance(worse, ValueError)
+    assert told == [2, 1, 0, 3]  # each told once: when it failed, or at its last sample
+    with pytest.raises(ValueError, match="bad shape"):  # one case: the error is raised
+        measure(broken, CPU, cfg)
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        measure_rounds([lambda: None, interrupted], CPU, cfg)

@@ -15,11 +15,12 @@ from bench.timing import (
     DeviceClock,
     Timing,
     backlog_s,
+    cpu_timing,
     enqueue_s,
     l2_flusher,
     measure,
     repetitions,
-    timing_threads,
+    timing_settings,
     warm_up,
 )
 
@@ -32,13 +33,13 @@ def pedantic_timer(benchmark):
             benchmark.pedantic(fn)
             return measure(fn, device, PRESETS["smoke"], region)
         flush = l2_flusher(device, cfg)
-        with timing_threads(device):
+        with cpu_timing(device):
             reps = repetitions(warm_up(fn, device, cfg), cfg)
             # one round's backlog: the host enqueues a single call after each synchronisation
             clock = DeviceClock(device, backlog_s(enqueue_s(fn, device, flush), 1))
             benchmark._timer = clock  # read by pytest-benchmark before and after each round
             with region or nullcontext():
                 benchmark.pedantic(clock.wrap(fn), setup=flush, rounds=reps)
-        return Timing(list(benchmark.stats.stats.data))
+        return Timing(list(benchmark.stats.stats.data), timing_settings(device))
 
     return timer
