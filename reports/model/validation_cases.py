@@ -129,8 +129,9 @@ CASES: tuple[Case, ...] = (
          assumptions=("micro-batch 8 per GPU so 992 x 8 x 2048 = 2.03M matches the stated 2M "
                       "batch", "FLOPs counted as Narayanan's (assumption)")),
     *[Case(f"MT-NLG 530B, {n} GPUs", "mt-nlg-530b", "selene-a100", n, 8, 35, 1920, t, _MTNLG,
-           metric="step_s", training=DEEPSPEED_2022, flop_vocab=51200,
-           assumptions=("micro-batch 1, no interleaving (unstated)",
+           metric="step_s", training=DEEPSPEED_2022, flop_vocab=51200, micro_batch=None,
+           assumptions=("micro-batch unstated: searched (the range spans it); no interleaving "
+                        "(DeepSpeed's pipeline engine has none)",
                         "Megatron-DeepSpeed: ZeRO-1, unfused attention, fp32 all-reduce after "
                         "the backward (assumption); DeepSpeed's pipeline engine sends without "
                         "scatter/gather"))
