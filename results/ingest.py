@@ -1,4 +1,5 @@
-"""Load result files into the table: JSON Lines of records, or pytest-benchmark JSON.
+"""Load result files into the table: JSON Lines of records, a JSON array of records (what
+`run --json-out` writes), or pytest-benchmark JSON.
 
 A file is all or nothing: every row passes the door (results/validate.py) first, then all rows
 are inserted in one transaction, so a malformed file (truncated JSON, another tool's
@@ -18,6 +19,13 @@ from results.validate import check
 # few KiB (its samples and telemetry), so 2 GiB is hundreds of thousands of rows, more than one
 # ingest should carry; split larger sets.
 MAX_FILE_BYTES = 2 * 1024**3
+
+# What ingest reads, for the line that refuses anything else.
+FORMATS = ("ingest reads JSON Lines of records (export --format jsonl), a JSON array of records "
+           "(run --json-out), or pytest-benchmark JSON (bench/benchmarks)")
+
+# Keys that mark a JSON object as a results record (results/schema.py) rather than another file.
+RECORD_KEYS = {"workload", "schema_version", "run_id", "median_s"}
 
 
 class IngestError(ValueError):
@@ -112,7 +120,10 @@ def load_file(path: str | Path) -> list[Result]:
     if not text.strip():
         raise IngestError(f"{path}: empty file")
     first = text.lstrip()[0]
-    if first == "{" and "\n{" not in text.strip():  # one JSON document, not JSON Lines
+    if first not in "{[":
+        raise IngestError(f"{path}: not JSON or JSON Lines (it does not start with {{ or [): "
+                          f"{FORMATS}")
+    if first == "[" or "\n{" not in text.strip():  # one JSON document, not JSON Lines
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as e:
@@ -120,10 +131,14 @@ def load_file(path: str | Path) -> list[Result]:
                               "truncated?") from None
         except RecursionError:
             raise IngestError(f"{path}: JSON nested too deep") from None
+        if isinstance(doc, list):  # `run --json` / `--json-out`: an array of records
+            return [record(row, f"{path}: record {i}") for i, row in enumerate(doc, 1)]
         if isinstance(doc, dict) and "benchmarks" in doc:
             return load_pytest_benchmark(path, doc)
-    elif first not in "{[":
-        raise IngestError(f"{path}: not JSON or JSON Lines (it does not start with {{ or [)")
+        if "\n" in text.strip() and not RECORD_KEYS & set(doc):
+            raise IngestError(f"{path}: a JSON object that is not a results record: {FORMATS}")
+        if "\n" in text.strip():  # one pretty-printed record
+            return [record(doc, f"{path}: record 1")]
     return parse_jsonl(path, text)
 
 

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from cli import app
-from results.ingest import IngestError, ingest
+from results.ingest import IngestError, ingest, load_file
 from results.schema import Result
 from results.store import Store, resolve_url
 
@@ -145,3 +145,37 @@ def test_over_long_fields_are_refused_before_any_database(db_url, tmp_path):
     res = runner.invoke(app, ["ingest", str(path), "--db", db_url])
     assert res.exit_code == 2
     assert "'run_id' is 80 characters, longer than the table's 64" in res.output
+
+
+def test_a_json_array_of_records_as_run_json_out_writes_it_loads(db_url, tmp_path):
+    """`run --json-out` writes a pretty-printed top-level array (bench/cli.py); ingest reads it."""
+    f = tmp_path / "one.json"
+    f.write_text(json.dumps([rec(i).to_dict() for i in range(3)], indent=2) + "\n")
+    res = runner.invoke(app, ["ingest", str(f), "--db", db_url])
+    assert res.exit_code == 0, res.output
+    assert "3 rows, 3 new" in res.output
+    with Store(db_url) as store:
+        assert store.ids() == {rec(i).id for i in range(3)}
+    pretty = tmp_path / "pretty-record.json"  # one pretty-printed record
+    pretty.write_text(json.dumps(rec(7).to_dict(), indent=2))
+    assert len(load_file(pretty)) == 1
+
+
+def test_a_bad_record_in_a_json_array_refuses_the_whole_file(db_url, tmp_path):
+    f = tmp_path / "bad.json"
+    f.write_text(json.dumps([rec(0).to_dict(), _missing("workload")], indent=2))
+    res = runner.invoke(app, ["ingest", str(f), "--db", db_url])
+    assert res.exit_code == 2
+    assert "bad.json: record 2" in res.output and "missing field(s) ['workload']" in res.output
+    assert "Traceback" not in res.output
+    with Store(db_url) as store:
+        assert store.ids() == set()
+
+
+def test_a_pretty_printed_object_of_another_kind_names_the_formats(tmp_path):
+    f = tmp_path / "config.json"
+    f.write_text(json.dumps({"name": "x", "items": [1, 2]}, indent=2))
+    with pytest.raises(IngestError) as e:
+        load_file(f)
+    assert "not a results record" in str(e.value) and "JSON array of records" in str(e.value)
+    assert "\n" not in str(e.value)
