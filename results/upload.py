@@ -114,10 +114,13 @@ class UploadReport:
 
 
 def destination(url: str | None) -> str:
-    """--to URL, else $COLOSSUS_BENCH_UPLOAD_URL."""
+    """--to URL, else $COLOSSUS_BENCH_UPLOAD_URL; a URL with a scheme, never a bare path."""
     url = url or os.environ.get(UPLOAD_ENV)
     if not url:
         raise ValueError(f"no destination: pass --to URL or set {UPLOAD_ENV}")
+    if "://" not in url:  # a plain path would quietly become a new local SQLite file
+        raise ValueError(f"destination {url!r} is not a database URL: give the shared table's "
+                         "URL (postgresql://user@host/db; sqlite:///path for a local copy)")
     return url
 
 

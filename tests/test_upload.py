@@ -333,3 +333,16 @@ def test_copy_text_format_round_trips_awkward_values(tmp_path, pg_url):
         if want["created_at"] == "2026-05-06T07:08:09":
             want["created_at"] = "2026-05-06T07:08:09.000+00:00"
         assert back[rec.id].to_dict() == want
+
+
+def test_a_destination_without_a_scheme_is_refused_and_no_file_appears(local, tmp_path,
+                                                                        monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(UPLOAD_ENV, raising=False)
+    res = runner.invoke(app, ["upload", "--to", "notaurl", "--db", local.url])
+    assert res.exit_code == 2, res.output
+    assert "not a database URL" in res.output and res.output.count("error:") == 1
+    assert not (tmp_path / "notaurl").exists()
+    monkeypatch.setenv(UPLOAD_ENV, "shared.db")
+    res = runner.invoke(app, ["upload", "--db", local.url])
+    assert res.exit_code == 2 and not (tmp_path / "shared.db").exists()
