@@ -164,13 +164,18 @@ class Store:
 
     def __init__(self, url: str | None = None, *, create: bool = True):
         """create=False: read only; a database that does not exist is refused, none created."""
-        if not create and (url == ":memory:" or in_memory(resolve_url(url))):
-            raise StoreError(f"{url} is an in-memory database: it holds nothing to read; give "
-                             "the file or URL of a results table")
+        if url == ":memory:" or in_memory(resolve_url(url)):
+            why = "a results table must persist" if create else "it holds nothing to read"
+            raise StoreError(f"{url} is an in-memory database: {why}; give the file or URL of "
+                             "a results table")
         self.url = resolve_url(url)
         self.display_url = redact(self.url)
         path = sqlite_file(self.url)
         if path is not None and create:
+            default = default_path().expanduser().absolute()
+            if path != default and not path.parent.is_dir():  # a mistyped --db path
+                raise StoreError(f"cannot create the database folder {path.parent}: no such "
+                                 "folder (only the default one is made; create it first)")
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:

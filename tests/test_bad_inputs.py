@@ -66,6 +66,11 @@ INGEST = [
     (["ingest", "{bad}"], jsonl([1, 2]), "line 1: expected an object", []),
     (["ingest", "{bad}", "--db", "{tmp}/file/sub/x.db"], jsonl(good_row()),
      "cannot create the database folder", ["{tmp}/file/sub"]),
+    (["ingest", "{bad}", "--db", "{tmp}/nonexist/dir/x.db"], jsonl(good_row()),
+     "no such folder", ["{tmp}/nonexist"]),
+    (["ingest", "{bad}", "--db", ":memory:"], jsonl(good_row()),
+     "in-memory database: a results table must persist", ["{tmp}/:memory:"]),
+    (["ingest", "{bad}", "--db", "sqlite://"], jsonl(good_row()), "in-memory database", []),
 ]
 
 READERS = [
@@ -96,6 +101,10 @@ OTHERS = [
     (["run", "--db", "{tmp}/file/x.db", "--filter", "membw"], None,
      "cannot create the database folder", []),
     (["run", "--db", "{tmp}/r.db", "--filter", "no-such-case"], None, "matches no case", []),
+    (["run", "--db", "{tmp}/nonexist/dir/x.db", "--filter", "membw"], None, "no such folder",
+     ["{tmp}/nonexist"]),
+    (["run", "--db", ":memory:", "--filter", "membw"], None, "in-memory database",
+     ["{tmp}/:memory:"]),
     (["run", "--db", "{tmp}/r.db", "--suite", "nope"], None, "'nope' is not one of", []),
     (["report", "--db", "{db}", "--config", "nope", "-o", "{tmp}/rep"], None,
      "unknown --config", ["{tmp}/rep"]),
@@ -173,3 +182,11 @@ def test_tracebacks_never_show_local_variables():
     assert cli.app.pretty_exceptions_show_locals is False
     pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
     assert '"typer>=0.23"' in pyproject
+
+
+def test_the_default_database_folder_is_still_made(tmp_path, monkeypatch):
+    """Only the per-user default location ($XDG_DATA_HOME/colossus-bench) is created."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("COLOSSUS_BENCH_DB", raising=False)
+    Store().close()
+    assert (tmp_path / "xdg" / "colossus-bench" / "results.db").is_file()
