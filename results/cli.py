@@ -30,6 +30,7 @@ from results.console import (
 from results.export import FORMATS
 from results.fleet import DEFAULT_THRESHOLD
 from results.retry import BACKOFF_ENV, DEFAULT_BATCH, TRIES_ENV, UPLOAD_ENV, RetryPolicy
+from results.validate import CONTROLS
 
 
 def upload(
@@ -136,8 +137,12 @@ def _f(x, spec: str) -> str:
 
 
 def _t(x) -> str:
-    """Text from the table for a rich cell: shown as it is, never read as markup."""
-    return escape(str(x))
+    """Text from the table for a rich cell: never read as markup, and its control characters
+    (an ESC, a newline in a row stored before the door refused them) shown escaped."""
+    text = str(x)
+    if CONTROLS.search(text):
+        text = CONTROLS.sub(lambda m: repr(m.group())[1:-1], text)
+    return escape(text)
 
 
 def flagged_table(report) -> Table:

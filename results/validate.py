@@ -12,7 +12,8 @@ The rules, one per kind of field:
 - throughputs: finite, >= 0; for ok rows at most `PEAK_SLACK` x the device's datasheet peak where
   results/peaks.py knows it (TFLOP/s for gemm and attention, HBM for membw), else at most the
   `ABSURD_*` ceilings (and `flags` says there was nothing to check against);
-- created_at: ISO 8601 with a zone; correct: a bool; text: no NUL; nested fields: JSON values
+- created_at: ISO 8601 with a zone; correct: a bool; text: no NUL, no control
+  characters (but `error`); nested fields: JSON values
   of the right shape (see `NESTED`).
 """
 
@@ -144,13 +145,28 @@ def _peak(row: dict, what: str) -> float | None:
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
-def text_problem(text: str) -> str | None:
-    """Why a text cannot be stored: PostgreSQL text and JSONB refuse NUL, and a lone surrogate
-    (JSON's "\\ud800") is not Unicode, so no database driver can encode it."""
+# Control characters (C0, DEL, C1): an ESC in a host name would drive the terminal of whoever
+# runs `fleet`, a newline would forge a line of its table. Refused in the record's text fields;
+# nested values (software versions, device facts) may keep tab and line breaks.
+CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
+NESTED_ALLOWED = "\t\n\r"
+# `error` is an exception's own text (multi-line, whatever a library printed): a run's record
+# is never refused for it; output escapes it (results/cli.py `_t`).
+FREE_TEXT = ("error",)
+
+
+def text_problem(text: str, allowed: str | None = None) -> str | None:
+    """Why a text cannot be stored: PostgreSQL text and JSONB refuse NUL, a lone surrogate
+    (JSON's "\\ud800") is not Unicode, so no database driver can encode it, and a control
+    character other than those `allowed` (None: any) is refused (see CONTROLS)."""
     if "\x00" in text:
         return "text holds a NUL byte"
     if _SURROGATES.search(text):
         return "text holds a lone surrogate (not valid Unicode)"
+    bad = None if allowed is None else next(
+        (c for c in CONTROLS.findall(text) if c not in allowed), None)
+    if bad is not None:
+        return f"text holds a control character ({bad!r})"
     return None
 
 
@@ -159,7 +175,7 @@ def _json_problems(name: str, value: Any, depth: int = 0):
     if depth > MAX_DEPTH:
         yield name, "...", f"nested more than {MAX_DEPTH} deep"
     elif isinstance(value, str):
-        why = text_problem(value)
+        why = text_problem(value, NESTED_ALLOWED)
         if why:
             yield name, value, why
     elif isinstance(value, bool) or value is None:
@@ -171,8 +187,9 @@ def _json_problems(name: str, value: Any, depth: int = 0):
         pass  # inf/nan are stored as null (results.schema.finite)
     elif isinstance(value, dict):
         for k, v in value.items():
-            if not isinstance(k, str) or text_problem(k):
-                yield name, k, "key is not text without NUL or lone surrogates"
+            if not isinstance(k, str) or text_problem(k, ""):
+                yield name, k, "key is not text without NUL, control characters or lone " \
+                               "surrogates"
             else:
                 yield from _json_problems(f"{name}.{k}", v, depth + 1)
     elif isinstance(value, (list, tuple)):
@@ -203,8 +220,8 @@ def field_problems(record: Any):
         if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
             yield name, v, f"{type(v).__name__} where {'/'.join(t.__name__ for t in types)} " \
                            "belongs"
-        elif isinstance(v, str) and text_problem(v):
-            yield name, v, text_problem(v)
+        elif isinstance(v, str) and text_problem(v, None if name in FREE_TEXT else ""):
+            yield name, v, text_problem(v, None if name in FREE_TEXT else "")
         elif isinstance(v, str) and len(v) > MAX_LENGTHS.get(name, math.inf):
             yield name, ABSENT, f"field {name!r} is {len(v)} characters, longer than the " \
                                 f"table's {MAX_LENGTHS[name]}"

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
+from results.cli import _t
 from results.fleet import fleet, fleet_report
 from results.schema import RecordError, Result
 from results.store import Store
@@ -281,3 +282,27 @@ def test_fleet_sbatch_summary_names_failed_and_crashed_nodes(fakes, tmp_path, pg
     assert "crashed: FAILED: no status" in res.stdout
     assert _uploaded_hosts(pg_url) == (["n1", "n2"], 12)
     assert (tmp_path / "colossus-fleet-77" / "n1.status").read_text().startswith("n1: ok")
+
+
+EVIL_HOST = "node\x1b[2J\nsecond"
+
+
+def test_control_characters_are_refused_at_the_door_and_escaped_on_output(db_url, tmp_path):
+    row = rec("GPU-e", 1e-3, host=EVIL_HOST).to_dict()
+    f = tmp_path / "evil.jsonl"
+    f.write_text(json.dumps(row) + "\n")
+    res = runner.invoke(app, ["ingest", str(f), "--db", db_url])
+    assert res.exit_code == 2 and "field 'host'" in res.output
+    assert "control character" in res.output and "\x1b" not in res.output
+    # a row stored before the door refused them: skipped by fleet, never printed raw
+    with Store(db_url) as store:
+        store.insert([rec(f"GPU-{i}", 1.0e-3) for i in range(3)])
+    _raw_insert(db_url, [rec("GPU-e", 2.0e-3, host=EVIL_HOST,
+                             device={**H100, "name": "H100\x1b[31m\tred", "uuid": "GPU-e2"})])
+    _raw_insert(db_url, [rec("GPU\nn", 2.0e-3, host="hn", run_id="rn")])
+    # (a nested value, the uuid, may hold a line break)
+    res = runner.invoke(app, ["fleet", "--db", db_url])
+    assert res.exit_code == 0, res.output
+    assert "\x1b" not in res.output and "1 unusable row" in res.stderr
+    assert "GPU\\nn" in res.stdout
+    assert _t("a\x1b[2Jb\nc\t") == "a\\x1b[2Jb\\nc\\t"
