@@ -25,6 +25,7 @@ from reports.model.config import (
 )
 from reports.model.hardware import Cluster, cluster
 from reports.model.presets import Model, model_from
+from results.errors import first_line
 
 _M16 = 16 * 2**20
 # Global batch in tokens per step: published values, each with its source.
@@ -103,12 +104,27 @@ def parse_text(text: str):
     try:
         return json.loads(text)
     except ValueError:
-        import yaml  # lazy: only YAML scenarios need it
+        pass
+    except RecursionError:
+        raise ScenarioError("scenario is nested too deep to be one") from None
+    import yaml  # lazy: only YAML scenarios need it
 
-        try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ScenarioError(f"scenario is neither JSON nor YAML: {e}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ScenarioError(f"scenario is neither JSON nor YAML: {yaml_line(e)}") from None
+    except RecursionError:
+        raise ScenarioError("scenario is nested too deep to be one") from None
+
+
+def yaml_line(e) -> str:
+    """PyYAML's several-line message as one line: the problem and where (line, column)."""
+    problem = getattr(e, "problem", None)
+    mark = getattr(e, "problem_mark", None)
+    if not problem:
+        return first_line(e)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
 
 
 def _read_text(spec: str) -> dict:
@@ -122,11 +138,14 @@ def _read_text(spec: str) -> dict:
         path = Path(spec)
         if path.is_file():
             text, name = file_text(path), path.stem
+        elif path.is_dir():
+            raise ScenarioError(f"{spec} is a directory, not a scenario file")
         elif path.suffix.lower() in (".json", ".yaml", ".yml"):
             raise ScenarioError(f"scenario file not found: {spec}")
         else:
             raise ScenarioError(f"unknown scenario preset {spec!r}; known: "
-                                f"{', '.join(sorted(SCENARIOS))} (or give a JSON/YAML file)")
+                                f"{', '.join(sorted(SCENARIOS))}; serving presets are named "
+                                "serve-* (estimate -h lists them); or give a JSON/YAML file")
     data = parse_text(text)
     if not isinstance(data, dict):
         raise ScenarioError("a scenario must be a mapping with model, cluster, parallel, ...")
