@@ -6,6 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app as main_app
+from reports.model.cli import _batch
 
 runner = CliRunner()
 
@@ -80,3 +81,17 @@ def test_validate(app):
             assert k in x
     r = runner.invoke(app, ["validate"])
     assert r.exit_code == 0 and "Megatron 1T" in r.stdout
+
+
+def test_estimate_shows_the_batch_rounded_up_to_whole_micro_batches(app):
+    r = runner.invoke(app, ["estimate", "--scenario", "colossus-100k-llama3-70b", "--json"])
+    d = json.loads(r.stdout)
+    assert d["global_batch_tokens"] > d["requested_global_batch_tokens"] == 16_777_216
+    line = _batch(d)
+    assert line.startswith(f"{d['global_batch_tokens']:,} tokens (requested 16,777,216: "
+                           "rounded up to whole micro-batches per replica")
+    r = runner.invoke(app, ["estimate", "--scenario", "colossus-100k-llama3-70b"],
+                      env={"COLUMNS": "400"})
+    assert "requested 16,777,216: rounded up" in r.stdout
+    same = {**d, "requested_global_batch_tokens": d["global_batch_tokens"]}
+    assert "requested" not in _batch(same)

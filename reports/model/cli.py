@@ -50,6 +50,16 @@ def _fmt(x: float, spec: str = ".3g") -> str:
     return format(x, spec)
 
 
+def _batch(d: dict) -> str:
+    """The step's tokens, and the requested ones when whole micro-batches per replica rounded
+    them up (search.py: every replica runs a whole number of micro-batches)."""
+    got, asked = d["global_batch_tokens"], d.get("requested_global_batch_tokens")
+    if asked is None or asked == got:
+        return f"{got:,} tokens ({d['global_batch_source']})"
+    return (f"{got:,} tokens (requested {asked:,}: rounded up to whole micro-batches per "
+            f"replica; {d['global_batch_source']})")
+
+
 def estimate_tables(d: dict) -> list[Table]:
     """Rich tables for an Estimate.to_dict()."""
     head = Table(title=f"estimate: {d['scenario']}", show_header=False)
@@ -62,7 +72,7 @@ def estimate_tables(d: dict) -> list[Table]:
         ("parallel", f"tp {par['tp']} pp {par['pp']} cp {par['cp']} dp {par['dp']} mb "
                      f"{par['micro_batch']} v {par['virtual_stages']} recompute "
                      f"{par['recompute']}" + (" (searched)" if par["auto"] else "")),
-        ("global batch", f"{d['global_batch_tokens']:,} tokens ({d['global_batch_source']})"),
+        ("global batch", _batch(d)),
         ("step time", f"{d['step_time_s']:.3f} s"),
         ("tokens/s", f"{d['tokens_per_s']:,.0f}"),
         ("TFLOP/s per GPU", f"{d['tflops_per_gpu']:.0f} (model FLOPs)"),
