@@ -371,3 +371,10 @@ def test_estimate_notes_say_what_a_planner_must_know():
         d["breakdown_s"]["pp_bubble"] / d["step_time_s"] > 0.25)
     assert estimate("gpt3-4096-h100").to_dict()["notes"] == [] or all(
         "one job" not in n for n in estimate("gpt3-4096-h100").to_dict()["notes"])
+
+
+def test_eos_fabric_sources_say_ndr_not_hdr():
+    fabric = CLUSTERS["eos-h100"].fabric
+    assert fabric.name == "ndr-ib-400g" and fabric.gbps_per_gpu == 400.0
+    assert all("HDR" not in text and "A100" not in text for text in fabric.sources.values())
+    assert "NDR InfiniBand" in fabric.sources["efficiency"]

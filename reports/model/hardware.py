@@ -8,7 +8,7 @@ add one by adding an entry to GPUS or CLUSTERS.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from results.peaks import PEAKS, Peaks
 
@@ -188,6 +188,15 @@ FABRICS: dict[str, Fabric] = {
         "alpha_s": _ALPHA_NET}),
 }
 
+# Eos's fabric (validation only, so not a what-if choice in FABRICS): NDR InfiniBand, 400 Gb/s
+# per GPU, with the efficiency measured on a 400G NIC.
+NDR_IB_400G = Fabric("ndr-ib-400g", 400.0, 0.94, 6e-6, {
+    "gbps_per_gpu": "8x 400 Gb/s NDR InfiniBand per DGX H100 node, one per GPU (NVIDIA DGX H100 "
+                    "datasheet)",
+    "efficiency": "assumption: the 47/50 measured on a 400G NIC (" + _NIC_MEASURED + ") "
+                  "carries over to NDR InfiniBand",
+    "alpha_s": _ALPHA_NET})
+
 
 # --- clusters -------------------------------------------------------------------------------------
 
@@ -306,13 +315,11 @@ CLUSTERS: dict[str, Cluster] = {
                       "95% efficiency of Spectrum-X",
             "power": _HGX_POWER_SRC, "nvlink_alpha_s": _COLOSSUS_SRC["nvlink_alpha_s"]}),
     "eos-h100": Cluster(
-        "eos-h100", (Pool("H100-SXM", 6144),), 8, replace(FABRICS["hdr-ib-200g"],
-                                                           name="ndr-ib-400g",
-                                                           gbps_per_gpu=400.0), _HGX_POWER, None,
+        "eos-h100", (Pool("H100-SXM", 6144),), 8, NDR_IB_400G, _HGX_POWER, None,
         sources={"pools": "up to 6,144 H100 in 768 DGX H100 nodes (Nemotron-4 340B report, "
                           "sec. 2.3)",
                  "fabric": "8x 400 Gb/s NDR InfiniBand per DGX H100 (NVIDIA DGX H100 "
-                           "datasheet); assumption: 94% efficiency as HDR",
+                           "datasheet); assumption: 94% efficiency as a measured 400G NIC",
                  "power": _HGX_POWER_SRC, "nvlink_alpha_s": _COLOSSUS_SRC["nvlink_alpha_s"]}),
     "jean-zay-a100": Cluster(
         "jean-zay-a100", (Pool("A100-SXM-80GB", 384),), 8, FABRICS["omni-path-4x100g"],
