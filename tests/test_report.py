@@ -590,3 +590,33 @@ def test_markdown_escapes_what_the_table_holds(tmp_path):
     assert "<script>" not in text and "<b>" not in text
     assert "&lt;script&gt;" in text
     assert render.md_cell("a|b\nc") == "a\\|b c"
+
+
+def test_report_out_is_checked_before_any_work(app, tmp_path):
+    f = tmp_path / "file"
+    f.write_text("keep me")
+    res = CliRunner().invoke(app, ["report", "-o", str(f), "--config", "quick"])
+    assert res.exit_code == 2 and "exists and is not a folder" in res.output
+    assert "measured sections" not in res.output and f.read_text() == "keep me"
+    res = CliRunner().invoke(app, ["report", "-o", str(f / "sub"), "--config", "quick"])
+    assert res.exit_code == 2 and "is not a folder" in res.output
+    if os.geteuid() != 0:  # root writes into read-only folders
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        res = CliRunner().invoke(app, ["report", "-o", str(ro / "r"), "--config", "quick"])
+        assert res.exit_code == 2 and "not writable" in res.output
+
+
+def test_report_files_are_moved_into_place_whole(tmp_path):
+    """A write that fails (report.html's place is taken by a folder) leaves no temporary
+    folder and no half-written page; the figures and report.md it did write are whole."""
+    out = tmp_path / "rep"
+    (out / "report.html").mkdir(parents=True)
+    with pytest.raises(OSError):
+        build_report(None, out, generated=GENERATED, config="quick")
+    assert (out / "report.html").is_dir()
+    assert not [p for p in out.iterdir() if p.name.startswith(".report-")]
+    html, md = build_report(None, tmp_path / "ok", generated=GENERATED, config="quick")
+    assert html.read_text().rstrip().endswith("</html>") and md.is_file()
+    assert [p.name for p in (tmp_path / "ok").iterdir() if p.name.startswith(".")] == []

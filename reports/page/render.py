@@ -9,6 +9,9 @@ source or model inputs (reports.page.provenance).
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -75,19 +78,41 @@ class Report:
         return [self.summary, *self.sections]
 
 
+def out_dir_problem(out_dir: Path) -> str | None:
+    """Why the report cannot be written into out_dir (checked before any work), or None: a
+    file in its place, or a folder (its own, or the nearest existing one above) not writable."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        return f"{out_dir} exists and is not a folder"
+    above = out_dir
+    while not above.exists() and above != above.parent:  # the folder it will be made in
+        above = above.parent
+    if not above.is_dir():
+        return f"{above} is not a folder"
+    if not os.access(above, os.W_OK | os.X_OK):
+        return f"folder {above} is not writable"
+    return None
+
+
 def render(report: Report, out_dir: Path) -> tuple[Path, Path]:
-    """Write report.html, report.md and the PNGs beside the Markdown."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write report.html, report.md and the PNGs beside the Markdown. Each file is written in
+    a temporary folder inside out_dir first and then moved into place (os.replace), so a
+    failed write leaves no half-written file, and an older report is replaced whole."""
     env = _environment()
     html = env.get_template("report.html").render(r=report, no_measurements=NO_MEASUREMENTS)
     md = env.get_template("report.md").render(r=report, no_measurements=NO_MEASUREMENTS)
-    for sec in report.all_sections:
-        for fig in sec.figures:
-            (out_dir / fig.filename).write_bytes(fig.png)
-    html_path, md_path = out_dir / HTML_NAME, out_dir / MD_NAME
-    html_path.write_text(html, encoding="utf-8")
-    md_path.write_text(md, encoding="utf-8")
-    return html_path, md_path
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {fig.filename: fig.png for sec in report.all_sections for fig in sec.figures}
+    files[MD_NAME], files[HTML_NAME] = md.encode("utf-8"), html.encode("utf-8")
+    tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=out_dir))
+    try:
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+        for name in files:  # figures first, the pages that show them last
+            os.replace(tmp / name, out_dir / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir / HTML_NAME, out_dir / MD_NAME
 
 
 def assemble_report(frame, *, origin: str | None = None, generated: str | None = None,
@@ -135,6 +160,9 @@ def build_report(frame, out_dir: str | Path, *, origin: str | None = None,
                  progress=None) -> tuple[Path, Path]:
     """Build the report from a results frame (or None: no measurements) into out_dir:
     report.html (self-contained) and report.md with its PNGs. Returns (html_path, md_path)."""
+    problem = out_dir_problem(Path(out_dir))
+    if problem:
+        raise OSError(problem)
     report = assemble_report(frame, origin=origin, generated=generated, config=config,
                              progress=progress)
     if progress:
