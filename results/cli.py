@@ -178,8 +178,9 @@ def export(
     out: Path | None = typer.Option(None, "--out", "-o", help="file (default: stdout)"),
     db: str | None = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
-    """Write the table as CSV, Parquet, JSON Lines or OpenMetrics gauges (rows the record
-    checks refuse are skipped and counted on stderr)."""
+    """Write the table as CSV, Parquet, JSON Lines or node_exporter gauges (openmetrics: the
+    Prometheus text format 0.0.4; rows the record checks refuse are skipped and counted on
+    stderr)."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from results.export import export as do_export

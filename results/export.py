@@ -1,4 +1,5 @@
-"""Export the table as CSV, Parquet, JSON Lines or OpenMetrics text.
+"""Export the table as CSV, Parquet, JSON Lines or gauges (`openmetrics`: the Prometheus text
+format 0.0.4 that node_exporter's textfile collector reads, not OpenMetrics 1.0).
 
 JSON Lines keeps each record as it is (strict JSON: null for non-finite numbers) and `ingest`
 reads it back. CSV and Parquet share one explicit, versioned Arrow schema, `EXPORT_SCHEMA`:
@@ -6,7 +7,7 @@ timestamps as UTC timestamps, integers as integers, the known params, device and
 as typed columns of their own (`params_m`, `telemetry_power_w_mean`, ...), the keys it does not
 know as JSON text (`params_other`, ...), raw samples as a list of floats (JSON text in CSV). Every
 export has every column, so exports of different workloads read as one `pyarrow.dataset`.
-OpenMetrics: results/openmetrics.py. Only rows the door accepts (results/validate.py) are
+The gauges: results/openmetrics.py. Only rows the door accepts (results/validate.py) are
 written; the others are skipped and counted (`ExportReport`).
 """
 

@@ -146,8 +146,8 @@ _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 # Control characters (C0, DEL, C1): an ESC in a host name would drive the terminal of whoever
-# runs `fleet`, a newline would forge a line of its table. Refused in the record's text fields;
-# nested values (software versions, device facts) may keep tab and line breaks.
+# runs `fleet`, a newline would forge a line of its table. Refused in the record's text fields
+# but tab; nested values (software versions, device facts) may keep tab and line breaks.
 CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
 NESTED_ALLOWED = "\t\n\r"
 # `error` is an exception's own text (multi-line, whatever a library printed): a run's record
@@ -220,8 +220,8 @@ def field_problems(record: Any):
         if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
             yield name, v, f"{type(v).__name__} where {'/'.join(t.__name__ for t in types)} " \
                            "belongs"
-        elif isinstance(v, str) and text_problem(v, None if name in FREE_TEXT else ""):
-            yield name, v, text_problem(v, None if name in FREE_TEXT else "")
+        elif isinstance(v, str) and text_problem(v, None if name in FREE_TEXT else "\t"):
+            yield name, v, text_problem(v, None if name in FREE_TEXT else "\t")
         elif isinstance(v, str) and len(v) > MAX_LENGTHS.get(name, math.inf):
             yield name, ABSENT, f"field {name!r} is {len(v)} characters, longer than the " \
                                 f"table's {MAX_LENGTHS[name]}"
