@@ -179,3 +179,15 @@ def test_a_pretty_printed_object_of_another_kind_names_the_formats(tmp_path):
         load_file(f)
     assert "not a results record" in str(e.value) and "JSON array of records" in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_a_real_run_json_out_file_ingests_into_another_table(tmp_path):
+    out, first, other = tmp_path / "one.json", tmp_path / "r.db", tmp_path / "other.db"
+    res = runner.invoke(app, ["run", "-k", "membw/fp32/op=copy", "--timing", "smoke", "--db",
+                              str(first), "--json-out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert out.read_text().startswith("[\n")
+    res = runner.invoke(app, ["ingest", str(out), "--db", str(other)])
+    assert res.exit_code == 0, res.output
+    with Store(str(first)) as a, Store(str(other)) as b:
+        assert a.ids() == b.ids() and len(b.ids()) == 2
