@@ -109,8 +109,8 @@ def run(
 ) -> None:
     """Check, time and store every case of a suite on this machine's device.
 
-    Exit status: 0 every case ok or skipped, 1 a case failed its check or crashed, 2 bad input,
-    130 interrupted.
+    Exit status: 0 every case ok or skipped, 1 a case failed its check or crashed or results
+    were not stored (kept in a file) or not uploaded, 2 bad input, 130 interrupted.
     """
     from bench import runner
     from bench.device import detect
@@ -187,10 +187,11 @@ def run(
                               f"are stored in {store.display_url})[/]", highlight=False)
     if as_json:
         print_json(records)
-    if upload:
-        _upload_after_run(store, upload)
-    if bad:
-        raise typer.Exit(1)  # a case failed its check or crashed: its row says why
+    uploaded = _upload_after_run(store, upload) if upload else True
+    # 1 when a case failed (its row says why) or rows were set aside (kept in a spool file or
+    # only local after a failed --upload): fleet scripts count a node ok only on 0
+    if bad or kept or not uploaded:
+        raise typer.Exit(1)
 
 
 def _duration(seconds: float) -> str:
@@ -219,18 +220,21 @@ def _list(pairs, suite: str, device, cfg, tune: bool, budget: float | None,
                       + (f"; budget {_duration(budget)}" if budget else ""), highlight=False)
 
 
-def _upload_after_run(store, url: str) -> None:
-    """--upload: a failed upload never fails or loses the run (its rows stay local)."""
+def _upload_after_run(store, url: str) -> bool:
+    """--upload: a failed upload never loses the run (its rows stay local); False then, and
+    `run` exits 1 so a fleet script sees the node's rows are not in the shared database."""
     try:
         from results.upload import upload_store
     except ImportError:
         err_console.print("upload is not available in this build; results stay local")
-        return
+        return False
     try:
         report = upload_store(store, url)
         console.print(f"uploaded: {report}")
-    except Exception as e:  # the run has succeeded; say why the upload did not
+        return True
+    except Exception as e:  # the run has finished; say why the upload did not
         err_console.print(f"[yellow]upload failed, results kept locally: {e}[/]")
+        return False
 
 
 def info(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:

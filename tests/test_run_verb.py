@@ -99,3 +99,39 @@ def test_campaign_with_a_30s_budget_on_cpu(tmp_path):
         first = int(left_out.to_numpy().argmax())
         assert left_out.iloc[first:].all()  # the rest, in priority order
     assert wall < 30 + 60  # 30 s, one case over, and the process start
+
+
+def _refusing_db(tmp_path):
+    """A real SQLite table that refuses every insert (as a database gone mid-run does)."""
+    import sqlite3
+
+    path = tmp_path / "refuses.db"
+    Store(str(path)).close()
+    con = sqlite3.connect(path)
+    con.execute("CREATE TRIGGER refuse BEFORE INSERT ON results "
+                "BEGIN SELECT RAISE(ABORT, 'gone'); END")
+    con.commit()
+    con.close()
+    return f"sqlite:///{path}"
+
+
+def test_results_not_stored_make_run_exit_1_and_say_where_they_are(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    res = cli("run", "--filter", "membw/*:torch", "--timing", "smoke",
+              "--db", _refusing_db(tmp_path))
+    assert res.exit_code == 1, res.output
+    assert "could not be stored" in res.output and "unstored-" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_a_failed_upload_makes_run_exit_1_and_keeps_the_rows(tmp_path, db_url, monkeypatch):
+    from results.upload import BACKOFF_ENV, TRIES_ENV
+
+    monkeypatch.setenv(TRIES_ENV, "1")
+    monkeypatch.setenv(BACKOFF_ENV, "0")
+    target = _refusing_db(tmp_path)  # a real shared table that refuses the rows
+    res = cli("run", "--filter", "membw/fp32/op=copy*:torch", "--timing", "smoke",
+              "--db", db_url, "--upload", target)
+    assert res.exit_code == 1, res.output
+    assert "upload failed, results kept locally" in res.output
+    assert len(Store(db_url).frame()) >= 1
