@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -167,9 +168,19 @@ def teardown(proc: subprocess.Popen, run_dir: str, grace_s: float = TERM_GRACE_S
     proc.wait()
 
 
+# torchrun's own log lines ("E1202 00:08:13.674000 31904 torch/distributed/elastic/...]"): from
+# the first on, its stderr is its failure report (its traceback, a ChildFailedError box), which
+# says nothing the status files do not; kept in the tail, not shown
+_TORCHRUN_LOG = re.compile(r"^[EWI]\d{4} [\d:.]+ +\d+ .*torch/distributed/elastic/")
+
+
 def _pump(stream, sink: TextIO | None, fallback: str, tail: collections.deque) -> None:
+    muted = False
     for text in iter(stream.readline, ""):
         tail.append(text)
+        muted = muted or bool(_TORCHRUN_LOG.match(text))
+        if muted:
+            continue
         target = sink or getattr(sys, fallback)  # resolved late: pytest swaps sys.stdout
         try:
             target.write(text)
