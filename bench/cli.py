@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -117,8 +118,8 @@ def run(
     from bench.suites import SuiteError
     from bench.timing import PRESETS, default_config
 
-    if budget is not None and not budget > 0:  # also refuses nan
-        raise fail(f"--budget must be a positive number of seconds, got {budget}")
+    if budget is not None and not (budget > 0 and math.isfinite(budget)):  # nan, inf too
+        raise fail(f"--budget must be a positive, finite number of seconds, got {budget}")
     if tune:
         os.environ["COLOSSUS_TUNE"] = "1"  # read by the kernels when they pick configs
     device = detect()
@@ -195,7 +196,13 @@ def run(
 
 
 def _duration(seconds: float) -> str:
+    """42s, 3m07s, 5h03m; a day and more in days (3 significant digits: a budget of 1e308 s
+    reads 1.16e+303 d, not 300 digits)."""
+    if seconds >= 86400:
+        return f"{seconds / 86400:.3g} d"
     s = max(0, round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
     return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 

@@ -43,7 +43,7 @@ def test_skipped_cases_are_not_failures(db_url, monkeypatch):
     assert set(Store(db_url).frame().status) == {"skipped"}
 
 
-@pytest.mark.parametrize("value", ["0", "-5", "nan", "soon"])
+@pytest.mark.parametrize("value", ["0", "-5", "nan", "soon", "inf", "-inf", "infinity"])
 def test_bad_budget_is_refused_in_one_line(db_url, value):
     res = cli("run", "--budget", value, "--db", db_url)
     assert res.exit_code == 2
@@ -135,3 +135,14 @@ def test_a_failed_upload_makes_run_exit_1_and_keeps_the_rows(tmp_path, db_url, m
     assert res.exit_code == 1, res.output
     assert "upload failed, results kept locally" in res.output
     assert len(Store(db_url).frame()) >= 1
+
+
+def test_a_huge_budget_lists_with_a_short_duration():
+    from bench.cli import _duration
+
+    res = cli("run", "--filter", "membw", "--list", "--budget", "1e308")
+    assert res.exit_code == 0, res.output
+    last = res.output.strip().splitlines()[-1]
+    assert "budget 1.16e+303 d" in last and len(last) < 300, last
+    assert [_duration(s) for s in (0.4, 59.6, 187, 18180, 86400 * 2.5)] == [
+        "0s", "1m00s", "3m07s", "5h03m", "2.5 d"]
