@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 from pathlib import Path
 
 import typer
@@ -131,8 +132,8 @@ def run(
     if list_only:
         _list(pairs, value(suite), device, cfg, tune, budget, as_json)
         return
-    if json_out is not None and not json_out.parent.is_dir():  # refused before any case runs
-        raise fail(f"--json-out {json_out}: no folder {json_out.parent}")
+    if json_out is not None:  # refused before any case runs
+        _check_json_out(json_out)
     out = err_console if as_json else console  # --json: stdout holds only the JSON
     store = open_store(db)
     if device.kind == "cpu":
@@ -182,7 +183,8 @@ def run(
     records = [r.to_dict() for r in done]
     if json_out:
         try:
-            json_out.write_text(json.dumps(records, indent=JSON_INDENT, default=str) + "\n")
+            _write_atomically(json_out, json.dumps(records, indent=JSON_INDENT, default=str)
+                              + "\n")
         except OSError as e:
             err_console.print(f"[yellow]cannot write {json_out}: {e.strerror or e} (the results "
                               f"are stored in {store.display_url})[/]", highlight=False)
@@ -193,6 +195,29 @@ def run(
     # only local after a failed --upload): fleet scripts count a node ok only on 0
     if bad or kept or not uploaded:
         raise typer.Exit(1)
+
+
+def _check_json_out(path: Path) -> None:
+    """--json-out must name a file that can be written: not a folder, in a writable folder."""
+    if path.is_dir():
+        raise fail(f"--json-out {path}: is a folder; name a file")
+    if not path.parent.is_dir():
+        raise fail(f"--json-out {path}: no folder {path.parent}")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise fail(f"--json-out {path}: not writable")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """A temporary file in the same folder, then os.replace: a reader never sees half a file,
+    and a failed write leaves what was there."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _duration(seconds: float) -> str:

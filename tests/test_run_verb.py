@@ -146,3 +146,27 @@ def test_a_huge_budget_lists_with_a_short_duration():
     assert "budget 1.16e+303 d" in last and len(last) < 300, last
     assert [_duration(s) for s in (0.4, 59.6, 187, 18180, 86400 * 2.5)] == [
         "0s", "1m00s", "3m07s", "5h03m", "2.5 d"]
+
+
+def test_json_out_a_folder_is_refused_before_anything_runs(tmp_path):
+    db = tmp_path / "never.db"
+    res = cli("run", "--filter", "membw", "--json-out", tmp_path, "--db", db)
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "is a folder" in lines[0], res.output
+    assert not db.exists()
+    res = cli("run", "--filter", "membw", "--json-out", tmp_path / "no" / "x.json", "--db", db)
+    assert res.exit_code == 2 and "no folder" in res.output and not db.exists()
+
+
+def test_json_out_is_written_whole_in_place(tmp_path, db_url):
+    import json
+
+    out = tmp_path / "rows.json"
+    out.write_text("old")
+    res = cli("run", "--filter", "membw/fp32/op=copy*:torch", "--timing", "smoke", "--db", db_url,
+              "--json-out", out)
+    assert res.exit_code == 0, res.output
+    rows = json.loads(out.read_text())
+    assert rows and rows[0]["workload"] == "membw"
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
