@@ -81,9 +81,13 @@ FILTER_HELP = ("select by case key (workload/dtype/params) and backend: an exact
 
 def list_pairs(suite: str, filters: list[str] | None, device) -> list[tuple]:
     """`run --list`: the (case, backend) pairs a suite and filter select on this device."""
-    from bench.suites import select, suite_cases
+    from bench.suites import select_and_unmatched, suite_cases
 
-    return select(suite_cases(suite, device), device, filters)
+    pairs, unmatched = select_and_unmatched(suite_cases(suite, device), device, filters)
+    for e in unmatched:  # as with several filters a user expects: the matching ones run
+        err_console.print(f"[yellow]warning: filter {escape(repr(e))} matches no case of "
+                          f"suite {suite} on this device[/]", highlight=False, soft_wrap=True)
+    return pairs
 
 
 def run(

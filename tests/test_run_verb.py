@@ -170,3 +170,14 @@ def test_json_out_is_written_whole_in_place(tmp_path, db_url):
     rows = json.loads(out.read_text())
     assert rows and rows[0]["workload"] == "membw"
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_a_filter_that_matches_nothing_beside_one_that_does_warns(tmp_path):
+    res = cli("run", "--list", "-k", "membw/fp32/op=copy", "-k", "nope", "--db",
+              tmp_path / "never.db")
+    assert res.exit_code == 0, res.output
+    warned = [line for line in res.output.splitlines() if "nope" in line]
+    assert warned == ["warning: filter 'nope' matches no case of suite quick on this device"]
+    assert res.stdout.startswith("membw/fp32/op=copy") and "nope" in res.stderr
+    res = cli("run", "--list", "-k", "nope", "-k", "nada")  # none matches: refused as before
+    assert res.exit_code == 2 and "matches no case" in res.output
