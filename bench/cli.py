@@ -92,7 +92,8 @@ def list_pairs(suite: str, filters: list[str] | None, device) -> list[tuple]:
 
 def run(
     suite: Suite = typer.Option("quick", "--suite", "-s", help="which cases"),
-    filter: list[str] | None = typer.Option(None, "--filter", "-k", help=FILTER_HELP),
+    filter: list[str] | None = typer.Option(None, "--filter", "-k", metavar="KEY",
+                                            help=FILTER_HELP),
     db: str | None = typer.Option(None, "--db", help=DB_HELP),
     list_only: bool = typer.Option(False, "--list", help="print the cases and backends the "
                                    "suite and filter select, with the estimated time, and run "
