@@ -10,6 +10,7 @@ import io
 import json
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -283,3 +284,7 @@ def test_a_failed_allocation_is_named_in_one_line_without_tracebacks(db_url):
     assert "init: process group" not in outcome.error
     assert "Traceback" not in err.getvalue() and "ChildFailedError" not in err.getvalue()
     assert err.getvalue().strip() == "", err.getvalue()
+    logs = sorted(Path(outcome.run_dir).glob("rank-*.log"))  # named in the summary, kept
+    assert len(logs) == 2 and all(str(p) in outcome.error for p in logs)
+    assert "Traceback" in logs[0].read_text() and "allocate" in logs[0].read_text()
+    shutil.rmtree(outcome.run_dir)

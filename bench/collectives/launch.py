@@ -352,8 +352,11 @@ def _conclude(cfg, nproc, proc, run_dir, err, err_tail, timed_out, interrupted, 
             last = next((t.strip() for t in reversed(err_tail) if t.strip()), "")
             error += f" (torchrun exit code {proc.returncode}: {last[:300]})"
         error += f"; {stored}"
+    logs = sorted(Path(run_dir).glob("rank-*.log")) if error else []  # rank.py's tracebacks
+    if logs:
+        error += f"; the tracebacks are in {', '.join(map(str, logs))}"
     kept_inside = saved.kept is not None and Path(saved.kept).is_relative_to(run_dir)
-    if not keep_run_dir and not kept_inside:
+    if not keep_run_dir and not kept_inside and not logs:
         shutil.rmtree(run_dir, ignore_errors=True)
     return Outcome(proc.returncode, rows, error, timed_out, interrupted, run_dir, statuses,
                    saved)

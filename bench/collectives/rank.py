@@ -51,11 +51,14 @@ def run_rank(cfg: CollConfig, world: World) -> tuple[int, list[Result]]:
 
 
 def _report(cfg: CollConfig, rank: int, msg: str, with_traceback: bool) -> None:
-    """The error and its traceback: into rank-<r>.log beside the status file when the launcher
-    keeps one (its summary line, from the status files, is what the user reads), else on
-    stderr (under srun the rank's stderr is its log)."""
+    """The error and its traceback. Under the launcher (a status folder) the status file has
+    the message, from which the launcher prints its one summary line, and the traceback goes
+    into rank-<r>.log beside it (kept and named in that line); elsewhere (srun: the rank's
+    stderr is its log) both on stderr."""
     text = f"rank {rank}: {msg}\n" + (traceback.format_exc() if with_traceback else "")
     if cfg.status_dir:
+        if not with_traceback:
+            return
         try:
             with open(os.path.join(cfg.status_dir, f"rank-{rank}.log"), "a") as f:
                 f.write(text)
