@@ -356,7 +356,11 @@ def _conclude(cfg, nproc, proc, run_dir, err, err_tail, timed_out, interrupted, 
     if logs:
         error += f"; the tracebacks are in {', '.join(map(str, logs))}"
     kept_inside = saved.kept is not None and Path(saved.kept).is_relative_to(run_dir)
-    if not keep_run_dir and not kept_inside and not logs:
-        shutil.rmtree(run_dir, ignore_errors=True)
+    if not keep_run_dir and not kept_inside:
+        if not logs:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        for p in Path(run_dir).iterdir() if logs else ():  # the logs alone stay
+            if p not in logs:
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     return Outcome(proc.returncode, rows, error, timed_out, interrupted, run_dir, statuses,
                    saved)
