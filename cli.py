@@ -38,10 +38,34 @@ _exc = (getattr(typer.core, "_click", None) or typer.core.click).exceptions
 _NO_ARGS = getattr(_exc, "NoArgsIsHelpError", ())  # `colossus-bench` alone: the help
 
 
+def plain_metavars(params) -> list:
+    """Help that reads as the command line is typed. typer's rich help (0.2x) prints each
+    option's Python type as its metavar: `<bool>` beside a flag, which takes no value (so
+    `run --list true` looks right and fails), `<list[str]>` beside a repeatable option. A flag
+    gets no metavar, a repeatable option its own name (e.g. --collective COLLECTIVE), unless
+    the verb set one (run's -k KEY)."""
+    for p in params:
+        if isinstance(p, typer.core.TyperOption) and p.metavar is None:
+            if p.is_flag:
+                p.metavar = ""
+            elif p.multiple:
+                p.metavar = p.name.upper()
+    return params
+
+
 class OneLineErrors(TyperGroup):
     """Usage errors (an unknown option, a value not among the choices) as one line on stderr,
     exit 2, instead of click's usage box: every bad input reads the same, whichever layer
-    refuses it."""
+    refuses it. Every verb's options get plain metavars (plain_metavars)."""
+
+    def get_params(self, ctx):
+        return plain_metavars(super().get_params(ctx))
+
+    def get_command(self, ctx, cmd_name):
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is not None:
+            plain_metavars(cmd.get_params(ctx))  # its own options and its -h/--help
+        return cmd
 
     def main(self, *args, standalone_mode: bool = True, **kwargs):
         try:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import tempfile
 from pathlib import Path
 
 import typer
@@ -79,14 +81,19 @@ FILTER_HELP = ("select by case key (workload/dtype/params) and backend: an exact
 
 def list_pairs(suite: str, filters: list[str] | None, device) -> list[tuple]:
     """`run --list`: the (case, backend) pairs a suite and filter select on this device."""
-    from bench.suites import select, suite_cases
+    from bench.suites import select_and_unmatched, suite_cases
 
-    return select(suite_cases(suite, device), device, filters)
+    pairs, unmatched = select_and_unmatched(suite_cases(suite, device), device, filters)
+    for e in unmatched:  # as with several filters a user expects: the matching ones run
+        err_console.print(f"[yellow]warning: filter {escape(repr(e))} matches no case of "
+                          f"suite {suite} on this device[/]", highlight=False, soft_wrap=True)
+    return pairs
 
 
 def run(
     suite: Suite = typer.Option("quick", "--suite", "-s", help="which cases"),
-    filter: list[str] | None = typer.Option(None, "--filter", "-k", help=FILTER_HELP),
+    filter: list[str] | None = typer.Option(None, "--filter", "-k", metavar="KEY",
+                                            help=FILTER_HELP),
     db: str | None = typer.Option(None, "--db", help=DB_HELP),
     list_only: bool = typer.Option(False, "--list", help="print the cases and backends the "
                                    "suite and filter select, with the estimated time, and run "
@@ -109,16 +116,16 @@ def run(
 ) -> None:
     """Check, time and store every case of a suite on this machine's device.
 
-    Exit status: 0 every case ok or skipped, 1 a case failed its check or crashed, 2 bad input,
-    130 interrupted.
+    Exit status: 0 every case ok or skipped, 1 a case failed its check or crashed or results
+    were not stored (kept in a file) or not uploaded, 2 bad input, 130 interrupted.
     """
     from bench import runner
     from bench.device import detect
     from bench.suites import SuiteError
     from bench.timing import PRESETS, default_config
 
-    if budget is not None and not budget > 0:  # also refuses nan
-        raise fail(f"--budget must be a positive number of seconds, got {budget}")
+    if budget is not None and not (budget > 0 and math.isfinite(budget)):  # nan, inf too
+        raise fail(f"--budget must be a positive, finite number of seconds, got {budget}")
     if tune:
         os.environ["COLOSSUS_TUNE"] = "1"  # read by the kernels when they pick configs
     device = detect()
@@ -130,8 +137,8 @@ def run(
     if list_only:
         _list(pairs, value(suite), device, cfg, tune, budget, as_json)
         return
-    if json_out is not None and not json_out.parent.is_dir():  # refused before any case runs
-        raise fail(f"--json-out {json_out}: no folder {json_out.parent}")
+    if json_out is not None:  # refused before any case runs
+        _check_json_out(json_out)
     out = err_console if as_json else console  # --json: stdout holds only the JSON
     store = open_store(db)
     if device.kind == "cpu":
@@ -181,20 +188,51 @@ def run(
     records = [r.to_dict() for r in done]
     if json_out:
         try:
-            json_out.write_text(json.dumps(records, indent=JSON_INDENT, default=str) + "\n")
+            _write_atomically(json_out, json.dumps(records, indent=JSON_INDENT, default=str)
+                              + "\n")
         except OSError as e:
             err_console.print(f"[yellow]cannot write {json_out}: {e.strerror or e} (the results "
                               f"are stored in {store.display_url})[/]", highlight=False)
     if as_json:
         print_json(records)
-    if upload:
-        _upload_after_run(store, upload)
-    if bad:
-        raise typer.Exit(1)  # a case failed its check or crashed: its row says why
+    uploaded = _upload_after_run(store, upload) if upload else True
+    # 1 when a case failed (its row says why) or rows were set aside (kept in a spool file or
+    # only local after a failed --upload): fleet scripts count a node ok only on 0
+    if bad or kept or not uploaded:
+        raise typer.Exit(1)
+
+
+def _check_json_out(path: Path) -> None:
+    """--json-out must name a file that can be written: not a folder, in a writable folder."""
+    if path.is_dir():
+        raise fail(f"--json-out {path}: is a folder; name a file")
+    if not path.parent.is_dir():
+        raise fail(f"--json-out {path}: no folder {path.parent}")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise fail(f"--json-out {path}: not writable")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """A temporary file in the same folder, then os.replace: a reader never sees half a file,
+    and a failed write leaves what was there."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _duration(seconds: float) -> str:
+    """42s, 3m07s, 5h03m; a day and more in days (3 significant digits: a budget of 1e308 s
+    reads 1.16e+303 d, not 300 digits)."""
+    if seconds >= 86400:
+        return f"{seconds / 86400:.3g} d"
     s = max(0, round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
     return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
@@ -219,18 +257,21 @@ def _list(pairs, suite: str, device, cfg, tune: bool, budget: float | None,
                       + (f"; budget {_duration(budget)}" if budget else ""), highlight=False)
 
 
-def _upload_after_run(store, url: str) -> None:
-    """--upload: a failed upload never fails or loses the run (its rows stay local)."""
+def _upload_after_run(store, url: str) -> bool:
+    """--upload: a failed upload never loses the run (its rows stay local); False then, and
+    `run` exits 1 so a fleet script sees the node's rows are not in the shared database."""
     try:
         from results.upload import upload_store
     except ImportError:
         err_console.print("upload is not available in this build; results stay local")
-        return
+        return False
     try:
         report = upload_store(store, url)
         console.print(f"uploaded: {report}")
-    except Exception as e:  # the run has succeeded; say why the upload did not
+        return True
+    except Exception as e:  # the run has finished; say why the upload did not
         err_console.print(f"[yellow]upload failed, results kept locally: {e}[/]")
+        return False
 
 
 def info(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:

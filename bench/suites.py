@@ -83,7 +83,15 @@ def vendor_first(backends) -> list[str]:
 
 def select(cases: list[Case], device: DeviceInfo,
            expr: str | list[str] | tuple[str, ...] | None) -> list[tuple[Case, str]]:
-    """(case, backend) pairs runnable on this device that match the filter: one string, or the
+    """select_and_unmatched's pairs."""
+    return select_and_unmatched(cases, device, expr)[0]
+
+
+def select_and_unmatched(cases: list[Case], device: DeviceInfo,
+                         expr: str | list[str] | tuple[str, ...] | None
+                         ) -> tuple[list[tuple[Case, str]], list[str]]:
+    """The filters that select nothing here (run warns of each: the others still run), and
+    (case, backend) pairs runnable on this device that match the filter: one string, or the
     values of repeated --filter/-k options (a pair matching any of them), in suite order and,
     within a case, vendor-first (`vendor_first`).
 
@@ -92,10 +100,11 @@ def select(cases: list[Case], device: DeviceInfo,
     stage that runs one family never probes another's."""
     pairs = [(c, b) for c in cases for b in vendor_first(c.backends)]
     exprs = [expr] if isinstance(expr, str) else [e for e in (expr or ()) if e]
+    each: dict[str, set[tuple[int, str]]] = {}
     if exprs:
-        chosen: set[tuple[int, str]] = set()
         for e in exprs:
-            chosen.update((id(c), b) for c, b in _pick(pairs, e))
+            each[e] = {(id(c), b) for c, b in _pick(pairs, e)}
+        chosen = set().union(*each.values())
         pairs = [(c, b) for c, b in pairs if (id(c), b) in chosen]
     runnable: dict[int, set[str]] = {}
     for c in dict.fromkeys(c for c, _ in pairs):  # each selected case once, in order
@@ -104,4 +113,5 @@ def select(cases: list[Case], device: DeviceInfo,
     if exprs and not pairs:
         shown = exprs[0] if len(exprs) == 1 else " | ".join(exprs)
         raise SuiteError(f"filter {shown!r} matches no case of this suite on this device")
-    return pairs
+    kept = {(id(c), b) for c, b in pairs}
+    return pairs, [e for e, picked in each.items() if not picked & kept]

@@ -364,3 +364,19 @@ def test_an_unexpected_error_is_one_line_and_exit_1(monkeypatch, capsys):
     monkeypatch.setenv("COLOSSUS_BENCH_DEBUG", "1")
     with pytest.raises(RuntimeError):
         cli_module.main()
+
+
+def test_no_option_in_any_help_shows_a_python_type_for_a_flag_or_a_list():
+    """Flags take no value and repeatable options name what they take: `--list`, not
+    `--list <bool>`; `-k KEY`, not `-k <list[str]>`."""
+    from typer.main import get_command
+
+    verbs = [None, *get_command(app).commands]
+    for verb in verbs:
+        res = runner.invoke(app, ([verb] if verb else []) + ["--help"],
+                            env={"COLUMNS": "200"})
+        assert res.exit_code == 0, (verb, res.output)
+        assert "<bool>" not in res.output and "<list[str]>" not in res.output, (verb, res.output)
+    run_help = runner.invoke(app, ["run", "-h"], env={"COLUMNS": "200"}).output
+    assert re.search(r"--filter\s+-k\s+KEY", run_help), run_help
+    assert re.search(r"--list\s+print the cases", run_help), run_help

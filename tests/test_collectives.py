@@ -421,3 +421,16 @@ def test_one_rank_nccl_aggregate_is_skipped_printed_and_stored(db_url, monkeypat
     with Store(db_url) as store:
         store.insert(rows[:1])
         assert store.count() == 1
+
+
+def test_allreduce_refuses_buffers_larger_than_the_host_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    db = tmp_path / "never.db"
+    res = CliRunner().invoke(app, ["allreduce", "-b", "8", "-e", "100G", "--db", str(db)])
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "GiB of buffers for 2 local ranks" in lines[0], res.output
+    assert "Traceback" not in res.output and not db.exists()

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -267,3 +268,23 @@ def test_in_process_rank_keeps_rows_it_cannot_store(tmp_path):
     assert "refused for the test" in r.stderr
     assert "0 rows stored in" in r.stdout
     _ingest_kept(r.stderr, tmp_path, db, 4)
+
+
+@pytest.mark.skipif(Path("/proc/sys/vm/overcommit_memory").read_text().strip() not in ("0", "2"),
+                    reason="needs the kernel to refuse an allocation larger than its memory")
+def test_a_failed_allocation_is_named_in_one_line_without_tracebacks(db_url):
+    """Buffers of 1 TiB per rank: each rank fails allocating them (the launcher is called
+    directly, past the CLI's refusal); the summary names that step, and neither the ranks'
+    tracebacks nor torchrun's report reach the terminal."""
+    err, out = io.StringIO(), io.StringIO()
+    outcome = launch(_cfg(db_url, ops=("all_reduce",), min_bytes=2**40, max_bytes=2**40), 2,
+                     out=out, err=err)
+    assert not outcome.ok
+    assert "allocate buffers (2 x 1024G)" in outcome.error, outcome.error
+    assert "init: process group" not in outcome.error
+    assert "Traceback" not in err.getvalue() and "ChildFailedError" not in err.getvalue()
+    assert err.getvalue().strip() == "", err.getvalue()
+    logs = sorted(Path(outcome.run_dir).glob("rank-*.log"))  # named in the summary, kept
+    assert len(logs) == 2 and all(str(p) in outcome.error for p in logs)
+    assert "Traceback" in logs[0].read_text() and "allocate" in logs[0].read_text()
+    shutil.rmtree(outcome.run_dir)

@@ -38,7 +38,7 @@ def _statuses(folder: Path) -> dict[int, dict]:
     return out
 
 
-def _wait_running(folder: Path, nproc: int, min_step: int = 4, limit_s: float = 120) -> dict:
+def _wait_running(folder: Path, nproc: int, min_step: int = 6, limit_s: float = 120) -> dict:
     """Wait until every rank is past its start-up (in the sweep), return their statuses."""
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:

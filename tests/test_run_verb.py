@@ -43,7 +43,7 @@ def test_skipped_cases_are_not_failures(db_url, monkeypatch):
     assert set(Store(db_url).frame().status) == {"skipped"}
 
 
-@pytest.mark.parametrize("value", ["0", "-5", "nan", "soon"])
+@pytest.mark.parametrize("value", ["0", "-5", "nan", "soon", "inf", "-inf", "infinity"])
 def test_bad_budget_is_refused_in_one_line(db_url, value):
     res = cli("run", "--budget", value, "--db", db_url)
     assert res.exit_code == 2
@@ -99,3 +99,85 @@ def test_campaign_with_a_30s_budget_on_cpu(tmp_path):
         first = int(left_out.to_numpy().argmax())
         assert left_out.iloc[first:].all()  # the rest, in priority order
     assert wall < 30 + 60  # 30 s, one case over, and the process start
+
+
+def _refusing_db(tmp_path):
+    """A real SQLite table that refuses every insert (as a database gone mid-run does)."""
+    import sqlite3
+
+    path = tmp_path / "refuses.db"
+    Store(str(path)).close()
+    con = sqlite3.connect(path)
+    con.execute("CREATE TRIGGER refuse BEFORE INSERT ON results "
+                "BEGIN SELECT RAISE(ABORT, 'gone'); END")
+    con.commit()
+    con.close()
+    return f"sqlite:///{path}"
+
+
+def test_results_not_stored_make_run_exit_1_and_say_where_they_are(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    res = cli("run", "--filter", "membw/*:torch", "--timing", "smoke",
+              "--db", _refusing_db(tmp_path))
+    assert res.exit_code == 1, res.output
+    assert "could not be stored" in res.output and "unstored-" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_a_failed_upload_makes_run_exit_1_and_keeps_the_rows(tmp_path, db_url, monkeypatch):
+    from results.upload import BACKOFF_ENV, TRIES_ENV
+
+    monkeypatch.setenv(TRIES_ENV, "1")
+    monkeypatch.setenv(BACKOFF_ENV, "0")
+    target = _refusing_db(tmp_path)  # a real shared table that refuses the rows
+    res = cli("run", "--filter", "membw/fp32/op=copy*:torch", "--timing", "smoke",
+              "--db", db_url, "--upload", target)
+    assert res.exit_code == 1, res.output
+    assert "upload failed, results kept locally" in res.output
+    assert len(Store(db_url).frame()) >= 1
+
+
+def test_a_huge_budget_lists_with_a_short_duration():
+    from bench.cli import _duration
+
+    res = cli("run", "--filter", "membw", "--list", "--budget", "1e308")
+    assert res.exit_code == 0, res.output
+    last = res.output.strip().splitlines()[-1]
+    assert "budget 1.16e+303 d" in last and len(last) < 300, last
+    assert [_duration(s) for s in (0.4, 59.6, 187, 18180, 86400 * 2.5)] == [
+        "0s", "1m00s", "3m07s", "5h03m", "2.5 d"]
+
+
+def test_json_out_a_folder_is_refused_before_anything_runs(tmp_path):
+    db = tmp_path / "never.db"
+    res = cli("run", "--filter", "membw", "--json-out", tmp_path, "--db", db)
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "is a folder" in lines[0], res.output
+    assert not db.exists()
+    res = cli("run", "--filter", "membw", "--json-out", tmp_path / "no" / "x.json", "--db", db)
+    assert res.exit_code == 2 and "no folder" in res.output and not db.exists()
+
+
+def test_json_out_is_written_whole_in_place(tmp_path, db_url):
+    import json
+
+    out = tmp_path / "rows.json"
+    out.write_text("old")
+    res = cli("run", "--filter", "membw/fp32/op=copy*:torch", "--timing", "smoke", "--db", db_url,
+              "--json-out", out)
+    assert res.exit_code == 0, res.output
+    rows = json.loads(out.read_text())
+    assert rows and rows[0]["workload"] == "membw"
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_a_filter_that_matches_nothing_beside_one_that_does_warns(tmp_path):
+    res = cli("run", "--list", "-k", "membw/fp32/op=copy", "-k", "nope", "--db",
+              tmp_path / "never.db")
+    assert res.exit_code == 0, res.output
+    warned = [line for line in res.output.splitlines() if "nope" in line]
+    assert warned == ["warning: filter 'nope' matches no case of suite quick on this device"]
+    assert res.stdout.startswith("membw/fp32/op=copy") and "nope" in res.stderr
+    res = cli("run", "--list", "-k", "nope", "-k", "nada")  # none matches: refused as before
+    assert res.exit_code == 2 and "matches no case" in res.output

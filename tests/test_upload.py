@@ -218,7 +218,7 @@ def test_run_upload_prints_the_report_and_never_fails_the_run(local, pg_url, cap
     monkeypatch.setenv(TRIES_ENV, "2")  # run --upload takes its retry policy from these
     monkeypatch.setenv(BACKOFF_ENV, "0")
     down = f"postgresql://u:pw-x9@127.0.0.1:{free_port()}/x"
-    _upload_after_run(local, down)  # does not raise, says why
+    assert _upload_after_run(local, down) is False  # does not raise, says why (run exits 1)
     out = capsys.readouterr()
     assert "upload failed, results kept locally" in out.err and "pw-x9" not in out.err
 

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 from bench.collectives.config import DTYPES, CollConfig, World
-from bench.collectives.formulas import Shape
+from bench.collectives.formulas import Shape, shape
 
 # torch.distributed renamed the tensor forms in 2.13; older releases (the GPU image has 2.11)
 # only have the *_into_tensor / *_tensor names. Same arguments: (output, input).
@@ -109,3 +109,20 @@ def synchronize(kind: str) -> None:
     """Wait for the device (NCCL calls return once queued; gloo ones when done)."""
     if kind == "cuda":
         torch.cuda.synchronize()
+
+
+def buffer_bytes(cfg: CollConfig, nranks: int) -> int:
+    """What one rank allocates for its largest test: worker.run_test's send and recv buffers,
+    each the largest shape's span of elements (a lower bound: torch's own overhead is left
+    out, so a refusal on it is never wrong)."""
+    top = max(cfg.sizes(), default=0)
+    return max((2 * shape(op, top, nranks, torch_dtype(d).itemsize).span
+                * torch_dtype(d).itemsize for op, d, _ in cfg.tests()), default=0)
+
+
+def memory_bytes(backend: str) -> int:
+    """The memory the ranks' buffers come out of: one GPU's (NCCL, one GPU per rank), else the
+    host's physical memory (gloo: every local rank's buffers share it)."""
+    if backend == "nccl":
+        return torch.cuda.mem_get_info(0)[1]
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

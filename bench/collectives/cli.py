@@ -21,7 +21,7 @@ import typer
 from bench import spool as spoollib
 from bench.collectives.config import CollConfig, parse_dtypes, parse_redops, world_from_env
 from bench.collectives.formulas import OPS
-from bench.collectives.sizes import parse_size
+from bench.collectives.sizes import format_size, parse_size
 from results.console import choice, console, err_console, fail, open_store, print_json, value
 
 COLLECTIVE_HELP = ("all_reduce | all_gather | reduce_scatter | all, or nccl-tests' binary names "
@@ -147,6 +147,12 @@ def allreduce(
                          iter_stats=bool(iter_stats), json=as_json, telemetry=not no_telemetry)
     except (ValueError, TypeError) as e:
         raise fail(str(e)) from None
+    nproc = nproc_per_node if nproc_per_node is not None else (
+        torch.cuda.device_count() if backend == "nccl" else 2)
+    if world is None:
+        _refuse_if_too_big(cfg, max(nproc, 1), max(nproc, 1))
+    else:  # in an srun/torchrun world: how many ranks share this host is not known here
+        _refuse_if_too_big(cfg, world.world_size, 1)
     store = open_store(db) if world is None or world.rank == 0 else None
     where = store.display_url if store else ""
     if store:
@@ -164,8 +170,6 @@ def allreduce(
         # no process-group destructors after a failure
         os._exit(code or (1 if bad or kept else 0))
 
-    nproc = nproc_per_node if nproc_per_node is not None else (
-        torch.cuda.device_count() if backend == "nccl" else 2)
     if nproc < 1:
         raise fail(f"--nproc-per-node must be >= 1, got {nproc}")
     if backend == "nccl" and nproc > torch.cuda.device_count():
@@ -192,6 +196,21 @@ def allreduce(
                    code=1)
     if not as_json:
         console.print(summary, highlight=False)
+
+
+def _refuse_if_too_big(cfg, nranks: int, local_ranks: int) -> None:
+    """Exit 2 before any rank starts when the largest size's buffers cannot fit: one GPU's
+    memory per NCCL rank, or the host's for all local gloo ranks together."""
+    from bench.collectives.backend import buffer_bytes, memory_bytes  # imports torch
+
+    need = buffer_bytes(cfg, nranks) * (1 if cfg.backend == "nccl" else local_ranks)
+    have = memory_bytes(cfg.backend)
+    if need > have:
+        where = "one GPU's" if cfg.backend == "nccl" else "this host's"
+        ranks = "a rank" if cfg.backend == "nccl" else f"{local_ranks} local ranks"
+        raise fail(f"-e {format_size(cfg.max_bytes)}: the largest size needs "
+                   f"{need / 2**30:.1f} GiB of buffers for {ranks}, more than {where} "
+                   f"{have / 2**30:.1f} GiB of memory; lower -e (--maxbytes)")
 
 
 def _run_in_process(cfg, world, as_json: bool, where: str):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -167,9 +168,19 @@ def teardown(proc: subprocess.Popen, run_dir: str, grace_s: float = TERM_GRACE_S
     proc.wait()
 
 
+# torchrun's own log lines ("E1202 00:08:13.674000 31904 torch/distributed/elastic/...]"): from
+# the first on, its stderr is its failure report (its traceback, a ChildFailedError box), which
+# says nothing the status files do not; kept in the tail, not shown
+_TORCHRUN_LOG = re.compile(r"^[EWI]\d{4} [\d:.]+ +\d+ .*torch/distributed/elastic/")
+
+
 def _pump(stream, sink: TextIO | None, fallback: str, tail: collections.deque) -> None:
+    muted = False
     for text in iter(stream.readline, ""):
         tail.append(text)
+        muted = muted or bool(_TORCHRUN_LOG.match(text))
+        if muted:
+            continue
         target = sink or getattr(sys, fallback)  # resolved late: pytest swaps sys.stdout
         try:
             target.write(text)
@@ -341,8 +352,15 @@ def _conclude(cfg, nproc, proc, run_dir, err, err_tail, timed_out, interrupted, 
             last = next((t.strip() for t in reversed(err_tail) if t.strip()), "")
             error += f" (torchrun exit code {proc.returncode}: {last[:300]})"
         error += f"; {stored}"
+    logs = sorted(Path(run_dir).glob("rank-*.log")) if error else []  # rank.py's tracebacks
+    if logs:
+        error += f"; the tracebacks are in {', '.join(map(str, logs))}"
     kept_inside = saved.kept is not None and Path(saved.kept).is_relative_to(run_dir)
     if not keep_run_dir and not kept_inside:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        if not logs:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        for p in Path(run_dir).iterdir() if logs else ():  # the logs alone stay
+            if p not in logs:
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     return Outcome(proc.returncode, rows, error, timed_out, interrupted, run_dir, statuses,
                    saved)

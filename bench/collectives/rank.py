@@ -44,12 +44,28 @@ def run_rank(cfg: CollConfig, world: World) -> tuple[int, list[Result]]:
     except BaseException as e:  # Ctrl-C included: the status must say why it ended
         msg = f"{type(e).__name__}: {e}".strip()
         status.finish(ERROR, msg)
-        print(f"rank {world.rank}: {msg}", file=sys.stderr, flush=True)
-        if not isinstance(e, (KeyboardInterrupt, dist.DistError)):
-            traceback.print_exc(file=sys.stderr)
+        _report(cfg, world.rank, msg, not isinstance(e, (KeyboardInterrupt, dist.DistError)))
         return 1, []
     status.finish(DONE)
     return 0, rows
+
+
+def _report(cfg: CollConfig, rank: int, msg: str, with_traceback: bool) -> None:
+    """The error and its traceback. Under the launcher (a status folder) the status file has
+    the message, from which the launcher prints its one summary line, and the traceback goes
+    into rank-<r>.log beside it (kept and named in that line); elsewhere (srun: the rank's
+    stderr is its log) both on stderr."""
+    text = f"rank {rank}: {msg}\n" + (traceback.format_exc() if with_traceback else "")
+    if cfg.status_dir:
+        if not with_traceback:
+            return
+        try:
+            with open(os.path.join(cfg.status_dir, f"rank-{rank}.log"), "a") as f:
+                f.write(text)
+            return
+        except OSError:
+            pass
+    print(text, end="", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:

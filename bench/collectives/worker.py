@@ -87,11 +87,13 @@ class RankRun:
             from results.store import Store, StoreError  # sqlalchemy: only rank 0 stores
 
             try:
+                self.status.step("open the database")
                 self.store = Store(self.cfg.db_url)
             except StoreError as e:
                 if not self.spool:
                     raise
                 self._store_failed(e)
+        self.status.step("meet the other ranks")
         self._preamble()
 
     def _print(self, text: str = "") -> None:
@@ -180,11 +182,13 @@ class RankRun:
         self.dtype_name, self.dtype, self.redop = dtype, be.torch_dtype(dtype), redop
         self.cycle = cycle
         span = max(sh.span for sh in shapes)
+        label = f"{op} {dtype}" + (f" {redop}" if redop else "")
+        self.status.step(f"{label}: allocate buffers (2 x "
+                         f"{format_size(span * self.dtype.itemsize)})")
         # Timed data is random and never re-initialised: values do not change a collective's
         # speed (only the check needs known values). nccl-tests also sizes both buffers so.
         self.send = torch.randn(span, device=self.tdev).to(self.dtype)
         self.recv = torch.randn(span, device=self.tdev).to(self.dtype)
-        label = f"{op} {dtype}" + (f" {redop}" if redop else "")
         self.status.step(f"{label}: warm-up")
         for sh in (shapes[-1], shapes[0]):  # nccl-tests: max size, then min size
             for it in range(self.cfg.warmup_iters):
