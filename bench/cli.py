@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import typer
@@ -26,6 +25,7 @@ from results.console import (
     print_json,
     value,
 )
+from results.export import write_atomically
 
 
 def _fmt(x: float | None, spec: str) -> str:
@@ -188,8 +188,9 @@ def run(
     records = [r.to_dict() for r in done]
     if json_out:
         try:
-            _write_atomically(json_out, json.dumps(records, indent=JSON_INDENT, default=str)
-                              + "\n")
+            # whole or not at all: a reader never sees half a file
+            write_atomically(json_out, (json.dumps(records, indent=JSON_INDENT, default=str)
+                                        + "\n").encode("utf-8"))
         except OSError as e:
             err_console.print(f"[yellow]cannot write {json_out}: {e.strerror or e} (the results "
                               f"are stored in {store.display_url})[/]", highlight=False)
@@ -210,19 +211,6 @@ def _check_json_out(path: Path) -> None:
         raise fail(f"--json-out {path}: no folder {path.parent}")
     if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise fail(f"--json-out {path}: not writable")
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """A temporary file in the same folder, then os.replace: a reader never sees half a file,
-    and a failed write leaves what was there."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _duration(seconds: float) -> str:
