@@ -131,15 +131,17 @@ def load_file(path: str | Path) -> list[Result]:
                               "truncated?") from None
         except RecursionError:
             raise IngestError(f"{path}: JSON nested too deep") from None
-        one_line = "\n" not in text.strip()  # then a non-object in it is a bad JSON Lines row
-        if isinstance(doc, list) and not (one_line and not all(isinstance(r, dict) for r in doc)):
-            # `run --json` / `--json-out`: an array of records
-            return [record(row, f"{path}: record {i}") for i, row in enumerate(doc, 1)]
+        # a one-line document is also a JSON Lines file of one row: its rows keep that reading
+        one_line = "\n" not in text.strip()
         if isinstance(doc, dict) and "benchmarks" in doc:
             return load_pytest_benchmark(path, doc)
-        if isinstance(doc, dict) and not one_line and not RECORD_KEYS & set(doc):
-            raise IngestError(f"{path}: a JSON object that is not a results record: {FORMATS}")
-        if isinstance(doc, dict) and not one_line:  # one pretty-printed record
+        if isinstance(doc, list) and (not one_line or all(isinstance(r, dict) for r in doc)):
+            # `run --json` / `--json-out`: an array of records
+            return [record(row, f"{path}: record {i}") for i, row in enumerate(doc, 1)]
+        if isinstance(doc, dict) and not one_line:  # one pretty-printed record, or another file
+            if not RECORD_KEYS & set(doc):
+                raise IngestError(f"{path}: a JSON object that is not a results record: "
+                                  f"{FORMATS}")
             return [record(doc, f"{path}: record 1")]
     return parse_jsonl(path, text)
 
