@@ -26,6 +26,7 @@ from reports.model.measurements import (
     gemm_time_fallback,
 )
 from reports.model.memory import (
+    USABLE_MEMORY_FRACTION,
     activation_bytes_per_layer,
     end_params,
     memory_per_gpu,
@@ -245,7 +246,7 @@ def test_memory_capacity_is_the_driver_reported_gib():
         assert "memory_total_bytes" in g.sources and g.node_gpus == 8
     st = step_time(MODELS["gpt3-175b"], Parallel(tp=8, pp=8, dp=4), Training(),
                    hardware.cluster("colossus-100k"), H100, no_ref(), microbatches=16)
-    assert st.capacity_bytes == pytest.approx(0.9 * 85_520_809_984)  # usable fraction kept
+    assert st.capacity_bytes == pytest.approx(USABLE_MEMORY_FRACTION * 85_520_809_984)
 
 
 def test_pipeline_keeps_p_microbatches_in_flight():

@@ -92,3 +92,38 @@ def test_every_case_carries_its_range_over_unstated_settings(rows):
     s = validation.summary(rows)
     assert 0 < s["within_range"] <= s["cases"]
     assert set(rows[0].to_dict()) >= {"range", "within_range"}
+
+
+def test_llama3_8k_runs_interleaved_as_the_paper_says(rows):
+    # Dubey et al. 2024 sec. 3.3.2: an interleaved schedule, no activation checkpointing, 80 GB
+    r = next(r for r in rows if r.name == "Llama 3 405B, 8,192 GPUs")
+    assert r.parallel["virtual_stages"] > 1 and r.fits_in_memory
+
+
+def test_a_recipe_micro_batch_is_the_point_and_the_range_spans_the_rest(rows):
+    by_name = {r.name: r for r in rows}
+    for c in validation.CASES:
+        if c.recipe_micro_batch is None:
+            continue
+        assert c.micro_batch is None  # only for a setting the run leaves unstated
+        r = by_name[c.name]
+        assert r.parallel["micro_batch"] == c.recipe_micro_batch, c.name
+        ests = validation.fitting_estimates(c)
+        assert len({e.parallel.micro_batch for e in ests}) > 1  # the range spans others
+        assert any("recipe" in a for a in c.assumptions), c.name
+    n15 = by_name["Nemotron-4 15B, 768 GPUs"]
+    assert n15.parallel["micro_batch"] == 2  # NeMo's nemotron_15b.yaml
+
+
+def test_nemo_recipes_on_h100_run_with_their_stated_layout(rows):
+    nemo = [c for c in validation.CASES if c.source.startswith("NVIDIA/dgxc-benchmarking")]
+    assert len(nemo) == 9
+    by_name = {r.name: r for r in rows}
+    for c in nemo:
+        r = by_name[c.name]
+        assert r.gpu == "H100-SXM" and r.fits_in_memory, c.name
+        assert (r.parallel["tp"], r.parallel["pp"], r.parallel["cp"]) == (c.tp, c.pp, c.cp)
+        assert r.parallel["micro_batch"] == c.micro_batch
+        assert c.training.tp_overlap == 1.0  # the recipes' ub_tp_comm_overlap
+    llama405 = next(c for c in nemo if "405B" in c.name)
+    assert llama405.vocab == 50257  # the recipe's GPT-2 tokenizer

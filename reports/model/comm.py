@@ -2,9 +2,10 @@
 
 - Tensor parallel: two collectives per layer forward and two backward, each an all-reduce of the
   layer's activations, or with sequence parallelism an all-gather plus a reduce-scatter of the
-  same bytes (Korthikanti et al. 2022, sec. 4.2.2). Megatron-Core's --tp-comm-overlap splits
-  them into chunks hidden behind the neighbouring GEMMs (Transformer Engine userbuffers); the
-  hidden part costs the SMs the copies occupy (`overlap_exposed`).
+  same bytes (Korthikanti et al. 2022, sec. 4.2.2). Megatron-Core's --tp-comm-overlap runs
+  them as Transformer Engine's userbuffers overlap, site by site as NeMo configures it on H100
+  (UB_SITES): all-gathers in peer-to-peer steps behind the GEMM's row chunks, reduce-scatters
+  in chunks behind the next chunk on fewer SMs, the backward's in bulk beside whole GEMMs.
 - Data parallel: gradients reduce-scattered (and weights all-gathered with a sharded optimizer)
   over dp x cp, bucketed, overlapped with the backward of the last micro-batch and the forward of
   the first (Megatron-Core --overlap-grad-reduce / --overlap-param-gather); two-level: NVLink
@@ -16,7 +17,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
+from reports.model.compute import gemm_roles
 from reports.model.config import Parallel, Training
 from reports.model.hardware import GPU, Cluster
 from reports.model.measurements import Measurements
@@ -73,22 +77,95 @@ def link(cluster: Cluster, group_span: int, nvlink_busbw: float) -> tuple[float,
     return cluster.fabric.busbw_gbps, cluster.fabric.alpha_s
 
 
+@dataclass(frozen=True)
+class UbSite:
+    """One tensor-parallel collective of a layer under Transformer Engine's comm-GEMM overlap
+    (userbuffers, Megatron-Core --tp-comm-overlap) and the GEMM that hides it.
+
+    method: "ring_exchange" (an all-gather as tp - 1 peer-to-peer steps on copy engines, each
+    behind one of the tp row chunks of the GEMM), "pipeline" (a reduce-scatter in `num_splits`
+    chunks, each behind the next GEMM chunk, the GEMM confined to the SMs the kernel leaves:
+    set_sm_margin), "bulk" (the whole collective on `num_sm` SMs alongside the whole GEMM)."""
+
+    role: str  # gemm_roles key
+    gemm: str  # "fprop" (m, n, k), "dgrad" (m, k, n) or "wgrad" (k, n, m)
+    method: str
+    num_sm: int = 0
+    num_splits: int = 1
+
+
+# NeMo's H100 userbuffers configuration (NVIDIA/NeMo-Framework-Launcher,
+# launcher_scripts/conf/training/tp_overlap/ub_cfg_h100_h8192_tp4_mbs1_seqlen8192.yaml) for the
+# four collectives of sequence parallelism each way: forward all-gathers (qkv, fc1 inputs) and
+# reduce-scatters (out_proj, fc2 outputs); backward all-gathers of output gradients (out_proj,
+# fc2 dgrad) and reduce-scatters of input gradients behind the weight-gradient GEMMs (qkv, fc1
+# wgrad). Its bulk re-gathers of the inputs for the weight gradients (qkv_dgrad, fc1_dgrad) are
+# not priced, as Megatron's own overlap of them is not without it.
+UB_SITES: dict[str, tuple[UbSite, ...]] = {
+    "fwd": (UbSite("qkv", "fprop", "ring_exchange"),
+            UbSite("out_proj", "fprop", "pipeline", 24, 4),
+            UbSite("fc1", "fprop", "ring_exchange"),
+            UbSite("fc2", "fprop", "pipeline", 16, 4)),
+    "bwd": (UbSite("fc2", "dgrad", "ring_exchange"), UbSite("fc1", "wgrad", "bulk", 4),
+            UbSite("out_proj", "dgrad", "ring_exchange"), UbSite("qkv", "wgrad", "bulk", 24)),
+}
+
+
+def _gemm_shape(site: UbSite, m: int, n: int, k: int) -> tuple[int, int, int]:
+    return {"fprop": (m, n, k), "dgrad": (m, k, n), "wgrad": (k, n, m)}[site.gemm]
+
+
+def ub_site_exposed(site: UbSite, coll_s: float, gemm: Callable[[int, int, int], float],
+                    m: int, n: int, k: int, tp: int, sm_count: int) -> float:
+    """Seconds one userbuffers site adds to its GEMM. `gemm(m, n, k)`: seconds of one GEMM at a
+    shape; (m, n, k): the layer's forward GEMM; `coll_s`: the collective alone (an all-gather or
+    reduce-scatter of the layer's activations over tp). What it adds: the part of the collective
+    no chunk hides, the cost of running the GEMM as smaller chunks, and the SMs it occupies."""
+    shape = _gemm_shape(site, m, n, k)
+    whole = gemm(*shape)
+    if site.method == "bulk":
+        return max(0.0, coll_s - whole) + min(coll_s, whole) * site.num_sm / sm_count
+    # the sharded dimension is the token one (m of fprop and dgrad): split it into chunks
+    parts = tp if site.method == "ring_exchange" else site.num_splits
+    part = gemm(max(1, shape[0] // parts), shape[1], shape[2])
+    step = coll_s / (tp - 1) if site.method == "ring_exchange" else coll_s / parts
+    if site.method == "ring_exchange":  # chunk 0 is local; each later one arrives behind a GEMM
+        total = part + (parts - 1) * max(part, step)
+    else:  # the GEMM on the SMs the kernel leaves; each chunk's share reduced behind the next
+        part *= sm_count / (sm_count - site.num_sm)
+        total = part + (parts - 1) * max(part, step) + step
+    return max(0.0, total - whole)
+
+
 def tp_seconds(model: Model, tokens: int, par: Parallel, cluster: Cluster, g: GPU,
-               meas: Measurements, gemm_s: float, train: Training) -> tuple[float, float]:
+               meas: Measurements, train: Training) -> tuple[float, float]:
     """(forward, backward) exposed tensor-parallel seconds of one layer for one micro-batch.
-    A fraction `tp_overlap` hides behind that direction's GEMMs (`gemm_s`: fwd GEMM seconds;
-    backward has twice the window) at the SM share's cost."""
+
+    Without overlap: two all-reduces each way (or with sequence parallelism an all-gather and a
+    reduce-scatter each; the weight-gradient re-gather of sequence parallelism is overlapped
+    with the data-gradient GEMM by Megatron and not counted). A fraction `tp_overlap` runs as
+    Transformer Engine's comm-GEMM overlap instead, site by site (UB_SITES, ub_site_exposed)."""
     if par.tp == 1:
         return 0.0, 0.0
     busbw, alpha = link(cluster, par.tp, meas.nvlink_busbw_gbps(g).value)
-    one = allreduce_seconds(tokens * model.hidden * 2, par.tp, busbw, alpha)
+    coll = reduce_scatter_seconds(tokens * model.hidden * 2, par.tp, busbw, alpha)
+    plain = 4 * coll  # per direction: 2 all-reduces = 2 x (reduce-scatter + all-gather)
     f = train.tp_overlap
-    share = meas.comm_sm_share.value
+    if f == 0:
+        return plain, plain
+    fe = meas.framework_efficiency.value
+    roles = gemm_roles(model, par.tp)
 
-    def exposed(comm: float, window: float) -> float:
-        return comm * (1 - f) + overlap_exposed(comm * f, window, share)
+    def gemm(m: int, n: int, k: int) -> float:
+        return meas.gemm_seconds(g, m, n, k)[0] / fe
 
-    return exposed(2 * one, gemm_s), exposed(2 * one, 2 * gemm_s)
+    def overlapped(direction: str) -> float:
+        # a site whose chunks cost more than its collective runs it plainly (assumption: NeMo
+        # ships a userbuffers configuration per model shape)
+        return sum(min(ub_site_exposed(s, coll, gemm, tokens, *roles[s.role], par.tp,
+                                       g.sm_count), coll) for s in UB_SITES[direction])
+
+    return tuple((1 - f) * plain + f * overlapped(d) for d in ("fwd", "bwd"))
 
 
 def cp_seconds(model: Model, par: Parallel, cluster: Cluster, g: GPU, meas: Measurements,

@@ -321,6 +321,12 @@ CLUSTERS: dict[str, Cluster] = {
                  "fabric": "8x 400 Gb/s NDR InfiniBand per DGX H100 (NVIDIA DGX H100 "
                            "datasheet); assumption: 94% efficiency as a measured 400G NIC",
                  "power": _HGX_POWER_SRC, "nvlink_alpha_s": _COLOSSUS_SRC["nvlink_alpha_s"]}),
+    "dgx-cloud-h100": Cluster(
+        "dgx-cloud-h100", (Pool("H100-SXM", 2304),), 8, NDR_IB_400G, _HGX_POWER, None,
+        sources={"pools": "up to 2,304 H100 (NVIDIA/dgxc-benchmarking recipes' largest scale)",
+                 "fabric": "assumption: DGX H100 nodes, 8x 400 Gb/s NDR InfiniBand (NVIDIA DGX "
+                           "H100 datasheet) at 94% efficiency as a measured 400G NIC",
+                 "power": _HGX_POWER_SRC, "nvlink_alpha_s": _COLOSSUS_SRC["nvlink_alpha_s"]}),
     "jean-zay-a100": Cluster(
         "jean-zay-a100", (Pool("A100-SXM-80GB", 384),), 8, FABRICS["omni-path-4x100g"],
         _A100_POWER, None, sources={

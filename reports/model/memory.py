@@ -21,10 +21,13 @@ from reports.model.hardware import GIB
 from reports.model.pipeline import chunk_layers, inflight_layer_microbatches, stage_layers
 from reports.model.presets import Model, framework_vocab
 
-# Usable fraction of HBM for the model state (assumption: the CUDA context, NCCL and cuBLAS
-# workspaces take ~2-3 GiB and the caching allocator's fragmentation ~5-7% of the rest; PyTorch
-# CUDA caching allocator notes). 0.9 of an H100's 79.6 GiB is 71.7 GiB.
-USABLE_MEMORY_FRACTION = 0.9
+# Usable fraction of HBM for the model state. Set from the largest runs known to have fit, not
+# fitted to any speed: Llama 3 405B at 8k ran its interleaved schedule without activation
+# checkpointing in 80 GB (Dubey et al. 2024, sec. 3.3.2), 76.6 GiB in this count, and NeMo's
+# Llama 3.1 405B recipe at 576 GPUs (NVIDIA/dgxc-benchmarking) 76.0 GiB, of an H100's 79.65
+# GiB. 0.965 leaves 2.8 GiB for the CUDA context, NCCL buffers and workspaces (assumption; runs
+# this tight profile their memory and use the caching allocator's expandable segments).
+USABLE_MEMORY_FRACTION = 0.965
 
 
 def state_bytes_per_param(zero: int, shards: int, grad_bytes: int = 4) -> dict[str, float]:

@@ -60,7 +60,7 @@ def layer_seconds(model: Model, par: Parallel, train: Training, cluster: Cluster
                       train.causal, train.sequence_parallel, g, meas)
     if par.tp > 1:
         c.note("nvlink", meas.nvlink_busbw_gbps(g))
-    tp_f, tp_b = tp_seconds(model, tokens, par, cluster, g, meas, x["fwd"], train)
+    tp_f, tp_b = tp_seconds(model, tokens, par, cluster, g, meas, train)
     cp_f, cp_b = cp_seconds(model, par, cluster, g, meas, x["attn_f"], x["attn_b"])
     c.add("compute", x["fwd"] + x["bwd"] + x["attn_f"] + x["attn_b"])
     c.add("memory_bound", x["elem_f"] + x["elem_b"])

@@ -20,6 +20,7 @@ _N340 = "Nemotron-4 340B Technical Report (NVIDIA 2024), Table 2: iteration time
 _MCORE = ("NVIDIA/Megatron-LM README (2024), 'Training Speed and Scalability': GPT-3 strong "
           "scaling at 1,152 sequences per step, MFU 47% on 96 H100 to 42% on 4,608")
 _N15 = "Nemotron-4 15B Technical Report (Parmar et al. 2024), Table 2: iteration time"
+_DGXC = "NVIDIA/dgxc-benchmarking {}, NeMo recipe, BF16: training step time"
 _K22 = ("Korthikanti et al. 2022 (Reducing Activation Recomputation in Large Transformer Models), "
         "abstract: 530B on 2,240 A100, MFU 54.2% with sequence parallelism and selective "
         "recompute, 42.1% with full recomputation")
@@ -45,6 +46,10 @@ LLAMA3 = Training(attention="flash", sequence_parallel=True, zero=2, overlap_gra
 # (--overlap-grad-reduce --overlap-param-gather --tp-comm-overlap).
 MCORE_README = Training(attention="flash", sequence_parallel=True, zero=1,
                         overlap_grad_reduce=True, tp_overlap=1.0, grad_bytes=4)
+# NeMo's recipes on H100 (dgxc-benchmarking): Megatron-Core with --tp-comm-overlap
+# (ub_tp_comm_overlap: True), distributed optimizer, overlapped grad and param sync
+# (NVIDIA/NeMo-Framework-Launcher conf/training/nemotron/nemotron_15b.yaml: optim).
+NEMO_RECIPE = MCORE_README
 # Megatron-Core on H100 (Nemotron-4): flash, sequence parallel, distributed optimizer,
 # overlapped grad reduce (assumption: --tp-comm-overlap off, unstated).
 MCORE_2024 = Training(attention="flash", sequence_parallel=True, zero=1,
@@ -76,8 +81,12 @@ class Case:
     virtual_stages: int | None = 1
     recompute: str | None = "full"
     seq_len: int | None = None  # None: the model's
+    vocab: int | None = None  # the tokenizer the run used (None: the model's)
     flop_vocab: int | None = None  # the V a paper's FLOP count uses (None: padded vocab)
     ran_in_memory: bool = True  # the run really ran: the model must fit it
+    # micro_batch None (unstated): the framework recipe's value is the point prediction, the
+    # range spans the others (None: the fastest)
+    recipe_micro_batch: int | None = None
     assumptions: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -106,6 +115,11 @@ _LLAMA_A = ("interleaving degree unstated: searched", "tensor-parallel overlap o
 _NEMO_A = ("interleaving degree and recompute unstated: searched",
            "fabric: 8x 400 Gb/s NDR InfiniBand per DGX H100 at 94% (assumption)",
            "Megatron-Core defaults: distributed optimizer, overlapped grad reduce, TP overlap off")
+
+_DGXC_A = ("layout, micro-batch and batch as the README states; no recompute (none configured)",
+           "NeMo's recipe settings: tp-comm-overlap, distributed optimizer, overlapped grad and "
+           "param sync, fp32 gradients (assumption: its defaults)",
+           "fabric: 8x 400 Gb/s NDR InfiniBand per DGX H100 at 94% (assumption)")
 
 CASES: tuple[Case, ...] = (
     _n21("Megatron 1.7B", "megatron-1.7b", 32, 1, 1, 512, 137.0),
@@ -159,11 +173,14 @@ CASES: tuple[Case, ...] = (
       for n, b, t in ((1536, 768, 10.3), (3072, 1536, 10.3), (6144, 2304, 8.0))],
     *[Case(f"Megatron-Core GPT-3 177B, {n} GPUs", "gpt3-177b-131k", "eos-h100", n, 8, 12,
            1152, round(mfu * 989.4, 1), _MCORE, metric="model_full", training=MCORE_README,
-           micro_batch=None, virtual_stages=None, recompute=None,
+           micro_batch=None, virtual_stages=None, recompute=None, recipe_micro_batch=1,
            assumptions=("tp 8 x pp 12 (assumption: the README's text gives no layout; the series "
                         "starts at 96 GPUs, one replica of Megatron's GPT-3 layout, tp 8 x pp 12, "
-                        "Narayanan et al. 2021 Table 2); micro-batch, interleaving and recompute "
-                        "unstated: searched",
+                        "Narayanan et al. 2021 Table 2); interleaving and recompute unstated: "
+                        "searched",
+                        "micro-batch unstated: 1, the repository's GPT-3 175B recipe "
+                        "(examples/gpt3/train_gpt3_175b_distributed.sh, --micro-batch-size 1); "
+                        "the range spans 2 and 4",
                         "seq 4096 and vocabulary 131,072: the README's benchmark configuration",
                         "published MFU x the 989.4 TFLOP/s dense bf16 peak; counted as "
                         "Megatron-LM does: 6N + full-square attention (assumption)",
@@ -171,7 +188,10 @@ CASES: tuple[Case, ...] = (
       for n, mfu in ((96, 0.47), (4608, 0.42))],
     *[Case(f"Nemotron-4 15B, {n} GPUs", "nemotron4-15b", "eos-h100",
            n, 8, 1, b, t, _N15, metric="step_s", training=MCORE_2024, micro_batch=None,
-           recompute=None, assumptions=(*_NEMO_A, "micro-batch unstated: searched"))
+           recompute=None, recipe_micro_batch=2,
+           assumptions=(*_NEMO_A, "micro-batch unstated: 2, NeMo's recipe for this model "
+                        "(NVIDIA/NeMo-Framework-Launcher conf/training/nemotron/nemotron_15b.yaml,"
+                        " micro_batch_size: 2); the range spans 1 and 4"))
       for n, b, t in ((768, 384, 0.57), (1536, 768, 0.58), (2304, 1152, 0.64))],
     *[Case(f"Megatron 530B, {what}, 2240 GPUs", "megatron-529.6b", "selene-a100", 2240, 8, 35,
            2240, round(mfu * 312.0, 1), _K22, metric="model_full", training=train,
@@ -184,6 +204,21 @@ CASES: tuple[Case, ...] = (
       for what, mfu, train, rc in (("SP + selective recompute", 0.542, MEGATRON_2022_SP,
                                     "selective"),
                                    ("full recompute", 0.421, MEGATRON_2021, "full"))],
+    *[Case(f"NeMo Nemotron-4 15B, {n} GPUs", "nemotron4-15b", "dgx-cloud-h100", n, 4, 1, 4 * n,
+           t, _DGXC.format("nemotron/README_15b.md (commit 0b71cfd)"), metric="step_s",
+           training=NEMO_RECIPE, micro_batch=4, recompute="none", assumptions=_DGXC_A)
+      for n, t in ((16, 2.812), (128, 2.859), (2048, 2.887))],
+    *[Case(f"NeMo Llama 3.1 70B, {n} GPUs", "llama3-70b", "dgx-cloud-h100", n, 4, 4, 2 * n, t,
+           _DGXC.format("llama3.1/README_70b.md (commit 143b90d), NeMo 24.09"),
+           metric="step_s", training=NEMO_RECIPE, cp=2, virtual_stages=5, recompute="none",
+           assumptions=_DGXC_A)
+      for n, t in ((64, 14.72), (256, 14.80), (2048, 14.98))],
+    *[Case(f"NeMo Llama 3.1 405B, {n} GPUs", "llama3-405b", "dgx-cloud-h100", n, 8, 9, b, t,
+           _DGXC.format("llama3.1/README_405b.md (commit 143b90d), NeMo 24.09"),
+           metric="step_s", training=NEMO_RECIPE, cp=2, virtual_stages=7, recompute="none",
+           vocab=50257, assumptions=(*_DGXC_A, "vocabulary 50,257: the recipe's GPT-2 "
+                                     "tokenizer (stated as its proxy)"))
+      for n, b, t in ((576, 252, 17.20), (1152, 504, 17.52), (2304, 1008, 17.62))],
 )
 
 # The cases the one global constant is fitted on (the Megatron-LM 2021 tables and OPT); the rest

@@ -1,0 +1,89 @@
+"""Tensor-parallel communication with and without Transformer Engine's comm-GEMM overlap."""
+
+import pytest
+
+from reports.model import hardware
+from reports.model.comm import (
+    UB_SITES,
+    UbSite,
+    reduce_scatter_seconds,
+    tp_seconds,
+    ub_site_exposed,
+)
+from reports.model.config import Parallel, Training
+from reports.model.measurements import Measurements
+from reports.model.presets import MODELS
+
+H100 = hardware.gpu("H100-SXM")
+
+
+def flat(m: int, n: int, k: int) -> float:
+    """A GEMM that runs at one rate whatever its shape: chunking costs nothing."""
+    return 2.0 * m * n * k / 500e12
+
+
+def test_ring_exchange_hides_an_all_gather_behind_the_gemm_chunks():
+    site = UbSite("qkv", "fprop", "ring_exchange")
+    whole = flat(4096, 4096, 4096)
+    assert ub_site_exposed(site, whole / 10, flat, 4096, 4096, 4096, 8, 132) == \
+        pytest.approx(0.0, abs=1e-12)
+    # a collective far longer than the GEMM: all but the local chunk's compute is exposed
+    big = 10 * whole
+    exposed = ub_site_exposed(site, big, flat, 4096, 4096, 4096, 8, 132)
+    assert exposed == pytest.approx(whole / 8 + big - whole)
+
+
+def test_pipelined_reduce_scatter_exposes_its_last_chunk_and_costs_sms():
+    site = UbSite("out_proj", "fprop", "pipeline", num_sm=24, num_splits=4)
+    whole = flat(4096, 4096, 4096)
+    coll = whole / 10
+    exposed = ub_site_exposed(site, coll, flat, 4096, 4096, 4096, 8, 132)
+    slowed = whole * 132 / (132 - 24) - whole  # the GEMM on 108 of 132 SMs
+    assert exposed == pytest.approx(slowed + coll / 4)
+
+
+def test_bulk_overlap_runs_beside_the_whole_gemm():
+    site = UbSite("qkv", "wgrad", "bulk", num_sm=24)
+    whole = flat(4096, 4096, 4096)  # wgrad shape (k, n, m) is the same cube here
+    assert ub_site_exposed(site, whole / 2, flat, 4096, 4096, 4096, 8, 132) == \
+        pytest.approx(whole / 2 * 24 / 132)
+    assert ub_site_exposed(site, 2 * whole, flat, 4096, 4096, 4096, 8, 132) == \
+        pytest.approx(whole + whole * 24 / 132)
+
+
+def test_the_sites_are_neMo_h100_configuration():
+    assert len(UB_SITES["fwd"]) == len(UB_SITES["bwd"]) == 4  # as the plain collectives
+    methods = {(s.role, s.gemm): s.method for d in UB_SITES.values() for s in d}
+    assert methods[("qkv", "fprop")] == methods[("fc1", "fprop")] == "ring_exchange"
+    assert methods[("out_proj", "fprop")] == methods[("fc2", "fprop")] == "pipeline"
+    assert methods[("qkv", "wgrad")] == "bulk"
+
+
+def test_overlap_is_between_none_and_free():
+    model = MODELS["gpt3-175b"]
+    clu = hardware.cluster("colossus-100k")
+    meas = Measurements(None, use_reference=False)
+    par = Parallel(tp=8, pp=8, dp=4, micro_batch=4)
+    tokens = 4 * model.seq_len  # large enough chunks: 1,024 rows each
+    off = tp_seconds(model, tokens, par, clu, H100, meas, Training(tp_overlap=0.0))
+    on = tp_seconds(model, tokens, par, clu, H100, meas, Training(tp_overlap=1.0))
+    half = tp_seconds(model, tokens, par, clu, H100, meas, Training(tp_overlap=0.5))
+    busbw, alpha = meas.nvlink_busbw_gbps(H100).value, clu.nvlink_alpha_s
+    coll = reduce_scatter_seconds(tokens * model.hidden * 2, 8, busbw, alpha)
+    assert off == pytest.approx((4 * coll, 4 * coll))
+    for d in range(2):
+        assert 0 < on[d] < off[d]  # hidden, but chunked GEMMs and SMs are not free
+        assert half[d] == pytest.approx((on[d] + off[d]) / 2)
+    assert tp_seconds(model, tokens, Parallel(tp=1, pp=8, dp=32), clu, H100, meas,
+                      Training(tp_overlap=1.0)) == (0.0, 0.0)
+
+
+def test_overlap_never_costs_more_than_the_plain_collectives():
+    # 2,048 tokens over tp 8: 256-row chunks run slowly; each site then runs plainly
+    model = MODELS["gpt3-175b"]
+    clu = hardware.cluster("colossus-100k")
+    meas = Measurements(None, use_reference=False)
+    par = Parallel(tp=8, pp=8, dp=4)
+    off = tp_seconds(model, model.seq_len, par, clu, H100, meas, Training(tp_overlap=0.0))
+    on = tp_seconds(model, model.seq_len, par, clu, H100, meas, Training(tp_overlap=1.0))
+    assert all(o <= p + 1e-15 for o, p in zip(on, off, strict=True))
