@@ -100,7 +100,7 @@ class UbSite:
 # reduce-scatters (out_proj, fc2 outputs); backward all-gathers of output gradients (out_proj,
 # fc2 dgrad) and reduce-scatters of input gradients behind the weight-gradient GEMMs (qkv, fc1
 # wgrad). Its bulk re-gathers of the inputs for the weight gradients (qkv_dgrad, fc1_dgrad) are
-# not priced, as Megatron's own overlap of them is not without it.
+# not priced: the plain count leaves them out too (Megatron hides them behind the data gradient).
 UB_SITES: dict[str, tuple[UbSite, ...]] = {
     "fwd": (UbSite("qkv", "fprop", "ring_exchange"),
             UbSite("out_proj", "fprop", "pipeline", 24, 4),
@@ -125,16 +125,14 @@ def ub_site_exposed(site: UbSite, coll_s: float, gemm: Callable[[int, int, int],
     whole = gemm(*shape)
     if site.method == "bulk":
         return max(0.0, coll_s - whole) + min(coll_s, whole) * site.num_sm / sm_count
-    # the sharded dimension is the token one (m of fprop and dgrad): split it into chunks
-    parts = tp if site.method == "ring_exchange" else site.num_splits
-    part = gemm(max(1, shape[0] // parts), shape[1], shape[2])
-    step = coll_s / (tp - 1) if site.method == "ring_exchange" else coll_s / parts
+    # the sharded dimension is the token one (m of fprop and dgrad): the chunks split it
     if site.method == "ring_exchange":  # chunk 0 is local; each later one arrives behind a GEMM
-        total = part + (parts - 1) * max(part, step)
-    else:  # the GEMM on the SMs the kernel leaves; each chunk's share reduced behind the next
-        part *= sm_count / (sm_count - site.num_sm)
-        total = part + (parts - 1) * max(part, step) + step
-    return max(0.0, total - whole)
+        part = gemm(max(1, shape[0] // tp), *shape[1:])
+        return max(0.0, part + (tp - 1) * max(part, coll_s / (tp - 1)) - whole)
+    # pipeline: the GEMM on the SMs the kernel leaves; each chunk reduced behind the next one
+    n = site.num_splits
+    part = gemm(max(1, shape[0] // n), *shape[1:]) * sm_count / (sm_count - site.num_sm)
+    return max(0.0, part + (n - 1) * max(part, coll_s / n) + coll_s / n - whole)
 
 
 def tp_seconds(model: Model, tokens: int, par: Parallel, cluster: Cluster, g: GPU,
