@@ -167,7 +167,7 @@ def percentile(sorted_xs: list[float], q: float) -> float:
 class Timing:
     """Raw per-call samples in seconds and their statistics; `settings`: what the recipe held
     fixed while sampling (CPU_TIMING on CPU, empty on a GPU), and `yardstick_s` (CPU only: the
-    median `yardstick` among the samples), for the record's software."""
+    median `yardstick` next to the samples), for the record's software."""
 
     samples_s: list[float] = field(repr=False)
     settings: dict[str, int | bool] = field(default_factory=dict)
@@ -299,17 +299,17 @@ def measure_rounds(fns: list[Callable[[], object]], device: DeviceInfo, cfg: Tim
                    ) -> list[Timing | Exception]:
     """The CPU recipe for one or several prepared cases, under `cpu_timing`: warm each up, give
     it its repetitions (at least `cfg.rounds`), take them in `cfg.rounds` slices round-robin
-    over the cases (one case: back to back), the `yardstick` timed once before each case's
-    share of a slice (in the last slice all first, so every row of the run carries the same
-    median). A case that raises gets its exception in its place; the others go on.
-    `done(i, result)` is told of each case as soon as it has its last sample (or failed).
-    `region` is entered around the samples."""
+    over the cases (one case: back to back), the `yardstick` timed between every two shares
+    (each case's `yardstick_s`: the median of those either side of its shares, the guest's
+    speed while it was sampled). A case that raises gets its exception in its place; the
+    others go on. `done(i, result)` is told of each case as soon as it has its last sample (or
+    failed). `region` is entered around the samples."""
     flush = l2_flusher(device, cfg)
     rounds = max(1, cfg.rounds)
     out: list = [None] * len(fns)
     reps = [0] * len(fns)
     samples: list[list[float]] = [[] for _ in fns]
-    yard: list[float] = []
+    yard: list[list[float]] = [[] for _ in fns]
 
     def finish(i: int, result: Timing | Exception) -> None:
         out[i] = result
@@ -325,12 +325,8 @@ def measure_rounds(fns: list[Callable[[], object]], device: DeviceInfo, cfg: Tim
         yardstick()  # untimed first call, as every case's
         with region or nullcontext():
             for r in range(rounds):
-                live, last = [i for i, o in enumerate(out) if o is None], r == rounds - 1
-                if last:  # the slice's yardstick first: every row then carries the run's
-                    yard += [yardstick() for _ in live]
-                for i in live:
-                    if not last:
-                        yard.append(yardstick())
+                before = yardstick()
+                for i in [i for i, o in enumerate(out) if o is None]:
                     try:
                         for _ in range(slice_of(reps[i], r, rounds)):
                             if flush is not None:
@@ -340,10 +336,14 @@ def measure_rounds(fns: list[Callable[[], object]], device: DeviceInfo, cfg: Tim
                             samples[i].append(t.seconds())
                     except Exception as e:
                         finish(i, e)
+                        before = yardstick()
                         continue
-                    if last:
+                    after = yardstick()
+                    yard[i] += (before, after)
+                    before = after
+                    if r == rounds - 1:
                         finish(i, Timing(samples[i], timing_settings(device),
-                                         statistics.median(yard)))
+                                         statistics.median(yard[i])))
     return out
 
 

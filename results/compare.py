@@ -172,7 +172,7 @@ def yardstick_s(r: Result) -> float | None:
 
 
 def run_yardstick(results: list[Result]) -> float | None:
-    """A run's yardstick: the median of its rows' (the rows of one timing carry the same)."""
+    """A run's yardstick: the median of its rows' (each row's: next to its own samples)."""
     ys = [y for r in results if (y := yardstick_s(r)) is not None]
     return statistics.median(ys) if ys else None
 

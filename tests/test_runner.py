@@ -305,8 +305,7 @@ def test_cpu_cases_are_checked_one_by_one_then_timed_together(planted, db_url):
     assert seen == results
     assert "reference check failed" in results[0].error
     assert "lost the device" in results[1].error and results[1].median_s is None
-    yard = results[2].software["timing"]["yardstick_s"]
-    assert yard > 0  # one timing, one yardstick: every row of it carries the same
     for r in results[2:]:
         assert r.n == 2 and r.correct is True
-        assert r.software["timing"] == {**CPU_TIMING, "yardstick_s": yard}
+        timing = dict(r.software["timing"])
+        assert timing.pop("yardstick_s") > 0 and timing == CPU_TIMING  # the guest's speed too

@@ -281,7 +281,7 @@ def test_cpu_rounds_take_the_cases_samples_round_robin_after_every_warm_up():
     assert measure(lambda: None, CPU, more).n == 5  # at least one sample a round
 
 
-def test_the_yardstick_is_timed_in_every_slice_among_the_cases(monkeypatch):
+def test_the_yardstick_is_timed_in_every_slice_between_the_cases_shares(monkeypatch):
     import bench.timing as timing
 
     order, told = [], []
@@ -295,12 +295,12 @@ def test_the_yardstick_is_timed_in_every_slice_among_the_cases(monkeypatch):
                        rounds=3)
     ts = timing.measure_rounds([lambda: order.append("a"), lambda: order.append("b")], CPU,
                                cfg, done=lambda i, t: told.append(order.count("y")))
-    # warm-ups, one untimed yardstick, then one before each case's share of a slice; in the
-    # last slice all first, so every row of the run carries the same median
-    assert order == ["a", "a", "b", "b", "y"] + ["y", "a", "y", "b"] * 2 + ["y", "y", "a", "b"]
-    assert told == [7, 7]  # both told after the last yardstick
-    assert [t.yardstick_s for t in ts] == [4.5, 4.5]  # median of the six timed: 2..7
-    assert ts[0].software() == {**timing.CPU_TIMING, "yardstick_s": 4.5}
+    # warm-ups, one untimed yardstick, then one either side of every share of every slice
+    assert order == ["a", "a", "b", "b", "y"] + ["y", "a", "y", "b", "y"] * 3
+    assert told == [9, 10]  # each told once the yardstick after its last share is in
+    # each case's median over the yardsticks either side of its shares: a 2,3 5,6 8,9; b one on
+    assert [t.yardstick_s for t in ts] == [5.5, 6.5]
+    assert ts[0].software() == {**timing.CPU_TIMING, "yardstick_s": 5.5}
 
 
 def test_a_cpu_timing_carries_a_real_yardstick():
