@@ -174,8 +174,8 @@ def run(
     out.print(results_table(done))
     yard = run_yardstick(done)
     if yard is not None:  # CPU: how fast the guest was while the cases were timed
-        out.print(f"guest yardstick: {yard * 1e3:.3g} ms (fixed pure-Python work timed among "
-                  f"the cases; two runs: compare --run B --against A)", highlight=False)
+        out.print(f"guest yardstick: {yard * 1e3:.3g} ms (fixed pure-Python work timed next to "
+                  f"each case's samples; two runs: compare --run B --against A)", highlight=False)
     print_comparison(done, out)
     bad = [r for r in done if r.status == "failed"]
     left_out = sum(r.status == "skipped" and r.error == runner.BUDGET for r in done)
