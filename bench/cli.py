@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from results.compare import print_comparison
+from results.compare import print_comparison, run_yardstick
 from results.console import (
     DB_HELP,
     JSON_INDENT,
@@ -172,6 +172,10 @@ def run(
                           f"{store.display_url} (run {run_id})")
         raise typer.Exit(130) from None
     out.print(results_table(done))
+    yard = run_yardstick(done)
+    if yard is not None:  # CPU: how fast the guest was while the cases were timed
+        out.print(f"guest yardstick: {yard * 1e3:.3g} ms (fixed pure-Python work timed next to "
+                  f"each case's samples; two runs: compare --run B --against A)", highlight=False)
     print_comparison(done, out)
     bad = [r for r in done if r.status == "failed"]
     left_out = sum(r.status == "skipped" and r.error == runner.BUDGET for r in done)

@@ -6,8 +6,9 @@ two CUDA events with the L2 cache flushed before it (a large buffer write outsid
 every sample is a cold-L2 call and no sample hides another's tail. A GPU sleep queued first
 keeps the device busy while the host enqueues every sample, so no sample measures launch gaps.
 On CPU: the same over perf_counter, under `cpu_timing` (CPU_TIMING, recorded in the row), the
-samples of a run's cases taken round-robin (`measure_rounds`). Raw samples are kept: the median
-is what we report, the spread is evidence.
+samples of a run's cases taken round-robin (`measure_rounds`) with a fixed `yardstick` timed
+among them (its median recorded in each row: the guest's speed). Raw samples are kept: the
+median is what we report, the spread is evidence.
 
 One primitive marks device intervals for every timer (this recipe, pytest-benchmark's clock in
 bench/benchmarks, the collective worker): `EventTimer` (a CUDA event pair on the current
@@ -17,7 +18,6 @@ stream; perf_counter marks on CPU) and its context manager `device_interval`.
 from __future__ import annotations
 
 import gc
-import itertools
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -60,11 +60,9 @@ def default_config(device: DeviceInfo) -> TimingConfig:
 class EventTimer:
     """One device interval: `start()` and `stop()` record marks on the current stream (CUDA
     events with timing enabled), `seconds()` reads the interval once the device has passed the
-    stop mark (it waits for that event). On CPU the marks are perf_counter readings.
-
-    Marks are queued, not waited for: record many intervals back to back, synchronise once,
-    then read them all (the recipe below does so for every sample).
-    """
+    stop mark (it waits for that event). On CPU the marks are perf_counter readings. Marks are
+    queued, not waited for: record many intervals, synchronise once, then read them all (the
+    recipe below does so for every sample)."""
 
     __slots__ = ("_cuda", "_start", "_stop")
 
@@ -137,6 +135,21 @@ def cpu_timing(device: DeviceInfo) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+# The guest's speed, timed among the cases: a VM's speed drifts between processes, and the
+# Triton interpreter and torch's small CPU kernels both tracked a pure-Python loop (ratios to
+# it within ~8% while medians moved ~40%: docs/USAGE.md "CPU rows"). Pure Python: fixed work,
+# ~1.5 ms there. Two runs' yardstick ratio is the guest's speed, not the code's.
+YARDSTICK_N = 20000
+
+
+def yardstick() -> float:
+    """The seconds of YARDSTICK_N pure-Python multiply-adds."""
+    t0, s = time.perf_counter(), 0
+    for i in range(YARDSTICK_N):
+        s += i * i
+    return time.perf_counter() - t0
+
+
 def timing_settings(device: DeviceInfo) -> dict[str, int | bool]:
     """The settings `cpu_timing` holds on this device, for `Timing.settings`."""
     return {} if device.kind == "cuda" else dict(CPU_TIMING)
@@ -153,10 +166,12 @@ def percentile(sorted_xs: list[float], q: float) -> float:
 @dataclass(frozen=True)
 class Timing:
     """Raw per-call samples in seconds and their statistics; `settings`: what the recipe held
-    fixed while sampling (CPU_TIMING on CPU, empty on a GPU), for the record's software."""
+    fixed while sampling (CPU_TIMING on CPU, empty on a GPU), and `yardstick_s` (CPU only: the
+    median `yardstick` next to the samples), for the record's software."""
 
     samples_s: list[float] = field(repr=False)
     settings: dict[str, int | bool] = field(default_factory=dict)
+    yardstick_s: float | None = None
 
     def __post_init__(self) -> None:
         if not self.samples_s:
@@ -185,6 +200,11 @@ class Timing:
     @property
     def stdev_s(self) -> float:
         return statistics.stdev(self.samples_s) if self.n > 1 else 0.0
+
+    def software(self) -> dict[str, int | bool | float]:
+        """The record's software["timing"]."""
+        y = self.yardstick_s
+        return {**self.settings, **({} if y is None else {"yardstick_s": y})}
 
     def stats(self) -> dict[str, float | int | list[float]]:
         """The timing fields of the result record."""
@@ -279,14 +299,17 @@ def measure_rounds(fns: list[Callable[[], object]], device: DeviceInfo, cfg: Tim
                    ) -> list[Timing | Exception]:
     """The CPU recipe for one or several prepared cases, under `cpu_timing`: warm each up, give
     it its repetitions (at least `cfg.rounds`), take them in `cfg.rounds` slices round-robin
-    over the cases (one case: back to back). A case that raises gets its exception in its
-    place; the others go on. `done(i, result)` is told of each case as soon as it has its last
-    sample (or failed). `region` is entered around the samples."""
+    over the cases (one case: back to back), the `yardstick` timed between every two shares
+    (each case's `yardstick_s`: the median of those either side of its shares, the guest's
+    speed while it was sampled). A case that raises gets its exception in its place; the
+    others go on. `done(i, result)` is told of each case as soon as it has its last sample (or
+    failed). `region` is entered around the samples."""
     flush = l2_flusher(device, cfg)
     rounds = max(1, cfg.rounds)
     out: list = [None] * len(fns)
     reps = [0] * len(fns)
     samples: list[list[float]] = [[] for _ in fns]
+    yard: list[list[float]] = [[] for _ in fns]
 
     def finish(i: int, result: Timing | Exception) -> None:
         out[i] = result
@@ -299,22 +322,28 @@ def measure_rounds(fns: list[Callable[[], object]], device: DeviceInfo, cfg: Tim
                 reps[i] = max(rounds, repetitions(warm_up(fn, device, cfg), cfg))
             except Exception as e:  # the case's own failure, stored by the caller
                 finish(i, e)
+        yardstick()  # untimed first call, as every case's
         with region or nullcontext():
-            for r, i in itertools.product(range(rounds), range(len(fns))):
-                if out[i] is not None:
-                    continue
-                try:
-                    for _ in range(slice_of(reps[i], r, rounds)):
-                        if flush is not None:
-                            flush()
-                        with device_interval(device) as t:
-                            fns[i]()
-                        samples[i].append(t.seconds())
-                except Exception as e:
-                    finish(i, e)
-                    continue
-                if r == rounds - 1:
-                    finish(i, Timing(samples[i], timing_settings(device)))
+            for r in range(rounds):
+                before = yardstick()
+                for i in [i for i, o in enumerate(out) if o is None]:
+                    try:
+                        for _ in range(slice_of(reps[i], r, rounds)):
+                            if flush is not None:
+                                flush()
+                            with device_interval(device) as t:
+                                fns[i]()
+                            samples[i].append(t.seconds())
+                    except Exception as e:
+                        finish(i, e)
+                        before = yardstick()
+                        continue
+                    after = yardstick()
+                    yard[i] += (before, after)
+                    before = after
+                    if r == rounds - 1:
+                        finish(i, Timing(samples[i], timing_settings(device),
+                                         statistics.median(yard[i])))
     return out
 
 
@@ -383,14 +412,12 @@ def _measure_cuda(fn: Callable[[], object], device: DeviceInfo, cfg: TimingConfi
 
 class DeviceClock:
     """A clock that advances by device time only: pytest-benchmark reads it before and after
-    each round, and the difference is the CUDA-event time of the calls wrapped by `wrap`.
-
-    pytest-benchmark times host code; with this clock as its timer its numbers mean device time
-    (reading the clock synchronises, then folds the finished events into the total).
-    `backlog_s`: a GPU sleep queued before each wrapped call, as the recipe's backlog: the
-    device is idle when a round starts (the clock has just synchronised), so without it a
-    launch-heavy call would measure the host enqueueing it. On CPU it is perf_counter.
-    """
+    each round, and the difference is the CUDA-event time of the calls wrapped by `wrap`, so
+    its numbers mean device time (reading the clock synchronises, then folds the finished
+    events into the total). `backlog_s`: a GPU sleep queued before each wrapped call, as the
+    recipe's backlog: the device is idle when a round starts (the clock has just synchronised),
+    so without it a launch-heavy call would measure the host enqueueing it. On CPU it is
+    perf_counter."""
 
     def __init__(self, device: DeviceInfo, backlog_s: float = 0.0):
         self.device = device

@@ -1,4 +1,5 @@
-"""Ours against the vendor, case by case: the comparison view of `run` and `compare`.
+"""Ours against the vendor, case by case: the comparison view of `run` and `compare`; and
+(`compare --against`) one run's times against another's, with the guest's speed on CPU.
 
 In the manner of tritonbench's comparison output: for every case (workload, dtype, params) on a
 device, our kernel (backend `triton`) is set against the vendor baseline (backend `torch`, or
@@ -12,6 +13,7 @@ was skipped or was not checked shows its status and no speedup.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -162,12 +164,96 @@ def print_comparison(results: list[Result], out=console) -> None:
         out.print(summary(rows), highlight=False)
 
 
+def yardstick_s(r: Result) -> float | None:
+    """A CPU row's guest yardstick (software.timing.yardstick_s, bench/timing.py `yardstick`:
+    fixed pure-Python work timed among the cases); None on a GPU row or an older CPU row."""
+    y = ((r.software or {}).get("timing") or {}).get("yardstick_s")
+    return float(y) if isinstance(y, (int, float)) and y > 0 else None
+
+
+def run_yardstick(results: list[Result]) -> float | None:
+    """A run's yardstick: the median of its rows' (each row's: next to its own samples)."""
+    ys = [y for r in results if (y := yardstick_s(r)) is not None]
+    return statistics.median(ys) if ys else None
+
+
+@dataclass
+class RunRatio:
+    """One case-backend in two runs: run B's median over run A's, raw and yardstick-scaled
+    (each median over its own row's yardstick: what is left once the guest's speed is out)."""
+
+    case: str
+    backend: str
+    a_s: float
+    b_s: float
+    ratio: float
+    scaled: float | None
+
+
+def between_runs(a: list[Result], b: list[Result]) -> list[RunRatio]:
+    """Every case-backend (on one device) that counts in both runs, in run A's order."""
+    def key(r: Result) -> tuple[str, str, str]:
+        return case_key(r), r.backend, str((r.device or {}).get("name", ""))
+
+    theirs = {key(r): r for r in b if counts(r)}
+    out = []
+    for ra in (r for r in a if counts(r) and key(r) in theirs):
+        rb = theirs[key(ra)]
+        ya, yb = yardstick_s(ra), yardstick_s(rb)
+        scaled = (rb.median_s / yb) / (ra.median_s / ya) if ya and yb else None
+        out.append(RunRatio(key(ra)[0], ra.backend, ra.median_s, rb.median_s,
+                            rb.median_s / ra.median_s, scaled))
+    return out
+
+
+def within(x: float | None, band: float = 1.2) -> bool:
+    """A ratio within `band` either way (1.2: the 20% two runs of one case should agree to)."""
+    return x is not None and 1 / band <= x <= band
+
+
+def print_between_runs(a_id: str, a: list[Result], b_id: str, b: list[Result], as_json: bool,
+                       out=console) -> None:
+    rows = between_runs(a, b)
+    ya, yb = run_yardstick(a), run_yardstick(b)
+    guest = yb / ya if ya and yb else None
+    if as_json:
+        print_json({"run_id": b_id, "against": a_id, "yardstick_s": {a_id: ya, b_id: yb},
+                    "yardstick_ratio": guest, "rows": [asdict(r) for r in rows]})
+        return
+    t = Table(title=f"run {b_id} against run {a_id}: median B / median A")
+    for col in ("case", "backend", "A median", "B median", "B/A"):
+        t.add_column(col, justify="left" if col in ("case", "backend") else "right")
+    if guest is not None:
+        t.add_column("B/A yardstick-scaled", justify="right")
+    for r in rows:
+        cells = [r.case, r.backend, f"{r.a_s * 1e3:.4g} ms", f"{r.b_s * 1e3:.4g} ms",
+                 f"{r.ratio:.3g}"]
+        t.add_row(*cells, *([_f(r.scaled, ".3g")] if guest is not None else []))
+    out.print(t)
+    line = (f"{len(rows)} case-backends in both runs; B/A within 20%: "
+            f"{sum(within(r.ratio) for r in rows)}")
+    if guest is None:
+        out.print(line + " (no yardstick on both sides: GPU rows, or CPU rows timed without "
+                  "one)", highlight=False)
+        return
+    out.print(f"guest speed: run {b_id}'s yardstick {guest:.3g}x run {a_id}'s "
+              f"({yb * 1e3:.3g} ms against {ya * 1e3:.3g} ms; >1: B's guest was slower)",
+              highlight=False)
+    out.print(line + f"; yardstick-scaled (each median over its row's yardstick): "
+              f"{sum(within(r.scaled) for r in rows)}", highlight=False)
+
+
 def compare_verb(
     db: str | None = typer.Option(None, "--db", help=DB_HELP),
     run: str | None = typer.Option(None, "--run", help="run id (default: the latest run)"),
     as_json: bool = typer.Option(False, "--json", help="print the comparison as JSON"),
+    against: str | None = typer.Option(None, "--against", metavar="RUN",
+                                       help="instead: the run's medians against this run's, "
+                                            "per case-backend (on CPU also per the guest's "
+                                            "yardstick)"),
 ) -> None:
-    """Ours (triton) against the vendor baseline per case: speedup and accuracy of each."""
+    """Ours (triton) against the vendor baseline per case: speedup and accuracy of each; or,
+    with --against, two runs' medians per case-backend."""
     from results.console import open_store
     from results.store import resolve_url
 
@@ -182,6 +268,12 @@ def compare_verb(
     chosen = [r for r in results if r.run_id == run_id]
     if not chosen:
         raise fail(f"no run {run_id!r} in {store.display_url}")
+    if against is not None:
+        other = [r for r in results if r.run_id == against]
+        if not other:
+            raise fail(f"no run {against!r} in {store.display_url}")
+        print_between_runs(against, other, run_id, chosen, as_json)
+        return
     rows = compare(chosen)
     if as_json:
         print_json({"run_id": run_id, "cases": [c.to_dict() for c in rows]})

@@ -32,6 +32,8 @@ def test_a_cpu_row_says_how_it_was_timed_in_its_software():
     assert row.software == {**provenance.software(), "timing": CPU_TIMING}
     assert "timing" not in provenance.software()  # the shared dict is not changed
     assert build_record(FACTS, status="skipped", error="x").software == provenance.software()
+    timed = build_record(FACTS, timing=Timing([1.0], dict(CPU_TIMING), 0.0015), correct=True)
+    assert timed.software["timing"] == {**CPU_TIMING, "yardstick_s": 0.0015}  # the guest's speed
 
 
 def test_a_failed_or_wrong_record_has_no_speed():

@@ -281,6 +281,34 @@ def test_cpu_rounds_take_the_cases_samples_round_robin_after_every_warm_up():
     assert measure(lambda: None, CPU, more).n == 5  # at least one sample a round
 
 
+def test_the_yardstick_is_timed_in_every_slice_between_the_cases_shares(monkeypatch):
+    import bench.timing as timing
+
+    order, told = [], []
+
+    def yardstick():  # stands in for the loop; its "seconds" are 1, 2, 3, ... in call order
+        order.append("y")
+        return float(order.count("y"))
+
+    monkeypatch.setattr(timing, "yardstick", yardstick)
+    cfg = TimingConfig(warmup_s=0.0, budget_s=0.0, min_reps=3, max_reps=3, flush_l2=False,
+                       rounds=3)
+    ts = timing.measure_rounds([lambda: order.append("a"), lambda: order.append("b")], CPU,
+                               cfg, done=lambda i, t: told.append(order.count("y")))
+    # warm-ups, one untimed yardstick, then one either side of every share of every slice
+    assert order == ["a", "a", "b", "b", "y"] + ["y", "a", "y", "b", "y"] * 3
+    assert told == [9, 10]  # each told once the yardstick after its last share is in
+    # each case's median over the yardsticks either side of its shares: a 2,3 5,6 8,9; b one on
+    assert [t.yardstick_s for t in ts] == [5.5, 6.5]
+    assert ts[0].software() == {**timing.CPU_TIMING, "yardstick_s": 5.5}
+
+
+def test_a_cpu_timing_carries_a_real_yardstick():
+    t = measure(lambda: None, CPU, PRESETS["smoke"])
+    assert t.yardstick_s > 0 and t.software()["yardstick_s"] == t.yardstick_s
+    assert Timing([1.0]).software() == {}  # a GPU timing: no settings, no yardstick
+
+
 def test_a_case_that_raises_while_timed_drops_out_and_the_others_go_on():
     from bench.timing import measure_rounds
 
