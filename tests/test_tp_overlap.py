@@ -87,3 +87,35 @@ def test_overlap_never_costs_more_than_the_plain_collectives():
     off = tp_seconds(model, model.seq_len, par, clu, H100, meas, Training(tp_overlap=0.0))
     on = tp_seconds(model, model.seq_len, par, clu, H100, meas, Training(tp_overlap=1.0))
     assert all(o <= p + 1e-15 for o, p in zip(on, off, strict=True))
+
+
+def test_pipeline_chunks_split_the_output_features():
+    # Transformer Engine's split_overlap_rs chunks the weight's rows (output features), so each
+    # chunk keeps every token: a GEMM priced by shape sees (m, n / splits, k), not (m / splits)
+    seen = []
+
+    def record(m: int, n: int, k: int) -> float:
+        seen.append((m, n, k))
+        return flat(m, n, k)
+
+    site = UbSite("out_proj", "fprop", "pipeline", num_sm=24, num_splits=4)
+    ub_site_exposed(site, 1e-6, record, 4096, 8192, 1024, 8, 132)
+    assert seen == [(4096, 8192, 1024), (4096, 2048, 1024)]
+
+
+def test_an_unknown_method_is_refused():
+    with pytest.raises(ValueError, match="unknown userbuffers method"):
+        ub_site_exposed(UbSite("qkv", "fprop", "pipelined"), 1e-6, flat, 64, 64, 64, 2, 132)
+
+
+def test_overlap_needs_sequence_parallelism():
+    # Megatron-LM refuses --tp-comm-overlap without --sequence-parallel: priced plainly
+    model = MODELS["gpt3-175b"]
+    clu = hardware.cluster("colossus-100k")
+    meas = Measurements(None, use_reference=False)
+    par = Parallel(tp=8, pp=8, dp=4, micro_batch=4)
+    tokens = 4 * model.seq_len
+    off = tp_seconds(model, tokens, par, clu, H100, meas, Training(tp_overlap=0.0))
+    no_sp = tp_seconds(model, tokens, par, clu, H100, meas,
+                       Training(tp_overlap=1.0, sequence_parallel=False))
+    assert no_sp == off

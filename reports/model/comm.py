@@ -121,18 +121,24 @@ def ub_site_exposed(site: UbSite, coll_s: float, gemm: Callable[[int, int, int],
     shape; (m, n, k): the layer's forward GEMM; `coll_s`: the collective alone (an all-gather or
     reduce-scatter of the layer's activations over tp). What it adds: the part of the collective
     no chunk hides, the cost of running the GEMM as smaller chunks, and the SMs it occupies."""
-    shape = _gemm_shape(site, m, n, k)
-    whole = gemm(*shape)
+    rows, cols, inner = _gemm_shape(site, m, n, k)
+    whole = gemm(rows, cols, inner)
     if site.method == "bulk":
         return max(0.0, coll_s - whole) + min(coll_s, whole) * site.num_sm / sm_count
-    # the sharded dimension is the token one (m of fprop and dgrad): the chunks split it
-    if site.method == "ring_exchange":  # chunk 0 is local; each later one arrives behind a GEMM
-        part = gemm(max(1, shape[0] // tp), *shape[1:])
+    if site.method == "ring_exchange":
+        # the gathered tokens arrive as tp row chunks: chunk 0 is local, each later one
+        # arrives behind a GEMM (TE CommOverlapP2PBase::split_overlap_ag, aggregate off)
+        part = gemm(max(1, rows // tp), cols, inner)
         return max(0.0, part + (tp - 1) * max(part, coll_s / (tp - 1)) - whole)
-    # pipeline: the GEMM on the SMs the kernel leaves; each chunk reduced behind the next one
-    n = site.num_splits
-    part = gemm(max(1, shape[0] // n), *shape[1:]) * sm_count / (sm_count - site.num_sm)
-    return max(0.0, part + (n - 1) * max(part, coll_s / n) + coll_s / n - whole)
+    if site.method == "pipeline":
+        # the weight is split along the output features (TE CommOverlapBase::split_overlap_rs
+        # chunks A's rows); each chunk's tokens are reduce-scattered behind the next chunk, all
+        # chunks on the SMs the kernel leaves (set_sm_margin)
+        splits = site.num_splits
+        part = gemm(rows, max(1, cols // splits), inner) * sm_count / (sm_count - site.num_sm)
+        return max(0.0, part + (splits - 1) * max(part, coll_s / splits) + coll_s / splits
+                   - whole)
+    raise ValueError(f"unknown userbuffers method {site.method!r}")
 
 
 def tp_seconds(model: Model, tokens: int, par: Parallel, cluster: Cluster, g: GPU,
@@ -148,7 +154,9 @@ def tp_seconds(model: Model, tokens: int, par: Parallel, cluster: Cluster, g: GP
     busbw, alpha = link(cluster, par.tp, meas.nvlink_busbw_gbps(g).value)
     coll = reduce_scatter_seconds(tokens * model.hidden * 2, par.tp, busbw, alpha)
     plain = 4 * coll  # per direction: 2 all-reduces = 2 x (reduce-scatter + all-gather)
-    f = train.tp_overlap
+    # userbuffers overlap needs sequence parallelism (Megatron-LM arguments.py refuses
+    # --tp-comm-overlap without --sequence-parallel)
+    f = train.tp_overlap if train.sequence_parallel else 0.0
     if f == 0:
         return plain, plain
     fe = meas.framework_efficiency.value

@@ -109,8 +109,10 @@ class Training:
     zero: 0 replicated optimizer; 1 distributed optimizer (Megatron-Core; ZeRO-1: optimizer
     state sharded over dp x cp); 2 gradients sharded too (ZeRO-2; FSDP that does not reshard
     weights after the forward, as Llama 3's); 3 weights too (ZeRO-3 / FSDP full shard).
-    tp_overlap: fraction of tensor-parallel communication hidden behind GEMMs (Megatron-Core
-    --tp-comm-overlap: 1.0), paid for with the SMs the overlapped collectives occupy.
+    tp_overlap: fraction of a layer's tensor-parallel collectives run as Transformer Engine's
+    comm-GEMM overlap (Megatron-Core --tp-comm-overlap: 1.0; comm.UB_SITES), paid for with
+    smaller GEMM chunks and the SMs the overlapped collectives occupy; only with sequence
+    parallelism (Megatron-LM refuses it otherwise).
     grad_bytes: bytes per main-gradient element kept and reduced (4: fp32, Megatron's default
     for bf16 and Llama 3's; 2: bf16 gradients).
     pp_scatter_gather: each tensor-parallel rank sends only its 1/t share of the activations

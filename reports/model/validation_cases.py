@@ -180,7 +180,7 @@ CASES: tuple[Case, ...] = (
                         "searched",
                         "micro-batch unstated: 1, the repository's GPT-3 175B recipe "
                         "(examples/gpt3/train_gpt3_175b_distributed.sh, --micro-batch-size 1); "
-                        "the range spans 2 and 4",
+                        "the range spans 2, 4 and 8",
                         "seq 4096 and vocabulary 131,072: the README's benchmark configuration",
                         "published MFU x the 989.4 TFLOP/s dense bf16 peak; counted as "
                         "Megatron-LM does: 6N + full-square attention (assumption)",
