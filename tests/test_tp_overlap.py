@@ -70,7 +70,9 @@ def test_overlap_is_between_none_and_free():
     half = tp_seconds(model, tokens, par, clu, H100, meas, Training(tp_overlap=0.5))
     busbw, alpha = meas.nvlink_busbw_gbps(H100).value, clu.nvlink_alpha_s
     coll = reduce_scatter_seconds(tokens * model.hidden * 2, 8, busbw, alpha)
-    assert off == pytest.approx((4 * coll, 4 * coll))
+    sync = tp_seconds(model, tokens, par, clu, H100, meas, Training(async_dgrad=False))
+    assert sync == pytest.approx((4 * coll, 4 * coll))  # all four collectives each way exposed
+    assert off[0] == pytest.approx(4 * coll)
     for d in range(2):
         assert 0 < on[d] < off[d]  # hidden, but chunked GEMMs and SMs are not free
         assert half[d] == pytest.approx((on[d] + off[d]) / 2)
@@ -115,7 +117,29 @@ def test_overlap_needs_sequence_parallelism():
     meas = Measurements(None, use_reference=False)
     par = Parallel(tp=8, pp=8, dp=4, micro_batch=4)
     tokens = 4 * model.seq_len
-    off = tp_seconds(model, tokens, par, clu, H100, meas, Training(tp_overlap=0.0))
+    off = tp_seconds(model, tokens, par, clu, H100, meas,
+                     Training(tp_overlap=0.0, sequence_parallel=False))
     no_sp = tp_seconds(model, tokens, par, clu, H100, meas,
                        Training(tp_overlap=1.0, sequence_parallel=False))
     assert no_sp == off
+
+
+def test_the_input_gradient_collective_hides_behind_the_weight_gradient():
+    # Megatron's async reduce-scatter (all-reduce without sequence parallelism) of the
+    # column-parallel layers' input gradient runs beside their weight-gradient GEMM
+    model = MODELS["gpt3-175b"]
+    clu = hardware.cluster("colossus-100k")
+    meas = Measurements(None, use_reference=False)
+    par = Parallel(tp=8, pp=8, dp=4, micro_batch=4)
+    tokens = 4 * model.seq_len
+    coll = reduce_scatter_seconds(tokens * model.hidden * 2, 8,
+                                  meas.nvlink_busbw_gbps(H100).value, clu.nvlink_alpha_s)
+    for sp in (True, False):
+        fwd, bwd = tp_seconds(model, tokens, par, clu, H100, meas,
+                              Training(sequence_parallel=sp))
+        sync = tp_seconds(model, tokens, par, clu, H100, meas,
+                          Training(sequence_parallel=sp, async_dgrad=False))
+        assert fwd == sync[0] == pytest.approx(4 * coll)
+        hidden = 2 * (coll if sp else 2 * coll)  # two layers' reduce-scatters (all-reduces)
+        share = meas.comm_sm_share.value
+        assert bwd == pytest.approx(4 * coll - hidden + hidden * share)  # wgrad GEMMs longer

@@ -17,7 +17,9 @@ def test_every_calibration_case_within_ten_percent(rows):
     calibration = {c.name for c in validation.CALIBRATION}
     for r in (r for r in rows if r.name in calibration):
         assert abs(r.error_pct) <= 10.0, f"{r.name}: {r.error_pct:+.1f}%"
-        assert r.error_pct == pytest.approx((r.predicted - r.published) / r.published * 100)
+        on_throughput = (r.published / r.predicted - 1 if r.unit == "s/step"
+                         else (r.predicted - r.published) / r.published) * 100
+        assert r.error_pct == pytest.approx(on_throughput)
 
 
 def test_cases_cover_megatron_table1_and_opt(rows):
@@ -33,12 +35,30 @@ def test_cases_cover_megatron_table1_and_opt(rows):
     assert rows[0].to_dict()["source"].startswith("Narayanan")
 
 
-def test_the_one_calibrated_constant_is_the_fit():
-    # calibrate() re-runs the single global fit; the shipped constant is its result
-    eff, worst = validation.calibrate([x / 100 for x in range(76, 89)])
-    assert eff == pytest.approx(FRAMEWORK_EFFICIENCY.value)
-    assert worst <= 10.0
-    assert FRAMEWORK_EFFICIENCY.kind == "calibrated"
+def test_each_architectures_constant_is_its_fit():
+    # calibrate(arch) re-runs one architecture's fit on its own runs; the shipped constant is it
+    assert set(validation.CALIBRATION_BY_ARCH) == set(FRAMEWORK_EFFICIENCY) == {"ampere", "hopper"}
+    for arch, shipped in FRAMEWORK_EFFICIENCY.items():
+        eff, worst = validation.calibrate([x / 100 for x in range(74, 86)], arch)
+        assert eff == pytest.approx(shipped.value), arch
+        assert worst <= 10.0 and shipped.kind == "calibrated"
+    gpus = {arch: {r.gpu for r in validation.validate(cases=cases)}
+            for arch, cases in validation.CALIBRATION_BY_ARCH.items()}
+    assert gpus == {"ampere": {"A100-SXM-80GB"}, "hopper": {"H100-SXM"}}
+
+
+def test_an_architecture_without_runs_takes_hoppers_constant_labelled():
+    from reports.model import hardware
+    from reports.model.measurements import Measurements
+
+    meas = Measurements(None, use_reference=False)
+    assert meas.efficiency(hardware.gpu("H200-SXM")) == FRAMEWORK_EFFICIENCY["hopper"]
+    assert meas.efficiency(hardware.gpu("A100-SXM-80GB")) == FRAMEWORK_EFFICIENCY["ampere"]
+    blackwell = next(g for g in hardware.GPUS.values() if g.arch == "blackwell")
+    fig = meas.efficiency(blackwell)
+    assert fig.value == FRAMEWORK_EFFICIENCY["hopper"].value and fig.kind == "assumption"
+    one = Measurements(None, use_reference=False, framework_efficiency=0.5)
+    assert {f.value for f in one.efficiencies.values()} == {0.5}
 
 
 def test_prediction_uses_the_papers_flop_count():
@@ -117,7 +137,7 @@ def test_a_recipe_micro_batch_is_the_point_and_the_range_spans_the_rest(rows):
 
 def test_nemo_recipes_on_h100_run_with_their_stated_layout(rows):
     nemo = [c for c in validation.CASES if c.source.startswith("NVIDIA/dgxc-benchmarking")]
-    assert len(nemo) == 9
+    assert len(nemo) == 11 and set(nemo) == set(validation.CALIBRATION_BY_ARCH["hopper"])
     by_name = {r.name: r for r in rows}
     for c in nemo:
         r = by_name[c.name]
@@ -126,4 +146,6 @@ def test_nemo_recipes_on_h100_run_with_their_stated_layout(rows):
         assert r.parallel["micro_batch"] == c.micro_batch
         assert c.training.tp_overlap == 1.0  # the recipes' ub_tp_comm_overlap
     llama405 = next(c for c in nemo if "405B" in c.name)
-    assert llama405.vocab == 50257  # the recipe's GPT-2 tokenizer
+    assert llama405.vocab == 50257 and llama405.kv_heads == 16  # as the recipe ran it
+    model = validation.fitting_estimates(llama405)[0].scenario.model
+    assert (model.vocab, model.kv_heads) == (50257, 16)

@@ -145,33 +145,44 @@ def tp_seconds(model: Model, tokens: int, par: Parallel, cluster: Cluster, g: GP
                meas: Measurements, train: Training) -> tuple[float, float]:
     """(forward, backward) exposed tensor-parallel seconds of one layer for one micro-batch.
 
-    Without overlap: two all-reduces each way (or with sequence parallelism an all-gather and a
-    reduce-scatter each; the weight-gradient re-gather of sequence parallelism is overlapped
-    with the data-gradient GEMM by Megatron and not counted). A fraction `tp_overlap` runs as
+    Without overlap: two all-reduces each way, or with sequence parallelism an all-gather and a
+    reduce-scatter each. Backward, the column-parallel layers' (qkv, fc1) input-gradient
+    reduce-scatter (all-reduce) runs behind their weight-gradient GEMM where the framework does
+    so (`async_dgrad`); sequence parallelism's re-gather of the inputs for the weight gradient
+    hides behind the data gradient and is not counted. A fraction `tp_overlap` runs as
     Transformer Engine's comm-GEMM overlap instead, site by site (UB_SITES, ub_site_exposed)."""
     if par.tp == 1:
         return 0.0, 0.0
     busbw, alpha = link(cluster, par.tp, meas.nvlink_busbw_gbps(g).value)
     coll = reduce_scatter_seconds(tokens * model.hidden * 2, par.tp, busbw, alpha)
-    plain = 4 * coll  # per direction: 2 all-reduces = 2 x (reduce-scatter + all-gather)
-    # userbuffers overlap needs sequence parallelism (Megatron-LM arguments.py refuses
-    # --tp-comm-overlap without --sequence-parallel)
-    f = train.tp_overlap if train.sequence_parallel else 0.0
-    if f == 0:
-        return plain, plain
-    fe = meas.framework_efficiency.value
+    fe = meas.efficiency(g).value
     roles = gemm_roles(model, par.tp)
 
     def gemm(m: int, n: int, k: int) -> float:
         return meas.gemm_seconds(g, m, n, k)[0] / fe
 
+    plain_f = plain_b = 4 * coll  # 2 all-reduces = 2 x (reduce-scatter + all-gather)
+    if train.async_dgrad:
+        share = meas.comm_sm_share.value
+        dgrad_comm = coll if train.sequence_parallel else 2 * coll  # per column-parallel layer
+        plain_b = 4 * coll - 2 * dgrad_comm + sum(
+            overlap_exposed(dgrad_comm, gemm(*_gemm_shape(UbSite(r, "wgrad", "bulk"), tokens,
+                                                          *roles[r])), share)
+            for r in ("qkv", "fc1"))
+    # userbuffers overlap needs sequence parallelism (Megatron-LM arguments.py refuses
+    # --tp-comm-overlap without --sequence-parallel)
+    f = train.tp_overlap if train.sequence_parallel else 0.0
+    if f == 0:
+        return plain_f, plain_b
+
     def overlapped(direction: str) -> float:
-        # a site whose chunks cost more than its collective runs it plainly (assumption: NeMo
-        # ships a userbuffers configuration per model shape)
+        # a hedge, not a framework rule: a site whose chunks would cost more than its
+        # collective is priced plainly (the chunks run on several streams in Transformer
+        # Engine, so one chunk's tail overlaps the next; pricing each alone overstates them)
         return sum(min(ub_site_exposed(s, coll, gemm, tokens, *roles[s.role], par.tp,
                                        g.sm_count), coll) for s in UB_SITES[direction])
 
-    return tuple((1 - f) * plain + f * overlapped(d) for d in ("fwd", "bwd"))
+    return (1 - f) * plain_f + f * overlapped("fwd"), (1 - f) * plain_b + f * overlapped("bwd")
 
 
 def cp_seconds(model: Model, par: Parallel, cluster: Cluster, g: GPU, meas: Measurements,

@@ -122,7 +122,7 @@ def layer_compute(c: Clock, model: Model, tokens: int, tp: int, cp: int, micro_b
     hbm = meas.hbm_tbps(g)
     c.note("hbm", hbm)
     bw = hbm.value * 1e12
-    fe = meas.framework_efficiency
+    fe = meas.efficiency(g)
     c.note("framework_efficiency", fe)
     fwd = bwd = 0.0
     for role, (n, k) in gemm_roles(model, tp).items():
@@ -164,6 +164,7 @@ def output_layer_compute(model: Model, tokens: int, tp: int, g: GPU, meas: Measu
     (bf16 logits, fp32 softmax read/write; assumption) for the loss."""
     n = framework_vocab(model, tp) // tp
     tf, tb = gemm_fwd_bwd(clock, meas, g, "logits", tokens, n, model.hidden)
-    tf, tb = tf / meas.framework_efficiency.value, tb / meas.framework_efficiency.value
+    fe = meas.efficiency(g).value
+    tf, tb = tf / fe, tb / fe
     loss = tokens * n * 12 / (meas.hbm_tbps(g).value * 1e12)
     return {"compute": tf + tb, "memory_bound": loss}

@@ -113,6 +113,10 @@ class Training:
     comm-GEMM overlap (Megatron-Core --tp-comm-overlap: 1.0; comm.UB_SITES), paid for with
     smaller GEMM chunks and the SMs the overlapped collectives occupy; only with sequence
     parallelism (Megatron-LM refuses it otherwise).
+    async_dgrad: the column-parallel layers' (qkv, fc1) input-gradient reduce-scatter, or
+    all-reduce without sequence parallelism, runs behind their weight-gradient GEMM
+    (Megatron-LM's LinearWithGradAccumulationAndAsyncCommunication, from late 2021; False for
+    the Megatron-LM of 2021 and its forks).
     grad_bytes: bytes per main-gradient element kept and reduced (4: fp32, Megatron's default
     for bf16 and Llama 3's; 2: bf16 gradients).
     pp_scatter_gather: each tensor-parallel rank sends only its 1/t share of the activations
@@ -126,6 +130,7 @@ class Training:
     zero: int = 1
     overlap_grad_reduce: bool = True
     tp_overlap: float = 0.0
+    async_dgrad: bool = True
     grad_bytes: int = 4
     causal: bool = True
     pp_scatter_gather: bool = True
@@ -135,7 +140,8 @@ class Training:
     }, compare=False)
 
     def __post_init__(self):
-        for f in ("sequence_parallel", "overlap_grad_reduce", "causal", "pp_scatter_gather"):
+        for f in ("sequence_parallel", "overlap_grad_reduce", "causal", "pp_scatter_gather",
+                  "async_dgrad"):
             check_bool(getattr(self, f), f"training {f}")
         check_str(self.attention, "training attention")
         check_int(self.zero, "training zero")
@@ -157,7 +163,7 @@ class Training:
 
 
 _TRAINING_KEYS = {"attention", "sequence_parallel", "zero", "overlap_grad_reduce", "tp_overlap",
-                  "grad_bytes", "causal", "pp_scatter_gather"}
+                  "async_dgrad", "grad_bytes", "causal", "pp_scatter_gather"}
 
 
 def training_from(spec: dict | None) -> Training:

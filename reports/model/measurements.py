@@ -28,6 +28,7 @@ from reports.model.fallbacks import (
     NVLINK_FALLBACK,
     Figure,
     anchor_rate,
+    framework_efficiency_for,
     gemm_ceiling,
     gemm_time_fallback,
     power_fallback,
@@ -107,9 +108,14 @@ class Measurements:
     """
 
     def __init__(self, frame=None, *, use_reference: bool = True,
-                 framework_efficiency: float | None = None):
-        self.framework_efficiency = FRAMEWORK_EFFICIENCY if framework_efficiency is None else \
-            Figure(framework_efficiency, "given by the caller", "assumption")
+                 framework_efficiency: float | dict[str, float] | None = None):
+        # per architecture (fallbacks.FRAMEWORK_EFFICIENCY); a number replaces all of them, a
+        # dict those it names (calibrate() fits one while the others stay)
+        given = framework_efficiency
+        if isinstance(given, (int, float)):
+            given = {a: given for a in FRAMEWORK_EFFICIENCY}
+        self.efficiencies = dict(FRAMEWORK_EFFICIENCY) | {
+            a: Figure(v, "given by the caller", "assumption") for a, v in (given or {}).items()}
         self.comm_sm_share = COMM_SM_SHARE
         self._rows = _rows(frame, "measured")
         if use_reference:
@@ -249,6 +255,10 @@ class Measurements:
         w = (math.log(x) - math.log(a)) / (math.log(b) - math.log(a))
         tf = (1 - w) * pts[a][0] + w * pts[b][0]
         return Figure(tf, f"{where}, interpolated in log s between s={a} and s={b}", origin)
+
+    def efficiency(self, gpu: GPU) -> Figure:
+        """The framework efficiency of this GPU's architecture (fallbacks.FRAMEWORK_EFFICIENCY)."""
+        return framework_efficiency_for(gpu.arch, self.efficiencies)
 
     # -- memory bandwidth, NVLink, power
 

@@ -264,11 +264,11 @@ def search(scn: Scenario, meas: Measurements, **kw) -> Estimate:
 
 
 def with_efficiency(meas: Measurements, factor: float, why: str) -> Measurements:
-    """The same measurements with the framework efficiency scaled (a fresh derived cache)."""
+    """The same measurements with every architecture's framework efficiency scaled (a fresh
+    derived cache)."""
     out = copy.copy(meas)
-    fe = meas.framework_efficiency
-    out.framework_efficiency = Figure(fe.value * factor, f"{fe.source}; x{factor:.3f} ({why})",
-                                      fe.kind)
+    out.efficiencies = {a: Figure(fe.value * factor, f"{fe.source}; x{factor:.3f} ({why})",
+                                  fe.kind) for a, fe in meas.efficiencies.items()}
     out.cache = {}
     return out
 

@@ -227,7 +227,7 @@ def figures(s: Serving, meas: Measurements) -> dict[str, Figure]:
     out["gemm_bf16"] = meas.gemm_seconds(g, GEMM_M, n, k)[1]
     if s.precision == "fp8":
         out["fp8_gemm_speedup"] = ASSUMPTIONS["fp8_gemm_speedup"]
-    out["framework_efficiency"] = meas.framework_efficiency  # compute terms only
+    out["framework_efficiency"] = meas.efficiency(g)  # compute terms only
     return out
 
 
@@ -253,7 +253,7 @@ def gemm_seconds(s: Serving, meas: Measurements, tokens: float, eff: float) -> f
     t = 0.0
     for n, k in gemm_shapes(s.model, s.tp):
         t += meas.gemm_seconds(s.gpu, GEMM_M, n, k)[0] * tokens / GEMM_M
-    return t / speed / eff / meas.framework_efficiency.value
+    return t / speed / eff / meas.efficiency(s.gpu).value
 
 
 def read_weight_bytes(s: Serving) -> float:
@@ -289,7 +289,7 @@ def prefill_stage_seconds(s: Serving, meas: Measurements, f: dict, eff: float) -
     attn = attention_core_flops(s.model, s.input_len, s.input_len, s.model.heads / s.tp, True)
     return L * (gemm_seconds(s, meas, s.input_len, eff)
                 + attn / (f["attention_prefill_tflops"].value * 1e12 * eff
-                          * meas.framework_efficiency.value)) \
+                          * meas.efficiency(s.gpu).value)) \
         + tp_allreduce_seconds(s, f, s.input_len) / eff
 
 

@@ -22,7 +22,7 @@ Cases (plain data, CASES):
   full, and the table's tokens/s is all tokens over the whole run (finite_run_tokens_per_s).
 
 Nothing is fitted to these cases: the model runs on the shipped reference results or its labelled
-fallbacks, with the training model's one calibrated constant.
+fallbacks, with the training model's calibrated constant for the GPU's architecture.
 """
 
 from __future__ import annotations

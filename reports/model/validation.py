@@ -8,11 +8,13 @@ for Llama 3 (assumption), seconds per iteration where a paper gives those.
 error_pct is always on throughput: (predicted - published) / published for TFLOP/s, published /
 predicted - 1 for seconds per step.
 
-Calibrated, once for all cases (not per case): one global constant,
+Calibrated, once for all cases (not per case): one constant per architecture,
 `reports.model.fallbacks.FRAMEWORK_EFFICIENCY`, the fraction of their benchmarked speed that GEMM
-and attention kernels reach inside a training step, fitted on the CALIBRATION cases (Narayanan et
-al. 2021 Tables 1-2 and OPT-175B); every later case (MT-NLG, BLOOM, Llama 3, Nemotron-4) is held
-out. `calibrate()` re-runs the fit. Nothing else is fitted."""
+and attention kernels reach inside a training step, each fitted on its CALIBRATION_BY_ARCH cases
+(A100: Narayanan et al. 2021 Tables 1-2 and OPT-175B; Hopper: NeMo's published H100 recipes,
+every setting stated); every other case (MT-NLG, BLOOM, Korthikanti et al., Llama 3,
+Nemotron-4, Megatron-Core) is held out. `calibrate(arch=...)` re-runs a fit. Nothing else is
+fitted."""
 
 from __future__ import annotations
 
@@ -28,10 +30,10 @@ from reports.model.pipeline import virtual_stage_options
 from reports.model.presets import MODELS, padded_vocab
 from reports.model.scenario import Scenario
 from reports.model.search import EFFICIENCY_SPREAD, Estimate, evaluate, with_efficiency
-from reports.model.validation_cases import CALIBRATION, CASES, Case
+from reports.model.validation_cases import CALIBRATION, CALIBRATION_BY_ARCH, CASES, Case
 
-__all__ = ["CALIBRATION", "CASES", "Case", "ValidationRow", "calibrate", "case_range",
-           "fitting_estimates", "predict", "run_case", "summary", "validate"]
+__all__ = ["CALIBRATION", "CALIBRATION_BY_ARCH", "CASES", "Case", "ValidationRow", "calibrate",
+           "case_range", "fitting_estimates", "predict", "run_case", "summary", "validate"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ def fitting_estimates(case: Case, meas: Measurements | None = None) -> list[Esti
         model = replace(model, seq_len=case.seq_len)
     if case.vocab:
         model = replace(model, vocab=case.vocab)
+    if case.kv_heads:
+        model = replace(model, kv_heads=case.kv_heads)
     clu = _cluster(case)
     out = []
     for par in _layouts(case, model, case.batch):
@@ -177,13 +181,15 @@ def summary(rows: list[ValidationRow]) -> dict:
             "within_range": sum(r.within_range for r in rows)}
 
 
-def calibrate(grid=None, cases=CALIBRATION) -> tuple[float, float]:
-    """Re-run the one global fit: the framework efficiency that minimises the largest |error|
-    over the calibration cases (the rest are held out). Returns (efficiency, max |error| %)."""
+def calibrate(grid=None, arch: str = "ampere") -> tuple[float, float]:
+    """Re-run one architecture's fit: the framework efficiency that minimises the largest
+    |error| over its calibration cases (CALIBRATION_BY_ARCH; the rest are held out), the other
+    architectures' constants as shipped. Returns (efficiency, max |error| %)."""
     grid = grid or [x / 100 for x in range(60, 101)]
+    cases = CALIBRATION_BY_ARCH[arch]
     best = (float("nan"), float("inf"))
     for eff in grid:
-        meas = Measurements(None, use_reference=False, framework_efficiency=eff)
+        meas = Measurements(None, use_reference=False, framework_efficiency={arch: eff})
         worst = max(abs(r.error_pct) for r in validate(meas, cases))
         if worst < best[1]:
             best = (eff, worst)

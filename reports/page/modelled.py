@@ -261,9 +261,11 @@ def validation_section(ctx: ModelContext) -> Section:
     sec = Section("validation", "Validation: predicted against published runs",
                   intro="The model run with each published configuration, compared in the "
                         "paper's own measure (TFLOP/s per GPU as the paper counts it, or seconds "
-                        "per step). A100 and H100 runs; the one calibrated constant is fitted on "
-                        "the A100 calibration runs only, the rest are held out; our "
-                        "measurements do not enter. The serving section has the serving runs.")
+                        "per step). A100 and H100 runs; one calibrated constant per "
+                        "architecture, fitted on that architecture's calibration runs (A100: "
+                        "Megatron-LM 2021 and OPT; H100: NeMo's published recipes), the rest "
+                        "are held out; our measurements do not enter. The serving section has "
+                        "the serving runs.")
     rows = validate()
     cases = {c.name: c for c in CASES}
     table = Table(["run", "GPU", "GPUs", "published", "predicted", "range", "unit", "error"], [])
