@@ -51,9 +51,9 @@ def test_bulk_overlap_runs_beside_the_whole_gemm():
         pytest.approx(whole + whole * 24 / 132)
 
 
-def test_the_sites_are_neMo_h100_configuration():
+def test_the_sites_are_nemo_h100_configuration():
     assert len(UB_SITES["fwd"]) == len(UB_SITES["bwd"]) == 4  # as the plain collectives
-    methods = {(s.role, s.gemm): s.method for d in UB_SITES.values() for s in d}
+    methods = {(s.role, s.gemm_pass): s.method for d in UB_SITES.values() for s in d}
     assert methods[("qkv", "fprop")] == methods[("fc1", "fprop")] == "ring_exchange"
     assert methods[("out_proj", "fprop")] == methods[("fc2", "fprop")] == "pipeline"
     assert methods[("qkv", "wgrad")] == "bulk"

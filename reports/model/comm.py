@@ -88,7 +88,7 @@ class UbSite:
     set_sm_margin), "bulk" (the whole collective on `num_sm` SMs alongside the whole GEMM)."""
 
     role: str  # gemm_roles key
-    gemm: str  # "fprop" (m, n, k), "dgrad" (m, k, n) or "wgrad" (k, n, m)
+    gemm_pass: str  # "fprop" (m, n, k), "dgrad" (m, k, n) or "wgrad" (k, n, m)
     method: str
     num_sm: int = 0
     num_splits: int = 1
@@ -112,7 +112,7 @@ UB_SITES: dict[str, tuple[UbSite, ...]] = {
 
 
 def _gemm_shape(site: UbSite, m: int, n: int, k: int) -> tuple[int, int, int]:
-    return {"fprop": (m, n, k), "dgrad": (m, k, n), "wgrad": (k, n, m)}[site.gemm]
+    return {"fprop": (m, n, k), "dgrad": (m, k, n), "wgrad": (k, n, m)}[site.gemm_pass]
 
 
 def ub_site_exposed(site: UbSite, coll_s: float, gemm: Callable[[int, int, int], float],

@@ -104,6 +104,8 @@ def fitting_estimates(case: Case, meas: Measurements | None = None) -> list[Esti
 def point_estimate(case: Case, ests: list[Estimate]) -> Estimate:
     """The prediction among a case's estimates: the fastest (published runs are tuned), or with
     a framework recipe's micro-batch for a setting the run leaves unstated, the fastest with it."""
+    # a recipe value that does not fit leaves the fastest (tests/test_validation.py checks that
+    # every recipe value is the one used)
     pick = [e for e in ests if e.parallel.micro_batch == case.recipe_micro_batch] or ests
     return max(pick, key=lambda e: e.tokens_per_s)
 
