@@ -214,6 +214,7 @@ def candidates(scn: Scenario, *, recompute=RECOMPUTE, micro_batches=(1, 2, 4, 8)
     """Every parallel configuration a framework can run (Megatron-Core's rules, see
     check_parallel and pipeline.schedule_problem)."""
     model, clu = scn.model, scn.cluster
+    flash = scn.training.attention == "flash"  # step.layer_seconds, memory.py: no s^2 term
     g = math.gcd(*[p.gpus for p in clu.pools])
     tps = [t for t in (1, 2, 4, 8, 16) if t <= clu.gpus_per_node and g % t == 0
            and model.heads % t == 0 and model.kv_heads % t == 0 and model.ffn_hidden % t == 0]
@@ -230,11 +231,21 @@ def candidates(scn: Scenario, *, recompute=RECOMPUTE, micro_batches=(1, 2, 4, 8)
                     m = math.ceil(scn.sequences / (dp * b))
                     for v in virtual_stage_options(model.layers, pp, m, max_virtual):
                         for rc in recompute:
+                            if rc == "selective" and flash and "none" in recompute:
+                                continue  # with flash attention the same time and bytes
                             yield Parallel(tp, pp, cp, dp, b, v, rc)
 
 
 def search(scn: Scenario, meas: Measurements, **kw) -> Estimate:
-    """The fastest configuration (most tokens/s) that fits in memory on every GPU type."""
+    """The fastest configuration (most tokens/s) that fits in memory on every GPU type. Kept in
+    `meas.cache`: the cluster questions and the report ask for the same scenario many times."""
+    key = ("search", scn, tuple(sorted(kw.items())))
+    if key not in meas.cache:
+        meas.cache[key] = _search(scn, meas, **kw)
+    return copy.copy(meas.cache[key])  # callers may set fields (range) on theirs
+
+
+def _search(scn: Scenario, meas: Measurements, **kw) -> Estimate:
     best: Estimate | None = None
     evaluated = fitting = 0
     smallest = None
