@@ -111,8 +111,10 @@ UB_SITES: dict[str, tuple[UbSite, ...]] = {
 }
 
 
-def _gemm_shape(site: UbSite, m: int, n: int, k: int) -> tuple[int, int, int]:
-    return {"fprop": (m, n, k), "dgrad": (m, k, n), "wgrad": (k, n, m)}[site.gemm_pass]
+def pass_shape(gemm_pass: str, m: int, n: int, k: int) -> tuple[int, int, int]:
+    """The (m, n, k) of a layer GEMM's forward (m, n, k), data-gradient or weight-gradient pass
+    (as compute.gemm_fwd_bwd prices them)."""
+    return {"fprop": (m, n, k), "dgrad": (m, k, n), "wgrad": (k, n, m)}[gemm_pass]
 
 
 def ub_site_exposed(site: UbSite, coll_s: float, gemm: Callable[[int, int, int], float],
@@ -121,7 +123,7 @@ def ub_site_exposed(site: UbSite, coll_s: float, gemm: Callable[[int, int, int],
     shape; (m, n, k): the layer's forward GEMM; `coll_s`: the collective alone (an all-gather or
     reduce-scatter of the layer's activations over tp). What it adds: the part of the collective
     no chunk hides, the cost of running the GEMM as smaller chunks, and the SMs it occupies."""
-    rows, cols, inner = _gemm_shape(site, m, n, k)
+    rows, cols, inner = pass_shape(site.gemm_pass, m, n, k)
     whole = gemm(rows, cols, inner)
     if site.method == "bulk":
         return max(0.0, coll_s - whole) + min(coll_s, whole) * site.num_sm / sm_count
@@ -166,8 +168,7 @@ def tp_seconds(model: Model, tokens: int, par: Parallel, cluster: Cluster, g: GP
         share = meas.comm_sm_share.value
         dgrad_comm = coll if train.sequence_parallel else 2 * coll  # per column-parallel layer
         plain_b = 4 * coll - 2 * dgrad_comm + sum(
-            overlap_exposed(dgrad_comm, gemm(*_gemm_shape(UbSite(r, "wgrad", "bulk"), tokens,
-                                                          *roles[r])), share)
+            overlap_exposed(dgrad_comm, gemm(*pass_shape("wgrad", tokens, *roles[r])), share)
             for r in ("qkv", "fc1"))
     # userbuffers overlap needs sequence parallelism (Megatron-LM arguments.py refuses
     # --tp-comm-overlap without --sequence-parallel)
