@@ -7,7 +7,7 @@ its source string or labelled as an assumption. Rows count only when `status == 
 kernels, `correct` is true; per shape the best row (any backend) wins.
 
 Figures are returned as `Figure(value, source, kind)`; `kind` is "measured", "reference",
-"assumption" or "calibrated" (a global constant fitted once in reports/validation.py).
+"assumption" or "calibrated" (a constant per architecture, fitted in reports/model/validation.py).
 """
 
 from __future__ import annotations
