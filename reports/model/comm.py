@@ -156,18 +156,20 @@ def tp_seconds(model: Model, tokens: int, par: Parallel, cluster: Cluster, g: GP
     if par.tp == 1:
         return 0.0, 0.0
     busbw, alpha = link(cluster, par.tp, meas.nvlink_busbw_gbps(g).value)
-    coll = reduce_scatter_seconds(tokens * model.hidden * 2, par.tp, busbw, alpha)
+    nbytes = tokens * model.hidden * 2
+    coll = reduce_scatter_seconds(nbytes, par.tp, busbw, alpha)  # or an all-gather
+    allreduce = allreduce_seconds(nbytes, par.tp, busbw, alpha)  # = 2 coll
     fe = meas.efficiency(g).value
     roles = gemm_roles(model, par.tp)
 
     def gemm(m: int, n: int, k: int) -> float:
         return meas.gemm_seconds(g, m, n, k)[0] / fe
 
-    plain_f = plain_b = 4 * coll  # 2 all-reduces = 2 x (reduce-scatter + all-gather)
+    plain_f = plain_b = 2 * allreduce  # or 2 x (all-gather + reduce-scatter)
     if train.async_dgrad:
         share = meas.comm_sm_share.value
-        dgrad_comm = coll if train.sequence_parallel else 2 * coll  # per column-parallel layer
-        plain_b = 4 * coll - 2 * dgrad_comm + sum(
+        dgrad_comm = coll if train.sequence_parallel else allreduce  # per column-parallel layer
+        plain_b = 2 * allreduce - 2 * dgrad_comm + sum(
             overlap_exposed(dgrad_comm, gemm(*pass_shape("wgrad", tokens, *roles[r])), share)
             for r in ("qkv", "fc1"))
     # userbuffers overlap needs sequence parallelism (Megatron-LM arguments.py refuses
