@@ -66,8 +66,9 @@ def build_record(facts: Facts, *, status: str = "ok", timing: Timing | None = No
         extra["telemetry"] = telemetry
     device = facts.device.record() if facts.device is not None else {}
     software = provenance.software()
-    if timing is not None and timing.software():  # how a CPU row was timed (bench/timing.py)
-        software = {**software, "timing": timing.software()}
+    how = timing.software() if timing is not None else {}
+    if how:  # how a CPU row was timed (bench/timing.py)
+        software = {**software, "timing": how}
     return Result(run_id=facts.run_id, workload=facts.workload, backend=facts.backend,
                   dtype=facts.dtype, params=dict(facts.params), host=provenance.host(),
                   device=device, world_size=facts.world_size, rank=facts.rank,

@@ -265,14 +265,15 @@ def compare_verb(
     if not results:
         raise fail(f"no results in {store.display_url}")
     run_id = run or results[-1].run_id  # records come in created_at order
-    chosen = [r for r in results if r.run_id == run_id]
-    if not chosen:
-        raise fail(f"no run {run_id!r} in {store.display_url}")
+    def rows_of(rid: str) -> list[Result]:
+        rows = [r for r in results if r.run_id == rid]
+        if not rows:
+            raise fail(f"no run {rid!r} in {store.display_url}")
+        return rows
+
+    chosen = rows_of(run_id)
     if against is not None:
-        other = [r for r in results if r.run_id == against]
-        if not other:
-            raise fail(f"no run {against!r} in {store.display_url}")
-        print_between_runs(against, other, run_id, chosen, as_json)
+        print_between_runs(against, rows_of(against), run_id, chosen, as_json)
         return
     rows = compare(chosen)
     if as_json:
