@@ -15,6 +15,22 @@ from reports.model.measurements import Measurements
 from reports.model.presets import MODELS
 
 H100 = hardware.gpu("H100-SXM")
+GPT3 = MODELS["gpt3-175b"]
+CLU = hardware.cluster("colossus-100k")
+MEAS = Measurements(None, use_reference=False)
+BIG = Parallel(tp=8, pp=8, dp=4, micro_batch=4)
+BIG_TOKENS = 4 * GPT3.seq_len  # large enough chunks at tp 8: 1,024 rows each
+
+
+def tp(par: Parallel, tokens: int, **training) -> tuple[float, float]:
+    """GPT-3's (forward, backward) tensor-parallel seconds per layer on colossus H100s."""
+    return tp_seconds(GPT3, tokens, par, CLU, H100, MEAS, Training(**training))
+
+
+def collective(tokens: int) -> float:
+    """One all-gather or reduce-scatter of the layer's activations over tp 8 on NVLink."""
+    return reduce_scatter_seconds(tokens * GPT3.hidden * 2, 8, MEAS.nvlink_busbw_gbps(H100).value,
+                                  CLU.nvlink_alpha_s)
 
 
 def flat(m: int, n: int, k: int) -> float:
@@ -60,34 +76,24 @@ def test_the_sites_are_nemo_h100_configuration():
 
 
 def test_overlap_is_between_none_and_free():
-    model = MODELS["gpt3-175b"]
-    clu = hardware.cluster("colossus-100k")
-    meas = Measurements(None, use_reference=False)
-    par = Parallel(tp=8, pp=8, dp=4, micro_batch=4)
-    tokens = 4 * model.seq_len  # large enough chunks: 1,024 rows each
-    off = tp_seconds(model, tokens, par, clu, H100, meas, Training(tp_overlap=0.0))
-    on = tp_seconds(model, tokens, par, clu, H100, meas, Training(tp_overlap=1.0))
-    half = tp_seconds(model, tokens, par, clu, H100, meas, Training(tp_overlap=0.5))
-    busbw, alpha = meas.nvlink_busbw_gbps(H100).value, clu.nvlink_alpha_s
-    coll = reduce_scatter_seconds(tokens * model.hidden * 2, 8, busbw, alpha)
-    sync = tp_seconds(model, tokens, par, clu, H100, meas, Training(async_dgrad=False))
+    off = tp(BIG, BIG_TOKENS, tp_overlap=0.0)
+    on = tp(BIG, BIG_TOKENS, tp_overlap=1.0)
+    half = tp(BIG, BIG_TOKENS, tp_overlap=0.5)
+    coll = collective(BIG_TOKENS)
+    sync = tp(BIG, BIG_TOKENS, async_dgrad=False)
     assert sync == pytest.approx((4 * coll, 4 * coll))  # all four collectives each way exposed
     assert off[0] == pytest.approx(4 * coll)
     for d in range(2):
         assert 0 < on[d] < off[d]  # hidden, but chunked GEMMs and SMs are not free
         assert half[d] == pytest.approx((on[d] + off[d]) / 2)
-    assert tp_seconds(model, tokens, Parallel(tp=1, pp=8, dp=32), clu, H100, meas,
-                      Training(tp_overlap=1.0)) == (0.0, 0.0)
+    assert tp(Parallel(tp=1, pp=8, dp=32), BIG_TOKENS, tp_overlap=1.0) == (0.0, 0.0)
 
 
 def test_overlap_never_costs_more_than_the_plain_collectives():
     # 2,048 tokens over tp 8: 256-row chunks run slowly; each site then runs plainly
-    model = MODELS["gpt3-175b"]
-    clu = hardware.cluster("colossus-100k")
-    meas = Measurements(None, use_reference=False)
     par = Parallel(tp=8, pp=8, dp=4)
-    off = tp_seconds(model, model.seq_len, par, clu, H100, meas, Training(tp_overlap=0.0))
-    on = tp_seconds(model, model.seq_len, par, clu, H100, meas, Training(tp_overlap=1.0))
+    off = tp(par, GPT3.seq_len, tp_overlap=0.0)
+    on = tp(par, GPT3.seq_len, tp_overlap=1.0)
     assert all(o <= p + 1e-15 for o, p in zip(on, off, strict=True))
 
 
@@ -112,34 +118,19 @@ def test_an_unknown_method_is_refused():
 
 def test_overlap_needs_sequence_parallelism():
     # Megatron-LM refuses --tp-comm-overlap without --sequence-parallel: priced plainly
-    model = MODELS["gpt3-175b"]
-    clu = hardware.cluster("colossus-100k")
-    meas = Measurements(None, use_reference=False)
-    par = Parallel(tp=8, pp=8, dp=4, micro_batch=4)
-    tokens = 4 * model.seq_len
-    off = tp_seconds(model, tokens, par, clu, H100, meas,
-                     Training(tp_overlap=0.0, sequence_parallel=False))
-    no_sp = tp_seconds(model, tokens, par, clu, H100, meas,
-                       Training(tp_overlap=1.0, sequence_parallel=False))
+    off = tp(BIG, BIG_TOKENS, tp_overlap=0.0, sequence_parallel=False)
+    no_sp = tp(BIG, BIG_TOKENS, tp_overlap=1.0, sequence_parallel=False)
     assert no_sp == off
 
 
 def test_the_input_gradient_collective_hides_behind_the_weight_gradient():
     # Megatron's async reduce-scatter (all-reduce without sequence parallelism) of the
     # column-parallel layers' input gradient runs beside their weight-gradient GEMM
-    model = MODELS["gpt3-175b"]
-    clu = hardware.cluster("colossus-100k")
-    meas = Measurements(None, use_reference=False)
-    par = Parallel(tp=8, pp=8, dp=4, micro_batch=4)
-    tokens = 4 * model.seq_len
-    coll = reduce_scatter_seconds(tokens * model.hidden * 2, 8,
-                                  meas.nvlink_busbw_gbps(H100).value, clu.nvlink_alpha_s)
+    coll = collective(BIG_TOKENS)
     for sp in (True, False):
-        fwd, bwd = tp_seconds(model, tokens, par, clu, H100, meas,
-                              Training(sequence_parallel=sp))
-        sync = tp_seconds(model, tokens, par, clu, H100, meas,
-                          Training(sequence_parallel=sp, async_dgrad=False))
+        fwd, bwd = tp(BIG, BIG_TOKENS, sequence_parallel=sp)
+        sync = tp(BIG, BIG_TOKENS, sequence_parallel=sp, async_dgrad=False)
         assert fwd == sync[0] == pytest.approx(4 * coll)
         hidden = 2 * (coll if sp else 2 * coll)  # two layers' reduce-scatters (all-reduces)
-        share = meas.comm_sm_share.value
+        share = MEAS.comm_sm_share.value
         assert bwd == pytest.approx(4 * coll - hidden + hidden * share)  # wgrad GEMMs longer
