@@ -307,6 +307,7 @@ def test_model_and_parallel_errors():
     ({"causal": "false"}, "training causal must be true or false"),
     ({"sequence_parallel": "false"}, "training sequence_parallel must be true or false"),
     ({"overlap_grad_reduce": 0}, "overlap_grad_reduce must be true or false"),
+    ({"async_dgrad": "yes"}, "training async_dgrad must be true or false"),
     ({"zero": True}, "training zero must be an integer"),
     ({"zero": "1"}, "training zero must be an integer"),
     ({"grad_bytes": 4.0}, "grad_bytes must be an integer"),
