@@ -9,6 +9,7 @@ import pytest
 from reports.model import hardware
 from reports.model.cluster_spec import cluster_from_dict
 from reports.model.comm import (
+    DEEPSPEED_P2P_EXPOSURE,
     allreduce_seconds,
     dp_bucket_count,
     hierarchical_reduce_scatter_seconds,
@@ -504,18 +505,23 @@ def test_gemm_shape_model_wave_quantisation():
     assert a.value == pytest.approx(b.value)  # one ceiling per architecture
 
 
-def test_pipeline_sends_without_scatter_gather_carry_the_whole_tensor():
-    # DeepSpeed's pipeline engine sends the whole activation from every tp rank; Megatron-LM's
-    # scatter/gather sends 1/t each (Narayanan et al. 2021, sec. 4.1)
+def test_deepspeed_pipeline_sends_partition_activations_but_not_gradients():
+    # Megatron-LM's scatter/gather sends 1/t each way (Narayanan et al. 2021, sec. 4.1);
+    # DeepSpeed's engine sends 1/t activations, gathered over NVLink, and whole gradients, each
+    # exposed DEEPSPEED_P2P_EXPOSURE times (tests/test_pipeline_sends.py)
     m = MODELS["mt-nlg-530b"]
     clu = hardware.cluster("selene-a100")
     g = hardware.gpu(clu.pools[0].gpu)
     par = Parallel(tp=8, pp=35, dp=8)
     meas = no_ref()
     sg = pp_seconds(m, par, clu, g, meas, Training())
-    whole = pp_seconds(m, par, clu, g, meas, Training(pp_scatter_gather=False))
-    alpha = 2 * clu.fabric.alpha_s
-    assert whole - alpha == pytest.approx(8 * (sg - alpha))
+    ds = pp_seconds(m, par, clu, g, meas, Training(pp_scatter_gather=False))
+    alpha = clu.fabric.alpha_s
+    share = sg / 2  # one 1/t hop
+    whole = 8 * (share - alpha) + alpha
+    gather = ds / DEEPSPEED_P2P_EXPOSURE - share - whole
+    assert 0 < gather < share  # the NVLink all-gather is cheap beside the fabric hop
+    assert ds > DEEPSPEED_P2P_EXPOSURE * (share + whole)
     assert training_from({"pp_scatter_gather": False}).pp_scatter_gather is False
     with pytest.raises(ScenarioError):
         training_from({"pp_scatter_gather": "false"})

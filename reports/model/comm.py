@@ -202,22 +202,42 @@ def cp_seconds(model: Model, par: Parallel, cluster: Cluster, g: GPU, meas: Meas
     return overlap_exposed(comm_f, attn_f, share), overlap_exposed(2 * comm_f, attn_b, share)
 
 
+# DeepSpeed's TrainSchedule issues every send and receive as its own blocking call at a step
+# boundary, and each holds both neighbours: a transfer crosses the critical path ~1.9 times per
+# micro-batch (a simulation of the schedule with rendezvous sends: 1.86 at pp 35 x 240
+# micro-batches, 1.95 at pp 12 x 256; tests/test_pipeline_sends.py). Megatron-LM pairs each
+# send with the opposite receive in one batched call, crossed once each way.
+DEEPSPEED_P2P_EXPOSURE = 1.9
+
+
 def pp_seconds(model: Model, par: Parallel, cluster: Cluster, g: GPU,
                meas: Measurements, train: Training) -> float:
     """Point-to-point seconds per micro-batch on one stage: its activations cross each of the v
-    chunk boundaries forward and their gradients backward; each tp rank sends its 1/t share over
-    its own link (scatter/gather, Narayanan et al. 2021, sec. 4.1), or the whole tensor without
-    it (DeepSpeed's pipeline engine: Training.pp_scatter_gather False)."""
+    chunk boundaries forward and their gradients backward.
+
+    Megatron-LM (scatter/gather, Narayanan et al. 2021, sec. 4.1): each tp rank sends its 1/t
+    share both ways over its own link. DeepSpeed's pipeline engine (Training.pp_scatter_gather
+    False; deepspeed/runtime/pipe/engine.py, 2020-21): activations leave as 1/t partitions
+    (PartitionedTensor) that the receiver all-gathers over NVLink, gradients go back whole
+    (is_grad_partitioned False), each exposed DEEPSPEED_P2P_EXPOSURE times."""
     if par.pp == 1:
         return 0.0
-    share = par.tp if train.pp_scatter_gather else 1
-    nbytes = par.micro_batch * (model.seq_len // par.cp) * model.hidden * 2 / share
+    nbytes = par.micro_batch * (model.seq_len // par.cp) * model.hidden * 2
     span = par.tp * par.cp * par.dp
     if span < cluster.gpus_per_node:
         bw, alpha = meas.nvlink_busbw_gbps(g).value, cluster.nvlink_alpha_s
     else:
         bw, alpha = cluster.fabric.busbw_gbps, cluster.fabric.alpha_s
-    return 2 * par.virtual_stages * (nbytes / (bw * 1e9) + alpha)
+
+    def hop(b: float) -> float:
+        return b / (bw * 1e9) + alpha
+
+    if train.pp_scatter_gather:
+        return 2 * par.virtual_stages * hop(nbytes / par.tp)
+    tp_bw, tp_alpha = link(cluster, par.tp, meas.nvlink_busbw_gbps(g).value)
+    gather = reduce_scatter_seconds(nbytes, par.tp, tp_bw, tp_alpha)  # an all-gather
+    return DEEPSPEED_P2P_EXPOSURE * par.virtual_stages * (hop(nbytes / par.tp) + gather
+                                                          + hop(nbytes))
 
 
 def dp_seconds(model: Model, par: Parallel, train: Training, cluster: Cluster, g: GPU,

@@ -120,9 +120,9 @@ class Training:
     grad_bytes: bytes per main-gradient element kept and reduced (4: fp32, Megatron's default
     for bf16 and Llama 3's; 2: bf16 gradients).
     pp_scatter_gather: each tensor-parallel rank sends only its 1/t share of the activations
-    between pipeline stages (Megatron-LM's scatter/gather, Narayanan et al. 2021, sec. 4.1);
-    False: every rank sends the whole tensor, as DeepSpeed's pipeline engine does
-    (deepspeed/runtime/pipe/engine.py sends each stage's full output; Megatron-DeepSpeed).
+    and gradients between pipeline stages (Megatron-LM's scatter/gather, Narayanan et al. 2021,
+    sec. 4.1); False: DeepSpeed's pipeline engine (Megatron-DeepSpeed), which partitions the
+    activations but sends the gradients whole, one blocking call each (comm.pp_seconds).
     """
 
     attention: str = "flash"

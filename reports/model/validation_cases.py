@@ -37,8 +37,9 @@ OPT_2022 = Training(attention="unfused", sequence_parallel=False, zero=3,
 # Megatron-LM 2022 (Korthikanti et al.): sequence parallelism on, otherwise as 2021.
 MEGATRON_2022_SP = replace(MEGATRON_2021, sequence_parallel=True, async_dgrad=True)
 # Megatron-DeepSpeed (MT-NLG, BLOOM): ZeRO-1 over data parallelism, fp32 gradients; DeepSpeed's
-# pipeline engine sends each stage's whole output from every tensor-parallel rank (no
-# Megatron-LM scatter/gather; deepspeed/runtime/pipe/engine.py).
+# pipeline engine partitions the activations it sends over the tensor-parallel ranks but sends
+# the gradients whole, each in its own blocking call (deepspeed/runtime/pipe/engine.py of
+# 2020-21; comm.pp_seconds).
 DEEPSPEED_2022 = replace(MEGATRON_2021, zero=1, pp_scatter_gather=False)
 # Llama 3: flash attention, sequence parallel, FSDP that keeps weights after the forward
 # (ZeRO-2), FP32 gradient reduce-scatter, overlapped (Dubey et al. 2024, sec. 3.3.2).
@@ -150,15 +151,16 @@ CASES: tuple[Case, ...] = (
            assumptions=("micro-batch unstated: searched (the range spans it); no interleaving "
                         "(DeepSpeed's pipeline engine has none)",
                         "Megatron-DeepSpeed: ZeRO-1, unfused attention, fp32 all-reduce after "
-                        "the backward (assumption); DeepSpeed's pipeline engine sends without "
-                        "scatter/gather"))
+                        "the backward (assumption); DeepSpeed's pipeline engine of 2021: "
+                        "partitioned activations, whole gradients"))
       for n, t in ((2240, 60.1), (2800, 50.2), (3360, 44.4))],
     Case("BLOOM 176B", "bloom-176b", "jean-zay-a100", 384, 4, 12, 2048, 150.0, _BLOOM,
          micro_batch=2, training=DEEPSPEED_2022,
          assumptions=("fabric: 4x 100 Gb/s Omni-Path per 8-GPU node as stated (BLOOM sec. "
                       "3.4.1) at 94% (assumption)",
                       "Megatron-DeepSpeed: ZeRO-1, fp32 all-reduce after the backward, "
-                      "pipeline sends without scatter/gather",
+                      "pipeline sends as the engine of 2021 (whole gradients; assumption: "
+                      "later engines partition them too)",
                       "no dropout counted (BLOOM trained without)")),
     Case("Llama 3 405B, 8,192 GPUs", "llama3-405b", "meta-h100-roce", 8192, 8, 16,
          2048, 430.0, _LLAMA, metric="model_causal", training=LLAMA3, virtual_stages=None,
