@@ -89,7 +89,6 @@ def test_busbw_factors(n):
     assert busbw_factor("all_reduce", n) == pytest.approx(2 * (n - 1) / n)
     assert busbw_factor("all_gather", n) == pytest.approx((n - 1) / n)
     assert busbw_factor("reduce_scatter", n) == pytest.approx((n - 1) / n)
-    assert busbw_factor("all_reduce", n, "NVLS") == pytest.approx((n - 1) / (n + 1))
     if n == 1:
         assert busbw_gbps(10.0, "all_reduce", 1) is None  # undefined with one rank
     else:

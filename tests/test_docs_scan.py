@@ -25,6 +25,7 @@ OUTSIDE = [
     ("the workplace", r"\bthis\s+work" + r"place\b"),
     ("a lent machine", r"\b" + "le" + r"nt\b"),
     ("a working session", r"\bsess" + r"ions?\b"),
+    ("the machines it was developed on", r"\bmachines\s+" + r"here\b"),
 ]
 # "session" has technical meanings that are the project's own: pytest's session scope and
 # fixtures, and POSIX process sessions (setsid). These uses are taken out before the scan.

@@ -14,8 +14,6 @@ OPS = ("all_reduce", "all_gather", "reduce_scatter")
 # The redop column of the nccl-tests table: all-gather reduces nothing.
 REDOP = {"all_reduce": "sum", "all_gather": "none", "reduce_scatter": "sum"}
 
-# NCCL_ALGO values for which nccl-tests switches all-reduce to the in-network-reduction factor.
-IN_NETWORK_ALGOS = ("NVLS", "NVLSTREE")
 
 
 def check_op(op: str) -> str:
@@ -90,12 +88,13 @@ def algbw_or_none(nbytes: int, seconds: float) -> float | None:
     return algbw_gbps(nbytes, seconds) if seconds > 0 else None
 
 
-def busbw_factor(op: str, nranks: int, nccl_algo: str | None = None) -> float:
+def busbw_factor(op: str, nranks: int) -> float:
     """algbw -> busbw, so that busbw is comparable to the hardware's link bandwidth at any n.
 
     all_reduce: each element needs n-1 additions and n assignments, 2(n-1) transfers spread over
-    n links: t = (S/B) * 2(n-1)/n, so B = algbw * 2(n-1)/n. With in-network reduction
-    (NCCL_ALGO=NVLS or NVLSTREE) nccl-tests uses (n-1)/(n+1) instead.
+    n links: t = (S/B) * 2(n-1)/n, so B = algbw * 2(n-1)/n, whatever the algorithm (nccl-tests
+    src/all_reduce.cu, AllReduceGetBw: with NVLS's in-switch reduction busbw can exceed the
+    link, as published 8x H100 NVLS readings of ~480 GB/s do).
     all_gather, reduce_scatter: only the assignment (resp. addition) half: (n-1)/n, with S the
     total array (count * typesize * n).
     n = 1 gives 0: no bus is used, so bus bandwidth is undefined there.
@@ -104,14 +103,11 @@ def busbw_factor(op: str, nranks: int, nccl_algo: str | None = None) -> float:
     if nranks < 1:
         raise ValueError(f"nranks must be >= 1, got {nranks}")
     if op == "all_reduce":
-        if nccl_algo and nccl_algo.upper() in IN_NETWORK_ALGOS:
-            return (nranks - 1) / (nranks + 1)
         return 2 * (nranks - 1) / nranks
     return (nranks - 1) / nranks
 
 
-def busbw_gbps(algbw: float | None, op: str, nranks: int,
-               nccl_algo: str | None = None) -> float | None:
+def busbw_gbps(algbw: float | None, op: str, nranks: int) -> float | None:
     """Bus bandwidth in GB/s, or None where it is undefined (one rank: factor 0; no algbw)."""
-    factor = busbw_factor(op, nranks, nccl_algo)
+    factor = busbw_factor(op, nranks)
     return algbw * factor if factor > 0 and algbw is not None else None

@@ -303,7 +303,7 @@ class RankRun:
                                max_rel_error=err, tolerance=tol, telemetry=telemetry)
             return row, report.Cell(t, None, None, wrong, stats)  # a wrong result: no speed
         alg = algbw_or_none(sh.nbytes, t)
-        bus = busbw_gbps(alg, sh.op, self.n, os.environ.get("NCCL_ALGO"))
+        bus = busbw_gbps(alg, sh.op, self.n)
         cell = report.Cell(t, alg, bus, wrong, stats)  # printed as nccl-tests prints it
         skip = be.not_a_bandwidth(self.cfg.backend, self.n)
         if skip or alg is None:

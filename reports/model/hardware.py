@@ -102,14 +102,12 @@ GPUS: dict[str, GPU] = {
         "sm_count": "132 SMs (NVIDIA H100 Tensor Core GPU architecture whitepaper, H100 SXM5)",
         "memory_total_bytes": "torch.cuda.get_device_properties().total_memory 85,520,809,984 B "
                               "(79.6 GiB) on NVIDIA H100 80GB HBM3, = nvidia-smi 81,559 MiB "
-                              "(public readings; the device machines here describe 'about "
-                              "78 GiB' free)",
+                              "(memory.total in published nvidia-smi listings)",
         "node_gpus": _NODE8}),
     "H200-SXM": GPU("H200-SXM", "hopper", 132, 450.0, _H200_MEM, 8, {
         "peaks": PEAKS["H200-SXM"].source, "nvlink_gbps": _NVL4,
         "sm_count": "132 SMs: the H100 SXM5 die (NVIDIA H200 datasheet: same Hopper GPU, HBM3e)",
-        "memory_total_bytes": _mem_source(143_771, "NVIDIA H200 (141 GB)",
-                                          "; the device machines here describe 'about 139 GiB'"),
+        "memory_total_bytes": _mem_source(143_771, "NVIDIA H200 (141 GB)"),
         "node_gpus": _NODE8}),
     "A100-SXM-80GB": GPU("A100-SXM-80GB", "ampere", 108, 300.0, 81_920 * MIB, 8, {
         "peaks": PEAKS["A100-SXM-80GB"].source,

@@ -24,7 +24,7 @@ from reports.model.presets import Model, framework_vocab
 # Usable fraction of HBM for the model state. Set from the largest runs known to have fit, not
 # fitted to any speed: Llama 3 405B at 8k ran its interleaved schedule without activation
 # checkpointing in 80 GB (Dubey et al. 2024, sec. 3.3.2), 76.6 GiB in this count, and NeMo's
-# Llama 3.1 405B recipe at 576 GPUs (NVIDIA/dgxc-benchmarking) 74.9 GiB, of an H100's 79.65
+# Llama 3.1 405B recipe at 576 GPUs (NVIDIA/dgxc-benchmarking) 75.6 GiB, of an H100's 79.65
 # GiB. 0.965 leaves 2.8 GiB for the CUDA context, NCCL buffers and workspaces (assumption; runs
 # this tight profile their memory and use the caching allocator's expandable segments).
 USABLE_MEMORY_FRACTION = 0.965
