@@ -104,6 +104,8 @@ OTHERS = [
     (["estimate", "--scenario", "{bad}"], b"model: [a, b\ncluster: x\n",
      "neither JSON nor YAML: expected ',' or ']', but got ':' at line 2, column 8", []),
     (["estimate", "--scenario", "{bad}"], b"[" * 100_000, "nested too deep", []),
+    (["estimate", "--scenario", "{bad}"], b"model: llama3-405b\ncluster: {gpu: H100-SXM, "
+     b"gpus: 8}\nparallel: {tp: 1, pp: 1, dp: 8}\n", "usable: it does not fit", []),
     (["run", "--db", "{tmp}/file/x.db", "--filter", "membw"], None,
      "cannot create the database folder", []),
     (["run", "--db", "{tmp}/r.db", "--filter", "no-such-case"], None, "matches no case", []),

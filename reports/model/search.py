@@ -325,6 +325,13 @@ def estimate(scenario, measurements=None, *, with_range: bool = True) -> Estimat
     scn = load_scenario(scenario)
     meas = as_measurements(measurements)
     est = search(scn, meas) if scn.parallel is None else evaluate(scn, scn.parallel, meas)
+    if not est.fits_in_memory:  # a layout that cannot run has no throughput to show
+        p, need = est.parallel, gib(sum(est.memory_bytes.values()))
+        raise ScenarioError(
+            f"{scn.model.name} at tp {p.tp} pp {p.pp} cp {p.cp} dp {p.dp} micro-batch "
+            f"{p.micro_batch} recompute {p.recompute} needs {need:.1f} GiB per GPU, "
+            f"{gib(est.capacity_bytes):.1f} usable: it does not fit (parallel: auto searches "
+            "the layouts that do)")
     if with_range:
         est.range = estimate_range(est, meas)
     return est
