@@ -26,6 +26,7 @@ from reports.model.serving_cases import (
     CASES,
     case_serving,
     finite_run_tokens_per_s,
+    serving_summary,
     validate_serving,
 )
 from reports.model.serving_cluster import cluster_serving, serving_gain
@@ -164,6 +165,10 @@ def test_validation_rows(meas):
     assert trt and all(r["requests"] in (1500, 3000) for r in trt)
     assert all(r["predicted"] <= r["steady_state"] * (1 + 1e-9) for r in trt)
     assert {"H100-SXM", "H200-SXM"} <= {r["gpu"] for r in good}
+    s = serving_summary(rows)
+    assert s["cases"] == len(rows) and s["within"] == len(good)
+    assert sum(n for _, n in s["within_by_gpu"].values()) == len(rows)
+    assert s["max_abs_error_pct"] == max(abs(r["error_pct"]) for r in rows)
 
 
 def test_cluster_and_gain(meas):

@@ -17,7 +17,7 @@ from rich.table import Table
 from reports.model.config import ScenarioError
 from reports.model.scenario import SCENARIOS
 from reports.model.search import estimate as run_estimate
-from reports.model.serving_cases import validate_serving
+from reports.model.serving_cases import WITHIN_PCT, serving_summary, validate_serving
 from reports.model.serving_scenario import SERVING_SCENARIOS, estimate_serving, serving_spec
 from reports.model.validation import summary
 from reports.model.validation import validate as run_validation
@@ -154,7 +154,12 @@ def serving_table(d: dict) -> Table:
 
 
 def serving_validation_table(rows: list[dict]) -> Table:
-    t = Table(title="the serving model against published results (output tokens/s)")
+    s = serving_summary(rows)
+    gpus = ", ".join(f"{g} {w} of {n}" for g, (w, n) in s["within_by_gpu"].items())
+    t = Table(title="the serving model against published results (output tokens/s)",
+              caption=f"{s['cases']} results: {s['within']} within {WITHIN_PCT:.0f}% ({gpus}); "
+                      f"max |error| {s['max_abs_error_pct']:.1f}%, mean "
+                      f"{s['mean_abs_error_pct']:.1f}%")
     for col in ("case", "GPUs", "published", "predicted", "error", "source"):
         t.add_column(col, justify="left" if col in ("case", "source") else "right")
     for r in rows:

@@ -163,3 +163,21 @@ def validate_serving(measurements=None) -> list[dict]:
                      "steady_state": est["output_tokens_per_s"], "source": c.source,
                      "inputs": est["sources"]})
     return rows
+
+
+# The band a serving prediction is judged by: within 20% of the published figure.
+WITHIN_PCT = 20.0
+
+
+def serving_summary(rows: list[dict]) -> dict:
+    """How validate_serving's rows read: cases, how many within WITHIN_PCT (all and per GPU),
+    max and mean |error|."""
+    errs = [abs(r["error_pct"]) for r in rows]
+    by_gpu: dict[str, list[int]] = {}
+    for r, e in zip(rows, errs):
+        got = by_gpu.setdefault(r["gpu"], [0, 0])
+        got[0] += e <= WITHIN_PCT
+        got[1] += 1
+    return {"cases": len(rows), "within": sum(e <= WITHIN_PCT for e in errs),
+            "within_by_gpu": by_gpu, "max_abs_error_pct": max(errs, default=0.0),
+            "mean_abs_error_pct": sum(errs) / max(len(errs), 1)}
