@@ -15,10 +15,10 @@
 # Time: a total cap (CAMPAIGN_CAP_S) bounds the stages, which end by the cap less
 # EXPORT_RESERVE_S plus a stage's kill grace (KILL_AFTER_S); then come at most two exports
 # (EXPORT_RESERVE_S + 2 s each) and the summary (SUMMARY_S): the worst case of the whole call is
-# 480 - 20 + 10 + 2 x 22 + 10 = 524 s by default, so a run tool's 600 s limit (pass
-# timeout_s=600) is never what ends it. Keep CAMPAIGN_CAP_S <= 550 under such a limit.
+# 480 - 20 + 10 + 2 x 22 + 10 = 524 s by default, so a launcher's 600 s limit (give the call
+# all of it) is never what ends it. Keep CAMPAIGN_CAP_S <= 550 under such a limit.
 #
-# The GPU image lacks SQLAlchemy: carry its pure-Python wheel (and typing_extensions') in .whl/
+# The GPU image lacks SQLAlchemy: bring its pure-Python wheel (and typing_extensions') in .whl/
 # (docs/CAMPAIGN.md says how to build it); they are installed with --no-deps into
 # $CAMPAIGN_SITE (default /tmp/site), never into the image, or, where the image has no pip,
 # put on PYTHONPATH as they are (a pure-Python wheel is an importable zip). Without an
@@ -52,7 +52,7 @@ RUN_MARGIN_S=${CAMPAIGN_RUN_MARGIN_S:-15}  # a run stage's start and final table
 mkdir -p "$OUT" || exit 2
 OUT=$(cd "$OUT" && pwd)  # absolute: the stages and the store see the same folder
 
-# SQLAlchemy (the store) from the carried wheels: pip into $SITE, else the wheels themselves.
+# SQLAlchemy (the store) from the wheels in .whl/: pip into $SITE, else the wheels themselves.
 shopt -s nullglob
 wheels=("$WHEELS"/*.whl)
 shopt -u nullglob
@@ -75,7 +75,7 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 if ! where=$("$PY" -c 'import sqlalchemy; print(sqlalchemy.__version__, sqlalchemy.__file__)' \
     2>/dev/null); then
-  echo "error: $PY cannot import sqlalchemy: carry its pure-Python wheel (and" \
+  echo "error: $PY cannot import sqlalchemy: bring its pure-Python wheel (and" \
        "typing_extensions') in $WHEELS/ (docs/CAMPAIGN.md)" >&2
   exit 2
 fi
