@@ -75,7 +75,10 @@ class OneLineErrors(TyperGroup):
             code = 2
         except _exc.UsageError as e:
             cmd = e.ctx.command_path if e.ctx else "colossus-bench"
-            err_console.print(f"[bold red]error:[/] {escape(e.format_message())} "
+            # typer words a refused enum choice "Value error, 'x' is not one of ...": the
+            # prefix says nothing the rest does not
+            msg = e.format_message().replace("Value error, ", "")
+            err_console.print(f"[bold red]error:[/] {escape(msg)} "
                               f"(see {escape(cmd)} -h)", highlight=False, soft_wrap=True)
             code = 2
         except _exc.ClickException as e:

@@ -106,6 +106,15 @@ def summary(out: Path) -> str:
     return "\n".join(lines)
 
 
+def _rounded(x):
+    """Seconds to the hundredth for printing (sums of float estimates read 430.25000000000006)."""
+    if isinstance(x, float):
+        return round(x, 2)
+    if isinstance(x, dict):
+        return {k: _rounded(v) for k, v in x.items()}
+    return x
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.campaign",
                                 description=__doc__.splitlines()[0])
@@ -118,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.verb == "summary":
         print(summary(a.out))
     else:
-        print(json.dumps(estimate(tune=a.tune), indent=1))
+        print(json.dumps(_rounded(estimate(tune=a.tune)), indent=1))
     return 0
 
 

@@ -282,7 +282,9 @@ def info(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> No
         return
     for section, values in data.items():
         console.print(f"[bold]{section}[/]")
-        for k, v in (values or {"(not a GPU in the peak table)": ""}).items():
+        if not values:
+            console.print("  none: not a GPU in the peak table", highlight=False)
+        for k, v in (values or {}).items():
             console.print(f"  {k}: {v}", highlight=False)
     console.print(peaks_table(PEAKS))
 

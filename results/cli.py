@@ -90,7 +90,7 @@ def fleet(
                                          "throughput"),
     all_runs: bool = typer.Option(False, "--all-runs",
                                   help="use every run, not only each device's latest per case"),
-    top: int = typer.Option(20, "--top", help="devices listed in the summary table, slowest "
+    top: int = typer.Option(20, "--top", min=0, help="devices listed in the summary table, slowest "
                                                "first (0: all); --json lists all"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
