@@ -129,7 +129,9 @@ GPUS: dict[str, GPU] = {
 def gpu(name: str) -> GPU:
     """The GPU preset for a PEAKS key (H100-SXM, H200-SXM, A100-SXM-80GB, B200-SXM)."""
     if name not in GPUS:
-        raise ValueError(f"unknown GPU {name!r}; known: {', '.join(sorted(GPUS))}")
+        raise ValueError(f"unknown GPU {name!r}; the model knows {', '.join(sorted(GPUS))} "
+                         "(the peak table `info` prints lists more, for measuring; the model "
+                         "needs each one's memory, NVLink and node too)")
     return GPUS[name]
 
 
