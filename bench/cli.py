@@ -170,6 +170,8 @@ def run(
         out.print(results_table(done))
         err_console.print(f"interrupted: the {len(done)} finished results are stored in "
                           f"{store.display_url} (run {run_id})")
+        if as_json:  # stdout still holds what --json promises: the finished records
+            print_json([r.to_dict() for r in done])
         raise typer.Exit(130) from None
     out.print(results_table(done))
     yard = run_yardstick(done)

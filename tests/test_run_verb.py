@@ -181,3 +181,24 @@ def test_a_filter_that_matches_nothing_beside_one_that_does_warns(tmp_path):
     assert res.stdout.startswith("membw/fp32/op=copy") and "nope" in res.stderr
     res = cli("run", "--list", "-k", "nope", "-k", "nada")  # none matches: refused as before
     assert res.exit_code == 2 and "matches no case" in res.output
+
+
+def test_an_interrupted_run_with_json_still_prints_the_finished_records(db_url, monkeypatch):
+    import json
+
+    import bench.runner as br
+
+    real = br.run
+
+    def interrupted_after_one(pairs, store, **kw):
+        def then_stop(r):
+            kw["on_result"](r)
+            raise KeyboardInterrupt
+
+        return real(pairs, store, **{**kw, "on_result": then_stop})
+
+    monkeypatch.setattr(br, "run", interrupted_after_one)
+    res = cli("run", "--filter", "membw/*:torch", "--timing", "smoke", "--db", db_url, "--json")
+    assert res.exit_code == 130, res.output
+    rows = json.loads(res.stdout)  # stdout holds only the JSON, whole
+    assert isinstance(rows, list) and len(rows) <= 1
