@@ -25,6 +25,7 @@ from results.tables import (  # noqa: F401  (COLUMNS, JSON_COLUMNS: the store's 
     MIGRATIONS,
     insert_ignore,
     insert_table_rows,
+    layout_version,
     meta_table,
     metadata,
     record_row,
@@ -243,14 +244,15 @@ class Store:
                                                     value=str(SCHEMA_VERSION)))
 
     def _version(self, conn) -> int | None:
-        """The table's schema version; None when there is no results table yet."""
-        inspector = sa.inspect(conn)
-        if inspector.has_table(meta_table.name):
+        """The table's schema version, as its layout has it (see `layout_version`); None when
+        there is no results table yet. (One query lists the tables, as one `has_table` would.)"""
+        tables = set(sa.inspect(conn).get_table_names())
+        if meta_table.name in tables:
             value = conn.execute(sa.select(meta_table.c.value).where(
                 meta_table.c.key == "schema_version")).scalar()
             if value is not None:
-                return int(value)
-        return BASE_VERSION if inspector.has_table(result_rows.name) else None
+                return layout_version(int(value), tables)
+        return BASE_VERSION if result_rows.name in tables else None
 
     def _refuse_newer(self, version: int | None) -> None:
         if version is not None and version > SCHEMA_VERSION:
