@@ -119,6 +119,18 @@ def url_secrets(url: str) -> list[str]:
     return [x for x in found if x]
 
 
+BACKENDS = ("sqlite", "postgresql")  # the databases the store is written and tested for
+UNSUPPORTED = "only SQLite paths, sqlite:/// URLs and postgresql:// URLs are supported"
+
+
+def backend(url: str) -> str | None:
+    """The database a URL names (sqlite, postgresql, mysql, ...); None when it does not parse."""
+    try:
+        return sa.engine.make_url(url).get_backend_name()
+    except Exception:
+        return None
+
+
 def sqlite_file(url: str) -> Path | None:
     """The file behind a SQLite URL; None for other databases, in-memory ones and SQLite URI
     filenames (sqlite:///file:...?uri=true: SQLite itself checks those)."""
@@ -188,6 +200,8 @@ class Store:
                 raise StoreError(f"database folder {path.parent} is not writable")
         elif path is not None and not path.exists():
             raise StoreError(f"no database at {path}")  # and do not create an empty one
+        if backend(self.url) not in (None, *BACKENDS):  # None: unparseable, said below
+            raise StoreError(f"cannot use database URL {self.display_url}: {UNSUPPORTED}")
         pg = self.url.startswith("postgresql")
         try:
             # pre-ping: a pooled connection to a server that restarted is replaced, not failed

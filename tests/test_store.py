@@ -218,6 +218,12 @@ def test_a_failed_version_1_migration_leaves_the_table_unchanged(url):
     engine.dispose()
 
 
+def test_an_unsupported_database_is_one_clear_line():
+    with pytest.raises(StoreError, match="cannot use database URL mysql://x@127.0.0.1/db: only "
+                       "SQLite paths, sqlite:/// URLs and postgresql:// URLs are supported$"):
+        Store("mysql://x@127.0.0.1/db")
+
+
 def _table_rows(url, table):
     engine = sa.create_engine(resolve_url(url))
     try:
