@@ -25,6 +25,7 @@ from results.tables import (  # noqa: F401  (COLUMNS, JSON_COLUMNS: the store's 
     MIGRATIONS,
     insert_ignore,
     insert_table_rows,
+    layout_version,
     meta_table,
     metadata,
     record_row,
@@ -118,6 +119,18 @@ def url_secrets(url: str) -> list[str]:
     return [x for x in found if x]
 
 
+BACKENDS = ("sqlite", "postgresql")  # the databases the store is written and tested for
+UNSUPPORTED = "only SQLite paths, sqlite:/// URLs and postgresql:// URLs are supported"
+
+
+def backend(url: str) -> str | None:
+    """The database a URL names (sqlite, postgresql, mysql, ...); None when it does not parse."""
+    try:
+        return sa.engine.make_url(url).get_backend_name()
+    except Exception:
+        return None
+
+
 def sqlite_file(url: str) -> Path | None:
     """The file behind a SQLite URL; None for other databases, in-memory ones and SQLite URI
     filenames (sqlite:///file:...?uri=true: SQLite itself checks those)."""
@@ -187,6 +200,8 @@ class Store:
                 raise StoreError(f"database folder {path.parent} is not writable")
         elif path is not None and not path.exists():
             raise StoreError(f"no database at {path}")  # and do not create an empty one
+        if backend(self.url) not in (None, *BACKENDS):  # None: unparseable, said below
+            raise StoreError(f"cannot use database URL {self.display_url}: {UNSUPPORTED}")
         pg = self.url.startswith("postgresql")
         try:
             # pre-ping: a pooled connection to a server that restarted is replaced, not failed
@@ -243,14 +258,15 @@ class Store:
                                                     value=str(SCHEMA_VERSION)))
 
     def _version(self, conn) -> int | None:
-        """The table's schema version; None when there is no results table yet."""
-        inspector = sa.inspect(conn)
-        if inspector.has_table(meta_table.name):
+        """The table's schema version, as its layout has it (see `layout_version`); None when
+        there is no results table yet. (One query lists the tables, as one `has_table` would.)"""
+        tables = set(sa.inspect(conn).get_table_names())
+        if meta_table.name in tables:
             value = conn.execute(sa.select(meta_table.c.value).where(
                 meta_table.c.key == "schema_version")).scalar()
             if value is not None:
-                return int(value)
-        return BASE_VERSION if inspector.has_table(result_rows.name) else None
+                return layout_version(int(value), tables)
+        return BASE_VERSION if result_rows.name in tables else None
 
     def _refuse_newer(self, version: int | None) -> None:
         if version is not None and version > SCHEMA_VERSION:

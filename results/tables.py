@@ -195,22 +195,76 @@ def record_row(rec: Result) -> dict:
 # store runs them under its schema lock, in one transaction with the version bump (both
 # databases have transactional DDL), so a failed migration leaves the table as it was.
 
-V1_JSON = ("params", "device", "software", "samples_s", "telemetry")
+# The version 1 `results` table exactly as colossus-bench 1 created it (results/store.py from
+# 57b5287 to 4e32d7e^), as plain data: never derived from today's declaration, which has fields
+# version 1 never had. (name, type, width, NOT NULL); id is the primary key, run_id and
+# workload are indexed.
+V1_COLUMNS: tuple[tuple[str, str, int | None, bool], ...] = (
+    ("id", "varchar", 64, True),
+    ("run_id", "varchar", 64, True),
+    ("created_at", "varchar", 40, True),
+    ("schema_version", "integer", None, True),
+    ("workload", "varchar", 64, True),
+    ("backend", "varchar", 64, True),
+    ("dtype", "varchar", 32, True),
+    ("params", "json", None, True),
+    ("host", "varchar", 255, True),
+    ("device", "json", None, True),
+    ("world_size", "integer", None, False),
+    ("rank", "integer", None, False),
+    ("software", "json", None, False),
+    ("median_s", "float", None, False),
+    ("p20_s", "float", None, False),
+    ("p80_s", "float", None, False),
+    ("mean_s", "float", None, False),
+    ("stdev_s", "float", None, False),
+    ("n", "integer", None, False),
+    ("samples_s", "json", None, False),
+    ("tflops", "float", None, False),
+    ("gbps", "float", None, False),
+    ("algbw_gbps", "float", None, False),
+    ("busbw_gbps", "float", None, False),
+    ("peak_fraction", "float", None, False),
+    ("correct", "boolean", None, False),
+    ("max_rel_error", "float", None, False),
+    ("tolerance", "float", None, False),
+    ("telemetry", "json", None, False),
+    ("status", "varchar", 16, True),
+    ("error", "text", None, False),
+)
+# The short-lived additive schema 2 (4e32d7e, replaced by this one in f37c1d3): version 1's one
+# table with these four nullable columns added by ALTER TABLE, and "2" in colossus_meta.
+ADDITIVE_V2_COLUMNS: tuple[tuple[str, str, int | None, bool], ...] = (
+    ("compile_s", "float", None, False),
+    ("flops", "float", None, False),
+    ("bytes", "float", None, False),
+    ("shape", "varchar", 128, False),
+)
+ADDITIVE_V2 = 2  # the version that schema wrote
+V1_TYPES = {"varchar": sa.String, "integer": sa.Integer, "float": sa.Float,
+            "boolean": sa.Boolean, "json": JSONType, "text": sa.Text}
+V1_INDEXED = ("run_id", "workload")
 
 
-def v1_table(name: str = "results") -> sa.Table:
-    """The version 1 table, as colossus-bench 1 created it (for the migration and its tests)."""
+def v1_table(name: str = "results", *, additive: bool = False) -> sa.Table:
+    """The version 1 table, as colossus-bench 1 created it; additive=True: as 4e32d7e's
+    additive schema 2 left it (for the migration and its tests)."""
     cols = []
-    for spec in ORDERED:
-        if spec.name in V1_JSON:
-            typ = JSONType
-        elif spec.storage == "timestamp":
-            typ = sa.String(40)
-        else:
-            typ = _type(spec)
-        cols.append(sa.Column(spec.name, typ, primary_key=spec.primary_key,
-                              nullable=not spec.not_null, index=spec.index or None))
+    for col, kind, width, not_null in V1_COLUMNS + (ADDITIVE_V2_COLUMNS if additive else ()):
+        typ = V1_TYPES[kind](width) if width else V1_TYPES[kind]
+        cols.append(sa.Column(col, typ, primary_key=col == "id", nullable=not not_null,
+                              index=col in V1_INDEXED or None))
     return sa.Table(name, sa.MetaData(), *cols)
+
+
+def layout_version(version: int, tables) -> int:
+    """The version a table's layout has, given the version its colossus_meta row names and the
+    database's table names. The additive schema 2 wrote "2" but kept version 1's one table (no
+    `devices` table, which this version creates with `results`): it is migrated as version 1,
+    `to_v2` copying whatever columns it finds."""
+    if version == ADDITIVE_V2 and devices_table.name not in tables:
+        return BASE_VERSION
+    return version
 
 
 MIGRATION_CHUNK = 2000  # rows read and written at a time by the v1 -> v2 migration
@@ -219,19 +273,23 @@ MIGRATION_CHUNK = 2000  # rows read and written at a time by the v1 -> v2 migrat
 def to_v2(conn) -> None:
     """v1 -> v2: the old table is renamed aside, the new tables are created, every row is copied
     through the same conversion as an insert (so keys and packing are the store's own), and the
-    old table is dropped. Rows keep their record values exactly (exports are unchanged)."""
+    old table is dropped. Rows keep their record values exactly (exports are unchanged). Only the
+    columns the old table has are read (version 1's, and the additive schema 2's four when
+    there): a field it lacks is null."""
     pg = conn.dialect.name == "postgresql"
+    present = {c["name"] for c in sa.inspect(conn).get_columns("results")}
     conn.execute(sa.text("ALTER TABLE results RENAME TO results_v1"))
     for index in ("ix_results_run_id", "ix_results_workload"):  # names are per schema
         conn.execute(sa.text(f"DROP INDEX IF EXISTS {index}"))
     if pg:
         conn.execute(sa.text("ALTER INDEX results_pkey RENAME TO results_v1_pkey"))
     metadata.create_all(conn)
-    old = v1_table("results_v1")
+    old = v1_table("results_v1", additive=True)
+    read = [c for c in old.columns if c.name in present]
     last = ""
     while True:
         chunk = [dict(r._mapping) for r in conn.execute(
-            sa.select(old).where(old.c.id > last).order_by(old.c.id).limit(MIGRATION_CHUNK))]
+            sa.select(*read).where(old.c.id > last).order_by(old.c.id).limit(MIGRATION_CHUNK))]
         if not chunk:
             break
         last = chunk[-1]["id"]

@@ -228,6 +228,14 @@ def test_unusable_database_urls_give_one_line(url):
     assert "Traceback" not in res.output
 
 
+@pytest.mark.parametrize("verb", [("run", "-k", "membw/fp32/op=copy"), ("export",)])
+def test_an_unsupported_database_scheme_is_one_line_naming_what_works(verb):
+    res = cli(*verb, "--db", "mysql://x@127.0.0.1/db")
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1
+    assert "only SQLite paths, sqlite:/// URLs and postgresql:// URLs are supported" in \
+        res.output and "MySQLdb" not in res.output
+
+
 def test_benchmark_file_whose_extra_info_is_not_an_object(tmp_path, db_url):
     bad = tmp_path / "other.json"
     bad.write_text('{"benchmarks": [{"name": "t", "stats": {}, "extra_info": ["x"]}]}')

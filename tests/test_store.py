@@ -19,7 +19,7 @@ from results.store import (
     resolve_url,
     transient,
 )
-from results.tables import record_row, v1_table
+from results.tables import V1_COLUMNS, record_row, v1_table
 from tests.pg import free_port
 
 
@@ -120,18 +120,38 @@ def test_a_missing_migration_is_a_clear_error(url, monkeypatch):
         Store(url)
 
 
-def _v1_table_with_rows(url, recs, *, version_row=True):
-    """A table as colossus-bench with schema version 1 wrote it: one `results` table, JSON
-    columns, created_at as text."""
+# What 4e32d7e's additive schema 2 ran on a version 1 table (its MIGRATIONS[2], verbatim).
+ADDITIVE_DDL = [f"ALTER TABLE results ADD COLUMN {c}" for c in (
+    "compile_s FLOAT", "flops FLOAT", "bytes FLOAT", "shape VARCHAR(128)")]
+V1_NAMES = {name for name, *_ in V1_COLUMNS}
+
+
+def _v1_table_with_rows(url, recs, *, version_row=True, additive=False):
+    """A table as colossus-bench with schema version 1 wrote it: one `results` table with
+    version 1's columns (V1_COLUMNS, from its code; not today's fields), JSON columns,
+    created_at as text. additive=True: as 4e32d7e's additive schema 2 left it: that table with
+    compile_s, flops, bytes and shape added by ALTER TABLE, and "2" in colossus_meta."""
     v1 = v1_table()
+    table = v1_table(additive=True) if additive else v1
+    version = "2" if additive else "1"
     engine = sa.create_engine(resolve_url(url))
     with engine.begin() as conn:
         v1.metadata.create_all(conn)
+        for stmt in ADDITIVE_DDL if additive else []:
+            conn.execute(sa.text(stmt))
         if version_row:
             meta_table.create(conn)
-            conn.execute(meta_table.insert().values(key="schema_version", value="1"))
-        conn.execute(v1.insert(), [{**finite(r.to_dict()), "schema_version": 1} for r in recs])
+            conn.execute(meta_table.insert().values(key="schema_version", value=version))
+        rows = [{**finite(r.to_dict()), "schema_version": int(version)} for r in recs]
+        conn.execute(table.insert(), [{c.name: r[c.name] for c in table.columns} for r in rows])
     engine.dispose()
+
+
+def test_the_version_1_fixture_has_version_1s_columns_only(url):
+    """The fixture is the table colossus-bench 1 wrote, not today's fields under old types."""
+    _v1_table_with_rows(url, [make(0)])
+    assert _columns(url) == V1_NAMES and len(V1_NAMES) == 31
+    assert not {"compile_s", "flops", "bytes", "shape"} & _columns(url)
 
 
 def test_a_version_1_table_with_rows_is_migrated_and_reads_back_the_same(url):
@@ -163,6 +183,45 @@ def test_a_table_without_a_version_row_is_taken_as_version_1(url):
         assert store.schema_version() == SCHEMA_VERSION and store.count() == 1
         assert store.records()[0].params == make(0).params
     assert "device_key" in _columns(url)
+
+
+def test_the_additive_schema_2_table_is_migrated_with_its_four_fields(url):
+    """4e32d7e wrote "2" but kept version 1's one table: migrated, the four fields kept."""
+    recs = [make(i, compile_s=0.5 * i, flops=2.0e9 * (i + 1), bytes=3.0e6, shape=f"{i}x8 nt",
+                 schema_version=2) for i in range(3)] + [make(5, schema_version=2)]
+    _v1_table_with_rows(url, recs, additive=True)
+    assert _columns(url) == V1_NAMES | {"compile_s", "flops", "bytes", "shape"}
+    with pytest.raises(StoreError, match="a verb that writes .* migrates it"):
+        Store(url, create=False)
+    with Store(url) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+        assert sorted(store.records(), key=lambda r: r.id) == sorted(recs, key=lambda r: r.id)
+    assert "device_key" in _columns(url) and "device" not in _columns(url)
+    with Store(url, create=False) as store:  # readers use it now
+        assert store.count() == 4
+
+
+def test_a_failed_version_1_migration_leaves_the_table_unchanged(url):
+    """A version 1 table without `host` (NOT NULL now): the copy fails, and the renames, new
+    tables and copied rows are rolled back with it."""
+    _v1_table_with_rows(url, [make(i) for i in range(3)])
+    engine = sa.create_engine(resolve_url(url))
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE results DROP COLUMN host"))
+    engine.dispose()
+    with pytest.raises(StoreError, match="migration to schema version 2 failed .*unchanged"):
+        Store(url)
+    assert _columns(url) == V1_NAMES - {"host"} and len(_table_rows(url, "results")) == 3
+    assert _table_rows(url, "colossus_meta") == [("schema_version", "1")]
+    engine = sa.create_engine(resolve_url(url))
+    assert set(sa.inspect(engine).get_table_names()) == {"results", "colossus_meta"}
+    engine.dispose()
+
+
+def test_an_unsupported_database_is_one_clear_line():
+    with pytest.raises(StoreError, match="cannot use database URL mysql://x@127.0.0.1/db: only "
+                       "SQLite paths, sqlite:/// URLs and postgresql:// URLs are supported$"):
+        Store("mysql://x@127.0.0.1/db")
 
 
 def _table_rows(url, table):
