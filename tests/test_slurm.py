@@ -116,7 +116,8 @@ def test_fleet_scripts_exit_2_on_bad_input(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLOSSUS_")}
     for cmd in (["bash", str(REPO / "bench/slurm/fleet.sbatch")],
                 ["bash", str(REPO / "bench/slurm/fleet-ssh.sh"), str(REPO / "README.md")],
-                ["bash", str(REPO / "bench/slurm/fleet-ssh.sh")]):
+                ["bash", str(REPO / "bench/slurm/fleet-ssh.sh")],
+                ["bash", str(REPO / "bench/slurm/fleet-ssh.sh"), str(tmp_path / "no-hosts")]):
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path)
         assert r.returncode == 2, (cmd, r.stdout, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr

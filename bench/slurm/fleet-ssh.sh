@@ -19,8 +19,12 @@
 
 set -uo pipefail
 
-if [ $# -ne 1 ] || [ ! -r "$1" ]; then
+if [ $# -ne 1 ]; then
     echo "usage: $0 HOSTFILE   (one host per line; COLOSSUS_BENCH_UPLOAD_URL must be set)" >&2
+    exit 2
+fi
+if [ ! -r "$1" ]; then
+    echo "error: no readable host file at $1 (one host per line)" >&2
     exit 2
 fi
 if [ -z "${COLOSSUS_BENCH_UPLOAD_URL:-}" ]; then
