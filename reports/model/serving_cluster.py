@@ -72,7 +72,8 @@ def _replica_row(est: ServingEstimate) -> dict:
             "tokens_per_s_per_gpu_range": [x / d["gpus"] for x in
                                            d["range"]["output_tokens_per_s"]],
             "tpot_s": d["tpot_s"], "ttft_s": d["ttft_s"], "kv_cache_gib": d["kv_cache_gib"],
-            "memory_gib_per_gpu": d["memory_gib_per_gpu"], "inputs": d["sources"]}
+            "memory_gib_per_gpu": d["memory_gib_per_gpu"], "inputs": d["sources"],
+            "figures": d["figures"]}
 
 
 def cluster_serving(models=SERVING_MODELS, clusters=scaling.COLOSSUS_CLUSTERS,
