@@ -4,6 +4,8 @@
   (never a source text split on "; " and its kind guessed from the words).
 - A serving case the model cannot compute is one line with the reason; the rest of the report
   is written and `report` exits 0 (docs/REPORT.md).
+- Memory-bound kernels show their GB/s (and GB/s per kW) in the power table, as the run table
+  shows them; the list of memory-bound workloads matches bench's Workload.bound.
 The reports open in real headless Chromium (tests/test_report.py's browser fixture).
 """
 
@@ -20,8 +22,10 @@ from reports.model.measurements import Measurements
 from reports.model.serving import ASSUMPTIONS
 from reports.model.serving_cases import CASES
 from reports.model.serving_scenario import SERVING_SCENARIOS
-from reports.page.provenance import KINDS
+from reports.page.measured import measured_power_table
+from reports.page.provenance import KINDS, Provenance
 from reports.page.render import build_report
+from reports.page.rows import MEMORY_BOUND_WORKLOADS, usable_rows
 from reports.page.serving_section import serving_section
 from results.store import Store
 from tests.test_report import (  # noqa: F401  (browser is a fixture)
@@ -208,3 +212,43 @@ class _Fixtures:
 
     def getfixturevalue(self, name: str):
         return self.values[name]
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. memory-bound rows by their GB/s in the power table
+# ----------------------------------------------------------------------------------------------
+
+def test_memory_bound_workloads_match_bench():
+    from bench.workloads import WORKLOADS
+
+    assert set(MEMORY_BOUND_WORKLOADS) == {n for n, w in WORKLOADS.items()
+                                          if w.bound == "memory"}
+
+
+def test_power_table_shows_memory_bound_rows_by_gbps():
+    rows = usable_rows(measured_frame())
+    table = measured_power_table(rows, Provenance("test table"))
+    cols = table.columns
+    assert {"TFLOP/s", "GB/s", "TFLOP/s per kW", "GB/s per kW"} <= set(cols)
+
+    def cells(workload: str) -> list[dict]:
+        return [{c: cell.text for c, cell in zip(cols, row, strict=True)} for row in table.rows
+                if row[1].text == workload]
+
+    (dec,) = cells("decode_attention")
+    assert dec["TFLOP/s"] == "-" and dec["TFLOP/s per kW"] == "-"
+    assert dec["GB/s"] == "2500.0" and dec["GB/s per kW"] == f"{2500 / 0.52:.1f}"
+    gemm = cells("gemm")
+    assert gemm and all(g["GB/s"] == "-" and g["TFLOP/s"] != "-" for g in gemm)
+
+
+def test_the_report_power_table_shows_decode_by_gbps(reports):
+    _, md = reports["measured"]
+    sec = section_text(md, "Power")
+    header = next(x for x in sec.splitlines() if x.startswith("| device | workload"))
+    cols = [c.strip() for c in header.strip("| ").split(" | ")]
+    row = next(x for x in sec.splitlines() if x.startswith("| H100-SXM | decode_attention"))
+    cells = [c.strip() for c in row.strip().strip("|").split(" | ")]
+    got = dict(zip(cols, cells, strict=True))
+    assert got["GB/s"].startswith("2500.0 [R") and got["TFLOP/s"].startswith("-")
+    assert got["GB/s per kW"].startswith(f"{2500 / 0.52:.1f}")
