@@ -116,7 +116,8 @@ def curves_png(sweeps: dict[str, list[dict]], out_dir: Path) -> tuple[str, str]:
     ax.set(xlabel="sequences in flight (batch)", ylabel="output tokens/s per GPU",
            title="Llama 3 70B FP8, 1000 in / 1000 out: throughput against batch")
     ax.grid(alpha=0.3)
-    ax.legend()
+    if sweeps:  # a curve the model cannot compute is left out (and noted)
+        ax.legend()
     a = _save(fig, out_dir / "serving_throughput_batch.png")
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for g, pts in sweeps.items():
@@ -125,7 +126,8 @@ def curves_png(sweeps: dict[str, list[dict]], out_dir: Path) -> tuple[str, str]:
     ax.set(xlabel="output tokens/s per GPU", ylabel="time per output token (ms)",
            title="latency against throughput (each point a batch)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    if sweeps:  # a curve the model cannot compute is left out (and noted)
+        ax.legend()
     return a, _save(fig, out_dir / "serving_latency_throughput.png")
 
 
