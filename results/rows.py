@@ -28,6 +28,9 @@ from results.validate import INT_COLUMNS, problems, show
 
 # rows that count only when checked correct
 KERNEL_WORKLOADS = ("gemm", "attention", "decode_attention")
+# workloads bound by memory bandwidth, shown by GB/s (bench's Workload.bound == "memory", which
+# reports/ cannot import; tests/test_report.py checks the two agree)
+MEMORY_BOUND_WORKLOADS = ("decode_attention", "hostdevice", "membw")
 
 
 def _json(value: Any) -> Any:

@@ -20,7 +20,7 @@ class Figure:
 
     value: float
     source: str
-    kind: str  # measured | reference | assumption | calibrated
+    kind: str  # measured | reference | assumption | calibrated | published (paper, listing)
 
 
 # --- GEMM -----------------------------------------------------------------------------------------

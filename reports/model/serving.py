@@ -379,6 +379,7 @@ class ServingEstimate:
     high: Timing
     max_batch_fits: int
     sources: dict[str, str] = field(default_factory=dict)
+    figures: dict[str, Figure] = field(default_factory=dict)  # sources' figures, kinds kept
 
     def to_dict(self) -> dict:
         s, t = self.serving, self.timing
@@ -408,6 +409,8 @@ class ServingEstimate:
                                   "in the decode steps' memory-bound slack"},
             "assumptions": {k: v.source for k, v in ASSUMPTIONS.items()},
             "sources": self.sources,
+            "figures": {k: {"value": f.value, "kind": f.kind, "source": f.source}
+                        for k, f in self.figures.items()},
         }
 
 
@@ -422,9 +425,11 @@ def evaluate(s: Serving, meas: Measurements) -> ServingEstimate:
     f = figures(s, meas)
     batch, why = choose_batch(s, meas, f)
     spread = A["efficiency_spread"]
+    # the model's shape and the GPU's memory are read from a paper and a listing: "published"
+    figs = f | {"model": Figure(s.model.name, s.model.source, "published"),
+                "memory": Figure(s.gpu.memory_bytes, s.gpu.sources.get("memory_total_bytes", ""),
+                                 "published")}
     return ServingEstimate(
         s, batch, why, timing(s, meas, f, batch), timing(s, meas, f, batch, 1 - spread, 0.0),
         timing(s, meas, f, batch, 1 + spread, 1.0), max_batch_fitting(s),
-        {k: v.source for k, v in f.items()} | {"model": s.model.source,
-                                               "memory": s.gpu.sources.get("memory_total_bytes",
-                                                                           "")})
+        {k: v.source for k, v in figs.items()}, figs)

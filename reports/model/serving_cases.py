@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from reports.model.hardware import gpu
-from reports.model.measurements import as_measurements
+from reports.model.measurements import Measurements, as_measurements
 from reports.model.presets import model_from
 from reports.model.serving import Serving, ServingEstimate, evaluate, figures, timing
 
@@ -143,26 +143,29 @@ def case_serving(c: ServingCase) -> Serving:
                    c.output_len, c.tp, 1, c.batch, c.ttft_s, c.tpot_s, c.gpus // c.tp, **extra)
 
 
+def validate_case(c: ServingCase, meas: Measurements) -> dict:
+    """One case's row: published, predicted, error_pct, gpu, source, kind "serving"; raises
+    ScenarioError when the model cannot serve the case as published (nothing fits, or no batch
+    meets its latency targets)."""
+    e = evaluate(case_serving(c), meas)
+    est = e.to_dict()
+    pred = est["output_tokens_per_s"]
+    if c.requests:  # requests spread over the replicas, each a finite run of its share
+        pred = est["replicas"] * finite_run_tokens_per_s(e, -(-c.requests // est["replicas"]),
+                                                         meas)
+    return {"kind": "serving", "name": c.name, "gpu": c.gpu, "gpus": c.gpus,
+            "published": c.published_tokens_per_s, "predicted": pred,
+            "error_pct": (pred - c.published_tokens_per_s) / c.published_tokens_per_s * 100,
+            "unit": "output tokens/s", "setting": c.setting(),
+            "predicted_batch": est["batch"], "requests": c.requests,
+            "steady_state": est["output_tokens_per_s"], "source": c.source,
+            "inputs": est["sources"], "figures": est["figures"]}
+
+
 def validate_serving(measurements=None) -> list[dict]:
-    """One row per case: published, predicted, error_pct, gpu, source, kind "serving"."""
+    """One row per case (validate_case)."""
     meas = as_measurements(measurements)
-    rows = []
-    for c in CASES:
-        e = evaluate(case_serving(c), meas)
-        est = e.to_dict()
-        pred = est["output_tokens_per_s"]
-        if c.requests:  # requests spread over the replicas, each a finite run of its share
-            pred = est["replicas"] * finite_run_tokens_per_s(e, -(-c.requests // est["replicas"]),
-                                                             meas)
-        rows.append({"kind": "serving", "name": c.name, "gpu": c.gpu, "gpus": c.gpus,
-                     "published": c.published_tokens_per_s, "predicted": pred,
-                     "error_pct": (pred - c.published_tokens_per_s)
-                     / c.published_tokens_per_s * 100,
-                     "unit": "output tokens/s", "setting": c.setting(),
-                     "predicted_batch": est["batch"], "requests": c.requests,
-                     "steady_state": est["output_tokens_per_s"], "source": c.source,
-                     "inputs": est["sources"]})
-    return rows
+    return [validate_case(c, meas) for c in CASES]
 
 
 # The band a serving prediction is judged by: within 20% of the published figure.

@@ -72,7 +72,8 @@ def _replica_row(est: ServingEstimate) -> dict:
             "tokens_per_s_per_gpu_range": [x / d["gpus"] for x in
                                            d["range"]["output_tokens_per_s"]],
             "tpot_s": d["tpot_s"], "ttft_s": d["ttft_s"], "kv_cache_gib": d["kv_cache_gib"],
-            "memory_gib_per_gpu": d["memory_gib_per_gpu"], "inputs": d["sources"]}
+            "memory_gib_per_gpu": d["memory_gib_per_gpu"], "inputs": d["sources"],
+            "figures": d["figures"]}
 
 
 def cluster_serving(models=SERVING_MODELS, clusters=scaling.COLOSSUS_CLUSTERS,
@@ -112,8 +113,9 @@ def serving_gain(model: str, workload: str = "throughput", measurements=None) ->
     h100 = best_replica(model, "H100-SXM", w, meas)
     h200 = best_replica(model, "H200-SXM", w, meas)
     if h100 is None or h200 is None:
-        raise ScenarioError(f"{model} does not fit one node of H100 and H200 under "
-                            f"workload {workload}")
+        which = " and ".join(g for g, e in (("H100-SXM", h100), ("H200-SXM", h200)) if e is None)
+        raise ScenarioError(f"no tp of one {which} node serves {model} under workload "
+                            f"{workload}: nothing fits, or no batch meets its latency targets")
     same = evaluate(replace(h100.serving, gpu=gpu("H200-SXM"), name=f"{model}@H200-SXM"), meas)
     a, b, c = (x.to_dict() for x in (h100, h200, same))
     bw = {g: meas.hbm_tbps(gpu(g)) for g in ("H100-SXM", "H200-SXM")}

@@ -94,8 +94,11 @@ class ModelContext:
             self.sets[key][2].extend(build())
         return self.sets[key][0]
 
-    def _row(self, name: str, value: str, fig, gpu_name: str,
-             workloads: tuple[str, ...]) -> InputRow:
+    def figure_row(self, name: str, value: str, fig, gpu_name: str = "",
+                   workloads: tuple[str, ...] = ()) -> InputRow:
+        """The input row of a model Figure, with the Figure's own kind (never guessed from its
+        text) and source; a measured or reference figure also points to the runs of its
+        workloads on its GPU."""
         kind = source_kind(fig.source, fig.kind)
         refs = (self.prov.source(fig.source, kind),)
         if kind in ("measured", "reference"):
@@ -113,18 +116,17 @@ class ModelContext:
             bwd = m.attention_tflops(g, s, d, causal, "bwd")
             hbm, nvl, pw = m.hbm_tbps(g), m.nvlink_busbw_gbps(g), m.gemm_power_w(g)
             att = f"s={s} d={d}{' causal' if causal else ''}"
+            row = self.figure_row
             return [
-                self._row("GEMM bf16 8192^3", f"{gemm.value:.0f} TFLOP/s", gemm, gpu_name,
-                          ("gemm",)),
-                self._row(f"attention fwd {att}", f"{fwd.value:.0f} TFLOP/s", fwd, gpu_name,
-                          ("attention",)),
-                self._row(f"attention bwd {att}", f"{bwd.value:.0f} TFLOP/s", bwd, gpu_name,
-                          ("attention",)),
-                self._row("HBM bandwidth", f"{hbm.value:.2f} TB/s", hbm, gpu_name, ("membw",)),
-                self._row("NVLink all-reduce busbw", f"{nvl.value:.0f} GB/s", nvl, gpu_name,
-                          ALLREDUCE_WORKLOADS),
-                self._row("GPU power under load", f"{pw.value:.0f} W", pw, gpu_name,
-                          ("gemm",)),
+                row("GEMM bf16 8192^3", f"{gemm.value:.0f} TFLOP/s", gemm, gpu_name, ("gemm",)),
+                row(f"attention fwd {att}", f"{fwd.value:.0f} TFLOP/s", fwd, gpu_name,
+                    ("attention",)),
+                row(f"attention bwd {att}", f"{bwd.value:.0f} TFLOP/s", bwd, gpu_name,
+                    ("attention",)),
+                row("HBM bandwidth", f"{hbm.value:.2f} TB/s", hbm, gpu_name, ("membw",)),
+                row("NVLink all-reduce busbw", f"{nvl.value:.0f} GB/s", nvl, gpu_name,
+                    ALLREDUCE_WORKLOADS),
+                row("GPU power under load", f"{pw.value:.0f} W", pw, gpu_name, ("gemm",)),
             ]
 
         return self._input_set(f"gpu:{gpu_name}", f"GPU {gpu_name}", build)
@@ -171,12 +173,8 @@ class ModelContext:
             return None
 
         def build() -> list[InputRow]:
-            out = []
-            for name, fig in self.constants():
-                kind = source_kind(fig.source, fig.kind)
-                out.append(InputRow(name.replace("_", " "), f"{fig.value:.3g}", kind, fig.source,
-                                    (self.prov.source(fig.source, kind),)))
-            return out
+            return [self.figure_row(name.replace("_", " "), f"{fig.value:.3g}", fig)
+                    for name, fig in self.constants()]
 
         return self._input_set("constants", "model-wide constants (every GPU type)", build)
 

@@ -21,8 +21,10 @@ from reports.page.rows import (
     flops_and_bytes,
     fmt,
     fmt_bytes,
+    gbps_per_watt,
     gpu_model,
     is_all_reduce,
+    is_memory_bound,
     is_true,
     num,
     ridge_point,
@@ -215,21 +217,28 @@ def power_rows(rows: list[dict]) -> list[dict]:
 
 
 def measured_power_table(rows: list[dict], prov: Provenance) -> Table | None:
+    """Power per kernel, with the throughput that bounds it (is_memory_bound): TFLOP/s and
+    TFLOP/s per kW for compute-bound rows, GB/s and GB/s per kW for memory-bound ones."""
     pr = power_rows(rows)
     if not pr:
         return None
     table = Table(["device", "workload", "backend", "dtype", "shape", "power W (mean)",
-                   "TFLOP/s", "TFLOP/s per kW", "SM clock MHz (min)", "throttle"], [],
-                  "Measured GPU power (NVML) while each kernel ran.")
+                   "TFLOP/s", "GB/s", "TFLOP/s per kW", "GB/s per kW", "SM clock MHz (min)",
+                   "throttle"], [],
+                  "Measured GPU power (NVML) while each kernel ran; each row by the throughput "
+                  "that bounds it: TFLOP/s, or GB/s for memory-bound kernels.")
     for r in sorted(pr, key=lambda r: (gpu_model(r), r["workload"], r["dtype"],
                                        shape_label(r["workload"], r["params"]), r["backend"])):
         t, ref = r["telemetry"], (prov.run(r),)
-        w, tf = num(t["power_w_mean"]), num(r.get("tflops"))
+        w = num(t["power_w_mean"])
+        tf, gb = (None, num(r.get("gbps"))) if is_memory_bound(r) else (num(r.get("tflops")),
+                                                                         None)
         thr = t.get("throttle_reasons") or []
         table.rows.append([Cell(gpu_model(r)), Cell(r["workload"]), Cell(r["backend"]),
                            Cell(r["dtype"]), Cell(shape_label(r["workload"], r["params"])),
-                           Cell(fmt(w, ".0f"), ref), Cell(fmt(tf), ref),
+                           Cell(fmt(w, ".0f"), ref), Cell(fmt(tf), ref), Cell(fmt(gb), ref),
                            Cell(fmt(1000 * tflops_per_watt(tf, w) if tf and w else None), ref),
+                           Cell(fmt(1000 * gbps_per_watt(gb, w) if gb and w else None), ref),
                            Cell(fmt(num(t.get("sm_clock_mhz_min")), ".0f"), ref),
                            Cell(", ".join(map(str, thr)) if thr else "none")])
     return table

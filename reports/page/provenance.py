@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 REFERENCE = "shipped reference results"  # the origin pick_measurements names the reference
+KINDS = ("measured", "reference", "calibrated", "assumption", "published")
 
 
 @dataclass(frozen=True)
@@ -158,8 +159,9 @@ def _time(value: Any) -> str:
 
 
 def source_kind(text: str, kind: str | None = None) -> str:
-    """measured | reference | calibrated | assumption | published, from a Figure kind or text."""
-    if kind in ("measured", "reference", "calibrated", "assumption"):
+    """measured | reference | calibrated | assumption | published: a Figure's own kind when it
+    has one, else read from the text (a source string with no Figure behind it)."""
+    if kind in KINDS:
         return kind
     low = text.lower()
     for k in ("measured", "reference", "calibrated"):

@@ -12,7 +12,11 @@ from typing import Any
 
 from reports.model.measurements import as_dict
 from reports.page.provenance import REFERENCE
-from results.rows import KERNEL_WORKLOADS, usable_records  # noqa: F401  (re-exported)
+from results.rows import (  # noqa: F401  (re-exported)
+    KERNEL_WORKLOADS,
+    MEMORY_BOUND_WORKLOADS,
+    usable_records,
+)
 
 NO_MEASUREMENTS = ("no measurements: run `colossus-bench run` on a GPU node or ship reference "
                    "results")
@@ -188,3 +192,14 @@ def achieved_tflops(row: dict, flops: float | None) -> float | None:
 def tflops_per_watt(tflops: float, watts: float) -> float:
     """Energy efficiency in TFLOP/s per W (= TFLOP per J)."""
     return tflops / watts
+
+
+def gbps_per_watt(gbps: float, watts: float) -> float:
+    """Energy efficiency of a memory-bound kernel in GB/s per W (= GB moved per J)."""
+    return gbps / watts
+
+
+def is_memory_bound(row: dict) -> bool:
+    """Whether a row is shown by its GB/s rather than its TFLOP/s, as the run table shows it
+    (bench/cli.py): a memory-bound workload (MEMORY_BOUND_WORKLOADS), or a row with no TFLOP/s."""
+    return row["workload"] in MEMORY_BOUND_WORKLOADS or num(row.get("tflops")) is None
