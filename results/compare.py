@@ -21,6 +21,7 @@ import typer
 from rich.table import Table
 
 from results.console import DB_HELP, console, fail, print_json
+from results.rows import shown_by_bandwidth
 from results.schema import Result
 
 OURS = "triton"
@@ -52,11 +53,12 @@ class Side:
     median_s: float | None
     tflops: float | None
     gbps: float | None
+    by_bandwidth: bool = False  # shown by GB/s, as the run table shows it
 
     @classmethod
     def of(cls, r: Result) -> Side:
         return cls(r.backend, r.status, r.correct, r.max_rel_error, r.median_s, r.tflops,
-                   r.gbps)
+                   r.gbps, shown_by_bandwidth(r.workload, r.tflops))
 
 
 @dataclass
@@ -122,7 +124,7 @@ def _f(x, spec: str) -> str:
 def _throughput(s: Side | None) -> str:
     if s is None or not counts(s):
         return "-"
-    return f"{s.tflops:.4g} TFLOP/s" if s.tflops is not None else f"{_f(s.gbps, '.4g')} GB/s"
+    return f"{_f(s.gbps, '.4g')} GB/s" if s.by_bandwidth else f"{s.tflops:.4g} TFLOP/s"
 
 
 def _check(s: Side | None) -> str:

@@ -29,8 +29,14 @@ from results.validate import INT_COLUMNS, problems, show
 # rows that count only when checked correct
 KERNEL_WORKLOADS = ("gemm", "attention", "decode_attention")
 # workloads bound by memory bandwidth, shown by GB/s (bench's Workload.bound == "memory", which
-# reports/ cannot import; tests/test_report.py checks the two agree)
+# reports/ cannot import; tests/test_report_inputs.py checks the two agree)
 MEMORY_BOUND_WORKLOADS = ("decode_attention", "hostdevice", "membw")
+
+
+def shown_by_bandwidth(workload: str, tflops: float | None) -> bool:
+    """Whether a row is shown by its GB/s rather than its TFLOP/s, the run table's rule
+    (bench/cli.py, Workload.bound): a memory-bound workload, or a row with no TFLOP/s."""
+    return workload in MEMORY_BOUND_WORKLOADS or tflops is None
 
 
 def _json(value: Any) -> Any:

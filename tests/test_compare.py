@@ -2,7 +2,7 @@
 
 import pytest
 
-from results.compare import compare, geomean, summary
+from results.compare import compare, comparison_table, geomean, summary
 from results.schema import Result
 
 
@@ -21,6 +21,21 @@ def test_fastest_correct_vendor_backend_is_the_baseline():
     (c,) = rows
     assert c.baseline.backend == "sdpa-flash" and c.speedup == pytest.approx(2.0)
     assert c.case == "attention/bf16/s=64" and c.ours.max_rel_error == 1e-3
+
+
+def test_memory_bound_cases_are_shown_by_bandwidth_as_the_run_table_shows_them():
+    from rich.console import Console
+
+    decode = [row("triton", 1e-3, workload="decode_attention"),
+              row("torch", 2e-3, workload="decode_attention")]
+    for r in decode:
+        r.gbps = 0.5 / r.median_s  # decode reports TFLOP/s too, but bandwidth bounds it
+    gemm = [row("triton", 1.0, workload="gemm"), row("torch", 2.0, workload="gemm")]
+    con = Console(width=200, record=True)
+    con.print(comparison_table(compare(decode + gemm)))
+    lines = con.export_text().splitlines()
+    assert any("decode_attention" in ln and "GB/s" in ln and "TFLOP/s" not in ln for ln in lines)
+    assert any(ln.lstrip("│ ").startswith("gemm") and "TFLOP/s" in ln for ln in lines)
 
 
 def test_a_failed_or_wrong_side_is_never_a_speedup():

@@ -15,6 +15,7 @@ from reports.page.provenance import REFERENCE
 from results.rows import (  # noqa: F401  (re-exported)
     KERNEL_WORKLOADS,
     MEMORY_BOUND_WORKLOADS,
+    shown_by_bandwidth,
     usable_records,
 )
 
@@ -202,4 +203,4 @@ def gbps_per_watt(gbps: float, watts: float) -> float:
 def is_memory_bound(row: dict) -> bool:
     """Whether a row is shown by its GB/s rather than its TFLOP/s, as the run table shows it
     (bench/cli.py): a memory-bound workload (MEMORY_BOUND_WORKLOADS), or a row with no TFLOP/s."""
-    return row["workload"] in MEMORY_BOUND_WORKLOADS or num(row.get("tflops")) is None
+    return shown_by_bandwidth(row["workload"], num(row.get("tflops")))

@@ -21,7 +21,7 @@ from reports.model.config import ScenarioError
 from reports.model.measurements import as_measurements
 from reports.model.serving import ASSUMPTIONS, Serving, evaluate, max_batch_fitting
 from reports.model.serving_cases import CASES as SERVING_CASES
-from reports.model.serving_cases import validate_case
+from reports.model.serving_cases import WITHIN_PCT, serving_summary, validate_case
 from reports.model.serving_cluster import WORKLOADS, cluster_serving, serving_gain
 from reports.model.serving_scenario import SERVING_SCENARIOS, estimate_serving
 
@@ -279,8 +279,7 @@ def serving_section(measurements, out_dir) -> dict:
     grow, gains = _gains(meas, refs, notes)
     sweeps, curve_refs = _curves(meas, refs, notes)
     tput, lat = curves_png(sweeps, out_dir)
-    within = sum(abs(r["error_pct"]) <= 20 for r in vrows)
-    mean = sum(abs(r["error_pct"]) for r in vrows) / max(len(vrows), 1)
+    summ = serving_summary(vrows)
     return {
         "title": TITLE,
         "intro": ("Decoding reads every weight and the whole KV cache once per output token, so "
@@ -295,8 +294,8 @@ def serving_section(measurements, out_dir) -> dict:
                 "preset", "replica", "batch", "tokens/s per GPU", "range", "TTFT s", "TPOT ms",
                 "KV cache GiB"], "rows": presets},
             {"title": "the serving model against published results (output tokens/s; "
-                      f"{within} of {len(vrows)} computed within 20%, mean |error| "
-                      f"{mean:.1f}%)",
+                      f"{summ['within']} of {summ['cases']} computed within "
+                      f"{WITHIN_PCT:.0f}%, mean |error| {summ['mean_abs_error_pct']:.1f}%)",
              "columns": ["case", "GPUs", "published", "predicted", "error"], "rows": val},
             {"title": "what the Colossus presets serve", "columns": [
                 "cluster", "model (workload)", "output tokens/s", "per GPU", "per pool"],
