@@ -26,6 +26,7 @@ from results.console import (
     value,
 )
 from results.export import write_atomically
+from results.rows import shown_by_bandwidth
 
 
 def _fmt(x: float | None, spec: str) -> str:
@@ -57,11 +58,9 @@ def results_table(results) -> Table:
         if r.status == "skipped" and r.error == "budget":  # left out by --budget, not broken
             status = "[yellow]skipped: budget[/]"
         correct = {True: "yes", False: "[red]NO[/]", None: "-"}[r.correct]
-        # one throughput per row, the one that bounds it (Workload.bound): compute-bound
-        # workloads TFLOP/s, memory-bound ones (bandwidth, decode attention) GB/s
-        wl = WORKLOADS.get(r.workload)
-        memory = r.tflops is None or (wl is not None and wl.bound == "memory")
-        tf, gb = (None, r.gbps) if memory else (r.tflops, None)
+        # one throughput per row, the one that bounds it: compute-bound workloads TFLOP/s,
+        # memory-bound ones (bandwidth, decode attention) GB/s; the rule every view shares
+        tf, gb = (None, r.gbps) if shown_by_bandwidth(r.workload, r.tflops) else (r.tflops, None)
         t.add_row(r.workload, r.backend, r.dtype, _params(r.params), median,
                   _fmt(tf, ".4g"), _fmt(gb, ".4g"), _fmt(pct, ".1f"),
                   _fmt(power, ".0f"), correct, status)

@@ -1,6 +1,7 @@
 """The comparison view: ours (triton) against the vendor baseline, case by case."""
 
 import pytest
+from rich.console import Console
 
 from results.compare import compare, comparison_table, geomean, summary
 from results.schema import Result
@@ -24,8 +25,6 @@ def test_fastest_correct_vendor_backend_is_the_baseline():
 
 
 def test_memory_bound_cases_are_shown_by_bandwidth_as_the_run_table_shows_them():
-    from rich.console import Console
-
     decode = [row("triton", 1e-3, workload="decode_attention"),
               row("torch", 2e-3, workload="decode_attention")]
     for r in decode:

@@ -15,12 +15,16 @@ import re
 
 import pandas as pd
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
+from bench.workloads import WORKLOADS
+from cli import app as main_app
+from reports.model.cli import serving_validation_table
 from reports.model.hardware import gpu
 from reports.model.measurements import Measurements
 from reports.model.serving import ASSUMPTIONS
-from reports.model.serving_cases import CASES
+from reports.model.serving_cases import CASES, serving_summary, validate_serving
 from reports.model.serving_scenario import SERVING_SCENARIOS
 from reports.page.measured import measured_power_table
 from reports.page.provenance import KINDS, Provenance
@@ -165,8 +169,6 @@ def test_serving_input_tables_are_one_row_per_input(reports, which):
 
 @pytest.fixture(scope="module")
 def slow_report(tmp_path_factory):
-    from cli import app as main_app
-
     tmp = tmp_path_factory.mktemp("slow")
     url = f"sqlite:///{tmp / 'slow.db'}"
     with Store(url) as store:
@@ -218,9 +220,20 @@ class _Fixtures:
 # 3. memory-bound rows by their GB/s in the power table
 # ----------------------------------------------------------------------------------------------
 
-def test_memory_bound_workloads_match_bench():
-    from bench.workloads import WORKLOADS
+def test_validate_keeps_a_case_the_model_cannot_compute_as_a_row():
+    meas = Measurements(pd.DataFrame([r.to_dict() for r in slow_records()]),
+                        use_reference=False)
+    rows = validate_serving(meas)
+    assert len(rows) == len(CASES)
+    bad = [r for r in rows if r["error_pct"] is None]
+    assert bad and all(r["error"].startswith("cannot be computed: ") for r in bad)
+    assert serving_summary(rows)["cases"] == len(rows) - len(bad)
+    con = Console(width=300, record=True)
+    con.print(serving_validation_table(rows))
+    assert "cannot be computed" in con.export_text()
 
+
+def test_memory_bound_workloads_match_bench():
     assert set(MEMORY_BOUND_WORKLOADS) == {n for n, w in WORKLOADS.items()
                                           if w.bound == "memory"}
 

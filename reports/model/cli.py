@@ -157,12 +157,17 @@ def serving_validation_table(rows: list[dict]) -> Table:
     s = serving_summary(rows)
     gpus = ", ".join(f"{g} {w} of {n}" for g, (w, n) in s["within_by_gpu"].items())
     t = Table(title="the serving model against published results (output tokens/s)",
-              caption=f"{s['cases']} results: {s['within']} within {WITHIN_PCT:.0f}% ({gpus}); "
+              caption=f"{s['cases']} of {len(rows)} results computed: {s['within']} within "
+                      f"{WITHIN_PCT:.0f}% ({gpus}); "
                       f"max |error| {s['max_abs_error_pct']:.1f}%, mean "
                       f"{s['mean_abs_error_pct']:.1f}%")
     for col in ("case", "GPUs", "published", "predicted", "error", "source"):
         t.add_column(col, justify="left" if col in ("case", "source") else "right")
     for r in rows:
+        if r.get("error_pct") is None:  # the model cannot serve it on these measurements
+            t.add_row(r["name"], str(r["gpus"]), f"{r['published']:,.0f}", "-", "-",
+                      f"{r['error']}; {r['source']}")
+            continue
         t.add_row(r["name"], str(r["gpus"]), f"{r['published']:,.0f}", f"{r['predicted']:,.0f}",
                   f"{r['error_pct']:+.1f}%", r["source"])
     return t

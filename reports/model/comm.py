@@ -219,7 +219,8 @@ def pp_seconds(model: Model, par: Parallel, cluster: Cluster, g: GPU,
     share both ways over its own link. DeepSpeed's pipeline engine (Training.pp_scatter_gather
     False; deepspeed/runtime/pipe/engine.py, 2020-21): activations leave as 1/t partitions
     (PartitionedTensor) that the receiver all-gathers over NVLink, gradients go back whole
-    (is_grad_partitioned False), each exposed DEEPSPEED_P2P_EXPOSURE times."""
+    (is_grad_partitioned False); each send exposed DEEPSPEED_P2P_EXPOSURE times, the gather
+    once."""
     if par.pp == 1:
         return 0.0
     nbytes = par.micro_batch * (model.seq_len // par.cp) * model.hidden * 2
@@ -236,8 +237,9 @@ def pp_seconds(model: Model, par: Parallel, cluster: Cluster, g: GPU,
         return 2 * par.virtual_stages * hop(nbytes / par.tp)
     tp_bw, tp_alpha = link(cluster, par.tp, meas.nvlink_busbw_gbps(g).value)
     gather = reduce_scatter_seconds(nbytes, par.tp, tp_bw, tp_alpha)  # an all-gather
-    return DEEPSPEED_P2P_EXPOSURE * par.virtual_stages * (hop(nbytes / par.tp) + gather
-                                                          + hop(nbytes))
+    # the receiver's all-gather holds only itself: once per micro-batch
+    return par.virtual_stages * (DEEPSPEED_P2P_EXPOSURE * (hop(nbytes / par.tp) + hop(nbytes))
+                                 + gather)
 
 
 def dp_seconds(model: Model, par: Parallel, train: Training, cluster: Cluster, g: GPU,

@@ -425,8 +425,11 @@ def evaluate(s: Serving, meas: Measurements) -> ServingEstimate:
     f = figures(s, meas)
     batch, why = choose_batch(s, meas, f)
     spread = A["efficiency_spread"]
-    # the model's shape and the GPU's memory are read from a paper and a listing: "published"
-    figs = f | {"model": Figure(s.model.name, s.model.source, "published"),
+    # a preset model's shape and the GPU's memory are read from a paper and a listing:
+    # "published"; a shape the scenario file gives is the user's own input
+    given = s.model.source == "scenario file"
+    figs = f | {"model": Figure(s.model.name, s.model.source,
+                                "assumption" if given else "published"),
                 "memory": Figure(s.gpu.memory_bytes, s.gpu.sources.get("memory_total_bytes", ""),
                                  "published")}
     return ServingEstimate(

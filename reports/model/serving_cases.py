@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from reports.model.config import ScenarioError
 from reports.model.hardware import gpu
 from reports.model.measurements import Measurements, as_measurements
 from reports.model.presets import model_from
@@ -163,9 +164,19 @@ def validate_case(c: ServingCase, meas: Measurements) -> dict:
 
 
 def validate_serving(measurements=None) -> list[dict]:
-    """One row per case (validate_case)."""
+    """One row per case (validate_case); a case the model cannot compute on these measurements
+    keeps its row, with predicted and error_pct None and the reason in `error`."""
     meas = as_measurements(measurements)
-    return [validate_case(c, meas) for c in CASES]
+    rows = []
+    for c in CASES:
+        try:
+            rows.append(validate_case(c, meas))
+        except ScenarioError as e:
+            rows.append({"kind": "serving", "name": c.name, "gpu": c.gpu, "gpus": c.gpus,
+                         "published": c.published_tokens_per_s, "predicted": None,
+                         "error_pct": None, "unit": "output tokens/s", "source": c.source,
+                         "error": f"cannot be computed: {e}"})
+    return rows
 
 
 # The band a serving prediction is judged by: within 20% of the published figure.
@@ -173,8 +184,9 @@ WITHIN_PCT = 20.0
 
 
 def serving_summary(rows: list[dict]) -> dict:
-    """How validate_serving's rows read: cases, how many within WITHIN_PCT (all and per GPU),
-    max and mean |error|."""
+    """How validate_serving's rows read: the cases computed, how many within WITHIN_PCT (all and
+    per GPU), max and mean |error|."""
+    rows = [r for r in rows if r.get("error_pct") is not None]
     errs = [abs(r["error_pct"]) for r in rows]
     by_gpu: dict[str, list[int]] = {}
     for r, e in zip(rows, errs):
