@@ -97,7 +97,8 @@ make_venv() {
 }
 
 pip() { "$VPY" -m pip --disable-pip-version-check "$@"; }
-# Wheels carried to a machine without network (README, reference runs) are used when present.
+# Wheels brought to a machine without network (.whl/: README, reference runs) are used when
+# present.
 if [ -d .whl ]; then
   PIP_FIND_LINKS="$(pwd)/.whl${PIP_FIND_LINKS:+ $PIP_FIND_LINKS}"
   export PIP_FIND_LINKS

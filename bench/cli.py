@@ -169,8 +169,8 @@ def run(
         out.print(results_table(done))
         err_console.print(f"interrupted: the {len(done)} finished results are stored in "
                           f"{store.display_url} (run {run_id})")
-        if as_json:  # stdout still holds what --json promises: the finished records
-            print_json([r.to_dict() for r in done])
+        # --json and --json-out still hold what they promise: the finished records
+        _records_out([r.to_dict() for r in done], json_out, as_json, store.display_url)
         raise typer.Exit(130) from None
     out.print(results_table(done))
     yard = run_yardstick(done)
@@ -190,17 +190,7 @@ def run(
                           f"({escape(reason)}); they are kept in {path}: load them with "
                           f"`colossus-bench ingest --db '{store.display_url}' {path}`[/]",
                           highlight=False, soft_wrap=True)
-    records = [r.to_dict() for r in done]
-    if json_out:
-        try:
-            # whole or not at all: a reader never sees half a file
-            write_atomically(json_out, (json.dumps(records, indent=JSON_INDENT, default=str)
-                                        + "\n").encode("utf-8"))
-        except OSError as e:
-            err_console.print(f"[yellow]cannot write {json_out}: {e.strerror or e} (the results "
-                              f"are stored in {store.display_url})[/]", highlight=False)
-    if as_json:
-        print_json(records)
+    _records_out([r.to_dict() for r in done], json_out, as_json, store.display_url)
     uploaded = _upload_after_run(store, upload) if upload else True
     # 1 when a case failed (its row says why) or rows were set aside (kept in a spool file or
     # only local after a failed --upload): fleet scripts count a node ok only on 0
@@ -248,6 +238,20 @@ def _list(pairs, suite: str, device, cfg, tune: bool, budget: float | None,
                       f"({device.kind}), estimated {_duration(total['total_s'])} (compiles "
                       f"{_duration(total['compile_s'])}; assumptions in bench/budget.py)"
                       + (f"; budget {_duration(budget)}" if budget else ""), highlight=False)
+
+
+def _records_out(records: list[dict], json_out, as_json: bool, where: str) -> None:
+    """The run's records to --json-out (whole or not at all: a reader never sees half a file)
+    and to stdout with --json."""
+    if json_out:
+        try:
+            write_atomically(json_out, (json.dumps(records, indent=JSON_INDENT, default=str)
+                                        + "\n").encode("utf-8"))
+        except OSError as e:
+            err_console.print(f"[yellow]cannot write {json_out}: {e.strerror or e} (the results "
+                              f"are stored in {where})[/]", highlight=False)
+    if as_json:
+        print_json(records)
 
 
 def _upload_after_run(store, url: str) -> bool:

@@ -292,7 +292,7 @@ class Store:
                 step(conn)
             for stmt in [] if callable(step) else step:
                 conn.execute(sa.text(stmt))
-        except sa.exc.SQLAlchemyError as e:
+        except (sa.exc.SQLAlchemyError, ValueError) as e:  # ValueError: tables.to_v2 refuses
             raise StoreError(f"database {self.display_url}: migration to schema version "
                              f"{version} failed ({first_line(e)}); the table is unchanged"
                              ) from None

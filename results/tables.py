@@ -278,6 +278,10 @@ def to_v2(conn) -> None:
     there): a field it lacks is null."""
     pg = conn.dialect.name == "postgresql"
     present = {c["name"] for c in sa.inspect(conn).get_columns("results")}
+    unknown = present - {c[0] for c in V1_COLUMNS + ADDITIVE_V2_COLUMNS}
+    if unknown:  # the copy would drop them with the old table: refuse instead
+        raise ValueError(f"the old table has columns this version does not know "
+                         f"({', '.join(sorted(unknown))}); nothing is dropped")
     conn.execute(sa.text("ALTER TABLE results RENAME TO results_v1"))
     for index in ("ix_results_run_id", "ix_results_workload"):  # names are per schema
         conn.execute(sa.text(f"DROP INDEX IF EXISTS {index}"))

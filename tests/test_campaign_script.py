@@ -1,7 +1,7 @@
 """The GPU-node campaign script, rehearsed on CPU: the same script with environment overrides
 only (quick suite, smoke timing, gloo instead of NCCL, a small cap). Stages are independent, a
 stage that times out loses no other stage's rows, the export and summary always happen (also
-after SIGTERM), carried wheels go to their own folder, and the script is shellcheck-clean."""
+after SIGTERM), the wheels in .whl/ go to their own folder, and the script is shellcheck-clean."""
 
 import json
 import os

@@ -185,7 +185,8 @@ def test_a_filter_that_matches_nothing_beside_one_that_does_warns(tmp_path):
     assert res.exit_code == 2 and "matches no case" in res.output
 
 
-def test_an_interrupted_run_with_json_still_prints_the_finished_records(db_url, monkeypatch):
+def test_an_interrupted_run_still_gives_the_finished_records_to_json_and_json_out(
+        db_url, monkeypatch, tmp_path):
     real = br.run
 
     def interrupted_after_one(pairs, store, **kw):
@@ -196,7 +197,10 @@ def test_an_interrupted_run_with_json_still_prints_the_finished_records(db_url, 
         return real(pairs, store, **{**kw, "on_result": then_stop})
 
     monkeypatch.setattr(br, "run", interrupted_after_one)
-    res = cli("run", "--filter", "membw/*:torch", "--timing", "smoke", "--db", db_url, "--json")
+    out = tmp_path / "rows.json"
+    res = cli("run", "--filter", "membw/*:torch", "--timing", "smoke", "--db", db_url, "--json",
+              "--json-out", out)
     assert res.exit_code == 130, res.output
     rows = json.loads(res.stdout)  # stdout holds only the JSON, whole
     assert isinstance(rows, list) and len(rows) == 1  # the one before the interrupt
+    assert json.loads(out.read_text()) == rows

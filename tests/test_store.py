@@ -218,6 +218,21 @@ def test_a_failed_version_1_migration_leaves_the_table_unchanged(url):
     engine.dispose()
 
 
+def test_a_version_1_table_with_an_unknown_column_is_not_migrated(url):
+    """A column neither version 1 nor the additive schema 2 had would go with the old table:
+    the migration refuses, and everything stays."""
+    _v1_table_with_rows(url, [make(i) for i in range(2)])
+    engine = sa.create_engine(resolve_url(url))
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE results ADD COLUMN site_note VARCHAR(40)"))
+    engine.dispose()
+    with pytest.raises(StoreError, match="columns this version does not know .site_note.; "
+                       "nothing is dropped.*unchanged"):
+        Store(url)
+    assert _columns(url) == V1_NAMES | {"site_note"} and len(_table_rows(url, "results")) == 2
+    assert _table_rows(url, "colossus_meta") == [("schema_version", "1")]
+
+
 def test_an_unsupported_database_is_one_clear_line():
     with pytest.raises(StoreError, match="cannot use database URL mysql://x@127.0.0.1/db: only "
                        "SQLite paths, sqlite:/// URLs and postgresql:// URLs are supported$"):
