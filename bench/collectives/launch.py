@@ -359,8 +359,13 @@ def _conclude(cfg, nproc, proc, run_dir, err, err_tail, timed_out, interrupted, 
     if not keep_run_dir and not kept_inside:
         if not logs:
             shutil.rmtree(run_dir, ignore_errors=True)
-        for p in Path(run_dir).iterdir() if logs else ():  # the logs alone stay
-            if p not in logs:
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        else:  # the logs alone stay
+            for p in Path(run_dir).iterdir():
+                if p in logs:
+                    continue
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
     return Outcome(proc.returncode, rows, error, timed_out, interrupted, run_dir, statuses,
                    saved)

@@ -409,9 +409,13 @@ class ServingEstimate:
                                   "in the decode steps' memory-bound slack"},
             "assumptions": {k: v.source for k, v in ASSUMPTIONS.items()},
             "sources": self.sources,
-            "figures": {k: {"value": f.value, "kind": f.kind, "source": f.source}
-                        for k, f in self.figures.items()},
+            "figures": figure_dicts(self.figures),
         }
+
+
+def figure_dicts(figures: dict[str, Figure]) -> dict[str, dict]:
+    """Figures as plain data (value, kind, source), as `to_dict` and the report carry them."""
+    return {k: {"value": f.value, "kind": f.kind, "source": f.source} for k, f in figures.items()}
 
 
 def evaluate(s: Serving, meas: Measurements) -> ServingEstimate:

@@ -154,13 +154,18 @@ def validate_case(c: ServingCase, meas: Measurements) -> dict:
     if c.requests:  # requests spread over the replicas, each a finite run of its share
         pred = est["replicas"] * finite_run_tokens_per_s(e, -(-c.requests // est["replicas"]),
                                                          meas)
-    return {"kind": "serving", "name": c.name, "gpu": c.gpu, "gpus": c.gpus,
-            "published": c.published_tokens_per_s, "predicted": pred,
+    return {**_case_fields(c), "predicted": pred,
             "error_pct": (pred - c.published_tokens_per_s) / c.published_tokens_per_s * 100,
-            "unit": "output tokens/s", "setting": c.setting(),
-            "predicted_batch": est["batch"], "requests": c.requests,
-            "steady_state": est["output_tokens_per_s"], "source": c.source,
-            "inputs": est["sources"], "figures": est["figures"]}
+            "setting": c.setting(), "predicted_batch": est["batch"], "requests": c.requests,
+            "steady_state": est["output_tokens_per_s"], "inputs": est["sources"],
+            "figures": est["figures"]}
+
+
+def _case_fields(c: ServingCase) -> dict:
+    """What a case's row says whether or not the model can compute it."""
+    return {"kind": "serving", "name": c.name, "gpu": c.gpu, "gpus": c.gpus,
+            "published": c.published_tokens_per_s, "unit": "output tokens/s",
+            "source": c.source}
 
 
 def validate_serving(measurements=None) -> list[dict]:
@@ -172,9 +177,7 @@ def validate_serving(measurements=None) -> list[dict]:
         try:
             rows.append(validate_case(c, meas))
         except ScenarioError as e:
-            rows.append({"kind": "serving", "name": c.name, "gpu": c.gpu, "gpus": c.gpus,
-                         "published": c.published_tokens_per_s, "predicted": None,
-                         "error_pct": None, "unit": "output tokens/s", "source": c.source,
+            rows.append({**_case_fields(c), "predicted": None, "error_pct": None,
                          "error": f"cannot be computed: {e}"})
     return rows
 

@@ -19,9 +19,8 @@ from pathlib import Path
 
 from reports.model.config import ScenarioError
 from reports.model.measurements import as_measurements
-from reports.model.serving import ASSUMPTIONS, Serving, evaluate, max_batch_fitting
-from reports.model.serving_cases import CASES as SERVING_CASES
-from reports.model.serving_cases import WITHIN_PCT, serving_summary, validate_case
+from reports.model.serving import ASSUMPTIONS, Serving, evaluate, figure_dicts, max_batch_fitting
+from reports.model.serving_cases import WITHIN_PCT, serving_summary, validate_serving
 from reports.model.serving_cluster import WORKLOADS, cluster_serving, serving_gain
 from reports.model.serving_scenario import SERVING_SCENARIOS, estimate_serving
 
@@ -37,17 +36,13 @@ def figure_inputs(figures: dict[str, dict], gpu: str | None = None) -> list[dict
              "source": f["source"]} for k, f in figures.items()]
 
 
-def _as_dicts(figures: dict) -> dict[str, dict]:
-    return {k: {"value": f.value, "kind": f.kind, "source": f.source} for k, f in figures.items()}
-
-
 class Refs:
     """Ref ids for sources and model inputs, numbered in the order the section cites them."""
 
     def __init__(self):
         self.items: dict[str, dict] = {"A": {"kind": "model inputs",
                                              "title": "serving model assumptions",
-                                             "inputs": figure_inputs(_as_dicts(ASSUMPTIONS))}}
+                                             "inputs": figure_inputs(figure_dicts(ASSUMPTIONS))}}
         self._by_key: dict[tuple, str] = {}
 
     def _new(self, key: tuple, item: dict) -> str:
@@ -185,15 +180,13 @@ def _validation(meas, refs: Refs, notes: list[dict]) -> tuple[list[list[dict]], 
     """The table rows, and the computed cases (a case the model cannot serve as published is
     one row saying why, and counts in no error figure)."""
     rows, done = [], []
-    for c in SERVING_CASES:
-        s = refs.add("source", c.source)
-        try:
-            r = validate_case(c, meas)
-        except ScenarioError as e:
-            notes.append(cell(None, unserved(f"validation case {c.name}", e), s))
-            rows.append([cell(None, c.name, s), cell(c.gpus, str(c.gpus), s),
-                         cell(c.published_tokens_per_s, _fmt(c.published_tokens_per_s), s),
-                         cell(None, f"cannot be computed: {e}", s), cell(None, "-", s)])
+    for r in validate_serving(meas):
+        s = refs.add("source", r["source"])
+        if r["error_pct"] is None:  # validate_serving's row for a case it cannot compute
+            notes.append(cell(None, f"validation case {r['name']}: {r['error']}", s))
+            rows.append([cell(None, r["name"], s), cell(r["gpus"], str(r["gpus"]), s),
+                         cell(r["published"], _fmt(r["published"]), s),
+                         cell(None, r["error"], s), cell(None, "-", s)])
             continue
         done.append(r)
         rows.append([cell(None, r["name"], s), cell(r["gpus"], str(r["gpus"]), s),
@@ -263,7 +256,7 @@ def _curves(meas, refs: Refs, notes: list[dict]) -> tuple[dict[str, list[dict]],
             notes.append(cell(None, unserved(f"the {g} curve ({name})", e), "A"))
             continue
         sweeps[g] = batch_sweep(est.serving, meas)
-        used.append(refs.model(figure_inputs(_as_dicts(est.figures), g)))
+        used.append(refs.model(figure_inputs(figure_dicts(est.figures), g)))
     return sweeps, used
 
 
