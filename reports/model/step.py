@@ -100,7 +100,7 @@ def step_time(model: Model, par: Parallel, train: Training, cluster: Cluster, g:
     for k, v in out.items():
         tail[k] = tail.get(k, 0.0) + v
     stage = max(full, tail, key=lambda d: sum(d.values())) if par.pp > 1 else \
-        {k: full.get(k, 0.0) + out.get(k, 0.0) for k in set(full) | set(out)}
+        {k: full.get(k, 0.0) + out.get(k, 0.0) for k in {**full, **out}}
     stage["pp_comm"] = pp_seconds(model, par, cluster, g, meas, train)
     t_mb = sum(stage.values())
 
