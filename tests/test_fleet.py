@@ -121,6 +121,9 @@ def test_cli_table_and_json(fleet_db):
     assert len(doc["devices"]) == 7 and doc["cases"] == 4
     res = runner.invoke(app, ["fleet", "--db", fleet_db, "--threshold", "0"])
     assert res.exit_code == 2 and "threshold" in res.output
+    res = runner.invoke(app, ["fleet", "--db", fleet_db, "--top", "-3"])
+    lines = [x for x in res.output.splitlines() if x.strip()]
+    assert res.exit_code == 2 and len(lines) == 1 and "--top" in lines[0]
 
 
 def test_cli_on_an_empty_table(db_url):
