@@ -12,6 +12,7 @@ shells complete them; progress and notes go to stderr.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
@@ -127,17 +128,20 @@ def _root(
     """Hardware-aware benchmarks for NVIDIA Hopper GPUs and the clusters built from them."""
 
 
-app.command()(bench_cli.run)
-app.command()(bench_cli.info)
-app.command()(results_cli.export)
-app.command()(results_cli.ingest)
-app.command()(results_cli.upload)
-app.command()(results_cli.fleet)
-app.command("compare")(compare_view.compare_verb)
-app.command()(collectives_cli.allreduce)
-app.command()(model_cli.estimate)
-app.command()(model_cli.validate)
-app.command()(page_cli.report)
+def help_of(verb) -> str:
+    """A verb's docstring with each paragraph on one line: typer's rich help keeps a docstring's
+    line breaks, which broke `-h` sentences at the source's 100 columns."""
+    paragraphs = inspect.cleandoc(verb.__doc__ or "").split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
+
+
+VERBS = {"run": bench_cli.run, "info": bench_cli.info, "export": results_cli.export,
+         "ingest": results_cli.ingest, "upload": results_cli.upload,
+         "fleet": results_cli.fleet, "compare": compare_view.compare_verb,
+         "allreduce": collectives_cli.allreduce, "estimate": model_cli.estimate,
+         "validate": model_cli.validate, "report": page_cli.report}
+for _name, _verb in VERBS.items():
+    app.command(_name, help=help_of(_verb))(_verb)
 
 
 def main() -> None:

@@ -388,3 +388,16 @@ def test_no_option_in_any_help_shows_a_python_type_for_a_flag_or_a_list():
     run_help = runner.invoke(app, ["run", "-h"], env={"COLUMNS": "200"}).output
     assert re.search(r"--filter\s+-k\s+KEY", run_help), run_help
     assert re.search(r"--list\s+print the cases", run_help), run_help
+
+
+def test_every_verb_help_keeps_each_paragraph_on_one_line():
+    """typer's rich help keeps a docstring's line breaks, so a sentence broke at the source's
+    100 columns inside the 80-column box; the registered help joins each paragraph."""
+    import cli as top
+
+    assert [c.name for c in top.app.registered_commands] == list(top.VERBS)
+    for cmd in top.app.registered_commands:
+        assert all("\n" not in p for p in cmd.help.split("\n\n")), (cmd.name, cmd.help)
+    text = runner.invoke(app, ["run", "-h"], env={"COLUMNS": "80"}).output
+    assert "crashed or results were not stored" in flat(text)
+    assert not any(line.rstrip(" │").endswith("or results") for line in text.splitlines())
