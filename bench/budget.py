@@ -169,3 +169,17 @@ def total_estimate(pairs: list[tuple[Case, str]], device: DeviceInfo, timing: Ti
     start = START_S.get(device.kind, 0.0)
     return {"pairs": len(pairs), "start_s": start, "setup_and_timing_s": per_case,
             "compile_s": compile_total, "total_s": start + per_case + compile_total}
+
+
+def planned_within(estimates: list[float], budget_s: float | None) -> list[bool]:
+    """Which of a run's planned case-backends a `--budget` would let run, on the estimates
+    alone (for `run --list`): the runner's rule, a case runs while the time spent plus its own
+    estimate fits, and once one does not, it and every later one are skipped."""
+    if budget_s is None:
+        return [True] * len(estimates)
+    out, spent, stopped = [], 0.0, False
+    for e in estimates:
+        stopped = stopped or spent + e > budget_s
+        out.append(not stopped)
+        spent += e
+    return out

@@ -222,22 +222,29 @@ def _duration(seconds: float) -> str:
 def _list(pairs, suite: str, device, cfg, tune: bool, budget: float | None,
           as_json: bool) -> None:
     """--list: the case-backends a suite and filter select, each with its time estimate."""
-    from bench.budget import Estimator, total_estimate
+    from bench.budget import Estimator, planned_within, total_estimate
 
-    est = Estimator(device, cfg, tune)
-    rows = [{"case": c.key, "backend": b, "estimate_s": round(est.estimate(c, b), 2)}
-            for c, b in pairs]
+    estimates = Estimator(device, cfg, tune).plan(pairs)
+    within = planned_within(estimates, budget)
+    rows = [{"case": c.key, "backend": b, "estimate_s": round(e, 2)}
+            | ({} if budget is None else {"within_budget": ok})
+            for (c, b), e, ok in zip(pairs, estimates, within)]
     total = total_estimate(pairs, device, cfg, tune)
     if as_json:
         print_json(rows)
     else:
-        for r in rows:
-            console.print(f"{r['case']}:{r['backend']}  ~{r['estimate_s']:.1f} s",
+        for r, ok in zip(rows, within):
+            console.print(f"{r['case']}:{r['backend']}  ~{r['estimate_s']:.1f} s"
+                          + ("" if ok else "  (past the budget on the estimates)"),
                           highlight=False, soft_wrap=True)
+    left_out = within.count(False)
     err_console.print(f"{total['pairs']} case-backends of suite {suite} on {device.name} "
                       f"({device.kind}), estimated {_duration(total['total_s'])} (compiles "
                       f"{_duration(total['compile_s'])}; assumptions in bench/budget.py)"
-                      + (f"; budget {_duration(budget)}" if budget else ""), highlight=False)
+                      + (f"; budget {_duration(budget)}" if budget else "")
+                      + (f": on the estimates the last {left_out} would be skipped (the run "
+                         "decides on its measured time)" if left_out else ""),
+                      highlight=False)
 
 
 def _records_out(records: list[dict], json_out, as_json: bool, where: str) -> None:

@@ -19,6 +19,10 @@ from results.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
+try:  # click < 8.2 mixes stderr into stdout unless told not to; 8.2 keeps them apart always
+    apart = CliRunner(mix_stderr=False)
+except TypeError:
+    apart = CliRunner()
 
 
 def cli(*args):
@@ -60,6 +64,19 @@ def test_list_prints_pairs_and_the_estimate_and_runs_nothing(tmp_path):
     assert lines[0].startswith("membw/fp32/op=copy") and lines[0].endswith(" s")
     assert "case-backends of suite campaign" in lines[-1] and "estimated" in lines[-1]
     assert not db.exists()
+
+
+def test_list_with_a_budget_marks_what_the_estimates_leave_out():
+    from bench.budget import planned_within
+
+    assert planned_within([1, 2, 3], None) == [True] * 3
+    assert planned_within([4, 5, 2, 0.5], 10) == [True, True, False, False]  # none after
+    res = apart.invoke(app, ["run", "--suite", "campaign", "--list", "--budget", "10", "--json"])
+    assert res.exit_code == 0, res.output
+    flags = [r["within_budget"] for r in json.loads(res.stdout)]
+    assert flags[0] and not flags[-1] and flags == sorted(flags, reverse=True)
+    assert f"the last {flags.count(False)} would be skipped" in res.stderr
+    assert "within_budget" not in cli("run", "--list", "--json", "-k", "membw").output
 
 
 def test_tune_sets_the_kernels_switch(monkeypatch):
