@@ -118,7 +118,7 @@ class Training:
     (Megatron-LM's LinearWithGradAccumulationAndAsyncCommunication, from late 2021; False for
     the Megatron-LM of 2021 and its forks).
     grad_bytes: bytes per main-gradient element kept and reduced (4: fp32, Megatron's default
-    for bf16 and Llama 3's; 2: bf16 gradients).
+    for bf16 and Llama 3's; 2: fp16 or bf16 gradients, as fp16 Megatron-LM keeps them).
     pp_scatter_gather: each tensor-parallel rank sends only its 1/t share of the activations
     and gradients between pipeline stages (Megatron-LM's scatter/gather, Narayanan et al. 2021,
     sec. 4.1); False: DeepSpeed's pipeline engine (Megatron-DeepSpeed), which partitions the

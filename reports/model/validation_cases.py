@@ -25,10 +25,13 @@ _K22 = ("Korthikanti et al. 2022 (Reducing Activation Recomputation in Large Tra
         "abstract: 530B on 2,240 A100, MFU 54.2% with sequence parallelism and selective "
         "recompute, 42.1% with full recomputation")
 
-# 2021-era Megatron-LM: unfused attention, no sequence parallelism, replicated optimizer, fp32
-# gradient all-reduce after the backward pass, nothing overlapped.
+# 2021-era Megatron-LM: unfused attention, no sequence parallelism, replicated optimizer, the
+# gradient all-reduce after the backward pass, nothing overlapped. Its runs were fp16 mixed
+# precision (assumption: Narayanan et al. 2021 say "mixed precision", the repository's scripts
+# of the time pass --fp16), and fp16 keeps gradients and their all-reduce in fp16: only bf16
+# forces fp32 (megatron/arguments.py: accumulate_allreduce_grads_in_fp32 is set for bf16 alone).
 MEGATRON_2021 = Training(attention="unfused", sequence_parallel=False, zero=0,
-                         overlap_grad_reduce=False, tp_overlap=0.0, grad_bytes=4,
+                         overlap_grad_reduce=False, tp_overlap=0.0, grad_bytes=2,
                          async_dgrad=False)
 # OPT (metaseq): FSDP (ZeRO-3) with Megatron tensor parallelism (its 2021 fork: no async
 # input-gradient all-reduce, assumption), prefetching gathers.
@@ -38,11 +41,12 @@ OPT_2022 = Training(attention="unfused", sequence_parallel=False, zero=3,
 # GEMM (from late 2021), its baseline without sequence parallelism, otherwise as 2021.
 MEGATRON_2022 = replace(MEGATRON_2021, async_dgrad=True)
 MEGATRON_2022_SP = replace(MEGATRON_2022, sequence_parallel=True)
-# Megatron-DeepSpeed (MT-NLG, BLOOM): ZeRO-1 over data parallelism, fp32 gradients; DeepSpeed's
+# Megatron-DeepSpeed (MT-NLG, BLOOM): ZeRO-1 over data parallelism, fp32 gradients (BLOOM's
+# bf16 optimizer keeps them so; MT-NLG's precision unstated, assumption); DeepSpeed's
 # pipeline engine partitions the activations it sends over the tensor-parallel ranks but sends
 # the gradients whole, each in its own blocking call (deepspeed/runtime/pipe/engine.py of
 # 2020-21; comm.pp_seconds).
-DEEPSPEED_2022 = replace(MEGATRON_2021, zero=1, pp_scatter_gather=False)
+DEEPSPEED_2022 = replace(MEGATRON_2021, zero=1, pp_scatter_gather=False, grad_bytes=4)
 # Llama 3: flash attention, sequence parallel, FSDP that keeps weights after the forward
 # (ZeRO-2), FP32 gradient reduce-scatter, overlapped (Dubey et al. 2024, sec. 3.3.2).
 LLAMA3 = Training(attention="flash", sequence_parallel=True, zero=2, overlap_grad_reduce=True,
@@ -105,8 +109,9 @@ class Case:
 
 
 _UNSTATED_21 = ("micro-batch 1, no interleaving (unstated)",
-                "2021 software: unfused attention, no sequence parallelism, fp32 all-reduce after "
-                "the backward, replicated optimizer (assumption)")
+                "2021 software: unfused attention, no sequence parallelism, fp16 gradients "
+                "all-reduced after the backward (its --fp16 default), replicated optimizer "
+                "(assumption)")
 
 
 def _n21(name, model, gpus, tp, pp, batch, tflops, src=_T1) -> Case:
@@ -207,7 +212,8 @@ CASES: tuple[Case, ...] = (
                         "Narayanan et al. 2021 Table 2's 530B run on 2,240 GPUs; the abstract "
                         "does not say)", "published MFU x the 312 TFLOP/s A100 bf16 peak; model "
                         "FLOPs 72 B s l h^2 (1 + s/6h + V/12lh) = 6N + full-square attention",
-                        "unfused attention, fp32 all-reduce after the backward (assumption)",
+                        "unfused attention, fp16 gradients all-reduced after the backward "
+                        "(assumption: Megatron-LM's --fp16 default)",
                         "both on the paper's 2022 Megatron-LM, the baseline without sequence "
                         "parallelism: input-gradient all-reduce behind the weight-gradient GEMM "
                         "(assumption)"))
