@@ -529,3 +529,18 @@ def test_deepspeed_pipeline_sends_partition_activations_but_not_gradients():
 def test_jean_zay_has_the_omni_path_links_bloom_states():
     clu = hardware.cluster("jean-zay-a100")
     assert clu.fabric.gbps_per_gpu == 50.0  # 4 x 100 Gb/s per 8-GPU node
+
+
+def test_every_pipeline_rank_holds_layers_and_time_and_memory_agree():
+    """A plain 1F1B layout puts ceil(l/p) layers on the first l mod p ranks and floor(l/p) on
+    the rest (126 layers on 25 stages: one of 6, 24 of 5), as the step time assumes; it used to
+    fill greedily and leave ranks empty (twenty of 6, then 1, 5, 0, 0, 0)."""
+    from reports.model.pipeline import chunk_layers, stage_layers
+
+    assert [c[0] for c in chunk_layers(126, 25, 1)] == [6] + [5] * 24
+    for layers in (24, 32, 80, 96, 105, 118, 126):
+        for pp in range(1, min(layers, 40) + 1):
+            ranks = [sum(c) for c in chunk_layers(layers, pp, 1)]
+            per, last = stage_layers(layers, pp)
+            assert sum(ranks) == layers and min(ranks) >= 1, (layers, pp, ranks)
+            assert max(ranks) == per and ranks[-1] <= per, (layers, pp, ranks)

@@ -77,7 +77,8 @@ def chunk_layers(layers: int, pp: int, virtual_stages: int) -> list[list[int]]:
     split evenly into pp x v chunks; otherwise with one layer fewer on the first chunk of the
     first rank and the last chunk of the last rank, when layers + 2 splits evenly (Llama 3's
     layout: that first chunk holds the embedding, that last one the output layer; Dubey et al.
-    2024, sec. 3.3.2); otherwise (plain 1F1B only) ceil/floor as stage_layers."""
+    2024, sec. 3.3.2); otherwise (plain 1F1B only) ceil(l/p) on the first l mod p ranks and
+    floor(l/p) on the rest, the last among them (stage_layers)."""
     v = virtual_stages
     n = pp * v
     if layers % n == 0:
@@ -89,11 +90,8 @@ def chunk_layers(layers: int, pp: int, virtual_stages: int) -> list[list[int]]:
         out[-1][-1] -= 1
         return out
     per, last = stage_layers(layers, pp)
-    rest = layers - last
-    full = [per] * (rest // per) + ([rest % per] if rest % per else [])
-    ranks = full + [last]
-    ranks += [0] * (pp - len(ranks))
-    return [[r] for r in ranks[:pp]]
+    fuller = layers - last * pp  # ranks holding one layer more (none when even)
+    return [[per if r < fuller else last] for r in range(pp)]
 
 
 @functools.lru_cache(maxsize=65536)  # pure, and asked again for every candidate layout
