@@ -224,8 +224,10 @@ def pp_seconds(model: Model, par: Parallel, cluster: Cluster, g: GPU,
     if par.pp == 1:
         return 0.0
     nbytes = par.micro_batch * (model.seq_len // par.cp) * model.hidden * 2
-    span = par.tp * par.cp * par.dp
-    if span < cluster.gpus_per_node:
+    # ranks are ordered tp - cp - dp - pp, so stages sit tp*cp*dp ranks apart: the hops stay on
+    # NVLink only when the whole pipeline fits in one node; otherwise some boundary crosses the
+    # fabric, and the slowest hop paces every micro-batch
+    if par.tp * par.cp * par.dp * par.pp <= cluster.gpus_per_node:
         bw, alpha = meas.nvlink_busbw_gbps(g).value, cluster.nvlink_alpha_s
     else:
         bw, alpha = cluster.fabric.busbw_gbps, cluster.fabric.alpha_s
