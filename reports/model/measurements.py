@@ -267,7 +267,7 @@ class Measurements:
              tf / self._shape_model_tflops(src, a, b, c), tf, (a, b, c), be)
             for a, b, c, tf, be in table)
         model = self._shape_model_tflops(gpu, m, n, k)
-        d0, ratio0, tf0, shape0, be0 = ranked[0]
+        d0, _, tf0, shape0, be0 = ranked[0]
         nearest = f"{shape0[0]}x{shape0[1]}x{shape0[2]} ({be0})"
         if d0 < 1e-9:  # the same shape: its row, scaled only between types' HBM rooflines
             return tf0 * (model / self._shape_model_tflops(src, m, n, k)), f" {nearest}"
