@@ -401,10 +401,17 @@ def test_measured_rows_are_preferred_and_bad_rows_ignored():
     assert meas.attention_tflops(H100, 8192, 128, True, "bwd").kind == "assumption"
     assert meas.nvlink_busbw_gbps(H100).value == 400.0
     assert meas.gemm_power_w(H100).value == 650.0
-    # nothing measured on this GPU (the H200 row is ignored for H100 and vice versa)
+    # each type with rows of its own is priced from them (the H200 row is not the H100's best
+    # row, nor the H100 rows the H200's); the other type's value is stated as the spread
     h200 = hardware.gpu("H200-SXM")
     _, f200 = meas.gemm_seconds(h200, 4096, 4096, 4096)
     assert f200.kind == "measured" and f200.value == 990.0
+    assert "H100-SXM's rows give 650" in f200.source and "H200-SXM's rows give 990" in fig.source
+    # the H200's attention and power: nothing of its own, so its attention comes from the H100's
+    # rows (same SMs and clocks); power stays per type
+    a200 = meas.attention_tflops(h200, 8192, 128, True, "fwd")
+    assert a200.value == a.value and "H100-SXM's measured rows" in a200.source
+    assert "assumption" in meas.gemm_power_w(h200).source
     _, f_a100 = meas.gemm_seconds(hardware.gpu("A100-SXM-80GB"), 4096, 4096, 4096)
     assert f_a100.kind == "assumption" and "fallback" in f_a100.source
 

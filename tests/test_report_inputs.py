@@ -65,7 +65,8 @@ def measured_frame() -> pd.DataFrame:
 
 def slow_records():
     """H100 rows 10^4 times slower than a GPU (as CPU rows relabelled H100 would be): the MLPerf
-    Server case can meet no latency target with them; the H200 keeps its fallbacks."""
+    Server case can meet no latency target with them; the H200 keeps its own memory fallbacks
+    (its GEMM and attention come from these rows: same SMs and clocks)."""
     out = []
     for r in synthetic_records():
         if r.device["model"] != "H100-SXM" or r.status != "ok":

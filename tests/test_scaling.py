@@ -202,9 +202,13 @@ def test_measured_frame_is_preferred_over_fallbacks(meas):
     # rows that failed their correctness check do not count
     wrong = estimate(EXAMPLE, pd.DataFrame(gemm_rows("H100-SXM", 300.0, correct=False)))
     assert wrong.step_time_s == pytest.approx(base.step_time_s)
-    # rows of another GPU do not count either
-    other = estimate(EXAMPLE, pd.DataFrame(gemm_rows("H200-SXM", 300.0)))
+    # rows of another architecture do not count either; those of the same silicon (an H200's
+    # for this H100 job: same SMs and clocks) do, said in the source
+    other = estimate(EXAMPLE, pd.DataFrame(gemm_rows("A100-SXM-80GB", 300.0)))
     assert other.step_time_s == pytest.approx(base.step_time_s)
+    sibling = estimate(EXAMPLE, pd.DataFrame(gemm_rows("H200-SXM", 300.0)))
+    assert sibling.step_time_s == pytest.approx(measured.step_time_s)
+    assert "H200-SXM's measured rows" in sibling.sources["gemm.qkv"]
 
 
 def mixed(parallel, mixed_batch="plain_dp"):

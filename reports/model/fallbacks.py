@@ -3,8 +3,9 @@ labelled as an assumption, and the shape-aware GEMM model that stands in for mea
 
 One compute ceiling per architecture: H100 SXM and H200 SXM have the same 132 SMs and clocks
 (NVIDIA H100 / H200 datasheets), so they share one GEMM ceiling and one attention rate; they
-differ in memory capacity and bandwidth (HBM_FALLBACK, hardware.GPUS). Measured rows of a GPU
-replace its fallbacks (reports/model/measurements.py)."""
+differ in memory capacity and bandwidth (HBM_FALLBACK, hardware.GPUS). Rows of a GPU (or of
+one with the same silicon) replace its fallbacks; GEMM rows calibrate the shape model here rather
+than replace it (reports/model/measurements.py)."""
 
 from __future__ import annotations
 
@@ -48,16 +49,14 @@ GEMM_ANCHOR: dict[str, Figure] = {
 }
 
 # Launch and ramp cost per GEMM in the fallback model (assumption, order of a kernel launch plus
-# the first wave's prologue).
+# the first wave's ramp).
 GEMM_LAUNCH_S = 4e-6
 # Output tiles cuBLAS chooses among for bf16 (assumption: 128x256 / 256x128, the CUTLASS 3 sm90
-# defaults, and the 128x128, 128x64, 64x128 tiles it falls back to for narrow shapes), all taken
-# at the full rate, and no k-loop prologue term: a version that slowed 64-wide tiles to 75% and
-# charged 64-256 k elements per tile made the validation worse (Megatron 1.7B-18.4B 13-20% low),
-# so the shape model keeps wave quantisation and tile padding only.
-TILES: tuple[tuple[int, int, float], ...] = (
-    (128, 256, 1.0), (256, 128, 1.0), (128, 128, 1.0), (128, 64, 1.0), (64, 128, 1.0))
-K_OVERHEAD = 0
+# defaults, and the 128x128, 128x64, 64x128 tiles it falls back to for narrow shapes), each taken
+# at the full rate. Nothing depends on k: a version that slowed 64-wide tiles to 75% and charged
+# 64-256 k elements per tile for the k-loop's prologue made the validation worse (Megatron
+# 1.7B-18.4B 13-20% low), so the shape model keeps wave quantisation and tile padding only.
+TILES: tuple[tuple[int, int], ...] = ((128, 256), (256, 128), (128, 128), (128, 64), (64, 128))
 
 
 def _tile_efficiency(m: int, n: int, tile_m: int, tile_n: int, sm_count: int) -> float:
@@ -71,10 +70,10 @@ def _tile_efficiency(m: int, n: int, tile_m: int, tile_n: int, sm_count: int) ->
 
 def shape_efficiency(m: int, n: int, k: int, sm_count: int) -> float:
     """Fraction of the ceiling a GEMM of this shape can reach, with the best of TILES: wave
-    quantisation (tiles over the SMs: the last wave runs partly empty), tile padding (edges of m
-    and n that do not fill a tile) and the k-loop's fixed prologue/epilogue."""
-    best = max(f * _tile_efficiency(m, n, tm, tn, sm_count) for tm, tn, f in TILES)
-    return best * k / (k + K_OVERHEAD)
+    quantisation (output tiles over the SMs: the last wave runs partly empty) times tile padding
+    (edges of m and n that do not fill a tile). k does not enter (see TILES); it is taken so
+    that callers pass whole shapes."""
+    return max(_tile_efficiency(m, n, tm, tn, sm_count) for tm, tn in TILES)
 
 
 def anchor_rate(anchor_tflops: float, size: int = 8192) -> float:
@@ -85,11 +84,13 @@ def anchor_rate(anchor_tflops: float, size: int = 8192) -> float:
 
 def gemm_time_fallback(m: int, n: int, k: int, gpu: GPU, anchor_tflops: float,
                        hbm_tbps: float) -> float:
-    """Seconds for one bf16 GEMM when nothing was measured on this GPU.
+    """Seconds for one bf16 GEMM by the shape model: the whole figure where no rows price this
+    GPU, the shape that rows calibrate where they do (measurements.Measurements._calibrated).
 
     time = max(2mnk / (rate x shape_efficiency relative to the anchor shape), bytes / HBM) +
     launch, where rate reproduces the anchor GEMM (8192^3) exactly. Small and odd shapes lose
-    to wave quantisation, padding, the launch cost and memory traffic.
+    to wave quantisation, tile padding, the launch cost and memory traffic (bf16 A, B and C
+    moved once at `hbm_tbps`); nothing else about the shape is priced.
     """
     rel = shape_efficiency(m, n, k, gpu.sm_count) / shape_efficiency(8192, 8192, 8192,
                                                                       gpu.sm_count)

@@ -6,6 +6,12 @@ module works before that exists), then the fallbacks of reports/model/fallbacks.
 its source string or labelled as an assumption. Rows count only when `status == "ok"` and, for
 kernels, `correct` is true; per shape the best row (any backend) wins.
 
+Compute figures (GEMM, attention) are one per silicon, not per GPU name: a type without rows of
+its own takes those of a type with the same architecture and SMs (same_silicon: an H200 priced
+from H100 rows), and the origin is decided over both (Measurements._kernel_tables). GEMM rows
+calibrate the shape model of fallbacks.py rather than replace it (Measurements._calibrated).
+Memory, NVLink and power figures stay per type.
+
 Figures are returned as `Figure(value, source, kind)`; `kind` is "measured", "reference",
 "assumption" or "calibrated" (a constant per architecture, fitted in reports/model/validation.py).
 """
@@ -26,6 +32,7 @@ from reports.model.fallbacks import (
     GEMM_LAUNCH_S,
     HBM_FALLBACK,
     NVLINK_FALLBACK,
+    TILES,
     Figure,
     anchor_rate,
     framework_efficiency_for,
@@ -33,7 +40,7 @@ from reports.model.fallbacks import (
     gemm_time_fallback,
     power_fallback,
 )
-from reports.model.hardware import GPU
+from reports.model.hardware import GPU, GPUS
 from results.rows import usable_records
 
 __all__ = ["ATTENTION_FALLBACK", "COMM_SM_SHARE", "FRAMEWORK_EFFICIENCY", "GEMM_ANCHOR",
@@ -92,6 +99,16 @@ def _intra_node(row: dict, node_gpus: int) -> bool:
     return w is not None and w == int(w) and 2 <= w <= node_gpus
 
 
+def same_silicon(gpu: GPU) -> tuple[GPU, ...]:
+    """The other GPU types whose kernel (GEMM, attention) rows stand for this one's where it has
+    none: the same architecture and SM count, in hardware.GPUS order. H100 SXM and H200 SXM are
+    one die with 132 SMs at the same clocks (NVIDIA H200 datasheet), differing in HBM only,
+    which the GEMM shape model's roofline prices per type; that clocks match wherever arch and
+    SM count do is an assumption (true of the types in hardware.GPUS)."""
+    return tuple(g for g in GPUS.values() if g.name != gpu.name and g.arch == gpu.arch
+                 and g.sm_count == gpu.sm_count)
+
+
 def _num(v) -> float | None:
     try:
         f = float(v)
@@ -120,9 +137,7 @@ class Measurements:
         self._rows = _rows(frame, "measured")
         if use_reference:
             self._rows += _rows(reference_frame(), "reference")
-        self._gemm_cache: dict[tuple, Figure] = {}
-        self._gemm_tables: dict[tuple[str, str], list[tuple]] = {}
-        self._memo: dict[tuple, Figure] = {}
+        self._memo: dict[tuple, Any] = {}  # figures, shape-model rates and row tables by key
         self.cache: dict = {}  # for callers' derived results (the model's per-layer times)
 
     def _memoised(self, key: tuple, compute):
@@ -146,12 +161,47 @@ class Measurements:
     def _label(origin: str) -> str:
         return "measured (rows passed in)" if origin == "measured" else "reference results"
 
+    # -- compute figures (GEMM, attention): rows of the same silicon stand for each other
+
+    def _kernel_tables(self, gpu: GPU, table_of) -> tuple[str, list[tuple[GPU, Any]]] | None:
+        """The rows that price a compute figure of `gpu`, and of which origin.
+
+        The rule, decided per architecture: measured rows of this GPU or of a GPU with the same
+        silicon (same_silicon: H100 SXM and H200 SXM) come before reference rows of either, and
+        those before the fallbacks. A sibling's measured row thus beats a reference row of the
+        GPU's own: measured rows are the caller's campaign on its software stack, and pricing
+        one Hopper type from them and the other from shipped rows would turn a difference of
+        software into a difference of chips. Within the origin chosen, a GPU's own rows win;
+        without them it takes the first same-silicon type's that has some (hardware.GPUS order).
+
+        `table_of(gpu_name, origin)` gives one type's points (empty when none). Returns the
+        origin and [(type, points)] with the type whose rows price `gpu` first and the other
+        types with points after it (their spread is stated), or None (the fallbacks).
+        """
+        for origin in ("measured", "reference"):
+            tables = [(g, t) for g in (gpu, *same_silicon(gpu)) if (t := table_of(g.name, origin))]
+            if tables:
+                return origin, tables
+        return None
+
+    @staticmethod
+    def _borrowed(src: GPU, gpu: GPU, origin: str) -> str:
+        return "" if src.name == gpu.name else \
+            f" (from {src.name}'s {origin} rows: same SMs and clocks)"
+
+    @staticmethod
+    def _spread(value: float, others: list[tuple[GPU, float]], where: str) -> str:
+        """The other same-silicon types' own values at this point, and how far they are."""
+        if not others:
+            return ""
+        each = ", ".join(f"{g.name}'s rows give {v:.0f} ({v / value - 1:+.1%})" for g, v in others)
+        return f"; {each} {where} (same SMs and clocks: the spread between types' rows)"
+
     # -- GEMM
 
     def _gemm_table(self, gpu: str, origin: str) -> list[tuple]:
         """Best TFLOP/s per (m, n, k) for bf16 GEMMs of one origin: [(m, n, k, tflops, backend)]."""
-        key = (gpu, origin)
-        if key not in self._gemm_tables:
+        def compute() -> list[tuple]:
             best: dict[tuple[int, int, int], tuple[float, str]] = {}
             for r in self._select("gemm", gpu, origin):
                 p = r["params"]
@@ -164,78 +214,109 @@ class Measurements:
                     continue
                 if tf > best.get(shape, (0.0, ""))[0]:
                     best[shape] = (tf, str(r.get("backend")))
-            self._gemm_tables[key] = [(*s, tf, b) for s, (tf, b) in best.items()]
-        return self._gemm_tables[key]
+            return [(*s, tf, b) for s, (tf, b) in best.items()]
+        return self._memoised(("gemm table", gpu, origin), compute)
 
     def gemm_seconds(self, gpu: GPU, m: int, n: int, k: int) -> tuple[float, Figure]:
         """Seconds for one bf16 GEMM of shape (m, n, k) on `gpu`, and the figure it came from."""
         if min(m, n, k) <= 0:
             raise ValueError(f"GEMM dimensions must be positive, got {(m, n, k)}")
-        key = (gpu.name, m, n, k)
-        if key not in self._gemm_cache:
-            self._gemm_cache[key] = self._gemm_figure(gpu, m, n, k)
-        fig = self._gemm_cache[key]
+        fig = self._memoised(("gemm", gpu.name, m, n, k), lambda: self._gemm_figure(gpu, m, n, k))
         return 2.0 * m * n * k / (fig.value * 1e12), fig
 
-    def _gemm_figure(self, gpu: GPU, m: int, n: int, k: int) -> Figure:
-        """Achieved TFLOP/s at (m, n, k): nearest measured shapes (interpolated) or the fallback."""
-        for origin in ("measured", "reference"):
-            table = self._gemm_table(gpu.name, origin)
-            if table:
-                return self._interpolate(table, gpu, m, n, k, origin)
-        anchor = gemm_ceiling(gpu)
-        hbm = self.hbm_tbps(gpu).value
-        seconds = gemm_time_fallback(m, n, k, gpu, anchor.value, hbm)
-        return Figure(2.0 * m * n * k / seconds / 1e12,
-                      f"fallback GEMM model (wave quantisation over {gpu.sm_count} SMs, tile and "
-                      f"k efficiency, roofline, {GEMM_LAUNCH_S * 1e6:.0f} us launch) anchored on "
-                      f"{anchor.source}", anchor.kind)
+    def _shape_model_tflops(self, gpu: GPU, m: int, n: int, k: int) -> float:
+        """TFLOP/s of the fallback shape model (fallbacks.gemm_time_fallback) at (m, n, k)."""
+        def compute() -> float:
+            seconds = gemm_time_fallback(m, n, k, gpu, gemm_ceiling(gpu).value,
+                                         self.hbm_tbps(gpu).value)
+            return 2.0 * m * n * k / seconds / 1e12
+        return self._memoised(("shape model", gpu.name, m, n, k), compute)
 
-    @staticmethod
-    def _interpolate(table: list[tuple], gpu: GPU, m: int, n: int, k: int,
-                     origin: str) -> Figure:
-        """Inverse-distance weighting of efficiency over the 4 nearest shapes in log2(m, n, k)."""
+    def _gemm_figure(self, gpu: GPU, m: int, n: int, k: int) -> Figure:
+        """Achieved TFLOP/s at (m, n, k): the shape model calibrated on the rows that price this
+        GPU (_kernel_tables, _calibrated), else the shape model on its own."""
+        chosen = self._kernel_tables(gpu, self._gemm_table)
+        if chosen is None:
+            anchor = gemm_ceiling(gpu)
+            return Figure(self._shape_model_tflops(gpu, m, n, k),
+                          f"fallback GEMM model (wave quantisation and tile padding over "
+                          f"{gpu.sm_count} SMs, the best of {len(TILES)} output tiles; HBM "
+                          f"roofline; {GEMM_LAUNCH_S * 1e6:.0f} us launch) anchored on "
+                          f"{anchor.source}", anchor.kind)
+        origin, ((src, table), *others) = chosen
+        tf, how = self._calibrated(table, src, gpu, m, n, k)
+        spread = self._spread(tf, [(g, self._calibrated(t, g, g, m, n, k)[0])
+                                   for g, t in others], f"at {m}x{n}x{k}")
+        return Figure(tf, f"{self._label(origin)}: gemm bf16 {gpu.name}"
+                          f"{self._borrowed(src, gpu, origin)}{how}{spread}", origin)
+
+    def _calibrated(self, table: list[tuple], src: GPU, gpu: GPU, m: int, n: int,
+                    k: int) -> tuple[float, str]:
+        """TFLOP/s at (m, n, k) on `gpu` from rows of `src`, and how it was found.
+
+        The rows calibrate the shape model instead of replacing it: value = shape model of
+        `gpu` at (m, n, k) x ratio, where ratio is row / shape model of `src` at the measured
+        shapes, weighted by inverse squared distance in log2(m, n, k) over the 4 nearest. At a
+        measured shape of the GPU's own that is its row exactly. So one 8192^3 row sets the
+        level of every shape, while a 300-row GEMM keeps the wave quantisation the shape model
+        gives it, and a sibling's rows carry over with this GPU's HBM in the roofline.
+        """
         target = (math.log2(m), math.log2(n), math.log2(k))
         ranked = sorted(
-            (math.dist(target, (math.log2(a), math.log2(b), math.log2(c))), tf, (a, b, c), be)
+            (math.dist(target, (math.log2(a), math.log2(b), math.log2(c))),
+             tf / self._shape_model_tflops(src, a, b, c), tf, (a, b, c), be)
             for a, b, c, tf, be in table)
-        d0, tf0, shape0, be0 = ranked[0]
-        where = f"{Measurements._label(origin)}: gemm bf16 {gpu.name}"
-        if d0 < 1e-9:
-            return Figure(tf0, f"{where} {shape0[0]}x{shape0[1]}x{shape0[2]} ({be0})", origin)
+        model = self._shape_model_tflops(gpu, m, n, k)
+        d0, _, tf0, shape0, be0 = ranked[0]
+        nearest = f"{shape0[0]}x{shape0[1]}x{shape0[2]} ({be0})"
+        if d0 < 1e-9:  # the same shape: its row, scaled only between types' HBM rooflines
+            return tf0 * (model / self._shape_model_tflops(src, m, n, k)), f" {nearest}"
         near = ranked[:4]
         weights = [1.0 / d**2 for d, *_ in near]
-        tf = sum(w * t for w, (_, t, _, _) in zip(weights, near, strict=True)) / sum(weights)
-        return Figure(tf, f"{where}, interpolated from {len(near)} nearest of {len(table)} shapes "
-                          f"(nearest {shape0[0]}x{shape0[1]}x{shape0[2]}, {be0})", origin)
+        ratio = sum(w * r for w, (_, r, *_) in zip(weights, near, strict=True)) / sum(weights)
+        return model * ratio, (f", interpolated: shape model {model:.0f} x row/model {ratio:.3f} "
+                               f"from the {len(near)} nearest of {len(table)} shapes (nearest "
+                               f"{nearest})")
 
     # -- attention
 
     def attention_tflops(self, gpu: GPU, s: int, d: int, causal: bool, direction: str) -> Figure:
         """Achieved attention TFLOP/s (FLOP convention of reports/model/compute.py) for a
         sequence length s, head dim d and direction ("fwd" or "bwd"): nearest measured s
-        (interpolated in log s), else the fallback."""
+        (interpolated in log s) of the rows that price this GPU (_kernel_tables), else the
+        fallback."""
         return self._memoised(("attention", gpu.name, s, d, causal, direction),
                               lambda: self._attention_tflops(gpu, s, d, causal, direction))
+
+    def _attention_points(self, gpu: str, origin: str, d: int, causal: bool,
+                          direction: str) -> dict[int, tuple[float, str]]:
+        """Best TFLOP/s per s of one GPU type and origin: {s: (tflops, backend)}."""
+        pts: dict[int, tuple[float, str]] = {}
+        for r in self._select("attention", gpu, origin):
+            p = r["params"]
+            tf = _num(r.get("tflops"))
+            if (tf is None or r.get("dtype") not in ("bf16", "fp16")
+                    or p.get("direction") != direction or bool(p.get("causal")) != causal
+                    or _num(p.get("d")) != d or _num(p.get("s")) is None):
+                continue
+            si = int(p["s"])
+            if tf > pts.get(si, (0.0, ""))[0]:
+                pts[si] = (tf, str(r.get("backend")))
+        return pts
 
     def _attention_tflops(self, gpu: GPU, s: int, d: int, causal: bool, direction: str) -> Figure:
         if direction not in ("fwd", "bwd"):
             raise ValueError(f"direction must be 'fwd' or 'bwd', got {direction!r}")
-        for origin in ("measured", "reference"):
-            pts: dict[int, tuple[float, str]] = {}
-            for r in self._select("attention", gpu.name, origin):
-                p = r["params"]
-                tf = _num(r.get("tflops"))
-                if (tf is None or r.get("dtype") not in ("bf16", "fp16")
-                        or p.get("direction") != direction or bool(p.get("causal")) != causal
-                        or _num(p.get("d")) != d or _num(p.get("s")) is None):
-                    continue
-                si = int(p["s"])
-                if tf > pts.get(si, (0.0, ""))[0]:
-                    pts[si] = (tf, str(r.get("backend")))
-            if pts:
-                return self._interp_1d(pts, s, f"{self._label(origin)}: attention {direction} "
-                                       f"{'causal ' if causal else ''}d={d} {gpu.name}", origin)
+        chosen = self._kernel_tables(
+            gpu, lambda name, origin: self._attention_points(name, origin, d, causal, direction))
+        if chosen is not None:
+            origin, ((src, pts), *others) = chosen
+            fig = self._interp_1d(pts, s, f"{self._label(origin)}: attention {direction} "
+                                  f"{'causal ' if causal else ''}d={d} {gpu.name}"
+                                  f"{self._borrowed(src, gpu, origin)}", origin)
+            spread = self._spread(fig.value, [(g, self._interp_1d(p, s, "", origin).value)
+                                              for g, p in others], f"at s={s}")
+            return Figure(fig.value, fig.source + spread, origin)
         key = (gpu.name, direction)
         if key in ATTENTION_FALLBACK:
             return ATTENTION_FALLBACK[key]
