@@ -1,5 +1,5 @@
 """What the training model does not model: one list, rendered by the report's validation
-section and kept in README.md ("What the training model leaves out"; tests/test_report_limits.py
+section and kept in README.md ("What the training model leaves out"; tests/test_report_model.py
 compares the two). Plain facts from docs/MODEL.md ("What it does not model", "Where it is
 off"); no figure here that docs/MODEL.md does not give.
 """
