@@ -95,3 +95,37 @@ def test_estimate_shows_the_batch_rounded_up_to_whole_micro_batches(app):
     assert "requested 16,777,216: rounded up" in r.stdout
     same = {**d, "requested_global_batch_tokens": d["global_batch_tokens"]}
     assert "requested" not in _batch(same)
+
+
+def test_estimate_text_shows_the_tokens_range_notes_and_time_to_train_with_goodput(app):
+    """The text view carries what --json carries: the tokens/s range beside the MFU range, the
+    estimate's notes (a bubble-bound step, a mixed cluster run as one job), and a time to train
+    with goodput applied (the figure without it labelled as at 100% goodput)."""
+    r = runner.invoke(app, ["estimate", "--scenario", "colossus-200k-llama3-405b", "--json"])
+    d = json.loads(r.stdout)
+    r = runner.invoke(app, ["estimate", "--scenario", "colossus-200k-llama3-405b"],
+                      env={"COLUMNS": "400"})
+    assert r.exit_code == 0, r.output
+    text = r.stdout
+    lo, hi = d["range"]["tokens_per_s"]
+    assert f"{d['tokens_per_s']:,.0f} (range {lo:,.0f}-{hi:,.0f})" in text
+    assert f"{d['mfu']:.1%} (range {d['range']['mfu'][0]:.1%}-" in text
+    assert d["notes"] and "notes:" in text
+    tail = text[text.index("notes:"):]
+    for note in d["notes"]:
+        assert f"- {note}" in tail
+    row = next(line for line in text.splitlines() if "time to train" in line)
+    assert "with goodput applied" in row and "at 100% goodput" in row
+
+
+def test_estimate_text_without_notes_or_budget_prints_no_block(app):
+    from reports.model.cli import _time_to_train
+
+    r = runner.invoke(app, ["estimate", "--scenario", "gpt3-4096-h100", "--json"])
+    d = json.loads(r.stdout)
+    r = runner.invoke(app, ["estimate", "--scenario", "gpt3-4096-h100"])
+    assert ("notes:" in r.stdout) == bool(d["notes"])
+    assert _time_to_train({**d, "model": "custom"}) == []
+    ((_, text),) = _time_to_train(d)
+    days = 300e9 / d["tokens_per_s"] / 86400
+    assert text.endswith(f"{days:.1f} d at 100% goodput") and "goodput applied" in text

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from reports.model.cluster import TOKEN_BUDGETS, useful_fraction_at
 from reports.model.config import ScenarioError
 from reports.model.scenario import SCENARIOS
 from reports.model.search import estimate as run_estimate
@@ -60,9 +61,28 @@ def _batch(d: dict) -> str:
             f"replica; {d['global_batch_source']})")
 
 
+def _time_to_train(d: dict) -> list[tuple[str, str]]:
+    """The 'time to train' row for a model with a token budget (cluster.TOKEN_BUDGETS): goodput
+    applied (the useful fraction of wall time at this GPU count, reports/model/goodput.py), the
+    figure at 100% goodput beside it."""
+    if d["model"] not in TOKEN_BUDGETS:
+        return []
+    budget, _ = TOKEN_BUDGETS[d["model"]]
+    useful = useful_fraction_at(d["gpus"])
+    days = budget / d["tokens_per_s"] / 86400.0
+    return [("time to train", f"{days / useful:.1f} d for {budget / 1e12:.3g}T tokens with "
+                              f"goodput applied ({useful:.1%} of wall time trains at "
+                              f"{d['gpus']:,} GPUs); {days:.1f} d at 100% goodput")]
+
+
+def range_text(d: dict) -> str:
+    """What the range spans (search.estimate_range)."""
+    return f"range: over {d['range']['over']}" if "range" in d else ""
+
+
 def estimate_tables(d: dict) -> list[Table]:
     """Rich tables for an Estimate.to_dict()."""
-    head = Table(title=f"estimate: {d['scenario']}", show_header=False)
+    head = Table(title=f"estimate: {d['scenario']}", show_header=False, caption=range_text(d))
     head.add_column("what")
     head.add_column("value", justify="right")
     par = d["parallel"]
@@ -74,10 +94,13 @@ def estimate_tables(d: dict) -> list[Table]:
                      f"{par['recompute']}" + (" (searched)" if par["auto"] else "")),
         ("global batch", _batch(d)),
         ("step time", f"{d['step_time_s']:.3f} s"),
-        ("tokens/s", f"{d['tokens_per_s']:,.0f}"),
+        ("tokens/s", f"{d['tokens_per_s']:,.0f}" + (
+            f" (range {d['range']['tokens_per_s'][0]:,.0f}-{d['range']['tokens_per_s'][1]:,.0f})"
+            if "range" in d else "")),
         ("TFLOP/s per GPU", f"{d['tflops_per_gpu']:.0f} (model FLOPs)"),
         ("MFU", f"{d['mfu']:.1%}" + (f" (range {d['range']['mfu'][0]:.1%}-"
                                       f"{d['range']['mfu'][1]:.1%})" if "range" in d else "")),
+        *_time_to_train(d),
         ("memory per GPU", f"{d['memory_gib_per_gpu']:.1f} of {d['memory_capacity_gib']:.1f} GiB "
                            f"usable: {'fits' if d['fits_in_memory'] else 'DOES NOT FIT'}"),
     ]
@@ -200,6 +223,11 @@ def estimate(
     out = _console()
     for t in estimate_tables(d):
         out.print(t)
+    if d.get("notes"):
+        out.print("notes:", highlight=False)
+        for note in d["notes"]:
+            out.print(f"- {note}", markup=False, highlight=False, soft_wrap=True)
+
 
 def validate(
     as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON"),

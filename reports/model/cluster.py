@@ -1,8 +1,17 @@
 """Cluster-scale questions: throughput and time to train, the batch's effect, the H200 gain with
 its reasons, mixed H100 + H200 clusters, power. Every answer names the global batch it assumed
-(default: Llama 3's 16M tokens per step, reports/model/scenario.py BATCH_PRESETS)."""
+(default: Llama 3's 16M tokens per step, reports/model/scenario.py BATCH_PRESETS).
+
+Assumption (the split rule, SPLIT_RULE): a GPU pool runs as one job or as two separate jobs (at
+most two jobs per pool), each with the full global batch; one job's size is one of the Colossus
+presets' pool sizes (of any GPU type: 50k, 100k, 150k GPUs), the other job takes the rest. Every
+cluster a comparison names (the 200k presets, the same count all H100, the 100k-H100 cluster
+they grew from) gets the same options (`job_splits`): never split jobs against one unsplit job.
+"""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from reports.model.config import Parallel, Training
 from reports.model.goodput import goodput
@@ -11,7 +20,7 @@ from reports.model.measurements import as_measurements
 from reports.model.memory import gib
 from reports.model.presets import model_from
 from reports.model.scenario import BATCH_PRESETS, DEFAULT_BATCH, Scenario
-from reports.model.search import Estimate, evaluate, search
+from reports.model.search import Estimate, estimate_range, evaluate, search
 
 TOKEN_BUDGETS: dict[str, tuple[float, str]] = {
     "gpt3-175b": (300e9, "GPT-3 was trained on 300B tokens (Brown et al. 2020, sec. 2.2)"),
@@ -21,8 +30,29 @@ TOKEN_BUDGETS: dict[str, tuple[float, str]] = {
                         "2022, Chinchilla)"),
 }
 
+
 COLOSSUS_MODELS = ("gpt3-175b", "llama3-70b", "llama3-405b", "dense-1t")
 COLOSSUS_CLUSTERS = ("colossus-100k", "colossus-200k", "colossus-200k-h200")
+
+# the job sizes of the split rule: every pool size of the Colossus presets, any GPU type
+PRESET_POOL_SIZES = tuple(sorted({q.gpus for k in COLOSSUS_CLUSTERS for q in cluster(k).pools}))
+SPLIT_RULE = ("assumption: a GPU pool runs as one job or as two separate jobs (at most two "
+              "per pool), each with the full global batch; one job's size is a Colossus "
+              "preset's pool size (any GPU type: "
+              f"{', '.join(f'{n // 1000}k' for n in PRESET_POOL_SIZES)} GPUs), the other takes "
+              "the rest; every compared cluster gets the same options "
+              "(reports/model/cluster.py job_splits)")
+
+
+def job_splits(pool_gpus: int) -> list[tuple[int, ...]]:
+    """The job sizes a pool of `pool_gpus` GPUs may run as under SPLIT_RULE: the whole pool,
+    or two jobs, one of a preset's pool size and the rest (larger job first, no repeats)."""
+    out = [(pool_gpus,)]
+    for n in PRESET_POOL_SIZES:
+        split = tuple(sorted((n, pool_gpus - n), reverse=True))
+        if n < pool_gpus and split not in out:
+            out.append(split)
+    return out
 
 
 def _batch(batch_tokens: int | None) -> tuple[int, str]:
@@ -47,8 +77,9 @@ def useful_fraction_at(gpus: int) -> float:
 
 def cluster_throughput(models=COLOSSUS_MODELS, clusters=COLOSSUS_CLUSTERS, measurements=None,
                        batch_tokens: int | None = None) -> list[dict]:
-    """Tokens/s, MFU and days to train (goodput applied) of each model on each cluster preset
-    (auto layout; batch: Llama 3's 16M tokens unless given)."""
+    """Tokens/s (with its range over unstated settings, search.estimate_range), MFU and days to
+    train (goodput applied) of each model on each cluster preset, one job (auto layout; batch:
+    Llama 3's 16M tokens unless given)."""
     meas = as_measurements(measurements)
     rows = []
     for c in clusters:
@@ -63,6 +94,7 @@ def cluster_throughput(models=COLOSSUS_MODELS, clusters=COLOSSUS_CLUSTERS, measu
                 "global_batch_source": scn.batch_source,
                 "tokens_per_s": est.tokens_per_s, "tflops_per_gpu": est.tflops_per_gpu,
                 "mfu": est.mfu, "step_time_s": est.step_time_s,
+                "range": estimate_range(est, meas),
                 "token_budget": budget, "token_budget_source": src,
                 "useful_fraction": useful,
                 "days_to_train": est.days_to_train(budget, useful) if budget else None,
@@ -92,8 +124,11 @@ def _homogeneous(gpu_name: str, gpus: int, base: str = "colossus-100k") -> Clust
     return c.with_pools((Pool(gpu_name, gpus),), name=f"{gpus // 1000}k-{gpu_name}")
 
 
-def _why_h200(h100: Estimate, own: Estimate, same: Estimate) -> list[str]:
-    """What the H200's memory and bandwidth bought, in words."""
+
+def _why_h200(h100: Estimate, own: Estimate, same: Estimate, meas) -> list[str]:
+    """What the H200's memory and bandwidth bought, in words; the bandwidths are the model's
+    own inputs (meas.hbm_tbps), the datasheet's named beside them. A part that takes under
+    half a millisecond on both GPUs says nothing and is left out."""
     a, b = h100.parallel, own.parallel
     out = []
     if (b.tp * b.pp * b.cp) < (a.tp * a.pp * a.cp):
@@ -106,12 +141,27 @@ def _why_h200(h100: Estimate, own: Estimate, same: Estimate) -> list[str]:
         out.append(f"less recompute: {a.recompute} -> {b.recompute}")
     if b.virtual_stages != a.virtual_stages:
         out.append(f"interleaving v{a.virtual_stages} -> v{b.virtual_stages}")
+    bw = hbm_figures(meas)
+    why = (f"HBM {bw['H100-SXM']['model']:.2f} -> {bw['H200-SXM']['model']:.2f} TB/s as the "
+           f"model prices it, {bw['H200-SXM']['kind']}; datasheet "
+           f"{bw['H100-SXM']['datasheet']:g} -> {bw['H200-SXM']['datasheet']:g} TB/s")
     for k in ("memory_bound", "optimizer"):
         h, s = h100.breakdown_s.get(k, 0.0), same.breakdown_s.get(k, 0.0)
-        if h > 0:
-            out.append(f"{k} {h:.3f} s -> {s:.3f} s at the same layout (HBM3e 4.8 vs 3.35 TB/s)")
+        if max(h, s) >= 5e-4:  # both would print as 0.000 s
+            out.append(f"{k} {h:.3f} s -> {s:.3f} s per step at the same layout ({why})")
     if not out:
         out.append("same layout and same compute ceiling: only memory-bound work is faster")
+    return out
+
+
+def hbm_figures(meas) -> dict:
+    """HBM bandwidth of H100 and H200: what the model uses (measured rows, else the labelled
+    fallback of reports/model/fallbacks.py HBM_FALLBACK) and the datasheet's figure."""
+    out = {}
+    for name in ("H100-SXM", "H200-SXM"):
+        fig = meas.hbm_tbps(gpu(name))
+        out[name] = {"model": fig.value, "kind": fig.kind, "source": fig.source,
+                     "datasheet": gpu(name).hbm_tbps}
     return out
 
 
@@ -132,15 +182,18 @@ def h200_gain(model: str = "llama3-405b", gpus: int = 16384, measurements=None,
     return {
         "model": model, "gpus": gpus, "global_batch_tokens": h100.tokens_per_step,
         "h100": {"parallel": h100.parallel.to_dict(), "tokens_per_s": base, "mfu": h100.mfu,
-                 "memory_gib_per_gpu": gib(sum(h100.memory_bytes.values()))},
+                 "memory_gib_per_gpu": gib(sum(h100.memory_bytes.values())),
+                 "range": estimate_range(h100, meas)},
         "h200_same_config": {"parallel": same.parallel.to_dict(),
                              "tokens_per_s": same.tokens_per_s, "mfu": same.mfu,
-                             "gain": same.tokens_per_s / base},
+                             "gain": same.tokens_per_s / base, "range": estimate_range(same, meas)},
         "h200_own_config": {"parallel": own.parallel.to_dict(),
                             "tokens_per_s": own.tokens_per_s, "mfu": own.mfu,
                             "gain": own.tokens_per_s / base,
-                            "memory_gib_per_gpu": gib(sum(own.memory_bytes.values()))},
-        "reasons": _why_h200(h100, own, same),
+                            "memory_gib_per_gpu": gib(sum(own.memory_bytes.values())),
+                            "range": estimate_range(own, meas)},
+        "reasons": _why_h200(h100, own, same, meas),
+        "hbm_tbps": hbm_figures(meas),
         "gemm_8192_tflops": _ceilings(meas),
     }
 
@@ -159,9 +212,9 @@ def mixed_job(model: str = "llama3-405b", cluster_name: str = "colossus-200k",
               measurements=None, batch_tokens: int | None = None) -> dict:
     """A mixed H100 + H200 cluster three ways, and the best: one job with per-type replicas and
     equal micro-batches (plain data parallelism: the slower type sets the pace), one job with
-    throughput-proportional micro-batches, or separate jobs per GPU type (each its own best
-    layout; tokens/s summed). Adding faster GPUs can then never make the cluster slower than its
-    parts: separate jobs are always an option."""
+    throughput-proportional micro-batches, or separate jobs per GPU type (each pool split as
+    SPLIT_RULE allows; tokens/s summed). Adding faster GPUs can then never make the cluster
+    slower than its parts: separate jobs are always an option."""
     meas = as_measurements(measurements)
     plain = search(_scenario_for(model, cluster_name, batch_tokens), meas)
     prop = evaluate(_scenario_for(model, cluster_name, batch_tokens, "proportional",
@@ -183,8 +236,8 @@ def mixed_job(model: str = "llama3-405b", cluster_name: str = "colossus-200k",
                     "enough to idle much",
         "proportional": "one job, micro-batches in proportion to each type's speed: no replica "
                         "idles",
-        "separate_jobs": "separate jobs per GPU type (each with the full global batch, the "
-                         "larger pool split where two jobs beat one): one job must use a layout "
+        "separate_jobs": "separate jobs per GPU type (each with the full global batch, a pool "
+                         "split in two where two jobs beat one): one job must use a layout "
                          "that divides both pools and fits the smaller memory, and one batch "
                          "cannot keep all GPUs busy",
     }[best]
@@ -192,41 +245,62 @@ def mixed_job(model: str = "llama3-405b", cluster_name: str = "colossus-200k",
             "plain_dp": summary(plain), "proportional": summary(prop),
             "separate_jobs": {"tokens_per_s": separate, "per_type": parts},
             "gain": prop.tokens_per_s / plain.tokens_per_s,
-            "best": best, "best_tokens_per_s": options[best], "reason": reason}
+            "best": best, "best_tokens_per_s": options[best], "reason": reason,
+            "options": {p.gpu: parts[p.gpu]["considered"] for p in c.pools},
+            "split_rule": SPLIT_RULE}
+
+
+def _job_cluster(c: Cluster, gpu_name: str, gpus: int) -> Cluster:
+    """One job's share of cluster c: its fabric, node shape and power, one pool; named by GPU
+    type and size only, so the same job on the same fabric is searched once (meas.cache)."""
+    return replace(c.with_pools((Pool(gpu_name, gpus),), f"{gpu_name}-{gpus}-job"),
+                   reported_power_mw=None)
 
 
 def _best_split(model: str, c: Cluster, pool: Pool, batch_tokens: int | None,
                 meas) -> dict:
-    """The most tokens/s one GPU pool gives as separate jobs, each with the full global batch:
-    the whole pool as one job, or split into the size of another preset's pool of that GPU type
-    plus the rest (so a grown cluster always has the option of running the old job unchanged
-    beside a new one)."""
-    sizes = sorted({q.gpus for k in COLOSSUS_CLUSTERS + ("colossus-100k",)
-                    for q in cluster(k).pools if q.gpu == pool.gpu and q.gpus < pool.gpus})
+    """The most tokens/s one GPU pool gives under SPLIT_RULE (job_splits), each job with the
+    full global batch and its own best layout: the whole pool as one job, or two jobs (so a
+    grown cluster always has the option of running the old job unchanged beside a new one).
+    `considered` lists every split tried."""
     best = None
-    for split in [(pool.gpus,)] + [(n, pool.gpus - n) for n in sizes]:
+    splits = job_splits(pool.gpus)
+    for split in splits:
         jobs = []
         for n in split:
-            e = search(_scenario_for(model, c.with_pools((Pool(pool.gpu, n),),
-                                                         f"{c.name}-{pool.gpu}-{n}"),
-                                     batch_tokens), meas)
+            e = search(_scenario_for(model, _job_cluster(c, pool.gpu, n), batch_tokens), meas)
             jobs.append({"gpus": n, "parallel": e.parallel.to_dict(),
                          "tokens_per_s": e.tokens_per_s, "mfu": e.mfu})
         total = sum(j["tokens_per_s"] for j in jobs)
         if best is None or total > best["tokens_per_s"]:
             best = {"gpus": pool.gpus, "tokens_per_s": total, "jobs": jobs}
+    best["considered"] = [list(s) for s in splits]
     return best
+
+
+def single_pool_options(model: str, c: Cluster, batch_tokens: int | None, meas) -> dict:
+    """A one-pool cluster under the same options as a mixed one (SPLIT_RULE): one job at its
+    best layout, or the pool split into two jobs; the best of them."""
+    (pool,) = c.pools
+    split = _best_split(model, c, pool, batch_tokens, meas)
+    one = search(_scenario_for(model, _job_cluster(c, pool.gpu, pool.gpus), batch_tokens), meas)
+    best = max(one.tokens_per_s, split["tokens_per_s"])
+    return {"one_job": one, "split": split, "best_tokens_per_s": best,
+            "best": "one_job" if best == one.tokens_per_s else "separate_jobs",
+            "options": {pool.gpu: split["considered"]}}
 
 
 def colossus_200k_gain(model: str = "llama3-405b", measurements=None,
                        clusters=("colossus-200k", "colossus-200k-h200"),
                        batch_tokens: int | None = None) -> list[dict]:
     """Each 200k preset with H200s (the best of one plain job, one proportional job, separate
-    jobs) against the same GPU count all H100 (at the mixed job's layout, and at its best: one
-    job or separate jobs) and against the 100k-H100 cluster it grew from. A row below 1.0 says
-    why in `reason`."""
+    jobs) against the same GPU count all H100 and against the 100k-H100 cluster it grew from,
+    each of those also at its best of one job or separate jobs: every compared cluster gets the
+    options of SPLIT_RULE (`options` lists the splits each one tried, per pool). A row below
+    1.0 says why in `reason`."""
     meas = as_measurements(measurements)
-    base100 = search(_scenario_for(model, "colossus-100k", batch_tokens), meas).tokens_per_s
+    base = single_pool_options(model, cluster("colossus-100k"), batch_tokens, meas)
+    base100 = base["best_tokens_per_s"]
     rows = []
     for name in clusters:
         c = cluster(name)
@@ -234,10 +308,8 @@ def colossus_200k_gain(model: str = "llama3-405b", measurements=None,
         mixed = mixed_job(model, name, meas, batch_tokens)
         par = Parallel(**mixed["parallel"])
         same = evaluate(_scenario_for(model, h100, batch_tokens, parallel=par), par, meas)
-        best_h100 = search(_scenario_for(model, h100, batch_tokens), meas)
-        # like for like: the all-H100 cluster may split into separate jobs too
-        h100_split = _best_split(model, h100, h100.pools[0], batch_tokens, meas)
-        h100_best = max(best_h100.tokens_per_s, h100_split["tokens_per_s"])
+        alt = single_pool_options(model, h100, batch_tokens, meas)
+        best_h100, h100_best = alt["one_job"], alt["best_tokens_per_s"]
         best = mixed["best_tokens_per_s"]
         gain = best / h100_best
         why = mixed["reason"]
@@ -249,15 +321,33 @@ def colossus_200k_gain(model: str = "llama3-405b", measurements=None,
                      "mixed_best": mixed["best"],
                      "all_h100_same_config_tokens_per_s": same.tokens_per_s,
                      "all_h100_one_job_tokens_per_s": best_h100.tokens_per_s,
-                     "all_h100_separate_jobs_tokens_per_s": h100_split["tokens_per_s"],
+                     "all_h100_separate_jobs_tokens_per_s": alt["split"]["tokens_per_s"],
                      "all_h100_best_tokens_per_s": h100_best,
                      "all_h100_best_parallel": best_h100.parallel.to_dict(),
+                     "colossus_100k_one_job_tokens_per_s": base["one_job"].tokens_per_s,
+                     "colossus_100k_separate_jobs_tokens_per_s": base["split"]["tokens_per_s"],
+                     "colossus_100k_jobs": [j["gpus"] for j in base["split"]["jobs"]]
+                     if base["best"] == "separate_jobs" else [100_000],
                      "colossus_100k_tokens_per_s": base100,
                      "gain_same_config": best / same.tokens_per_s,
                      "gain_vs_best": gain,
                      "gain_vs_100k_h100": best / base100,
+                     "options": {name: mixed["options"], h100.name: alt["options"],
+                                 "colossus-100k": base["options"]},
+                     "split_rule": SPLIT_RULE,
                      "reason": why})
     return rows
+
+
+def best_tokens_per_s(model: str, c: Cluster, batch_tokens: int | None, meas) -> dict:
+    """The cluster's most tokens/s under the options every comparison uses (SPLIT_RULE): for
+    a mixed preset mixed_job's best, for one pool single_pool_options'."""
+    if len(c.pools) > 1:
+        m = mixed_job(model, c.name, meas, batch_tokens)
+        return {"tokens_per_s": m["best_tokens_per_s"], "option": m["best"]}
+    o = single_pool_options(model, c, batch_tokens, meas)
+    return {"tokens_per_s": o["best_tokens_per_s"], "option": o["best"],
+            "one_job_tokens_per_s": o["one_job"].tokens_per_s}
 
 
 def power(cluster_name: str = "colossus-100k", model: str = "llama3-405b",
@@ -267,6 +357,9 @@ def power(cluster_name: str = "colossus-100k", model: str = "llama3-405b",
     GPU watts: NVML power under GEMM load (measured rows) or TDP (assumption), times the GPU
     count; plus the node overhead per node, the network share and the PUE (assumptions, in the
     cluster preset's sources); compared with the reported site power where there is one.
+    Energy per token: site power over the cluster's best tokens/s (one job or separate jobs,
+    SPLIT_RULE; `tokens_per_s_option` names it), every GPU busy either way; the one-job figure
+    beside it.
     """
     meas = as_measurements(measurements)
     c = cluster(cluster_name)
@@ -280,14 +373,19 @@ def power(cluster_name: str = "colossus-100k", model: str = "llama3-405b",
     it_w = (gpu_w + node_w) * (1 + c.power.network_fraction)
     site_w = it_w * c.power.pue
     sources["overheads"] = c.sources.get("power", "assumption")
-    est = search(_scenario_for(model, c), meas)
+    sources["tokens_per_s"] = SPLIT_RULE
+    one = search(_scenario_for(model, c), meas).tokens_per_s
+    best = best_tokens_per_s(model, c, None, meas)
+    tps = best["tokens_per_s"]
     out = {
         "cluster": c.name, "gpus": c.gpus, "gpu_mw": gpu_w / 1e6, "node_overhead_mw": node_w / 1e6,
         "it_mw": it_w / 1e6, "site_mw": site_w / 1e6, "pue": c.power.pue,
         "reported_mw": c.reported_power_mw,
-        "model": model, "tokens_per_s": est.tokens_per_s,
-        "joules_per_token": site_w / est.tokens_per_s,
-        "kwh_per_million_tokens": site_w / est.tokens_per_s * 1e6 / 3.6e6,
+        "model": model, "tokens_per_s": tps, "tokens_per_s_option": best["option"],
+        "joules_per_token": site_w / tps,
+        "kwh_per_million_tokens": site_w / tps * 1e6 / 3.6e6,
+        "one_job_tokens_per_s": one,
+        "kwh_per_million_tokens_one_job": site_w / one * 1e6 / 3.6e6,
         "sources": sources,
     }
     if c.reported_power_mw:

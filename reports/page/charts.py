@@ -73,16 +73,19 @@ def roofline_png(points: list[dict], bandwidths: dict[str, float], gpus: list[st
 
 
 def bars_png(title: str, labels: list[str], series: dict[str, list[float | None]],
-             unit: str) -> bytes:
-    """Horizontal grouped bars: one group per shape, one bar per backend."""
+             unit: str, errors: dict[str, tuple[list[float], list[float]]] | None = None) -> bytes:
+    """Horizontal grouped bars: one group per shape, one bar per backend; `errors` (per series:
+    the distances below and above each value) draws whiskers, e.g. a modelled range."""
     plt = _plt()
     n = len(labels)
     fig, ax = plt.subplots(figsize=(8, 1.0 + 0.32 * n * max(1, len(series)) ** 0.5))
     height = 0.8 / max(1, len(series))
     for i, (name, values) in enumerate(series.items()):
         ys = [j + i * height for j in range(n)]
+        err = (errors or {}).get(name)
         ax.barh(ys, [v or 0.0 for v in values], height=height, label=name,
-                color=BACKEND_COLOURS.get(name.split(" ")[0]))
+                color=BACKEND_COLOURS.get(name.split(" ")[0]),
+                xerr=[list(err[0]), list(err[1])] if err else None, capsize=3 if err else 0)
     ax.set_yticks([j + 0.4 - height / 2 for j in range(n)])
     ax.set_yticklabels(labels, fontsize=7)
     ax.invert_yaxis()
@@ -93,14 +96,19 @@ def bars_png(title: str, labels: list[str], series: dict[str, list[float | None]
     return to_png(fig)
 
 
-def lines_png(title: str, series: dict[str, tuple[list[float], list[float]]], xlabel: str,
-              ylabel: str, *, logx: bool = True, logy: bool = False,
-              hlines: dict[str, float] | None = None, xbytes: bool = False) -> bytes:
-    """Line plot of named (x, y) series, with optional labelled horizontal reference lines."""
+def lines_figure(title: str, series: dict[str, tuple[list[float], list[float]]], xlabel: str,
+                 ylabel: str, *, logx: bool = True, logy: bool = False,
+                 hlines: dict[str, float] | None = None, xbytes: bool = False,
+                 bands: dict[str, tuple[list[float], list[float]]] | None = None):
+    """Line plot of named (x, y) series, with optional labelled horizontal reference lines and,
+    per series, a shaded band (low, high at the same x: the range of a modelled figure)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     for name, (x, y) in series.items():
-        ax.plot(x, y, marker="o", ms=3, label=name)
+        (line,) = ax.plot(x, y, marker="o", ms=3, label=name)
+        if bands and name in bands:
+            lo, hi = bands[name]
+            ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
     for name, y in (hlines or {}).items():
         ax.axhline(y, ls="--", lw=1, color="gray")
         ax.annotate(name, (0.01, y), xycoords=("axes fraction", "data"), fontsize=7,
@@ -121,7 +129,13 @@ def lines_png(title: str, series: dict[str, tuple[list[float], list[float]]], xl
     ax.grid(True, alpha=0.3)
     if series:
         ax.legend(fontsize=7)
-    return to_png(fig)
+    return fig
+
+
+def lines_png(title: str, series: dict[str, tuple[list[float], list[float]]], xlabel: str,
+              ylabel: str, **kw) -> bytes:
+    """lines_figure as PNG bytes."""
+    return to_png(lines_figure(title, series, xlabel, ylabel, **kw))
 
 
 def scatter_png(x: list[float], y: list[float], xlabel: str, ylabel: str) -> bytes:

@@ -178,6 +178,17 @@ class ModelContext:
 
         return self._input_set("constants", "model-wide constants (every GPU type)", build)
 
+    def goodput_refs(self, row: dict) -> tuple[Ref, Ref]:
+        """The S refs of a goodput row (reports/model/goodput.py): the interruption rate's
+        source and the checkpoint/restart assumption."""
+        rate = self.prov.source(f"{row['failures_per_gpu_hour']:.2e} interruptions per "
+                                f"GPU-hour: {row['sources']['failures_per_gpu_hour']}")
+        ckpt = self.prov.source(f"assumption: checkpoint write {row['checkpoint_s']:.0f} s, "
+                                f"restart after an interruption {row['restart_s']:.0f} s "
+                                f"(reports/model/goodput.py CHECKPOINT_S, RESTART_S)",
+                                "assumption")
+        return rate, ckpt
+
     def basis(self, gpu_names: Iterable[str], cluster: str | None = None) -> tuple[Ref, ...]:
         """The I refs an estimate on these GPU types (and this cluster preset) rests on."""
         refs = [self.gpu_set(g) for g in dict.fromkeys(gpu_names)]

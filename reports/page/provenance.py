@@ -71,6 +71,7 @@ class Section:
     intro: str = ""
     facts: list[tuple[str, Cell]] = field(default_factory=list)  # headline label -> value
     notes: list[Cell] = field(default_factory=list)
+    lists: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)  # title, plain items
     figures: list[Figure] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     empty: str | None = None  # said plainly when the section has nothing measured

@@ -151,6 +151,20 @@ def fmt_days(days: float | None) -> str:
     return f"{days * 24:.1f} h" if days < 1 else f"{days:.1f} d"
 
 
+def parallel_text(p: dict) -> str:
+    """'tp8 pp10 cp2 dp625 mb1 v1 rc:none'."""
+    return (f"tp{p['tp']} pp{p['pp']} cp{p['cp']} dp{p['dp']} mb{p['micro_batch']} "
+            f"v{p['virtual_stages']} rc:{p['recompute']}")
+
+
+def tokens_range(r: dict | None) -> str:
+    """A modelled tokens/s range (search.estimate_range) as '5.84-6.35 M', or '-'."""
+    if not r:
+        return "-"
+    lo, hi = r["tokens_per_s"]
+    return f"{lo / 1e6:.2f}-{hi / 1e6:.2f} M"
+
+
 def flops_and_bytes(row: dict) -> tuple[float, float] | None:
     """(FLOPs, bytes moved) of the row's case, as the runner stored them (`flops`, `bytes`);
     a row from before those fields gets them back from its throughputs times its median time

@@ -1,0 +1,26 @@
+"""What the training model does not model: one list, rendered by the report's validation
+section and kept in README.md ("What the training model leaves out"; tests/test_report_model.py
+compares the two). Plain facts from docs/MODEL.md ("What it does not model", "Where it is
+off"); no figure here that docs/MODEL.md does not give.
+"""
+
+NOT_MODELLED: tuple[str, ...] = (
+    "Mixture-of-experts and expert parallelism, FP8 training, activation offload and optimizer "
+    "CPU offload.",
+    "Zero-bubble and DualPipe schedules and Llama 3's tunable pipeline schedule; overlapped "
+    "pipeline sends are charged as exposed.",
+    "Stragglers, data loading, thermal or power capping, and network congestion between jobs; "
+    "checkpoints and interruptions enter only through goodput, outside the step.",
+    "Switch topology beyond two levels (NVLink inside a node, then each GPU's NIC on a "
+    "non-blocking fabric): no rail or spine oversubscription.",
+    "Idle GPUs inside one job: a job uses every GPU of its pools (a pool can be split into "
+    "jobs).",
+    "DeepSpeed's per-step costs beyond its pipeline sends: MT-NLG runs 16-20% slower than the "
+    "model.",
+    "Data-parallel communication more exposed at scale than the model's overlap assumes: "
+    "Nemotron-4 15B reads +12.2% at 2,304 GPUs.",
+    "Software gains between Megatron-LM releases beyond those it names: Korthikanti et al. "
+    "2022's full-recompute run reads -10.4%.",
+)
+
+NOT_MODELLED_TITLE = "What the training model does not model (docs/MODEL.md)"
