@@ -200,7 +200,8 @@ def h200_gain(model: str = "llama3-405b", gpus: int = 16384, measurements=None,
 
 def _ceilings(meas) -> dict:
     """The 8192^3 GEMM rate each GPU type is priced at, with its source: one shared figure from
-    the fallbacks, or each type's own measured rows (their spread is then shown here)."""
+    the fallbacks or from one type's rows (the other borrows them: same SMs and clocks), or each
+    type's own rows when both have some (the source then states their spread)."""
     out = {}
     for name in ("H100-SXM", "H200-SXM"):
         _, fig = meas.gemm_seconds(gpu(name), 8192, 8192, 8192)
