@@ -84,13 +84,13 @@ def test_validate(app):
 
 
 def test_estimate_shows_the_batch_rounded_up_to_whole_micro_batches(app):
-    r = runner.invoke(app, ["estimate", "--scenario", "colossus-100k-llama3-70b", "--json"])
+    r = runner.invoke(app, ["estimate", "--scenario", "colossus-100k-gpt3", "--json"])
     d = json.loads(r.stdout)
     assert d["global_batch_tokens"] > d["requested_global_batch_tokens"] == 16_777_216
     line = _batch(d)
     assert line.startswith(f"{d['global_batch_tokens']:,} tokens (requested 16,777,216: "
                            "rounded up to whole micro-batches per replica")
-    r = runner.invoke(app, ["estimate", "--scenario", "colossus-100k-llama3-70b"],
+    r = runner.invoke(app, ["estimate", "--scenario", "colossus-100k-gpt3"],
                       env={"COLUMNS": "400"})
     assert "requested 16,777,216: rounded up" in r.stdout
     same = {**d, "requested_global_batch_tokens": d["global_batch_tokens"]}
