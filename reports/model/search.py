@@ -89,16 +89,15 @@ class Estimate:
         small a batch for the cluster), a run batch off the request by more than
         BATCH_TOLERANCE, and that a mixed cluster's figure is one job only."""
         out = []
-        dev, asked = self.batch_deviation, self.scenario.global_batch_tokens
+        dev, tol = self.batch_deviation, f"+-{BATCH_TOLERANCE:.0%}"
         if abs(dev) > BATCH_TOLERANCE:
-            why = ("no layout that fits comes within +-{:.0%} of it, the closest taken"
-                   if self.scenario.parallel is None else
-                   "this layout's whole micro-batches per replica miss it by more than +-{:.0%}")
+            why = (f"no layout that fits comes within {tol} of it, the closest taken" if
+                   self.scenario.parallel is None else f"this layout's whole micro-batches per "
+                   f"replica miss it by more than {tol}")
             out.append(f"the step runs {self.tokens_per_step:,} tokens, {dev:+.1%} against the "
-                       f"requested {asked:,}: " + why.format(BATCH_TOLERANCE))
+                       f"requested {self.scenario.global_batch_tokens:,}: {why}")
         bubble = self.breakdown_s.get("pp_bubble", 0.0) / self.step_time_s
-        mb = self.microbatches
-        mb = min(mb.values()) if isinstance(mb, dict) else mb
+        mb = min(self.microbatches.values())
         if bubble > 0.25:
             out.append(f"the pipeline bubble is {bubble:.0%} of the step: "
                        f"{self.tokens_per_step / 1e6:.1f}M tokens per step leave "
