@@ -177,7 +177,7 @@ def check_parallel(model: Model, par: Parallel, clu: Cluster, sequences: int,
     if model.seq_len % (2 * par.cp) and par.cp > 1:
         raise ScenarioError(f"seq_len ({model.seq_len}) not divisible by 2*cp ({2 * par.cp}): "
                             "context parallelism splits the sequence into 2*cp chunks")
-    if par.cp > 1 and attention != "flash":
+    if par.cp > 1 and attention != "flash":  # megatron/core/transformer/dot_product_attention.py
         raise ScenarioError(f"cp={par.cp} needs fused attention (training.attention: flash): "
                             "Megatron-Core runs context parallelism only in "
                             "TEDotProductAttention")
