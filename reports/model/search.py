@@ -1,5 +1,6 @@
 """estimate(scenario) -> Estimate: one layout evaluated, or the search over every layout a
-framework can run that fits in memory, each estimate with its range over unstated settings."""
+framework can run that fits in memory at the requested batch (pipeline.closest_batches), each
+estimate with its range over unstated settings."""
 
 from __future__ import annotations
 
