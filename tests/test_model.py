@@ -551,3 +551,28 @@ def test_every_pipeline_rank_holds_layers_and_time_and_memory_agree():
             per, last = stage_layers(layers, pp)
             assert sum(ranks) == layers and min(ranks) >= 1, (layers, pp, ranks)
             assert max(ranks) == per and ranks[-1] <= per, (layers, pp, ranks)
+
+
+def test_micro_batches_per_replica_are_the_nearest_whole_number_and_the_batch_rule():
+    from reports.model.pipeline import (
+        BATCH_TOLERANCE,
+        closest_batches,
+        microbatches_per_replica,
+        valid_microbatch_counts,
+    )
+
+    assert BATCH_TOLERANCE == 0.05
+    assert microbatches_per_replica(2048, 125, 1) == 16  # 16.38: not 17 (ceil ran 1.06x)
+    assert microbatches_per_replica(2048, 625, 1) == 3  # 3.28
+    assert microbatches_per_replica(2048, 64, 1) == 32
+    assert microbatches_per_replica(5, 2, 1) == 3  # 2.5: halves round up
+    assert microbatches_per_replica(3, 4, 1) == 1  # never none
+    # within +-5% of the request, or when none is, the closest
+    assert closest_batches([90, 97, 104, 130], lambda x: x, 100) == [97, 104]
+    assert closest_batches([70, 130, 115], lambda x: x, 100) == [115]
+    assert closest_batches([80, 120], lambda x: x, 100) == [80, 120]
+    assert closest_batches([], lambda x: x, 100) == []
+    # counts the schedule can run next to a share: any for 1F1B, multiples of pp interleaved
+    assert valid_microbatch_counts(8, 1, 33.4) == [33, 34]
+    assert valid_microbatch_counts(8, 6, 33.4) == [32, 40]
+    assert valid_microbatch_counts(8, 6, 3.0) == [8]

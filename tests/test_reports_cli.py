@@ -83,16 +83,20 @@ def test_validate(app):
     assert r.exit_code == 0 and "Megatron 1T" in r.stdout
 
 
-def test_estimate_shows_the_batch_rounded_up_to_whole_micro_batches(app):
-    r = runner.invoke(app, ["estimate", "--scenario", "colossus-100k-llama3-70b", "--json"])
+def test_estimate_shows_the_batch_it_runs_against_the_request(app):
+    """Whole micro-batches per replica, the nearest: above or below the request, by how much."""
+    r = runner.invoke(app, ["estimate", "--scenario", "colossus-100k-gpt3", "--json"])
     d = json.loads(r.stdout)
     assert d["global_batch_tokens"] > d["requested_global_batch_tokens"] == 16_777_216
     line = _batch(d)
+    off = d["global_batch_tokens"] / 16_777_216 - 1
     assert line.startswith(f"{d['global_batch_tokens']:,} tokens (requested 16,777,216: "
-                           "rounded up to whole micro-batches per replica")
-    r = runner.invoke(app, ["estimate", "--scenario", "colossus-100k-llama3-70b"],
+                           f"{off:+.1%}, whole micro-batches per replica")
+    below = {**d, "global_batch_tokens": 16_384_000}
+    assert "requested 16,777,216: -2.3%" in _batch(below)
+    r = runner.invoke(app, ["estimate", "--scenario", "colossus-100k-gpt3"],
                       env={"COLUMNS": "400"})
-    assert "requested 16,777,216: rounded up" in r.stdout
+    assert f"requested 16,777,216: {off:+.1%}" in r.stdout
     same = {**d, "requested_global_batch_tokens": d["global_batch_tokens"]}
     assert "requested" not in _batch(same)
 

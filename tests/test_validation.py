@@ -90,11 +90,11 @@ def test_every_published_run_fits_in_memory(rows):
 
 
 def test_interleaving_only_where_megatron_core_can_run_it(rows):
-    from reports.model.pipeline import schedule_problem
+    from reports.model.pipeline import microbatches_per_replica, schedule_problem
 
     for c, r in zip(validation.CASES, rows, strict=True):
         p = r.parallel
-        m = -(-c.batch // (p["dp"] * p["micro_batch"]))
+        m = microbatches_per_replica(c.batch, p["dp"], p["micro_batch"])
         layers = MODELS[c.model].layers
         assert schedule_problem(layers, p["pp"], p["virtual_stages"], m) is None, r.name
 
@@ -149,3 +149,16 @@ def test_nemo_recipes_on_h100_run_with_their_stated_layout(rows):
     assert llama405.vocab == 50257 and llama405.kv_heads == 16  # as the recipe ran it
     model = validation.fitting_estimates(llama405)[0].scenario.model
     assert (model.vocab, model.kv_heads) == (50257, 16)
+
+
+def test_every_case_runs_its_published_batch_and_has_a_fitting_layout():
+    # the search's own batch rule (pipeline.closest_batches): a searched micro-batch never runs
+    # another batch than the paper's (e.g. twice it), and every case keeps a layout that fits
+    from reports.model.pipeline import BATCH_TOLERANCE
+
+    for c in validation.CASES:
+        ests = validation.fitting_estimates(c)
+        assert ests and all(e.fits_in_memory for e in ests), c.name
+        for e in ests:
+            assert abs(e.batch_deviation) <= BATCH_TOLERANCE, (c.name, e.tokens_per_step)
+            assert e.tokens_per_step == c.batch * e.scenario.model.seq_len, c.name

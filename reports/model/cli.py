@@ -57,8 +57,8 @@ def _batch(d: dict) -> str:
     got, asked = d["global_batch_tokens"], d.get("requested_global_batch_tokens")
     if asked is None or asked == got:
         return f"{got:,} tokens ({d['global_batch_source']})"
-    return (f"{got:,} tokens (requested {asked:,}: rounded up to whole micro-batches per "
-            f"replica; {d['global_batch_source']})")
+    return (f"{got:,} tokens (requested {asked:,}: {got / asked - 1:+.1%}, whole micro-batches "
+            f"per replica; {d['global_batch_source']})")
 
 
 def _time_to_train(d: dict) -> list[tuple[str, str]]:

@@ -12,13 +12,61 @@ into p x v chunks (megatron/core/transformer: num_layers divisible by
 pipeline_model_parallel_size x virtual_pipeline_model_parallel_size), or to do so with one layer
 fewer on the first and the last stage (Megatron-Core --decoder-first/last-pipeline-num-layers;
 Llama 3 ran 126 layers so on 16 stages, Dubey et al. 2024, sec. 3.3.2).
+
+A framework runs a whole number of micro-batches per replica and step, so the global batch it
+runs moves in steps of dp x micro_batch sequences: `microbatches_per_replica` takes the nearest
+whole number, and `closest_batches` is the one rule every search keeps layouts by (within
+BATCH_TOLERANCE of the requested batch, or the closest when none is).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 
 from reports.model.config import ScenarioError
+
+# How far the batch a layout runs may be from the requested one (assumption: +-5%). The batch
+# is a labelled input because it is an optimisation setting, not a throughput knob: the learning
+# rate and its schedule are tuned to it, and a run that trains 1.8x the tokens per step is a
+# different run, so a layout search must not buy tokens/s with a larger batch. Some rounding is
+# forced: Megatron-LM takes the global batch in sequences and requires it divisible by
+# micro_batch x dp (megatron/core/num_microbatches_calculator.py, "global batch size ... is not
+# divisible by micro batch size ... times data parallel size"), so the batch moves in steps of
+# dp x micro_batch sequences. 5% is our choice of "the same batch" (no source): small against
+# the 2x steps between the batch sizes papers compare, large enough that most layouts of a
+# 100k-GPU cluster have a whole micro-batch count near a 16M-token batch.
+BATCH_TOLERANCE = 0.05
+
+
+def microbatches_per_replica(sequences: int, dp: int, micro_batch: int) -> int:
+    """Micro-batches each data-parallel replica runs per step: the nearest whole number to
+    sequences / (dp x micro_batch) (halves round up), at least one."""
+    return max(1, math.floor(sequences / (dp * micro_batch) + 0.5))
+
+
+def batch_deviation(realised_tokens: float, requested_tokens: float) -> float:
+    """Realised over requested global batch, minus one (+0.05: 5% more tokens per step)."""
+    return realised_tokens / requested_tokens - 1
+
+
+def closest_batches(items: list, realised, requested_tokens: float) -> list:
+    """The items (layouts, estimates) whose realised batch (`realised(item)`, tokens) lies
+    within BATCH_TOLERANCE of the request; when none does, those closest to it."""
+    dev = [abs(batch_deviation(realised(x), requested_tokens)) for x in items]
+    ok = [x for x, d in zip(items, dev) if d <= BATCH_TOLERANCE + 1e-12]
+    if ok or not items:
+        return ok
+    best = min(dev)
+    return [x for x, d in zip(items, dev) if d <= best + 1e-12]
+
+
+def valid_microbatch_counts(pp: int, virtual_stages: int, target: float) -> list[int]:
+    """The whole micro-batch counts next to `target` (below and above) that the schedule can
+    run: any count for 1F1B, a multiple of pp (at least pp) interleaved (schedule_problem)."""
+    step = pp if virtual_stages > 1 else 1
+    lo = max(step, step * math.floor(target / step))
+    return sorted({lo, max(step, step * math.ceil(target / step))})
 
 
 def bubble_fraction(pp: int, microbatches: int, virtual_stages: int = 1) -> float:

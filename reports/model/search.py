@@ -1,18 +1,30 @@
 """estimate(scenario) -> Estimate: one layout evaluated, or the search over every layout a
-framework can run that fits in memory, each estimate with its range over unstated settings."""
+framework can run that fits in memory at the requested batch (pipeline.closest_batches), each
+estimate with its range over unstated settings."""
 
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from dataclasses import dataclass, field, replace
 
-from reports.model.compute import flops_per_token
+from reports.model.compute import flops_per_token, mfu
 from reports.model.config import RECOMPUTE, Parallel, ScenarioError
 from reports.model.hardware import Cluster, Pool, gpu
 from reports.model.measurements import Figure, Measurements, as_measurements
 from reports.model.memory import capacity_bytes, gib, memory_per_gpu
-from reports.model.pipeline import schedule_problem, stage_layers, virtual_stage_options
+from reports.model.pipeline import (
+    BATCH_TOLERANCE,
+    batch_deviation,
+    closest_batches,
+    inflight_microbatches,
+    microbatches_per_replica,
+    schedule_problem,
+    stage_layers,
+    valid_microbatch_counts,
+    virtual_stage_options,
+)
 from reports.model.presets import Model
 from reports.model.scenario import Scenario, load_scenario
 from reports.model.step import StepTime, step_time
@@ -54,7 +66,20 @@ class Estimate:
         """Model FLOPs utilisation against the GPUs' dense bf16 peak (count-weighted)."""
         pools = self.scenario.cluster.pools
         peak = sum(gpu(p.gpu).bf16_tflops * p.gpus for p in pools) / self.gpus
-        return self.tflops_per_gpu / peak
+        return mfu(self.tokens_per_s / self.gpus, self.scenario.model, peak)
+
+    @property
+    def batch_deviation(self) -> float:
+        """The batch this layout runs over the requested one, minus one."""
+        return batch_deviation(self.tokens_per_step, self.scenario.global_batch_tokens)
+
+    @property
+    def inflight_microbatches(self) -> float:
+        """Micro-batches the first pipeline rank holds in flight (pipeline.inflight_microbatches),
+        the most over the GPU types."""
+        p = self.parallel
+        return max(inflight_microbatches(p.pp, m, p.virtual_stages)
+                   for m in self.microbatches.values())
 
     def days_to_train(self, tokens: float, useful_fraction: float = 1.0) -> float:
         """Days to train `tokens`, with the goodput's useful fraction of wall time applied."""
@@ -62,11 +87,18 @@ class Estimate:
 
     def notes(self) -> list[str]:
         """What a planner must know to read this estimate: a bubble that dominates the step (too
-        small a batch for the cluster), and that a mixed cluster's figure is one job only."""
+        small a batch for the cluster), a run batch off the request by more than
+        BATCH_TOLERANCE, and that a mixed cluster's figure is one job only."""
         out = []
+        dev, tol = self.batch_deviation, f"+-{BATCH_TOLERANCE:.0%}"
+        if abs(dev) > BATCH_TOLERANCE:
+            why = (f"no layout that fits comes within {tol} of it, the closest taken" if
+                   self.scenario.parallel is None else f"this layout's whole micro-batches per "
+                   f"replica miss it by more than {tol}")
+            out.append(f"the step runs {self.tokens_per_step:,} tokens, {dev:+.1%} against the "
+                       f"requested {self.scenario.global_batch_tokens:,}: {why}")
         bubble = self.breakdown_s.get("pp_bubble", 0.0) / self.step_time_s
-        mb = self.microbatches
-        mb = min(mb.values()) if isinstance(mb, dict) else mb
+        mb = min(self.microbatches.values())
         if bubble > 0.25:
             out.append(f"the pipeline bubble is {bubble:.0%} of the step: "
                        f"{self.tokens_per_step / 1e6:.1f}M tokens per step leave "
@@ -92,6 +124,8 @@ class Estimate:
             "global_batch_tokens": self.tokens_per_step,
             "requested_global_batch_tokens": s.global_batch_tokens,
             "global_batch_source": s.batch_source,
+            "batch_tolerance": BATCH_TOLERANCE,
+            "inflight_microbatches": self.inflight_microbatches,
             "step_time_s": self.step_time_s,
             "tokens_per_s": self.tokens_per_s,
             "tflops_per_gpu": self.tflops_per_gpu,
@@ -127,8 +161,10 @@ def _replicas(clu: Cluster, par: Parallel) -> list[tuple[Pool, int]]:
     return out
 
 
-def check_parallel(model: Model, par: Parallel, clu: Cluster, sequences: int) -> None:
-    """Raise ScenarioError when the configuration cannot run at all."""
+def check_parallel(model: Model, par: Parallel, clu: Cluster, sequences: int,
+                   attention: str) -> None:
+    """Raise ScenarioError when the configuration cannot run at all (`attention`: the
+    training's, flash or unfused)."""
     if par.gpus != clu.gpus:
         raise ScenarioError(f"tp*pp*cp*dp = {par.tp}*{par.pp}*{par.cp}*{par.dp} = {par.gpus}, "
                             f"but the cluster has {clu.gpus} GPUs")
@@ -142,12 +178,16 @@ def check_parallel(model: Model, par: Parallel, clu: Cluster, sequences: int) ->
     if model.seq_len % (2 * par.cp) and par.cp > 1:
         raise ScenarioError(f"seq_len ({model.seq_len}) not divisible by 2*cp ({2 * par.cp}): "
                             "context parallelism splits the sequence into 2*cp chunks")
+    if par.cp > 1 and attention != "flash":  # megatron/core/transformer/dot_product_attention.py
+        raise ScenarioError(f"cp={par.cp} needs fused attention (training.attention: flash): "
+                            "Megatron-Core runs context parallelism only in "
+                            "TEDotProductAttention")
     stage_layers(model.layers, par.pp)
     if sequences < par.dp * par.micro_batch:
         raise ScenarioError(f"global batch of {sequences} sequences is smaller than dp x "
                             f"micro_batch = {par.dp * par.micro_batch}; raise "
                             "global_batch_tokens or use more model parallelism")
-    m = math.ceil(sequences / (par.dp * par.micro_batch))
+    m = microbatches_per_replica(sequences, par.dp, par.micro_batch)
     problem = schedule_problem(model.layers, par.pp, par.virtual_stages, m)
     if problem:
         raise ScenarioError(problem)
@@ -156,8 +196,8 @@ def check_parallel(model: Model, par: Parallel, clu: Cluster, sequences: int) ->
 
 def evaluate(scn: Scenario, par: Parallel, meas: Measurements) -> Estimate:
     """The estimate for one fixed parallel configuration (no search, no range)."""
-    check_parallel(scn.model, par, scn.cluster, scn.sequences)
-    m_base = math.ceil(scn.sequences / (par.dp * par.micro_batch))
+    check_parallel(scn.model, par, scn.cluster, scn.sequences, scn.training.attention)
+    m_base = microbatches_per_replica(scn.sequences, par.dp, par.micro_batch)
     reps = _replicas(scn.cluster, par)
     times: dict[str, StepTime] = {}
     mbs: dict[str, int] = {}
@@ -169,12 +209,7 @@ def evaluate(scn: Scenario, par: Parallel, meas: Measurements) -> Estimate:
         times[pool.gpu] = run(pool.gpu, m_base)
         mbs[pool.gpu] = m_base
     if scn.mixed_batch == "proportional" and len(reps) > 1:
-        speed = {p.gpu: 1.0 / times[p.gpu].microbatch_s for p, _ in reps}
-        total = sum(r for _, r in reps) * m_base
-        norm = sum(r * speed[p.gpu] for p, r in reps)
-        for pool, _ in reps:
-            mbs[pool.gpu] = max(1, round(total * speed[pool.gpu] / norm))
-            times[pool.gpu] = run(pool.gpu, mbs[pool.gpu])
+        mbs, times = _proportional(scn, par, reps, times, run)
     slow = max(times, key=lambda g: times[g].step_s)
     step = times[slow].step_s
     tokens = sum(r * mbs[p.gpu] for p, r in reps) * par.micro_batch * scn.model.seq_len
@@ -193,7 +228,9 @@ def evaluate(scn: Scenario, par: Parallel, meas: Measurements) -> Estimate:
                 "own_step_time_s": t.step_s, "idle_s": step - t.step_s,
                 "tokens_per_s": tok / step,
                 "tflops_per_gpu": fpt * tok / step / pool.gpus / 1e12,
-                "mfu": fpt * tok / step / pool.gpus / 1e12 / gpu(pool.gpu).bf16_tflops,
+                "mfu": mfu(tok / step / pool.gpus, scn.model, gpu(pool.gpu).bf16_tflops),
+                "inflight_microbatches": inflight_microbatches(par.pp, mbs[pool.gpu],
+                                                               par.virtual_stages),
                 "breakdown_s": t.breakdown_s,
                 "memory_gib_per_gpu": gib(t.memory_total),
                 "memory_capacity_gib": gib(t.capacity_bytes),
@@ -205,6 +242,29 @@ def evaluate(scn: Scenario, par: Parallel, meas: Measurements) -> Estimate:
                     worst_mem.memory_bytes, worst_mem.capacity_bytes, fits, sources, per_type)
 
 
+def _proportional(scn: Scenario, par: Parallel, reps, times: dict, run) -> tuple[dict, dict]:
+    """Micro-batches per replica of each GPU type in proportion to its speed (the requested
+    batch shared out), each a count the schedule can run (valid_microbatch_counts: a multiple
+    of pp when interleaved): of the counts next to each type's share, the combination with the
+    most tokens/s among those within BATCH_TOLERANCE of the request (closest_batches)."""
+    speed = {p.gpu: 1.0 / times[p.gpu].microbatch_s for p, _ in reps}
+    norm = sum(r * speed[p.gpu] for p, r in reps)
+    total = scn.sequences / par.micro_batch  # micro-batches over all replicas
+    options = [valid_microbatch_counts(par.pp, par.virtual_stages, total * speed[p.gpu] / norm)
+               for p, _ in reps]
+    st = {(p.gpu, m): run(p.gpu, m) for (p, _), ms in zip(reps, options) for m in ms}
+    per_mb = par.micro_batch * scn.model.seq_len
+
+    def tokens(combo) -> int:
+        return sum(r * m for (_, r), m in zip(reps, combo)) * per_mb
+
+    combos = closest_batches(list(itertools.product(*options)), tokens, scn.global_batch_tokens)
+    best = max(combos, key=lambda c: tokens(c) / max(st[(p.gpu, m)].step_s
+                                                     for (p, _), m in zip(reps, c)))
+    return ({p.gpu: m for (p, _), m in zip(reps, best)},
+            {p.gpu: st[(p.gpu, m)] for (p, _), m in zip(reps, best)})
+
+
 def _divisors(n: int, limit: int) -> list[int]:
     return [d for d in range(1, min(n, limit) + 1) if n % d == 0]
 
@@ -212,14 +272,16 @@ def _divisors(n: int, limit: int) -> list[int]:
 def candidates(scn: Scenario, *, recompute=RECOMPUTE, micro_batches=(1, 2, 4, 8),
                max_virtual: int = 8):
     """Every parallel configuration a framework can run (Megatron-Core's rules, see
-    check_parallel and pipeline.schedule_problem)."""
+    check_parallel and pipeline.schedule_problem): context parallelism only with flash
+    attention."""
     model, clu = scn.model, scn.cluster
     flash = scn.training.attention == "flash"  # step.layer_seconds, memory.py: no s^2 term
+    cps = (1, 2, 4, 8, 16) if flash else (1,)
     g = math.gcd(*[p.gpus for p in clu.pools])
     tps = [t for t in (1, 2, 4, 8, 16) if t <= clu.gpus_per_node and g % t == 0
            and model.heads % t == 0 and model.kv_heads % t == 0 and model.ffn_hidden % t == 0]
     for tp in tps:
-        for cp in (1, 2, 4, 8, 16):
+        for cp in cps:
             if (g // tp) % cp or (cp > 1 and model.seq_len % (2 * cp)) or \
                     (cp > 1 and model.seq_len // cp < 1024):
                 continue
@@ -228,7 +290,7 @@ def candidates(scn: Scenario, *, recompute=RECOMPUTE, micro_batches=(1, 2, 4, 8)
                 for b in micro_batches:
                     if scn.sequences < dp * b:
                         continue
-                    m = math.ceil(scn.sequences / (dp * b))
+                    m = microbatches_per_replica(scn.sequences, dp, b)
                     for v in virtual_stage_options(model.layers, pp, m, max_virtual):
                         for rc in recompute:
                             if rc == "selective" and flash and "none" in recompute:
@@ -237,7 +299,9 @@ def candidates(scn: Scenario, *, recompute=RECOMPUTE, micro_batches=(1, 2, 4, 8)
 
 
 def search(scn: Scenario, meas: Measurements, **kw) -> Estimate:
-    """The fastest configuration (most tokens/s) that fits in memory on every GPU type. Kept in
+    """The fastest configuration (most tokens/s) that fits in memory on every GPU type, among
+    those whose run batch lies within BATCH_TOLERANCE of the request (or, when none does, those
+    closest to it: pipeline.closest_batches; Estimate.notes says so). Kept in
     `meas.cache`: the cluster questions and the report ask for the same scenario many times."""
     key = ("search", scn, tuple(sorted(kw.items())))
     if key not in meas.cache:
@@ -246,19 +310,23 @@ def search(scn: Scenario, meas: Measurements, **kw) -> Estimate:
 
 
 def _search(scn: Scenario, meas: Measurements, **kw) -> Estimate:
-    best: Estimate | None = None
-    evaluated = fitting = 0
+    evaluated = 0
     smallest = None
+    fit: list[Estimate] = []
     capacity = min(capacity_bytes(gpu(p.gpu).memory_bytes) for p in scn.cluster.pools)
     for par in candidates(scn, **kw):
         evaluated += 1
-        m = math.ceil(scn.sequences / (par.dp * par.micro_batch))
+        m = microbatches_per_replica(scn.sequences, par.dp, par.micro_batch)
         mem = sum(memory_per_gpu(scn.model, par, scn.training, m).values())
         smallest = mem if smallest is None else min(smallest, mem)
         if mem > capacity:
             continue
-        fitting += 1
         est = evaluate(scn, par, meas)
+        if est.fits_in_memory:
+            fit.append(est)
+    kept = closest_batches(fit, lambda e: e.tokens_per_step, scn.global_batch_tokens)
+    best: Estimate | None = None
+    for est in kept:  # the first of equals, in candidates' order
         if best is None or est.tokens_per_s > best.tokens_per_s * (1 + 1e-9):
             best = est
     if best is None:
@@ -270,7 +338,8 @@ def _search(scn: Scenario, meas: Measurements, **kw) -> Estimate:
         raise ScenarioError(
             f"{scn.model.name} fits nowhere on {scn.cluster.name}: the smallest of {evaluated} "
             f"configurations needs {gib(smallest):.0f} GiB per GPU")
-    best.search = {"evaluated": evaluated, "fitting": fitting}
+    best.search = {"evaluated": evaluated, "fitting": len(fit), "batch_within_tolerance":
+                   sum(abs(e.batch_deviation) <= BATCH_TOLERANCE + 1e-12 for e in fit)}
     return best
 
 
@@ -294,7 +363,7 @@ def estimate_range(est: Estimate, meas: Measurements) -> dict:
     """tokens/s and MFU over the settings a run leaves unstated: every interleaving degree the
     layout allows, TP communication overlapped or not, and the efficiency spread."""
     scn, par = est.scenario, est.parallel
-    m = math.ceil(scn.sequences / (par.dp * par.micro_batch))
+    m = microbatches_per_replica(scn.sequences, par.dp, par.micro_batch)
     variants = [(replace(par, virtual_stages=v), scn.training, meas)
                 for v in virtual_stage_options(scn.model.layers, par.pp, m)]
     if par.tp > 1:

@@ -19,14 +19,13 @@ fitted."""
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import asdict, dataclass, replace
 
 from reports.model.compute import flops_per_token, narayanan_flops_per_iteration
 from reports.model.config import RECOMPUTE, Parallel, ScenarioError
 from reports.model.hardware import cluster
 from reports.model.measurements import Measurements
-from reports.model.pipeline import virtual_stage_options
+from reports.model.pipeline import closest_batches, microbatches_per_replica, virtual_stage_options
 from reports.model.presets import MODELS, padded_vocab
 from reports.model.scenario import Scenario
 from reports.model.search import EFFICIENCY_SPREAD, Estimate, evaluate, with_efficiency
@@ -68,7 +67,7 @@ def _layouts(case: Case, model, sequences: int):
         [b for b in (1, 2, 4, 8) if sequences % (dp * b) == 0]
     rcs = [case.recompute] if case.recompute else list(RECOMPUTE)
     for b, rc in itertools.product(mbs, rcs):
-        m = math.ceil(sequences / (dp * b))
+        m = microbatches_per_replica(sequences, dp, b)
         vs = [case.virtual_stages] if case.virtual_stages else \
             virtual_stage_options(model.layers, case.pp, m)
         for v in vs:
@@ -77,7 +76,9 @@ def _layouts(case: Case, model, sequences: int):
 
 def fitting_estimates(case: Case, meas: Measurements | None = None) -> list[Estimate]:
     """Every estimate of a case over its unstated settings (micro-batch, recompute,
-    interleaving) that fits in memory; all of them when none fits."""
+    interleaving) that fits in memory (all of them when none fits) and runs the published batch
+    within BATCH_TOLERANCE (the closest when none does: pipeline.closest_batches, the search's
+    own rule)."""
     meas = meas or Measurements(None, use_reference=False)
     model = MODELS[case.model]
     if case.seq_len:
@@ -97,8 +98,8 @@ def fitting_estimates(case: Case, meas: Measurements | None = None) -> list[Esti
             continue
     if not out:
         raise ScenarioError(f"{case.name}: no runnable layout")
-    fit = [e for e in out if e.fits_in_memory]
-    return fit or out
+    fit = [e for e in out if e.fits_in_memory] or out
+    return closest_batches(fit, lambda e: e.tokens_per_step, case.batch * model.seq_len)
 
 
 def point_estimate(case: Case, ests: list[Estimate]) -> Estimate:
