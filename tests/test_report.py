@@ -343,6 +343,22 @@ def test_reference_measurements_are_labelled_as_such(monkeypatch, request):
         assert any(x.label.startswith("R") for x in gemm.refs)
 
 
+def test_an_h200_priced_from_h100_rows_points_to_those_runs():
+    """Same silicon: an H200 without kernel rows of its own takes the H100's, and its input
+    rows link the H100 runs they came from; its HBM row stays its own."""
+    frame = synthetic_frame()
+    frame = frame[frame.apply(lambda r: r["device"]["model"] == "H100-SXM", axis=1)]
+    rows = rows_mod.usable_rows(frame)
+    ctx = context_mod.ModelContext(frame, rows, prov_mod.Provenance("local table"),
+                                   context_mod.CONFIGS["quick"])
+    ctx.gpu_set("H200-SXM")
+    inputs = {r.name: r for r in ctx.sets["gpu:H200-SXM"][2]}
+    gemm = next(r for n, r in inputs.items() if n.startswith("GEMM"))
+    assert gemm.kind == "measured" and "H100-SXM" in gemm.source
+    assert any(x.label.startswith("R") for x in gemm.refs)
+    assert not any(x.label.startswith("R") for x in inputs["HBM bandwidth"].refs)
+
+
 def test_run_times_are_utc():
     assert prov_mod._time("2026-01-01T12:30:00+02:00") == "2026-01-01 10:30 UTC"
     assert prov_mod._time("2026-01-01T12:30:00") == "2026-01-01 12:30 UTC"

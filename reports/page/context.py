@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from reports.model.hardware import cluster, gpu
 from reports.model.measurements import Figure as MFigure
-from reports.model.measurements import Measurements
+from reports.model.measurements import Measurements, same_silicon
 from reports.page.provenance import (
     REFERENCE,
     Cell,
@@ -95,14 +95,18 @@ class ModelContext:
         return self.sets[key][0]
 
     def figure_row(self, name: str, value: str, fig, gpu_name: str = "",
-                   workloads: tuple[str, ...] = ()) -> InputRow:
+                   workloads: tuple[str, ...] = (), kernel: bool = False) -> InputRow:
         """The input row of a model Figure, with the Figure's own kind (never guessed from its
         text) and source; a measured or reference figure also points to the runs of its
-        workloads on its GPU."""
+        workloads on its GPU, and a kernel figure (GEMM, attention) to those on the GPU types of
+        the same silicon too, whose rows stand for its own (measurements.same_silicon)."""
         kind = source_kind(fig.source, fig.kind)
         refs = (self.prov.source(fig.source, kind),)
         if kind in ("measured", "reference"):
-            refs += self.prov.runs_of(r for r in self.rows if gpu_model(r) == gpu_name
+            names = {gpu_name}
+            if kernel and gpu_name:
+                names |= {g.name for g in same_silicon(gpu(gpu_name))}
+            refs += self.prov.runs_of(r for r in self.rows if gpu_model(r) in names
                                       and r["workload"] in workloads)
         return InputRow(name, value, kind, fig.source, refs)
 
@@ -118,11 +122,12 @@ class ModelContext:
             att = f"s={s} d={d}{' causal' if causal else ''}"
             row = self.figure_row
             return [
-                row("GEMM bf16 8192^3", f"{gemm.value:.0f} TFLOP/s", gemm, gpu_name, ("gemm",)),
+                row("GEMM bf16 8192^3", f"{gemm.value:.0f} TFLOP/s", gemm, gpu_name, ("gemm",),
+                    kernel=True),
                 row(f"attention fwd {att}", f"{fwd.value:.0f} TFLOP/s", fwd, gpu_name,
-                    ("attention",)),
+                    ("attention",), kernel=True),
                 row(f"attention bwd {att}", f"{bwd.value:.0f} TFLOP/s", bwd, gpu_name,
-                    ("attention",)),
+                    ("attention",), kernel=True),
                 row("HBM bandwidth", f"{hbm.value:.2f} TB/s", hbm, gpu_name, ("membw",)),
                 row("NVLink all-reduce busbw", f"{nvl.value:.0f} GB/s", nvl, gpu_name,
                     ALLREDUCE_WORKLOADS),

@@ -24,6 +24,8 @@ INPUT_WORKLOADS = {"hbm_tbps": ("membw",), "kv_read_tbps": ("decode_attention",)
                    "nvlink_busbw_gbps": ALLREDUCE_WORKLOADS,
                    "allreduce_by_size": ALLREDUCE_WORKLOADS,
                    "attention_prefill_tflops": ("attention",), "gemm_bf16": ("gemm",)}
+# the inputs the same silicon's rows price for either type (measurements.same_silicon)
+KERNEL_INPUTS = {"attention_prefill_tflops", "gemm_bf16"}
 
 # an input's unit from its name's suffix: (unit, format)
 UNITS = {"_tbps": ("TB/s", ".2f"), "_gbps": ("GB/s", ".0f"), "_tflops": ("TFLOP/s", ".0f"),
@@ -55,7 +57,8 @@ def _inputs(ctx: ModelContext, item: dict) -> Ref:
         return [ctx.figure_row(f"{i['gpu']} {i['name']}" if several else i["name"],
                                input_value(i["name"], i["value"]),
                                MFigure(i["value"], i["source"], i["kind"]), i["gpu"] or "",
-                               INPUT_WORKLOADS.get(i["name"], ())) for i in inputs]
+                               INPUT_WORKLOADS.get(i["name"], ()),
+                               kernel=i["name"] in KERNEL_INPUTS) for i in inputs]
 
     key = "serving:" + repr([sorted(i.items()) for i in inputs])
     return ctx._input_set(key, item["title"], build)
