@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from reports.model.config import Parallel, Training
+from reports.model.config import Parallel, ScenarioError, Training
 from reports.model.goodput import goodput
 from reports.model.hardware import Cluster, Pool, cluster, gpu
 from reports.model.measurements import as_measurements
@@ -131,9 +131,11 @@ def _why_h200(h100: Estimate, own: Estimate, same: Estimate, meas) -> list[str]:
     half a millisecond on both GPUs says nothing and is left out."""
     a, b = h100.parallel, own.parallel
     out = []
+    ways = f"tp{a.tp} pp{a.pp} cp{a.cp} -> tp{b.tp} pp{b.pp} cp{b.cp}"
     if (b.tp * b.pp * b.cp) < (a.tp * a.pp * a.cp):
-        out.append(f"fewer model-parallel ways: tp{a.tp} pp{a.pp} cp{a.cp} -> tp{b.tp} pp{b.pp} "
-                   f"cp{b.cp} (141 GB holds more of the model per GPU)")
+        out.append(f"fewer model-parallel ways: {ways} (141 GB holds more of the model per GPU)")
+    elif (b.tp, b.pp, b.cp) != (a.tp, a.pp, a.cp):
+        out.append(f"another split of the model: {ways} ({_on_h100(h100, b, meas)})")
     if b.micro_batch > a.micro_batch:
         out.append(f"larger micro-batches: {a.micro_batch} -> {b.micro_batch}")
     order = {"none": 0, "selective": 1, "full": 2}
@@ -148,10 +150,23 @@ def _why_h200(h100: Estimate, own: Estimate, same: Estimate, meas) -> list[str]:
     for k in ("memory_bound", "optimizer"):
         h, s = h100.breakdown_s.get(k, 0.0), same.breakdown_s.get(k, 0.0)
         if max(h, s) >= 5e-4:  # both would print as 0.000 s
-            out.append(f"{k} {h:.3f} s -> {s:.3f} s per step at the same layout ({why})")
+            out.append(f"{k} {h:.3g} s -> {s:.3g} s per step at the same layout ({why})")
     if not out:
         out.append("same layout and same compute ceiling: only memory-bound work is faster")
     return out
+
+
+def _on_h100(h100: Estimate, par: Parallel, meas) -> str:
+    """Why the H100 search did not take the H200's layout: it does not fit an H100, or it is
+    slower there."""
+    try:
+        e = evaluate(h100.scenario, par, meas)
+    except ScenarioError as err:
+        return f"the H100 pools cannot run it: {err}"
+    if not e.fits_in_memory:
+        return (f"{gib(sum(e.memory_bytes.values())):.0f} GiB per GPU: more than an H100 "
+                f"holds, {gib(e.capacity_bytes):.0f} usable")
+    return f"on an H100 it runs at {e.tokens_per_s / h100.tokens_per_s:.3f}x the H100's best"
 
 
 def hbm_figures(meas) -> dict:
