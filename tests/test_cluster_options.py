@@ -53,6 +53,16 @@ def test_every_compared_cluster_gets_the_same_options(meas):
     assert r["gain_vs_100k_h100"] == pytest.approx(r["mixed_tokens_per_s"]
                                                    / r["colossus_100k_tokens_per_s"])
     assert sum(r["colossus_100k_jobs"]) == 100_000
+    # like for like: the mixed plan's best ONE job over the all-H100 cluster as one job at that
+    # layout, never a sum of separate jobs over one job
+    m = scaling.mixed_job("llama3-70b", "colossus-200k", meas)
+    one = max(m["plain_dp"]["tokens_per_s"], m["proportional"]["tokens_per_s"])
+    assert r["mixed_one_job_tokens_per_s"] == one
+    assert m[r["mixed_one_job_option"]]["tokens_per_s"] == one
+    assert one <= r["mixed_tokens_per_s"]
+    assert r["gain_one_job_same_layout"] == pytest.approx(
+        one / r["all_h100_one_job_same_layout_tokens_per_s"])
+    assert "gain_same_config" not in r
 
 
 def test_power_prices_energy_at_the_best_option(meas):

@@ -267,7 +267,7 @@ def test_h200_gain_and_200k(meas):
     assert g["h200_same_config"]["parallel"] == g["h100"]["parallel"]
     rows = scaling.colossus_200k_gain("llama3-70b", meas, clusters=("colossus-200k-h200",))
     (r,) = rows
-    assert r["gpus"] == 200_000 and r["gain_same_config"] > 0.9
+    assert r["gpus"] == 200_000 and r["gain_one_job_same_layout"] > 0.9
     m = scaling.mixed_job("llama3-70b", "colossus-200k", meas)
     assert set(m["plain_dp"]["per_type"]) == {"H100-SXM", "H200-SXM"}
     assert m["gain"] > 0.95
