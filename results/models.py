@@ -1,8 +1,9 @@
 """The one table of transformer shapes: plain data read by the GEMM workload (bench) and the
 scaling model (reports). name -> layers, hidden, heads, kv_heads, head_dim, ffn_hidden,
 gated_mlp (SwiGLU: gate and up projections), vocab (the tokenizer's, unpadded: frameworks pad it,
-Megatron to a multiple of 128 x tp), seq_len (pre-training context), tied_embeddings,
-learned_positions, and the source of each row."""
+Megatron to a multiple of 128 x tp), seq_len (pre-training context), context_len (the longest
+sequence the released model takes: Llama 3's long-context stage extends 8K to 128K; else
+seq_len), tied_embeddings, learned_positions, and the source of each row."""
 
 from __future__ import annotations
 
@@ -14,24 +15,25 @@ def _gpt(layers: int, hidden: int, heads: int, source: str, vocab: int = 51200,
     """A GPT-style row: ffn 4h, GeLU, learned positions, tied input/output embedding."""
     return {"layers": layers, "hidden": hidden, "heads": heads, "kv_heads": heads,
             "head_dim": hidden // heads, "ffn_hidden": 4 * hidden, "gated_mlp": False,
-            "vocab": vocab, "seq_len": seq, "tied_embeddings": True, "learned_positions": True,
-            "source": source}
+            "vocab": vocab, "seq_len": seq, "context_len": seq, "tied_embeddings": True,
+            "learned_positions": True, "source": source}
 
 
 def _llama(layers: int, hidden: int, heads: int, kv_heads: int, ffn: int, source: str,
-           vocab: int = 128256, seq: int = 8192) -> dict:
-    """A Llama-style row: SwiGLU, rotary positions, untied output layer."""
+           vocab: int = 128256, seq: int = 8192, context: int = 131072) -> dict:
+    """A Llama-style row: SwiGLU, rotary positions, untied output layer; pre-trained at 8K,
+    then extended to a 128K context (Dubey et al. 2024, sec. 3.4.2, long-context pre-training)."""
     return {"layers": layers, "hidden": hidden, "heads": heads, "kv_heads": kv_heads,
             "head_dim": hidden // heads, "ffn_hidden": ffn, "gated_mlp": True, "vocab": vocab,
-            "seq_len": seq, "tied_embeddings": False, "learned_positions": False,
-            "source": source}
+            "seq_len": seq, "context_len": context, "tied_embeddings": False,
+            "learned_positions": False, "source": source}
 
 
 def _nemotron(layers: int, hidden: int, heads: int, kv_heads: int, source: str) -> dict:
     """Nemotron-4: squared-ReLU MLP of 4h (not gated), rotary, untied, vocab 256,000, seq 4096."""
     return {"layers": layers, "hidden": hidden, "heads": heads, "kv_heads": kv_heads,
             "head_dim": hidden // heads, "ffn_hidden": 4 * hidden, "gated_mlp": False,
-            "vocab": 256000, "seq_len": 4096, "tied_embeddings": False,
+            "vocab": 256000, "seq_len": 4096, "context_len": 4096, "tied_embeddings": False,
             "learned_positions": False, "source": source}
 
 

@@ -320,8 +320,19 @@ def test_training_types_are_checked(spec, message):
 
 
 def test_training_accepts_real_types():
-    t = training_from({"causal": False, "sequence_parallel": False, "tp_overlap": 1, "zero": 3})
-    assert t.causal is False and t.sequence_parallel is False and t.tp_overlap == 1
+    t = training_from({"causal": False, "sequence_parallel": False, "tp_overlap": 0, "zero": 3})
+    assert t.causal is False and t.sequence_parallel is False and t.tp_overlap == 0
+    t = training_from({"sequence_parallel": True, "tp_overlap": 1})
+    assert t.sequence_parallel is True and t.tp_overlap == 1
+
+
+def test_tp_overlap_without_sequence_parallel_is_refused():
+    """Transformer Engine overlaps the sequence-parallel collectives only: without sequence
+    parallelism a tp_overlap used to be ignored silently (the step time of 0)."""
+    with pytest.raises(ScenarioError, match=r"tp_overlap 1 needs sequence_parallel: true"):
+        training_from({"tp_overlap": 1, "sequence_parallel": False})
+    with pytest.raises(ScenarioError, match=r"tp_overlap 0.5 needs sequence_parallel"):
+        training_from({"tp_overlap": 0.5, "sequence_parallel": False})
 
 
 @pytest.mark.parametrize("change, message", [

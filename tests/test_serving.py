@@ -283,3 +283,40 @@ def test_finite_runs_and_percentile_batches(meas):
     assert p99["batch"] < mean["batch"] and p99["tpot_s"] <= 0.04
     with pytest.raises(ScenarioError, match="latency_percentile must be a number in"):
         estimate_serving(spec(latency_percentile=100), meas)
+
+
+def test_a_precision_the_gpu_has_no_peak_for_is_refused(meas):
+    # the A100 lists no fp8 peak (no FP8 tensor cores): never the H100's FP8 speed-up
+    with pytest.raises(ScenarioError, match=r"'fp8': A100-SXM-80GB has no fp8 peak"):
+        estimate_serving(spec(gpu="A100-SXM-80GB", tp=4), meas)
+    assert estimate_serving(spec(gpu="A100-SXM-80GB", precision="bf16", tp=4), meas).batch >= 1
+    r = runner.invoke(app, ["estimate", "--scenario",
+                            json.dumps(spec(gpu="A100-SXM-80GB", tp=4))])
+    assert r.exit_code == 2 and "no fp8 peak" in r.output and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+
+def test_a_sequence_beyond_the_context_window_is_refused(meas):
+    from reports.model.presets import MODELS
+
+    assert MODELS["llama3-70b"].context_window == 131072  # Llama 3's 128K long-context stage
+    assert MODELS["gpt3-175b"].context_window == 2048
+    with pytest.raises(ScenarioError, match=r"200,100 tokens exceeds llama3-70b's context "
+                                            r"window of 131,072"):
+        estimate_serving(spec(gpu="H200-SXM", tp=8, input_len=200_000, output_len=100), meas)
+    ok = spec(gpu="H200-SXM", tp=8, input_len=131_072 - 100, output_len=100)
+    assert estimate_serving(ok, meas).batch >= 1
+    r = runner.invoke(app, ["estimate", "--scenario",
+                            json.dumps(spec(input_len=200_000, output_len=100, tp=8))])
+    assert r.exit_code == 2 and "context window" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+
+def test_a_mode_typo_names_the_modes(tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text("mode: serving\nserving: {model: llama3-70b, gpu: H100-SXM, precision: fp8, "
+                 "tp: 2, input_len: 128, output_len: 128}\n")
+    r = runner.invoke(app, ["estimate", "--scenario", str(f)])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert 'mode must be "serve"' in r.output and "got 'serving'" in r.output
+    assert "unknown scenario keys" not in r.output

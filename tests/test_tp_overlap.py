@@ -10,7 +10,7 @@ from reports.model.comm import (
     tp_seconds,
     ub_site_exposed,
 )
-from reports.model.config import Parallel, Training
+from reports.model.config import Parallel, ScenarioError, Training
 from reports.model.measurements import Measurements
 from reports.model.presets import MODELS
 
@@ -117,10 +117,12 @@ def test_an_unknown_method_is_refused():
 
 
 def test_overlap_needs_sequence_parallelism():
-    # Megatron-LM refuses --tp-comm-overlap without --sequence-parallel: priced plainly
+    # Megatron-LM refuses --tp-comm-overlap without --sequence-parallel, and so does the model
+    # (it used to price it plainly, silently the same step as tp_overlap 0)
     off = tp(BIG, BIG_TOKENS, tp_overlap=0.0, sequence_parallel=False)
-    no_sp = tp(BIG, BIG_TOKENS, tp_overlap=1.0, sequence_parallel=False)
-    assert no_sp == off
+    assert off[0] > 0
+    with pytest.raises(ScenarioError, match="tp_overlap 1.0 needs sequence_parallel: true"):
+        tp(BIG, BIG_TOKENS, tp_overlap=1.0, sequence_parallel=False)
 
 
 def test_the_input_gradient_collective_hides_behind_the_weight_gradient():

@@ -153,6 +153,10 @@ class Training:
             raise ScenarioError(f"zero must be 0, 1, 2 or 3, got {self.zero!r}")
         if not 0.0 <= self.tp_overlap <= 1.0:
             raise ScenarioError(f"tp_overlap must be in [0, 1], got {self.tp_overlap!r}")
+        if self.tp_overlap and not self.sequence_parallel:  # comm.py would ignore it silently
+            raise ScenarioError(f"tp_overlap {self.tp_overlap!r} needs sequence_parallel: true "
+                                "(Transformer Engine overlaps only the sequence-parallel "
+                                "all-gathers and reduce-scatters); set tp_overlap 0 without it")
         if self.grad_bytes not in (2, 4):
             raise ScenarioError(f"grad_bytes must be 2 or 4, got {self.grad_bytes!r}")
 

@@ -29,6 +29,11 @@ class Model:
     learned_positions: bool = False
     tied_embeddings: bool = False
     source: str = "scenario file"
+    context_len: int | None = None  # the longest sequence it serves; None: seq_len
+
+    @property
+    def context_window(self) -> int:
+        return self.context_len or self.seq_len
 
     def __post_init__(self):
         check_str(self.name, "model name")
@@ -36,6 +41,10 @@ class Model:
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ScenarioError(f"model {f} must be a positive integer, got {v!r}")
+        c = self.context_len
+        if c is not None and (isinstance(c, bool) or not isinstance(c, int) or c < self.seq_len):
+            raise ScenarioError(f"model context_len must be an integer >= seq_len "
+                                f"({self.seq_len}), got {c!r}")
         for f in ("gated_mlp", "dropout", "learned_positions", "tied_embeddings"):
             check_bool(getattr(self, f), f"model {f}")
         if self.hidden % self.heads:
@@ -96,13 +105,14 @@ def _from_shape(name: str, row: dict) -> Model:
     return Model(name, row["layers"], row["hidden"], row["heads"], row["kv_heads"],
                  row["ffn_hidden"], row["vocab"], row["seq_len"], gated_mlp=row["gated_mlp"],
                  dropout=name in _DROPOUT, learned_positions=row["learned_positions"],
-                 tied_embeddings=row["tied_embeddings"], source=row["source"])
+                 tied_embeddings=row["tied_embeddings"], source=row["source"],
+                 context_len=row.get("context_len"))
 
 
 MODELS: dict[str, Model] = {name: _from_shape(name, row) for name, row in MODEL_SHAPES.items()}
 
 _MODEL_KEYS = {"name", "layers", "hidden", "heads", "kv_heads", "ffn_hidden", "vocab", "seq_len",
-               "gated_mlp", "dropout", "learned_positions", "tied_embeddings"}
+               "gated_mlp", "dropout", "learned_positions", "tied_embeddings", "context_len"}
 
 
 def model_from(spec) -> Model:
@@ -128,4 +138,5 @@ def model_from(spec) -> Model:
     return Model(spec.get("name", "custom"), spec["layers"], hidden, spec["heads"],
                  spec.get("kv_heads", spec["heads"]), ffn, spec["vocab"], spec["seq_len"],
                  spec.get("gated_mlp", False), spec.get("dropout", False),
-                 spec.get("learned_positions", False), spec.get("tied_embeddings", False))
+                 spec.get("learned_positions", False), spec.get("tied_embeddings", False),
+                 context_len=spec.get("context_len"))

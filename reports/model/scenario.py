@@ -36,6 +36,14 @@ BATCH_PRESETS: dict[str, tuple[int, str]] = {
                                     "Table 2)"),
 }
 DEFAULT_BATCH = "llama3"
+# assumption: a scenario without global_batch_tokens runs 4M tokens per step (between GPT-3's
+# 3.2M and Llama 3's 16M above); the output names it as a default
+DEFAULT_SCENARIO_BATCH = 4 * 2**20
+# The largest global batch a scenario may ask for: 10^10 tokens per step, over 600x Llama 3 405B's
+# 16M (the largest preset above). Beyond it a "step" is a sizeable share of a whole pre-training
+# run (Llama 3: 15.6T tokens, under 1,600 such steps) and the figures mean nothing (a step of
+# 10^20 tokens printed as 9.6e13 s); a bound, not a published limit.
+MAX_BATCH_TOKENS = 10**10
 
 
 def _colossus(model: str, cluster_name: str) -> dict:
@@ -154,8 +162,9 @@ def _read_text(spec: str) -> dict:
     return data
 
 
-def batch_tokens(spec, seq_len: int) -> tuple[int, str]:
-    """(tokens per step, source) of a global_batch_tokens value: an integer or a preset name."""
+def batch_tokens(spec, seq_len: int, given_by: str = "scenario file") -> tuple[int, str]:
+    """(tokens per step, source) of a global_batch_tokens value: an integer (its source:
+    `given_by`, the file or the scenario preset that holds it) or a BATCH_PRESETS name."""
     if isinstance(spec, str):
         if spec not in BATCH_PRESETS:
             raise ScenarioError(f"unknown global_batch_tokens preset {spec!r}; known: "
@@ -164,7 +173,23 @@ def batch_tokens(spec, seq_len: int) -> tuple[int, str]:
     if isinstance(spec, bool) or not isinstance(spec, int) or spec < seq_len:
         raise ScenarioError(f"global_batch_tokens must be an integer >= seq_len "
                             f"({seq_len}) or a preset name, got {spec!r}")
-    return spec, "scenario file"
+    if spec > MAX_BATCH_TOKENS:
+        raise ScenarioError(f"global_batch_tokens {spec:.3g} is beyond the model's bound of "
+                            f"{MAX_BATCH_TOKENS:.0e} tokens per step (over 600x Llama 3's 16M; "
+                            f"reports/model/scenario.py MAX_BATCH_TOKENS)")
+    return spec, given_by
+
+
+def _training_mode(spec: dict) -> dict:
+    """A training scenario's optional "mode" key: "train" (dropped) or absent; "serve" is read
+    by reports/model/serving_scenario.py before this, so any other value is a typo."""
+    if "mode" not in spec:
+        return spec
+    if spec["mode"] != "train":
+        raise ScenarioError(f"scenario mode must be \"serve\" (a serving scenario, with a "
+                            f"`serving` mapping) or \"train\" (or absent: a training scenario), "
+                            f"got {spec['mode']!r}")
+    return {k: v for k, v in spec.items() if k != "mode"}
 
 
 def load_scenario(spec) -> Scenario:
@@ -173,11 +198,14 @@ def load_scenario(spec) -> Scenario:
         return spec
     if isinstance(spec, Path):
         spec = str(spec)
+    given_by = f"preset {spec}" if isinstance(spec, str) and spec in SCENARIOS else \
+        "scenario file"
     if isinstance(spec, str):
         spec = _read_text(spec)
     if not isinstance(spec, dict):
         raise ScenarioError(f"scenario must be a dict, a file or a preset name, not "
                             f"{type(spec).__name__}")
+    spec = _training_mode(spec)
     check_keys(spec, _SCENARIO_KEYS, "scenario")
     for key in ("model", "cluster"):
         if key not in spec:
@@ -203,7 +231,11 @@ def load_scenario(spec) -> Scenario:
         par = Parallel(**p)
     else:
         raise ScenarioError(f"parallel must be 'auto' or a dict, got {par_spec!r}")
-    gbt, bsrc = batch_tokens(spec.get("global_batch_tokens", 4 * 2**20), model.seq_len)
+    if "global_batch_tokens" in spec:
+        gbt, bsrc = batch_tokens(spec["global_batch_tokens"], model.seq_len, given_by)
+    else:
+        gbt, bsrc = DEFAULT_SCENARIO_BATCH, (f"default: {DEFAULT_SCENARIO_BATCH:,} tokens (the "
+                                             "scenario gives no global_batch_tokens)")
     mixed = spec.get("mixed_batch", "plain_dp")
     if mixed not in ("plain_dp", "proportional"):
         raise ScenarioError(f"mixed_batch must be 'plain_dp' or 'proportional', got {mixed!r}")

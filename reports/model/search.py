@@ -366,7 +366,7 @@ def estimate_range(est: Estimate, meas: Measurements) -> dict:
     m = microbatches_per_replica(scn.sequences, par.dp, par.micro_batch)
     variants = [(replace(par, virtual_stages=v), scn.training, meas)
                 for v in virtual_stage_options(scn.model.layers, par.pp, m)]
-    if par.tp > 1:
+    if par.tp > 1 and scn.training.sequence_parallel:  # overlap needs sequence parallelism
         variants += [(par, replace(scn.training, tp_overlap=f), meas) for f in (0.0, 1.0)]
     for f in (1 - EFFICIENCY_SPREAD, 1 + EFFICIENCY_SPREAD):
         variants.append((par, scn.training, with_efficiency(meas, f, "efficiency spread")))

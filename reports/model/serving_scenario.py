@@ -20,7 +20,15 @@ from reports.model.hardware import gpu
 from reports.model.measurements import as_measurements
 from reports.model.presets import model_from
 from reports.model.scenario import file_text, parse_text
-from reports.model.serving import PRECISIONS, A, Serving, ServingEstimate, evaluate
+from reports.model.serving import (
+    PRECISIONS,
+    A,
+    Serving,
+    ServingEstimate,
+    check_fits,
+    evaluate,
+    max_batch_fitting,
+)
 
 SERVING_KEYS = {"model", "gpu", "precision", "kv_precision", "input_len", "output_len", "tp",
                 "pp", "batch", "ttft_s", "tpot_s", "replicas", "max_batch",
@@ -102,10 +110,14 @@ def serving_from(d: dict, name: str = "custom") -> Serving:
     if g is None:
         raise ScenarioError(f"serving gpu must be a GPU name, got {s['gpu']!r}")
     prec = _precision(s.get("precision", "bf16"), "precision")
+    if g.peaks.tflops(prec) is None:  # e.g. an A100: no FP8 tensor cores, no fp8 peak
+        raise ScenarioError(f"serving precision {prec!r}: {g.name} has no {prec} peak in the "
+                            f"peak table (`info` lists the peaks), nothing to price it at; use "
+                            f"bf16")
     batch = s.get("batch", "auto")
     if batch != "auto":
         batch = _int(batch, "batch")
-    return Serving(d.get("name", name), model_from(s["model"]), g, prec,
+    sv = Serving(d.get("name", name), model_from(s["model"]), g, prec,
                    _precision(s.get("kv_precision", prec), "kv_precision"),
                    _int(s["input_len"], "input_len"), _int(s["output_len"], "output_len"),
                    _int(s.get("tp", 1), "tp"), _int(s.get("pp", 1), "pp"),
@@ -113,6 +125,19 @@ def serving_from(d: dict, name: str = "custom") -> Serving:
                    _seconds(s.get("tpot_s"), "tpot_s"), _int(s.get("replicas", 1), "replicas"),
                    _int(s.get("max_batch", int(A["max_batch"])), "max_batch"),
                    _percentile(s.get("latency_percentile")))
+    _check_context(sv)
+    return sv
+
+
+def _check_context(s: Serving) -> None:
+    """Refuse a sequence longer than the model's context window (input + output tokens)."""
+    window = s.model.context_window
+    if s.input_len + s.output_len <= window:
+        return
+    if max_batch_fitting(s) < 1:
+        check_fits(s, 1)  # nor does it fit in memory: that line names the GiB it needs
+    raise ScenarioError(f"serving input_len + output_len = {s.input_len + s.output_len:,} tokens "
+                        f"exceeds {s.model.name}'s context window of {window:,} tokens")
 
 
 def serving_spec(spec) -> dict | None:
