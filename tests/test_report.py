@@ -420,6 +420,20 @@ def test_bad_input_gives_clear_errors(tmp_path):
 # The CLI verb
 # ----------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("which", ["measured", "empty"])
+def test_every_code_path_the_report_names_exists(which, request):
+    """A report that cites code cites a file of this repository (it once named
+    reports/scaling.py, moved to reports/model/goodput.py)."""
+    html, md = request.getfixturevalue(which)
+    root = Path(__file__).resolve().parent.parent
+    for page in (md, html):
+        named = set(re.findall(r"\b((?:reports|bench|results|kernels)/[\w/]+\.py)\b",
+                               page.read_text(encoding="utf-8")))
+        assert named, page  # the goodput table and the model inputs cite their modules
+        missing = sorted(p for p in named if not (root / p).is_file())
+        assert not missing, (page.name, missing)
+
+
 @pytest.fixture
 def app():
     from cli import app as main_app
@@ -622,6 +636,14 @@ def test_report_out_is_checked_before_any_work(app, tmp_path):
         ro.chmod(0o555)
         res = CliRunner().invoke(app, ["report", "-o", str(ro / "r"), "--config", "quick"])
         assert res.exit_code == 2 and "not writable" in res.output
+    # a folder where nothing can be made, even by root (os.access says yes there): refused
+    # before any section is computed, and build_report (the one check) says so too
+    res = CliRunner().invoke(app, ["report", "-o", "/proc/colossus-report", "--config", "quick"])
+    assert res.exit_code == 2 and "folder /proc is not writable" in res.output
+    assert "measured sections" not in res.output and "Traceback" not in res.output
+    assert render.out_dir_problem(Path("/proc/x")).startswith("folder /proc is not writable")
+    assert render.out_dir_problem(tmp_path / "new" / "deeper") is None
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".report")]  # probe gone
 
 
 def test_report_files_are_moved_into_place_whole(tmp_path):

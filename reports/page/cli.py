@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 
 from reports.page.context import CONFIGS
-from reports.page.render import build_report, out_dir_problem
+from reports.page.render import build_report
 from reports.page.rows import NO_MEASUREMENTS, pick_measurements, usable_rows
 from results.console import console, err_console, fail
 
@@ -75,9 +75,6 @@ def report(
 
     if config not in CONFIGS:
         raise fail(f"unknown --config {config!r}; choose one of {', '.join(CONFIGS)}")
-    problem = out_dir_problem(out)
-    if problem:  # before the minutes of work, not after
-        raise fail(f"cannot write the report to {out}: {problem}")
     try:
         local, where, why_not = _local_frame(db)
     except StoreError as e:
@@ -88,7 +85,7 @@ def report(
     frame, origin = pick_measurements(local, _reference_frame())
     if origin == "local table":
         origin = f"local table {where}"
-    try:
+    try:  # build_report checks the folder first, before the seconds of work
         with _progress() as say:
             html, md = build_report(frame, out, origin=origin, config=config, progress=say)
     except OSError as e:

@@ -79,8 +79,9 @@ class Report:
 
 
 def out_dir_problem(out_dir: Path) -> str | None:
-    """Why the report cannot be written into out_dir (checked before any work), or None: a
-    file in its place, or a folder (its own, or the nearest existing one above) not writable."""
+    """Why the report cannot be written into out_dir (build_report checks it before any work),
+    or None: a file in its place, or a folder (its own, or the nearest existing one above) not
+    writable, found by making a folder in it."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         return f"{out_dir} exists and is not a folder"
@@ -91,6 +92,10 @@ def out_dir_problem(out_dir: Path) -> str | None:
         return f"{above} is not a folder"
     if not os.access(above, os.W_OK | os.X_OK):
         return f"folder {above} is not writable"
+    try:  # os.access says yes to root everywhere, /proc included: make (and drop) a folder there
+        os.rmdir(tempfile.mkdtemp(prefix=".report-probe-", dir=above))
+    except OSError as e:
+        return f"folder {above} is not writable ({e.strerror or e})"
     return None
 
 
