@@ -172,6 +172,12 @@ def test_the_h200_section_names_the_models_bandwidths_and_the_split_rule(report)
     # the cluster comparison: the same options for every compared cluster, said in the text
     assert "the split rule" in h200 and "at most two jobs" in h200
     assert "gain vs 100k" in h200 and "colossus-100k best" in h200
+    # each gain says what it compares: best against best, or one job against one job at the
+    # same layout (never a sum of separate jobs over one job, labelled "same config")
+    assert "gain vs all-H100 (best vs best)" in h200 and "gain vs 100k (best vs best)" in h200
+    assert "gain (one job vs one job, same layout)" in h200 and "same config" not in h200
+    row = next(line for line in h200.splitlines() if line.startswith("| colossus-200k |"))
+    assert "(one job, proportional micro-batches)" in row or "(one job, equal" in row
     assert md_text(SPLIT_RULE) in section(md, "Sources and assumptions")
 
 
@@ -213,3 +219,32 @@ def test_the_list_gives_no_figure_that_docs_model_does_not():
     for item in NOT_MODELLED:
         for figure in re.findall(r"[+-]?\d[\d,.]*%?", item):  # names too: 'Llama 3'
             assert figure.rstrip(".") in doc, (figure, item)
+
+
+def _overlaps(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def test_chart_legends_cover_no_bar_and_labels_do_not_collide():
+    """The H200-gain bars and the serving-gain bars: the legend outside the axes, no two
+    x labels over each other (the four model/workload names once ran together)."""
+    from reports.page.charts import bars_figure
+    from reports.page.serving_section import gain_figure
+
+    gains = [{"model": m, "workload": w, "serving_gain": 1.2, "training_gain": 1.02}
+             for m in ("llama3-70b", "llama3-405b") for w in ("throughput", "interactive")]
+    bars = bars_figure("t", ["H100, its best configuration", "H200, H100's configuration "
+                             "unchanged", "H200, its own best configuration"],
+                       {"model": [3.1, 3.12, 3.18]}, "M tokens/s",
+                       errors={"model": ([0.3] * 3, [0.1] * 3)})
+    for fig in (gain_figure(gains), bars):
+        fig.canvas.draw()
+        r = fig.canvas.get_renderer()
+        (ax,) = fig.axes
+        legend = ax.get_legend().get_window_extent(r)
+        assert not _overlaps(legend, ax.get_window_extent(r))
+        for patch in ax.patches:
+            assert not _overlaps(legend, patch.get_window_extent(r))
+        ticks = [t.get_window_extent(r) for t in ax.get_xticklabels() if t.get_text()]
+        assert all(not _overlaps(a, b) for a, b in zip(ticks, ticks[1:]))
+        fig.clf()

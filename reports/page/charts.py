@@ -74,8 +74,15 @@ def roofline_png(points: list[dict], bandwidths: dict[str, float], gpus: list[st
 
 def bars_png(title: str, labels: list[str], series: dict[str, list[float | None]],
              unit: str, errors: dict[str, tuple[list[float], list[float]]] | None = None) -> bytes:
+    """bars_figure as PNG bytes."""
+    return to_png(bars_figure(title, labels, series, unit, errors))
+
+
+def bars_figure(title: str, labels: list[str], series: dict[str, list[float | None]],
+                unit: str, errors: dict[str, tuple[list[float], list[float]]] | None = None):
     """Horizontal grouped bars: one group per shape, one bar per backend; `errors` (per series:
-    the distances below and above each value) draws whiskers, e.g. a modelled range."""
+    the distances below and above each value) draws whiskers, e.g. a modelled range. The legend
+    sits right of the axes, never over a bar."""
     plt = _plt()
     n = len(labels)
     fig, ax = plt.subplots(figsize=(8, 1.0 + 0.32 * n * max(1, len(series)) ** 0.5))
@@ -92,8 +99,8 @@ def bars_png(title: str, labels: list[str], series: dict[str, list[float | None]
     ax.set_xlabel(unit)
     ax.set_title(title)
     ax.grid(True, axis="x", alpha=0.3)
-    ax.legend(fontsize=7)
-    return to_png(fig)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: no bar hidden
+    return fig
 
 
 def lines_figure(title: str, series: dict[str, tuple[list[float], list[float]]], xlabel: str,

@@ -81,9 +81,10 @@ def h200_section(ctx: ModelContext) -> Section:
         return sec
     rule = ctx.prov.source(SPLIT_RULE, "assumption")
     mixed = Table(["cluster", "GPUs", "best option", "with H200 tokens/s, best",
-                   "all-H100 best", "colossus-100k best", "gain, best vs all-H100 best",
-                   "gain, best vs 100k best", "with H200, best one job",
-                   "all-H100, one job at that layout", "gain, one job vs one job"], [],
+                   "all-H100 best", "colossus-100k best", "gain vs all-H100 (best vs best)",
+                   "gain vs 100k (best vs best)", "with H200, best one job",
+                   "all-H100, one job at that layout", "gain (one job vs one job, same layout)"],
+                  [],
                   "The 200k plans against the same GPU count all H100 and against the "
                   "100k-H100 cluster they grew from. Every compared cluster is the best of the "
                   "same options (assumption, the split rule): one job at its best layout (for "

@@ -127,9 +127,15 @@ def curves_png(sweeps: dict[str, list[dict]], out_dir: Path) -> tuple[str, str]:
 
 
 def gain_png(gains: list[dict], out_dir: Path) -> str:
+    return _save(gain_figure(gains), out_dir / "serving_gain.png")
+
+
+def gain_figure(gains: list[dict]):
+    """Serving and training gain bars per model and workload: labels on two lines, the legend
+    below the axes (never over a bar)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    labels = [f"{g['model']} ({g['workload']})" for g in gains]
+    labels = [f"{g['model']}\n({g['workload']})" for g in gains]  # two lines: no overlap
     x = range(len(gains))
     ax.bar([i - 0.2 for i in x], [g["serving_gain"] for g in gains], 0.4, label="serving",
            color="#d62728")
@@ -139,8 +145,8 @@ def gain_png(gains: list[dict], out_dir: Path) -> str:
     ax.set_xticks(list(x), labels, fontsize=8)
     ax.set(ylabel="H200 / H100 per GPU", title="the H200 gain: serving against training")
     if gains:  # every row the model could not compute is left out (and noted)
-        ax.legend()
-    return _save(fig, out_dir / "serving_gain.png")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)  # below: no bar hidden
+    return fig
 
 
 def _fmt(x: float, spec: str = ",.0f") -> str:
