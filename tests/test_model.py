@@ -587,3 +587,22 @@ def test_micro_batches_per_replica_are_the_nearest_whole_number_and_the_batch_ru
     assert valid_microbatch_counts(8, 1, 33.4) == [33, 34]
     assert valid_microbatch_counts(8, 6, 33.4) == [32, 40]
     assert valid_microbatch_counts(8, 6, 3.0) == [8]
+
+
+def test_counts_are_singular_when_one():
+    from reports.model import hardware
+    from reports.model.comm import dp_seconds
+    from reports.model.config import Parallel, Training, counted
+    from reports.model.measurements import Measurements
+    from reports.model.presets import MODELS
+
+    assert counted(1, "GPU") == "1 GPU" and counted(1024, "GPU") == "1,024 GPUs"
+    assert counted(1, "micro-batch", "micro-batches") == "1 micro-batch"
+    assert counted(2, "micro-batch", "micro-batches") == "2 micro-batches"
+    # 8 GPUs of one node, a small model: one node, one gradient bucket
+    clu = hardware.cluster("colossus-100k")
+    _, how = dp_seconds(MODELS["megatron-1.7b"], Parallel(tp=1, pp=1, dp=8), Training(), clu,
+                        hardware.gpu("H100-SXM"), Measurements(None, use_reference=False),
+                        30e6, {"compute": 0.1}, 1)
+    assert "x 1 node on" in how and "1 bucket," in how
+    assert "1 nodes" not in how and "1 buckets" not in how

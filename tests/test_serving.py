@@ -320,3 +320,9 @@ def test_a_mode_typo_names_the_modes(tmp_path):
     assert r.exit_code == 2 and "Traceback" not in r.output
     assert 'mode must be "serve"' in r.output and "got 'serving'" in r.output
     assert "unknown scenario keys" not in r.output
+
+
+def test_a_one_gpu_replica_reads_singular():
+    r = runner.invoke(app, ["estimate", "--scenario", "serve-llama3-70b-h200"])
+    assert r.exit_code == 0, r.output
+    assert "= 1 GPU" in r.output and "= 1 GPUs" not in r.output

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from reports.model.cluster import TOKEN_BUDGETS, useful_fraction_at
-from reports.model.config import ScenarioError
+from reports.model.config import ScenarioError, counted
 from reports.model.scenario import SCENARIOS
 from reports.model.search import estimate as run_estimate
 from reports.model.serving_cases import WITHIN_PCT, serving_summary, validate_serving
@@ -72,7 +72,8 @@ def _time_to_train(d: dict) -> list[tuple[str, str]]:
     days = budget / d["tokens_per_s"] / 86400.0
     return [("time to train", f"{days / useful:.1f} d for {budget / 1e12:.3g}T tokens with "
                               f"goodput applied ({useful:.1%} of wall time trains at "
-                              f"{d['gpus']:,} GPUs); {days:.1f} d at 100% goodput")]
+                              f"{counted(d['gpus'], 'GPU')}); {days:.1f} d at 100% "
+                              f"goodput")]
 
 
 def range_text(d: dict) -> str:
@@ -160,7 +161,8 @@ def serving_table(d: dict) -> Table:
     lo, hi = d["range"]["output_tokens_per_s"]
     rows = [
         ("model", f"{d['model']} ({d['params_b']:.1f}B) {d['precision']}, KV {d['kv_precision']}"),
-        ("replica", f"{d['gpu']} tp {d['tp']} pp {d['pp']} x {d['replicas']} = {d['gpus']} GPUs"),
+        ("replica", f"{d['gpu']} tp {d['tp']} pp {d['pp']} x {d['replicas']} = "
+                    f"{counted(d['gpus'], 'GPU')}"),
         ("tokens in / out", f"{d['input_len']} / {d['output_len']}"),
         ("batch", f"{d['batch']} ({d['batch_reason']}; {d['max_batch_fits']} fit)"),
         ("output tokens/s", f"{d['output_tokens_per_s']:,.0f} (range {lo:,.0f}-{hi:,.0f})"),

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from reports.model.compute import gemm_roles
-from reports.model.config import Parallel, Training
+from reports.model.config import Parallel, Training, counted
 from reports.model.hardware import GPU, Cluster
 from reports.model.measurements import Measurements
 from reports.model.presets import Model
@@ -279,8 +279,8 @@ def dp_seconds(model: Model, par: Parallel, train: Training, cluster: Cluster, g
 
     rs_t = rs(params_local * train.grad_bytes) + (buckets - 1) * rs(0.0)
     ag_t = rs(params_local * 2) + (buckets - 1) * rs(0.0)
-    how = (f"hierarchical: {n_local} per node on NVLink x {n_nodes} nodes on "
-           f"{cluster.fabric.busbw_gbps:.1f} GB/s per GPU, {buckets} buckets")
+    how = (f"hierarchical: {n_local} per node on NVLink x {counted(n_nodes, 'node')} on "
+           f"{cluster.fabric.busbw_gbps:.1f} GB/s per GPU, {counted(buckets, 'bucket')}")
     compute = stage.get("compute", 0.0)
     # the windows: the last micro-batch's backward (all v chunks) and the first one's forward
     bwd_window, fwd_window = compute * 2 / 3, compute / 3

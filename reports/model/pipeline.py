@@ -107,7 +107,7 @@ def schedule_problem(layers: int, pp: int, virtual_stages: int, microbatches: in
                 f"{virtual_stages} equal chunks (interleaving needs layers divisible by pp*v, "
                 "or layers + 2 with one layer fewer on the first and last stage)")
     if microbatches % pp:
-        return (f"{microbatches} micro-batches per step are not a multiple of pp ({pp}): the "
+        return (f"micro-batches per step ({microbatches}) are not a multiple of pp ({pp}): the "
                 "interleaved schedule needs them divisible by pp")
     return None
 

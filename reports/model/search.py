@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from reports.model.compute import flops_per_token, mfu
-from reports.model.config import RECOMPUTE, Parallel, ScenarioError
+from reports.model.config import RECOMPUTE, Parallel, ScenarioError, counted
 from reports.model.hardware import Cluster, Pool, gpu
 from reports.model.measurements import Figure, Measurements, as_measurements
 from reports.model.memory import capacity_bytes, gib, memory_per_gpu
@@ -102,7 +102,8 @@ class Estimate:
         if bubble > 0.25:
             out.append(f"the pipeline bubble is {bubble:.0%} of the step: "
                        f"{self.tokens_per_step / 1e6:.1f}M tokens per step leave "
-                       f"{mb} micro-batches per replica on {self.gpus:,} GPUs; "
+                       f"{counted(mb, 'micro-batch', 'micro-batches')} per replica on "
+                       f"{counted(self.gpus, 'GPU')}; "
                        f"a larger global_batch_tokens (a labelled input) or fewer GPUs per job "
                        f"keeps them busy")
         if len(self.scenario.cluster.gpu_types) > 1:
@@ -184,8 +185,8 @@ def check_parallel(model: Model, par: Parallel, clu: Cluster, sequences: int,
                             "TEDotProductAttention")
     stage_layers(model.layers, par.pp)
     if sequences < par.dp * par.micro_batch:
-        raise ScenarioError(f"global batch of {sequences} sequences is smaller than dp x "
-                            f"micro_batch = {par.dp * par.micro_batch}; raise "
+        raise ScenarioError(f"global batch of {counted(sequences, 'sequence')} is smaller than "
+                            f"dp x micro_batch = {par.dp * par.micro_batch}; raise "
                             "global_batch_tokens or use more model parallelism")
     m = microbatches_per_replica(sequences, par.dp, par.micro_batch)
     problem = schedule_problem(model.layers, par.pp, par.virtual_stages, m)
@@ -333,7 +334,8 @@ def _search(scn: Scenario, meas: Measurements, **kw) -> Estimate:
         if evaluated == 0:
             raise ScenarioError(
                 f"no parallel configuration is valid for {scn.model.name} on {scn.cluster.name} "
-                f"({scn.cluster.gpus} GPUs, {scn.sequences} sequences per step): raise "
+                f"({counted(scn.cluster.gpus, 'GPU')}, {counted(scn.sequences, 'sequence')} per "
+                f"step): raise "
                 "global_batch_tokens or change the GPU count")
         raise ScenarioError(
             f"{scn.model.name} fits nowhere on {scn.cluster.name}: the smallest of {evaluated} "

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 
 from reports.model.compute import attention_core_flops
-from reports.model.config import ScenarioError
+from reports.model.config import ScenarioError, counted
 from reports.model.hardware import GIB, GPU
 from reports.model.measurements import Figure, Measurements
 from reports.model.presets import Model
@@ -132,7 +132,7 @@ def check_fits(s: Serving, batch: int) -> None:
         return
     what = f"{s.model.name} {s.precision} on {s.gpu.name} tp {s.tp} pp {s.pp}"
     fits = max_batch_fitting(s)
-    hint = (f"at most {fits} sequences fit" if fits else
+    hint = (f"at most {counted(fits, 'sequence')} {'fits' if fits == 1 else 'fit'}" if fits else
             "not even one sequence fits: raise tp/pp, use fp8 or shorten the context")
     raise ScenarioError(
         f"{what}: batch {batch} of {s.input_len}+{s.output_len} tokens needs {need:.1f} GiB per "

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from reports.model import scaling
-from reports.model.config import ScenarioError
+from reports.model.config import ScenarioError, counted
 from reports.model.hardware import cluster, gpu
 from reports.model.measurements import Measurements, as_measurements
 from reports.model.presets import model_from
@@ -157,8 +157,8 @@ def why_gain(h100: dict, h200_same: dict, hbm_ratio: float) -> str:
     limit = {"memory": "memory-bound batch", "latency target": "batch set by the TPOT target",
              "max_batch": "engine batch cap", "given": "given batch"}
     return (f"decode streams weights and KV cache from HBM: {hbm_ratio:.2f}x the bandwidth; at "
-            f"the same tp the H200 keeps {h200_same['batch']} sequences in flight against "
-            f"{h100['batch']} ({limit[h200_same['batch_reason']]} vs "
+            f"the same tp the H200 keeps {counted(h200_same['batch'], 'sequence')} in flight "
+            f"against {h100['batch']} ({limit[h200_same['batch_reason']]} vs "
             f"{limit[h100['batch_reason']]}; {kv:.1f}x the KV cache), so each weight read serves "
             f"more tokens; at large batches the GEMMs turn compute-bound and the gain shrinks "
             f"toward 1; training is compute-bound and both GPUs have the same tensor cores")
