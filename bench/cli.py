@@ -125,6 +125,8 @@ def run(
 
     if budget is not None and not (budget > 0 and math.isfinite(budget)):  # nan, inf too
         raise fail(f"--budget must be a positive, finite number of seconds, got {budget}")
+    if upload is not None:  # a mistyped URL is refused before a campaign, not after it
+        _check_upload_url(upload)
     if tune:
         os.environ["COLOSSUS_TUNE"] = "1"  # read by the kernels when they pick configs
     device = detect()
@@ -259,6 +261,23 @@ def _records_out(records: list[dict], json_out, as_json: bool, where: str) -> No
                               f"are stored in {where})[/]", highlight=False)
     if as_json:
         print_json(records)
+
+
+def _check_upload_url(url: str) -> None:
+    """--upload names a database URL the upload can use (results/upload.py's and the store's
+    rules); else one line, exit 2. One that is unreachable still fails only at the end."""
+    try:  # lazy: sqlalchemy and psycopg cost CLI start time
+        from results.store import BACKENDS, UNSUPPORTED, backend, redact, resolve_url
+        from results.upload import destination
+    except ImportError as e:
+        raise fail(f"--upload: upload is not available in this build ({e})") from None
+    try:
+        destination(url)
+    except ValueError as e:
+        raise fail(f"--upload: {e}") from None
+    if backend(resolve_url(url)) not in BACKENDS:
+        raise fail(f"--upload: cannot use database URL {redact(resolve_url(url))}: "
+                   f"{UNSUPPORTED}")
 
 
 def _upload_after_run(store, url: str) -> bool:

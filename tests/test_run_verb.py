@@ -221,3 +221,19 @@ def test_an_interrupted_run_still_gives_the_finished_records_to_json_and_json_ou
     rows = json.loads(res.stdout)  # stdout holds only the JSON, whole
     assert isinstance(rows, list) and len(rows) == 1  # the one before the interrupt
     assert json.loads(out.read_text()) == rows
+
+
+@pytest.mark.parametrize("url, message", [
+    ("/tmp/notaurl.db", "is not a database URL"),
+    ("mysql://u:secret@host/db", "only SQLite paths"),
+    ("://nothing", "only SQLite paths"),
+])
+def test_a_bad_upload_url_is_refused_before_anything_runs(tmp_path, url, message):
+    db = tmp_path / "never.db"
+    res = cli("run", "--filter", "membw/fp32/op=copy*:torch", "--timing", "smoke",
+              "--db", db, "--upload", url)
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0] and "--upload" in lines[0], res.output
+    assert "secret" not in res.output
+    assert not db.exists()  # nothing ran, nothing was stored
