@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.words import counted
 from results.errors import first_line
 from results.schema import Result
 
@@ -97,8 +98,9 @@ class Saved:
         """The one line to print when rows could not be stored, else None."""
         if self.kept is None:
             return None
-        return (f"warning: {self.rows - self.stored} of {self.rows} finished rows could not be "
-                f"stored in {self.where} ({self.error}); all {self.rows} are kept in "
+        return (f"warning: {self.rows - self.stored} of {counted(self.rows, 'finished row')} "
+                f"could not be stored in {self.where} ({self.error}); "
+                f"{'it is' if self.rows == 1 else f'all {self.rows} are'} kept in "
                 f"{self.kept}: load them later with `colossus-bench ingest {self.kept} "
                 f"--db {self.where}`")
 

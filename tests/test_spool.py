@@ -140,3 +140,13 @@ def test_a_refused_row_in_a_long_spool_costs_only_itself(tmp_path, db_url, monke
     with Store(db_url) as store:
         assert store.ids() == {r.id for r in rows} - {rows[1234].id}
     assert len(spool.read_rows(saved.kept)) == 2000
+
+
+def test_one_unstored_row_is_said_in_the_singular(tmp_path, db_url, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    path, rows = _spooled(tmp_path, 1)
+    bad = {**rows[0].to_dict(), "samples_s": [0.0, 1e-6], "median_s": 1e-6, "n": 2}
+    path.write_text(json.dumps(bad) + "\n")
+    message = spool.save(path, db_url, "s", retry_s=0).message()
+    assert message.startswith("warning: 1 of 1 finished row could not be stored"), message
+    assert "; it is kept in" in message

@@ -47,6 +47,7 @@ from bench.collectives.status import (
     read_statuses,
     stall_message,
 )
+from bench.words import are, counted
 
 POLL_S = 0.1
 # Assumptions, not measurements: the ranks' own collective timeouts are this much longer than
@@ -361,8 +362,10 @@ def _conclude(cfg, nproc, proc, run_dir, err, err_tail, timed_out, interrupted, 
         saved = spoollib.save(spool, cfg.db_url, cfg.run_id, retry_s=store_retry_s)
     if saved.kept:
         print(saved.message(), file=err or sys.stderr, flush=True)
-    stored = f"{saved.stored} finished rows were stored" + (
-        f" ({saved.rows - saved.stored} more are kept in {saved.kept})" if saved.kept else "")
+    left = saved.rows - saved.stored
+    were = "was" if saved.stored == 1 else "were"
+    stored = f"{counted(saved.stored, 'finished row')} {were} stored" + (
+        f" ({left} more {are(left)} kept in {saved.kept})" if saved.kept else "")
     error = None
     if interrupted:
         error = f"interrupted; {stored}"
