@@ -72,7 +72,10 @@ class OneLineErrors(TyperGroup):
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
         except _NO_ARGS as e:
-            print(e.ctx.get_help())
+            # the error holds the help it was made with; typer's rich help has printed it
+            # then already (and holds ""): asking ctx.get_help() again printed it twice
+            if e.format_message().strip():
+                print(e.format_message())
             code = 2
         except _exc.UsageError as e:
             cmd = e.ctx.command_path if e.ctx else "colossus-bench"

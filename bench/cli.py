@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from bench.words import counted
 from results.compare import print_comparison, run_yardstick
 from results.console import (
     DB_HELP,
@@ -125,6 +126,8 @@ def run(
 
     if budget is not None and not (budget > 0 and math.isfinite(budget)):  # nan, inf too
         raise fail(f"--budget must be a positive, finite number of seconds, got {budget}")
+    if upload is not None:  # a mistyped URL is refused before a campaign, not after it
+        _check_upload_url(upload)
     if tune:
         os.environ["COLOSSUS_TUNE"] = "1"  # read by the kernels when they pick configs
     device = detect()
@@ -143,8 +146,8 @@ def run(
     if device.kind == "cpu":
         out.print("[yellow]no CUDA GPU: running small CPU cases (Triton through its "
                   "interpreter); the numbers prove the flow, they do not measure a GPU[/]")
-    out.print(f"device: {device.name} ({device.kind}) | suite {value(suite)}: {len(pairs)} "
-              f"case-backends | database: {store.display_url}")
+    out.print(f"device: {device.name} ({device.kind}) | suite {value(suite)}: "
+              f"{counted(len(pairs), 'case-backend')} | database: {store.display_url}")
     run_id = runner.new_run_id()
     done = []
     unstored: dict = {}  # spool path -> [count, last error]
@@ -166,9 +169,12 @@ def run(
                        on_result=lambda r: (done.append(r), progress.advance(task)),
                        on_unstored=note_unstored)
     except KeyboardInterrupt:
-        out.print(results_table(done))
-        err_console.print(f"interrupted: the {len(done)} finished results are stored in "
-                          f"{store.display_url} (run {run_id})")
+        if done:
+            out.print(results_table(done))
+            err_console.print(f"interrupted: finished results are stored in {store.display_url} "
+                              f"({counted(len(done), 'result')}, run {run_id})")
+        else:  # no table of nothing
+            err_console.print(f"interrupted: no case finished, nothing was stored (run {run_id})")
         # --json and --json-out still hold what they promise: the finished records
         _records_out([r.to_dict() for r in done], json_out, as_json, store.display_url)
         raise typer.Exit(130) from None
@@ -181,13 +187,14 @@ def run(
     bad = [r for r in done if r.status == "failed"]
     left_out = sum(r.status == "skipped" and r.error == runner.BUDGET for r in done)
     kept = sum(n for n, _ in unstored.values())
-    out.print(f"run {run_id}: {len(done) - kept} results stored in {store.display_url}"
+    out.print(f"run {run_id}: {counted(len(done) - kept, 'result')} stored in {store.display_url}"
               + (f"; [red]{len(bad)} failed[/]" if bad else "")
               + (f"; {left_out} skipped: over the {budget:g} s budget" if left_out else ""))
     for path, (n, error) in unstored.items():
         reason = first_line(error)
-        err_console.print(f"[yellow]{n} results could not be stored in {store.display_url} "
-                          f"({escape(reason)}); they are kept in {path}: load them with "
+        err_console.print(f"[yellow]{counted(n, 'result')} could not be stored in "
+                          f"{store.display_url} ({escape(reason)}); "
+                          f"{'it is' if n == 1 else 'they are'} kept in {path}: load with "
                           f"`colossus-bench ingest --db '{store.display_url}' {path}`[/]",
                           highlight=False, soft_wrap=True)
     _records_out([r.to_dict() for r in done], json_out, as_json, store.display_url)
@@ -238,9 +245,9 @@ def _list(pairs, suite: str, device, cfg, tune: bool, budget: float | None,
                           + ("" if ok else "  (past the budget on the estimates)"),
                           highlight=False, soft_wrap=True)
     left_out = within.count(False)
-    err_console.print(f"{total['pairs']} case-backends of suite {suite} on {device.name} "
-                      f"({device.kind}), estimated {_duration(total['total_s'])} (compiles "
-                      f"{_duration(total['compile_s'])}; assumptions in bench/budget.py)"
+    err_console.print(f"{counted(total['pairs'], 'case-backend')} of suite {suite} on "
+                      f"{device.name} ({device.kind}), estimated {_duration(total['total_s'])} "
+                      f"(compiles {_duration(total['compile_s'])}; assumptions in bench/budget.py)"
                       + (f"; budget {_duration(budget)}" if budget else "")
                       + (f": on the estimates the last {left_out} would be skipped (the run "
                          "decides on its measured time)" if left_out else ""),
@@ -259,6 +266,23 @@ def _records_out(records: list[dict], json_out, as_json: bool, where: str) -> No
                               f"are stored in {where})[/]", highlight=False)
     if as_json:
         print_json(records)
+
+
+def _check_upload_url(url: str) -> None:
+    """--upload names a database URL the upload can use (results/upload.py's and the store's
+    rules); else one line, exit 2. One that is unreachable still fails only at the end."""
+    try:  # lazy: sqlalchemy and psycopg cost CLI start time
+        from results.store import BACKENDS, UNSUPPORTED, backend, redact, resolve_url
+        from results.upload import destination
+    except ImportError as e:
+        raise fail(f"--upload: upload is not available in this build ({e})") from None
+    try:
+        destination(url)
+    except ValueError as e:
+        raise fail(f"--upload: {e}") from None
+    if backend(resolve_url(url)) not in BACKENDS:
+        raise fail(f"--upload: cannot use database URL {redact(resolve_url(url))}: "
+                   f"{UNSUPPORTED}")
 
 
 def _upload_after_run(store, url: str) -> bool:

@@ -18,7 +18,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DeviceInfo:
-    """The device a run measures. `kind` is 'cuda' or 'cpu'; `model` keys PEAKS (None: unknown)."""
+    """The device a run measures. `kind` is 'cuda' or 'cpu'; `model` keys PEAKS (None: unknown).
+    `sm_count` is a GPU's streaming multiprocessors, `cores` a CPU's logical cores: a CPU has
+    no SMs, and its record says cores, not sm_count."""
 
     name: str
     kind: str
@@ -30,6 +32,7 @@ class DeviceInfo:
     driver: str | None = None
     cuda: str | None = None
     index: int = 0
+    cores: int | None = None
 
     @property
     def torch_device(self) -> str:
@@ -43,6 +46,10 @@ class DeviceInfo:
         """The `device` dict of the result record."""
         d = asdict(self)
         d.pop("index")
+        if d["cores"] is None:  # a GPU's record keeps the keys it always had
+            d.pop("cores")
+        if self.kind == "cpu":
+            d.pop("sm_count")
         return d
 
 
@@ -137,4 +144,4 @@ def detect_cpu() -> DeviceInfo:
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         pass
-    return DeviceInfo(name=_cpu_name(), kind="cpu", sm_count=os.cpu_count(), memory_bytes=mem)
+    return DeviceInfo(name=_cpu_name(), kind="cpu", cores=os.cpu_count(), memory_bytes=mem)

@@ -5,10 +5,12 @@ Every spool is JSON Lines of result records (what `colossus-bench ingest` reads)
 - the runner (bench/runner.py) appends a result there at once when its insert fails, and the
   run goes on;
 - the collectives' rank 0 appends every finished row to a run spool while it also stores it,
-  noting beside it (`<spool>.stored`) the ids it stored; whoever started the ranks inserts the
-  whole spool again after they end (`save`), row by row: inserts are idempotent by the rows'
-  deterministic ids, and a row the store refuses costs only itself. If any row stays
-  unstored, the rows go to the same `unstored-<run>.jsonl` (`keep`).
+  noting beside it (`<spool>.stored`) the ids it stored, each once its transaction has
+  committed; whoever started the ranks inserts the rest of the spool after they end (`save`),
+  BATCH_ROWS rows a transaction: inserts are idempotent by the rows' deterministic ids, and a
+  row the store refuses costs only itself (its batch is halved until it is found). If any row
+  stays unstored, or the pass is interrupted, all the rows go to the same
+  `unstored-<run>.jsonl` (`keep`).
 
 Either way one line says where the rows are and how to load them (`Saved.message`).
 """
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.words import counted
 from results.errors import first_line
 from results.schema import Result
 
@@ -95,42 +98,66 @@ class Saved:
         """The one line to print when rows could not be stored, else None."""
         if self.kept is None:
             return None
-        return (f"warning: {self.rows - self.stored} of {self.rows} finished rows could not be "
-                f"stored in {self.where} ({self.error}); all {self.rows} are kept in "
+        return (f"warning: {self.rows - self.stored} of {counted(self.rows, 'finished row')} "
+                f"could not be stored in {self.where} ({self.error}); "
+                f"{'it is' if self.rows == 1 else f'all {self.rows} are'} kept in "
                 f"{self.kept}: load them later with `colossus-bench ingest {self.kept} "
                 f"--db {self.where}`")
 
 
-def _insert_each(db_url: str, rows: list[dict[str, Any]], done: set[str],
-                 refused: dict[str, str]) -> None:
-    """Insert the rows not yet in `done` or `refused`, one transaction each, so that a row the
-    store refuses (results/validate.py's door, a constraint) costs only itself: its id and
-    reason go to `refused` and the next row follows. A database that cannot be used at all
-    (open fails, connection lost) raises, for the caller to retry what is left."""
-    import sqlalchemy as sa
+# Rows per transaction of the final pass, a choice: one commit per 500 rows rather than per
+# row (a 20k-row spool is 40 transactions), and halving finds a refused row in 9 more.
+BATCH_ROWS = 500
 
-    from results.store import Store, transient
 
+def _insert_batches(db_url: str, rows: list[dict[str, Any]], done: set[str],
+                    refused: dict[str, str]) -> None:
+    """Insert the rows not yet in `done` or `refused`, BATCH_ROWS to a transaction (each all
+    or nothing). A batch the store refuses (results/validate.py's door, a constraint) is
+    halved until the refused rows are found, so a refused row costs only itself: its id and
+    reason go to `refused` and every other row is stored. A database that cannot be used at
+    all (open fails, connection lost) raises, for the caller to retry what is left."""
+    from results.store import Store  # lazy: sqlalchemy costs CLI start time
+
+    todo, seen = [], done | set(refused)
+    for row in rows:  # each id once (a row spooled twice is the same row: its id is its content)
+        key = str(row.get("id"))
+        if key not in seen:
+            seen.add(key)
+            todo.append((key, row))
     with Store(db_url) as store:
-        for row in rows:
-            key = str(row.get("id"))
-            if key in done or key in refused:
-                continue
-            try:
-                store.insert([Result.from_dict(row, where="spooled row")])
-            except (sa.exc.SQLAlchemyError, ValueError, TypeError) as e:
-                if transient(e):
-                    raise
-                refused[key] = first_line(e)
-                continue
-            done.add(key)
+        for start in range(0, len(todo), BATCH_ROWS):
+            _insert_batch(store, todo[start:start + BATCH_ROWS], done, refused)
+
+
+def _insert_batch(store, batch: list[tuple[str, dict[str, Any]]], done: set[str],
+                  refused: dict[str, str]) -> None:
+    """One transaction for `batch` ((id, row) pairs); on a refusal, each half on its own."""
+    import sqlalchemy as sa  # lazy, as above
+
+    from results.store import transient
+
+    try:
+        store.insert([Result.from_dict(row, where="spooled row") for _, row in batch])
+    except (sa.exc.SQLAlchemyError, ValueError, TypeError) as e:
+        if transient(e):
+            raise
+        if len(batch) == 1:
+            refused[batch[0][0]] = first_line(e)
+            return
+        half = len(batch) // 2
+        _insert_batch(store, batch[:half], done, refused)
+        _insert_batch(store, batch[half:], done, refused)
+        return
+    done.update(key for key, _ in batch)
 
 
 def save(spool: str | os.PathLike, db_url: str | None, run_id: str, *,
          retry_s: float = STORE_RETRY_S) -> Saved:
-    """Insert every spooled row into `db_url`, row by row (each all or nothing); when any
-    cannot be stored, keep them all (see `keep`; inserts are idempotent, so loading the kept
-    file later adds only the missing ones)."""
+    """Insert every spooled row into `db_url`, in batches (each all or nothing; a refused row
+    costs only itself, see `_insert_batches`); when any cannot be stored, or a second Ctrl-C
+    (KeyboardInterrupt) stops the pass, keep them all (see `keep`; inserts are idempotent, so
+    loading the kept file later adds only the missing ones)."""
     import sqlalchemy as sa  # lazy: only a run that stored something needs it
 
     from results.store import StoreError, redact, transient
@@ -140,12 +167,13 @@ def save(spool: str | os.PathLike, db_url: str | None, run_id: str, *,
         return Saved(len(rows), 0)
     where = redact(db_url)
     deadline = time.monotonic() + retry_s
-    done: set[str] = set()
+    # rows rank 0 noted as stored (after their commit) are in the database: not sent again
+    done: set[str] = _stored_ids(spool)
     refused: dict[str, str] = {}
     error = None
     for attempt in itertools.count():
         try:
-            _insert_each(db_url, rows, done, refused)
+            _insert_batches(db_url, rows, done, refused)
             break
         except (StoreError, sa.exc.SQLAlchemyError, ValueError, TypeError) as e:
             pause = RETRY_PAUSE_S[min(attempt, len(RETRY_PAUSE_S) - 1)]

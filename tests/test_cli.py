@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -16,6 +17,7 @@ from cli import app
 from results.schema import SCHEMA_VERSION
 from results.store import Store, meta_table
 
+ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
 try:  # click < 8.2 mixes stderr into stdout unless told not to; 8.2 keeps them apart always
     apart = CliRunner(mix_stderr=False)
@@ -293,6 +295,23 @@ def test_choices_match_the_data_they_name():
     # `all`, binary names): tests/test_collectives_nccl.py checks their help against the data
     wide = runner.invoke(app, ["run", "-h"], env={"COLUMNS": "200"}).output
     assert "quick|standard|full|mamf" in wide and "gpu|cpu|smoke" in wide
+
+
+def test_usage_lists_every_suite_run_accepts():
+    from bench.suites import SUITES
+
+    usage = (ROOT / "docs" / "USAGE.md").read_text()
+    line = next(t for t in usage.splitlines() if t.startswith("colossus-bench run --suite"))
+    assert line.split("#", 1)[1].split() == " | ".join(SUITES).split(), line
+
+
+def test_no_arguments_print_the_help_once_and_exit_2():
+    """`colossus-bench` alone is a usage error (exit 2) that shows the help, once, on stdout."""
+    res = subprocess.run([sys.executable, "-m", "cli"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "COLUMNS": "100"})
+    assert res.returncode == 2, res.stderr
+    assert res.stdout.count("Usage:") == 1 and "Commands" in res.stdout, res.stdout
+    assert "Traceback" not in res.stderr
 
 
 def test_estimate_help_lists_presets():

@@ -169,3 +169,44 @@ def test_the_password_never_lands_in_a_file(pg_url, monkeypatch, tmp_path):
     assert leaks == []
     with Store(pg_url) as store:  # the ranks had the URL: rank 0 stored every row
         assert store.count() == 4
+
+
+def test_a_second_signal_ends_the_final_pass_and_keeps_the_rows(tmp_path, db_url, monkeypatch):
+    """After the ranks are stopped the launcher stores the spool; a second SIGTERM (a real one,
+    to this process) while it does ends that pass: the batches committed stay, none is
+    half-written, and every row is kept in unstored-<run>.jsonl."""
+    from bench import spool
+    from bench.collectives import launch as launchlib
+    from results.schema import Result
+    from results.store import Store
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    path = tmp_path / "rows.jsonl"
+    rows = [Result(run_id="t", workload="allreduce", backend="gloo", dtype="fp32",
+                   params={"op": "all_reduce", "bytes": 4 * (i + 1)}, host="h",
+                   device={"kind": "cpu"}) for i in range(3 * spool.BATCH_ROWS)]
+    for r in rows:
+        spool.append(path, r, sync=False)
+    calls = []
+    real = Store.insert
+
+    def insert(self, records, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # as the second batch starts
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self, records, **kwargs)
+
+    monkeypatch.setattr(Store, "insert", insert)
+    before = {s: signal.getsignal(s) for s in launchlib.STOP_SIGNALS}
+    try:
+        with launchlib._stoppable():
+            saved = spool.save(path, db_url, "t", retry_s=0)
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN  # the teardown's again
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)
+    assert saved.error == "interrupted while storing" and len(calls) == 2
+    assert (saved.rows, saved.stored) == (len(rows), spool.BATCH_ROWS)
+    with Store(db_url) as store:
+        assert store.ids() == {r.id for r in rows[:spool.BATCH_ROWS]}  # whole batches only
+    assert len(spool.read_rows(saved.kept)) == len(rows)

@@ -1,6 +1,7 @@
 """Device names to peak-table rows."""
 
 import logging
+import os
 
 import pytest
 
@@ -43,3 +44,25 @@ def test_detect_on_this_machine():
     d = detect()
     assert d.kind in ("cpu", "cuda")
     assert "index" not in d.record()
+
+
+def test_a_cpu_is_described_by_its_cores_not_sms():
+    from bench.device import detect_cpu
+
+    cpu = detect_cpu()
+    assert cpu.sm_count is None and cpu.cores == os.cpu_count()
+    rec = cpu.record()
+    assert "sm_count" not in rec and rec["cores"] == os.cpu_count()
+    gpu = DeviceInfo(name="NVIDIA H200", kind="cuda", model="H200-SXM", cc="9.0", sm_count=132)
+    assert gpu.record()["sm_count"] == 132 and "cores" not in gpu.record()
+
+
+def test_info_on_a_cpu_shows_cores():
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    res = CliRunner().invoke(app, ["info"])
+    assert res.exit_code == 0, res.output
+    if detect().kind == "cpu":
+        assert f"cores: {os.cpu_count()}" in res.output and "sm_count" not in res.output

@@ -221,3 +221,44 @@ def test_an_interrupted_run_still_gives_the_finished_records_to_json_and_json_ou
     rows = json.loads(res.stdout)  # stdout holds only the JSON, whole
     assert isinstance(rows, list) and len(rows) == 1  # the one before the interrupt
     assert json.loads(out.read_text()) == rows
+
+
+@pytest.mark.parametrize("url, message", [
+    ("/tmp/notaurl.db", "is not a database URL"),
+    ("mysql://u:secret@host/db", "only SQLite paths"),
+    ("://nothing", "only SQLite paths"),
+])
+def test_a_bad_upload_url_is_refused_before_anything_runs(tmp_path, url, message):
+    db = tmp_path / "never.db"
+    res = cli("run", "--filter", "membw/fp32/op=copy*:torch", "--timing", "smoke",
+              "--db", db, "--upload", url)
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0] and "--upload" in lines[0], res.output
+    assert "secret" not in res.output
+    assert not db.exists()  # nothing ran, nothing was stored
+
+
+def test_counts_in_messages_agree_with_their_number(db_url):
+    from bench.words import are, counted
+
+    assert [counted(n, "result") for n in (0, 1, 2)] == ["0 results", "1 result", "2 results"]
+    assert counted(1, "visible GPU") == "1 visible GPU" and are(1) == "is" and are(3) == "are"
+    res = cli("run", "--filter", "membw/fp32/op=copy*:torch", "--timing", "smoke", "--db", db_url)
+    assert res.exit_code == 0, res.output
+    assert "suite quick: 1 case-backend |" in res.output, res.output
+    assert ": 1 result stored in" in res.output, res.output
+
+
+def test_an_interrupt_before_any_case_finished_prints_one_line_and_no_table(db_url, monkeypatch):
+    def ctrl_c(self, case, device):  # Ctrl-C while the first case sets up
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(MemBandwidth, "setup", ctrl_c)
+    res = apart.invoke(app, ["run", "--filter", "membw/*:torch", "--timing", "smoke",
+                             "--db", db_url])
+    assert res.exit_code == 130, res.output
+    assert "workload" not in res.output and "┏" not in res.output, res.output  # no table
+    err = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(err) == 1 and "no case finished" in err[0], res.stderr
+    assert len(Store(db_url).frame()) == 0

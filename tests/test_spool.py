@@ -77,3 +77,76 @@ def test_one_refused_row_costs_only_itself(tmp_path, db_url, monkeypatch):
         assert store.ids() == {rows[0].id, rows[2].id}
     assert len(spool.read_rows(saved.kept)) == 3  # all kept: ingest adds only the missing one
     assert saved.message().startswith("warning: 1 of 3 finished rows could not be stored")
+
+
+def _count_inserts(monkeypatch) -> list[int]:
+    """The number of rows of each Store.insert call (one transaction each), the real insert
+    run all the same."""
+    from results.store import Store
+
+    sizes: list[int] = []
+    real = Store.insert
+
+    def counted(self, records, **kwargs):
+        records = list(records)
+        sizes.append(len(records))
+        return real(self, records, **kwargs)
+
+    monkeypatch.setattr(Store, "insert", counted)
+    return sizes
+
+
+def test_a_long_spool_is_stored_in_batches(tmp_path, db_url, monkeypatch):
+    """Thousands of rows in a few transactions (BATCH_ROWS each), not one per row."""
+    from results.store import Store
+
+    path, rows = _spooled(tmp_path, 3000)
+    sizes = _count_inserts(monkeypatch)
+    saved = spool.save(path, db_url, "s")
+    assert (saved.rows, saved.stored, saved.kept) == (3000, 3000, None)
+    assert sizes == [spool.BATCH_ROWS] * (3000 // spool.BATCH_ROWS)
+    with Store(db_url) as store:
+        assert store.ids() == {r.id for r in rows}
+
+
+def test_rows_rank_0_stored_are_not_sent_again(tmp_path, db_url, monkeypatch):
+    from results.store import Store
+
+    path, rows = _spooled(tmp_path, 1200)
+    with Store(db_url) as store:
+        store.insert(rows[:1000])  # as rank 0 does, row by row, noting each after its commit
+    spool.mark_stored(path, [r.id for r in rows[:1000]])
+    sizes = _count_inserts(monkeypatch)
+    saved = spool.save(path, db_url, "s")
+    assert (saved.rows, saved.stored, saved.kept) == (1200, 1200, None)
+    assert sum(sizes) == 200 and len(sizes) == 1
+    with Store(db_url) as store:
+        assert store.count() == 1200
+
+
+def test_a_refused_row_in_a_long_spool_costs_only_itself(tmp_path, db_url, monkeypatch):
+    from results.store import Store
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    path, rows = _spooled(tmp_path, 2000)
+    lines = path.read_text().splitlines()
+    bad = {**rows[1234].to_dict(), "samples_s": [0.0, 1e-6], "median_s": 1e-6, "n": 2}
+    lines[1234] = json.dumps(bad)
+    path.write_text("\n".join(lines) + "\n")
+    sizes = _count_inserts(monkeypatch)
+    saved = spool.save(path, db_url, "s", retry_s=0)
+    assert (saved.rows, saved.stored) == (2000, 1999) and "samples_s[0]" in saved.error
+    assert len(sizes) <= 2000 // spool.BATCH_ROWS + 2 * 9  # the halving: a few more, not 2000
+    with Store(db_url) as store:
+        assert store.ids() == {r.id for r in rows} - {rows[1234].id}
+    assert len(spool.read_rows(saved.kept)) == 2000
+
+
+def test_one_unstored_row_is_said_in_the_singular(tmp_path, db_url, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    path, rows = _spooled(tmp_path, 1)
+    bad = {**rows[0].to_dict(), "samples_s": [0.0, 1e-6], "median_s": 1e-6, "n": 2}
+    path.write_text(json.dumps(bad) + "\n")
+    message = spool.save(path, db_url, "s", retry_s=0).message()
+    assert message.startswith("warning: 1 of 1 finished row could not be stored"), message
+    assert "; it is kept in" in message

@@ -22,6 +22,7 @@ from bench import spool as spoollib
 from bench.collectives.config import CollConfig, parse_dtypes, parse_redops, world_from_env
 from bench.collectives.formulas import OPS
 from bench.collectives.sizes import format_size, parse_size
+from bench.words import are, counted
 from results.console import choice, console, err_console, fail, open_store, print_json, value
 
 COLLECTIVE_HELP = ("all_reduce | all_gather | reduce_scatter | all, or nccl-tests' binary names "
@@ -163,8 +164,9 @@ def allreduce(
         code, rows, kept = _run_in_process(cfg, world, as_json, where)
         bad = [r for r in rows if r.correct is False]
         if bad:
-            fail(f"data check failed (#wrong > 0) for {len(bad)} of {len(rows)} rows; failed "
-                 f"ones are stored with correct=false in {where}", code=1)
+            fail(f"data check failed (#wrong > 0) for {len(bad)} of "
+                 f"{counted(len(rows), 'row')}; failed ones are stored with correct=false in "
+                 f"{where}", code=1)
         sys.stdout.flush()
         sys.stderr.flush()
         # no process-group destructors after a failure
@@ -173,26 +175,29 @@ def allreduce(
     if nproc < 1:
         raise fail(f"--nproc-per-node must be >= 1, got {nproc}")
     if backend == "nccl" and nproc > torch.cuda.device_count():
-        raise fail(f"--nproc-per-node {nproc} > {torch.cuda.device_count()} visible GPUs: "
-                   "NCCL needs one GPU per rank")
+        gpus = counted(torch.cuda.device_count(), "visible GPU")
+        raise fail(f"--nproc-per-node {nproc} > {gpus}: NCCL needs one GPU per rank")
     outcome = launch(cfg, nproc)  # prints the line naming the kept file if storing failed
     saved = outcome.saved
     if as_json:
         print_json(outcome.rows)
     if outcome.interrupted:
-        err_console.print(f"interrupted: {saved.stored} finished rows are stored in {where}",
+        err_console.print(f"interrupted: {counted(saved.stored, 'finished row')} "
+                          f"{are(saved.stored)} stored in {where}",
                           highlight=False)
         raise typer.Exit(130)
     if outcome.error:
         raise fail(outcome.error, code=1)
     bad = [r for r in outcome.rows if r.get("correct") is False]
     if bad:
-        raise fail(f"data check failed (#wrong > 0) for {len(bad)} of {len(outcome.rows)} rows; "
-                   f"{saved.stored} rows are stored (failed ones with correct=false) in {where}",
+        raise fail(f"data check failed (#wrong > 0) for {len(bad)} of "
+                   f"{counted(len(outcome.rows), 'row')}; {counted(saved.stored, 'row')} "
+                   f"{are(saved.stored)} stored (failed ones with correct=false) in {where}",
                    code=1)
-    summary = f"run {cfg.run_id}: {saved.stored} rows stored in {where}"
+    summary = f"run {cfg.run_id}: {counted(saved.stored, 'row')} stored in {where}"
     if saved.kept:
-        raise fail(f"{summary}; {saved.rows - saved.stored} are not (kept in {saved.kept})",
+        left = saved.rows - saved.stored
+        raise fail(f"{summary}; {left} {'is' if left == 1 else 'are'} not (kept in {saved.kept})",
                    code=1)
     if not as_json:
         console.print(summary, highlight=False)
@@ -207,7 +212,7 @@ def _refuse_if_too_big(cfg, nranks: int, local_ranks: int) -> None:
     have = memory_bytes(cfg.backend)
     if need > have:
         where = "one GPU's" if cfg.backend == "nccl" else "this host's"
-        ranks = "a rank" if cfg.backend == "nccl" else f"{local_ranks} local ranks"
+        ranks = "a rank" if cfg.backend == "nccl" else counted(local_ranks, "local rank")
         raise fail(f"-e {format_size(cfg.max_bytes)}: the largest size needs "
                    f"{need / 2**30:.1f} GiB of buffers for {ranks}, more than {where} "
                    f"{have / 2**30:.1f} GiB of memory; lower -e (--maxbytes)")
@@ -233,6 +238,6 @@ def _run_in_process(cfg, world, as_json: bool, where: str):
     if as_json:
         print_json([r.to_dict() for r in rows])
     else:
-        print(f"run {cfg.run_id}: {saved.stored} rows stored in {where}", flush=True)
+        print(f"run {cfg.run_id}: {counted(saved.stored, 'row')} stored in {where}", flush=True)
     return code, rows, saved.kept
 

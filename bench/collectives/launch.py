@@ -12,8 +12,9 @@ finds under /proc and every pid the ranks reported (SIGTERM, then SIGCONT so tha
 rank takes it), then SIGKILLs what is left; torchrun also gets SIGTERM from the kernel if the
 launcher itself dies (PR_SET_PDEATHSIG). Rows are stored by rank 0 as each size completes, so
 a stopped run keeps its finished sizes; rank 0 also spools them in the run folder, and after
-the ranks end the launcher stores that spool again, or keeps it as unstored-<run>.jsonl when
-the database cannot be written (bench/spool.py). The run folder is removed in every case.
+the ranks end the launcher stores the spooled rows rank 0 did not, in batches, or keeps them
+all as unstored-<run>.jsonl when the database cannot be written or a second signal ends that
+pass (bench/spool.py). The run folder is removed in every case.
 The database URL (which may hold a password) reaches the ranks in their environment, never in
 a file.
 """
@@ -21,6 +22,7 @@ a file.
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import os
 import re
@@ -45,6 +47,7 @@ from bench.collectives.status import (
     read_statuses,
     stall_message,
 )
+from bench.words import are, counted
 
 POLL_S = 0.1
 # Assumptions, not measurements: the ranks' own collective timeouts are this much longer than
@@ -324,6 +327,26 @@ def _ignore_stop_signals() -> None:
             signal.signal(s, signal.SIG_IGN)
 
 
+def _stop_storing(signum, _frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def _stoppable():
+    """While the final pass stores the spool: SIGTERM/SIGHUP as Ctrl-C, which spool.save takes
+    as "stop storing, keep the rows" (a transaction it cuts short is rolled back); ignored
+    again after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    for s in STOP_SIGNALS:
+        signal.signal(s, _stop_storing)
+    try:
+        yield
+    finally:
+        _ignore_stop_signals()
+
+
 def _restore(handlers: dict) -> None:
     for s, h in handlers.items():
         signal.signal(s, h if h is not None else signal.SIG_DFL)
@@ -335,11 +358,14 @@ def _conclude(cfg, nproc, proc, run_dir, err, err_tail, timed_out, interrupted, 
     statuses = read_statuses(run_dir)
     spool = Path(run_dir) / "rows.jsonl"
     rows = spoollib.read_rows(spool)
-    saved = spoollib.save(spool, cfg.db_url, cfg.run_id, retry_s=store_retry_s)
+    with _stoppable():  # a second signal ends the pass; its rows are then kept in a file
+        saved = spoollib.save(spool, cfg.db_url, cfg.run_id, retry_s=store_retry_s)
     if saved.kept:
         print(saved.message(), file=err or sys.stderr, flush=True)
-    stored = f"{saved.stored} finished rows were stored" + (
-        f" ({saved.rows - saved.stored} more are kept in {saved.kept})" if saved.kept else "")
+    left = saved.rows - saved.stored
+    were = "was" if saved.stored == 1 else "were"
+    stored = f"{counted(saved.stored, 'finished row')} {were} stored" + (
+        f" ({left} more {are(left)} kept in {saved.kept})" if saved.kept else "")
     error = None
     if interrupted:
         error = f"interrupted; {stored}"

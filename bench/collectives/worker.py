@@ -46,6 +46,7 @@ from bench.device import detect, detect_cpu
 from bench.record import Facts, build_record
 from bench.telemetry import Sampler
 from bench.timing import EventTimer, Timing
+from bench.words import counted
 from results.schema import Result
 from results.validate import FieldError
 
@@ -108,7 +109,7 @@ class RankRun:
         c = self.cfg
         step = f"{c.step_factor}(factor)" if c.step_factor > 1 else f"{c.step_bytes}(bytes)"
         self._print(f"# colossus-bench allreduce (nccl-tests semantics) run {c.run_id}: "
-                    f"backend {c.backend}, {self.n} ranks")
+                    f"backend {c.backend}, {counted(self.n, 'rank')}")
         self._print(f"# nThread 1 nGpus 1 minBytes {c.min_bytes} maxBytes {c.max_bytes} step: "
                     f"{step} warmup iters: {c.warmup_iters} iters: {c.iters} agg iters: 1 "
                     f"validation: {c.check_iters} graph: 0")

@@ -1,0 +1,13 @@
+"""Counts in messages: `counted(1, "result")` is "1 result", `counted(2, "result")` "2 results"."""
+
+from __future__ import annotations
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """`n` and the noun, singular when n is 1; `plural` where adding "s" is wrong."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
+def are(n: int) -> str:
+    """The verb that agrees with a count: "1 row is", "2 rows are"."""
+    return "is" if n == 1 else "are"
