@@ -31,6 +31,7 @@ from results.export import FORMATS
 from results.fleet import DEFAULT_THRESHOLD
 from results.retry import BACKOFF_ENV, DEFAULT_BATCH, TRIES_ENV, UPLOAD_ENV, RetryPolicy
 from results.validate import CONTROLS
+from results.words import plural
 
 
 def upload(
@@ -199,7 +200,7 @@ def export(
     finally:
         store.close()
     try:
-        n = do_export(rows, format, out)
+        written = do_export(rows, format, out)
     except BrokenPipeError:  # `export | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return
@@ -207,11 +208,11 @@ def export(
         raise fail(f"cannot write {out}: {e.strerror or first_line(e)}") from None
     except ValueError as e:
         raise fail(str(e)) from None
-    what = "series" if format == "openmetrics" else "rows"
-    err_console.print(f"export: {n} {what} written to {escape(str(out or 'stdout'))}",
+    err_console.print(f"export: {written} written to {escape(str(out or 'stdout'))}",
                       highlight=False)
     if refused:
-        err_console.print(f"export: {len(refused)} rows skipped, the record checks refuse them "
+        err_console.print(f"export: {plural(len(refused), 'row')} skipped, the record checks "
+                          f"refuse {'it' if len(refused) == 1 else 'them'} "
                           f"(first: {escape(refused[0])})", highlight=False, soft_wrap=True)
 
 
