@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import unicodedata
 from pathlib import Path
 
 import typer
@@ -110,8 +111,9 @@ def fleet(
     finally:
         store.close()
     if report.skipped:
-        err_console.print(f"fleet: {report.skipped} unusable rows skipped (values the record "
-                          "checks refuse, or a kernel without a passed check)", highlight=False)
+        err_console.print(f"fleet: {plural(report.skipped, 'unusable row')} skipped (values the "
+                          "record checks refuse, or a kernel without a passed check)",
+                          highlight=False)
     if as_json:
         print_json(report.to_dict())
         return
@@ -138,11 +140,15 @@ def _f(x, spec: str) -> str:
 
 
 def _t(x) -> str:
-    """Text from the table for a rich cell: never read as markup, and its control characters
-    (an ESC, a newline in a row stored before the door refused them) shown escaped."""
+    """Text from the table for a rich cell: never read as markup, and its control and format
+    characters (an ESC, a newline, a U+202E in a row stored before the door refused them) shown
+    escaped."""
     text = str(x)
     if CONTROLS.search(text):
         text = CONTROLS.sub(lambda m: repr(m.group())[1:-1], text)
+    if not text.isascii():  # format characters too (a bidi override in an old row)
+        text = "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) == "Cf" else c
+                       for c in text)
     return escape(text)
 
 
@@ -217,15 +223,19 @@ def export(
 
 
 def ingest(
-    files: list[Path] = typer.Argument(..., help="pytest-benchmark JSON or JSON Lines files"),
+    files: list[Path] = typer.Argument(..., help="JSON Lines of records (export -f jsonl), JSON "
+                                            "arrays of records (run --json-out) or "
+                                            "pytest-benchmark JSON files"),
     db: str | None = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
     """Load result files into the table; each file is loaded whole or not at all.
 
-    Exit 0: every file loaded; 2: some file refused (bad input), the others are loaded."""
+    Exit 0: every file loaded; 2: some file refused (one line each, nothing of it written),
+    the other files are loaded all the same. A figure that could not be checked (no datasheet
+    peak for its device) is a note on stderr, not a refusal."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from results.ingest import IngestError, insert_all, load_file
+    from results.ingest import IngestError, insert_all, load_file, unchecked_notes
     from results.schema import RecordError
     from results.store import StoreError
 
@@ -234,11 +244,13 @@ def ingest(
     try:
         for f in files:
             try:
-                records = load_file(f)
+                records = load_file(f, strict=True)
                 store = store or open_store(db)
                 new, total = insert_all(records, store), len(records)
-                console.print(f"{escape(str(f))}: {total} rows, {new} new, {total - new} already "
-                              "there", highlight=False)
+                console.print(f"{escape(str(f))}: {plural(total, 'row')}, {new} new, "
+                              f"{total - new} already there", highlight=False)
+                for note in unchecked_notes(f, records):
+                    err_console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
             except SQLAlchemyError as e:  # a row the database refuses; the file rolled back
                 err_console.print(f"[bold red]error:[/] {escape(str(f))}: the database refused "
                                   f"a row: {escape(first_line(e))} (nothing from this file was "

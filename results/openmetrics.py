@@ -1,4 +1,5 @@
 """Results as Prometheus gauges, in the node_exporter textfile collector's format.
+
 `colossus-bench export --format openmetrics -o /var/lib/node_exporter/textfile/colossus.prom` writes
 one gauge per figure (`GAUGES`) for each usable row (results/rows.py) of the latest run of every
 series; a series is labelled by workload, backend, dtype, case (the case's params as `k=v` pairs:

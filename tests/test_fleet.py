@@ -184,7 +184,7 @@ def test_a_fake_date_no_longer_hides_a_gpu_at_half_speed(db_url):
         report = fleet(store)
     assert [e.device for e in report.flagged] == ["GPU-3"] and report.skipped == 1
     res = runner.invoke(app, ["fleet", "--db", db_url])
-    assert res.exit_code == 0 and "1 unusable rows skipped" in res.stderr
+    assert res.exit_code == 0 and "1 unusable row skipped" in res.stderr
 
 
 def test_fleet_survives_any_stored_row(db_url):
