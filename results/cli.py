@@ -52,7 +52,7 @@ def upload(
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
     """Copy every local row the shared table lacks; re-running it is harmless."""
-    from results.upload import UploadError, upload_store
+    from results.upload import UploadError, check_target, upload_store
 
     _require_local(db, fail)
     try:
@@ -60,6 +60,11 @@ def upload(
     except ValueError as e:
         raise fail(str(e)) from None
     store = open_store(db)
+    try:  # every argument checked before the progress line: a refusal is the only line
+        to = check_target(store.url, to, batch_size)
+    except (UploadError, ValueError) as e:
+        store.close()
+        raise fail(str(e)) from None
     try:
         with working(f"uploading {store.display_url}"):
             report = upload_store(store, to, batch_size=batch_size, retry=policy)
@@ -82,7 +87,8 @@ def _require_local(db: str | None, fail) -> None:
 
     url = resolve_url(db)
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
-        raise fail(f"no local results table at {url[len('sqlite:///'):]} (pass --db)")
+        hint = "" if db else " (pass --db)"  # the default table: say where another one is given
+        raise fail(f"no local results table at {url[len('sqlite:///'):]}{hint}")
 
 
 def fleet(

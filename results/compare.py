@@ -263,7 +263,8 @@ def compare_verb(
 
     url = resolve_url(db)
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
-        raise fail(f"no results table at {url[len('sqlite:///'):]} (pass --db)")
+        hint = "" if db else " (pass --db)"  # only the default table needs the hint
+        raise fail(f"no results table at {url[len('sqlite:///'):]}{hint}")
     with open_store(db, create=False) as store:
         results = store.records()
     if not results:

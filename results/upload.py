@@ -124,6 +124,21 @@ def destination(url: str | None) -> str:
     return url
 
 
+def check_target(source_url: str, url: str | None, batch_size: int) -> str:
+    """The destination URL (`destination`) once the upload's arguments are known good, else a
+    ValueError line: a batch size out of range, no URL, a plain path (an UploadError: the local
+    table itself).
+    The command line calls it before it says "uploading ..."."""
+    if not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH:
+        raise ValueError(f"batch size must be an integer from 1 to {MAX_BATCH}, "
+                         f"got {batch_size!r}")
+    url = destination(url)
+    if resolve_url(url) == source_url:
+        to = redact(resolve_url(url))
+        raise UploadError(f"the destination {to} is the local table itself", UploadReport(to=to))
+    return url
+
+
 def scrub(text: str, url: str) -> str:
     """`text` with the URL's secrets (plain or URL-encoded) replaced by ***."""
     for secret in url_secrets(url):
@@ -290,13 +305,8 @@ def upload_store(source: Store, url: str | None = None, *, batch_size: int = DEF
     Raises UploadError (one line, no password) when the upload cannot finish; batches committed
     before stay committed.
     """
-    if not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH:
-        raise ValueError(f"batch size must be an integer from 1 to {MAX_BATCH}, "
-                         f"got {batch_size!r}")
-    url = destination(url)
+    url = check_target(source.url, url, batch_size)
     report = UploadReport(to=redact(resolve_url(url)))
-    if resolve_url(url) == source.url:
-        raise UploadError(f"the destination {report.to} is the local table itself", report)
     attempt = _Retrying(retry or RetryPolicy.from_env(), report, url, sleep)
     start = time.perf_counter()
     ids = sorted(source.ids())  # id order: concurrent uploaders lock rows in the same order
