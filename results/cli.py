@@ -1,7 +1,8 @@
 """CLI verbs of the results part: `export`, `ingest`, `upload` (local -> shared table), `fleet`.
 
 Exit codes: 0 all done; 2 bad input (a refused file, a missing or unusable database, a bad
-option), one line on stderr and nothing written; 130 interrupted (cli.main). `export` and `fleet`
+option), one line on stderr and nothing of it written (`ingest` loads the other files all the
+same); 130 interrupted (cli.main). `export` and `fleet`
 only read: they open the table with create=False and never create a database.
 """
 

@@ -214,6 +214,22 @@ def test_an_unknown_gpu_is_stored_with_a_note_and_exit_0(tmp_path):
     assert res.exit_code == 0 and res.stderr == ""
 
 
+def test_ingest_loads_the_good_files_and_exits_2_for_a_refused_one(tmp_path):
+    """Each file whole or not at all, 2 if any was refused: what README and `ingest -h` say."""
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text(json.dumps([good_row(), good_row(run_id="r2")]))  # a `run --json-out` array
+    bad.write_bytes(with_line(median_s=-1.0))
+    res = runner.invoke(app, ["ingest", str(good), str(bad), "--db", db])
+    assert res.exit_code == 2
+    assert f"{good}: 2 rows, 2 new, 0 already there" in res.stdout
+    assert res.stderr.count("error: ") == 1 and "nothing from this file was written" in res.stderr
+    assert Store(db).count() == 2
+    text = " ".join(runner.invoke(app, ["ingest", "-h"], env={"COLUMNS": "300"}).output.split())
+    assert "JSON arrays of records (run --json-out)" in text and "pytest-benchmark" in text
+    assert "some file refused" in text and "loaded all the same" in text
+
+
 def test_tracebacks_never_show_local_variables():
     """typer >= 0.23 shows no locals by default (pyproject's bound); the app says so too, so a
     crash can never print a password held in a local variable."""
