@@ -134,9 +134,11 @@ def fleet(
     shown = devices if top <= 0 else devices[:top]
     console.print(devices_table(report, shown))
     if len(shown) < len(devices):
-        console.print(f"({len(devices) - len(shown)} more devices: --top 0 lists all)")
+        console.print(f"({plural(len(devices) - len(shown), 'more device')}: --top 0 lists "
+                      "all)")
     n_flagged = sum(d.flagged > 0 for d in devices)
-    console.print(f"{n_flagged} of {len(devices)} devices below {report.threshold:.2f} of their "
+    console.print(f"{n_flagged} of {plural(len(devices), 'device')} below "
+                  f"{report.threshold:.2f} of their "
                   f"fleet median on at least one case "
                   f"({'latest run' if report.latest_only else 'all runs'} per device and case)",
                   highlight=False)

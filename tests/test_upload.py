@@ -275,6 +275,10 @@ def test_scrub_and_report():
     assert str(r) == ("2 new rows, 1 already there (3 local rows, 1 batch) to "
                       "postgresql+psycopg://u:***@h/db in 0.5 s")
     assert r.to_dict()["rows_per_s"] == 6.0
+    one = UploadReport(to="x", local=1, new=1, batches=2, refused=1, refused_file="f.jsonl",
+                       refused_reason="why")
+    assert str(one).startswith("1 new row, 0 already there (1 local row, 2 batches, 1 set aside")
+    assert one.set_aside_line().startswith("1 row set aside in f.jsonl")
 
 
 def test_retry_waits_have_full_jitter_so_uploaders_do_not_retry_in_lockstep():
