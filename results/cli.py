@@ -1,7 +1,8 @@
 """CLI verbs of the results part: `export`, `ingest`, `upload` (local -> shared table), `fleet`.
 
 Exit codes: 0 all done; 2 bad input (a refused file, a missing or unusable database, a bad
-option), one line on stderr and nothing written; 130 interrupted (cli.main). `export` and `fleet`
+option), one line on stderr and nothing of it written (`ingest` loads the other files all the
+same); 130 interrupted (cli.main). `export` and `fleet`
 only read: they open the table with create=False and never create a database.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import unicodedata
 from pathlib import Path
 
 import typer
@@ -31,6 +33,7 @@ from results.export import FORMATS
 from results.fleet import DEFAULT_THRESHOLD
 from results.retry import BACKOFF_ENV, DEFAULT_BATCH, TRIES_ENV, UPLOAD_ENV, RetryPolicy
 from results.validate import CONTROLS
+from results.words import plural
 
 
 def upload(
@@ -50,7 +53,7 @@ def upload(
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
     """Copy every local row the shared table lacks; re-running it is harmless."""
-    from results.upload import UploadError, upload_store
+    from results.upload import UploadError, check_target, upload_store
 
     _require_local(db, fail)
     try:
@@ -58,6 +61,11 @@ def upload(
     except ValueError as e:
         raise fail(str(e)) from None
     store = open_store(db)
+    try:  # every argument checked before the progress line: a refusal is the only line
+        to = check_target(store.url, to, batch_size)
+    except (UploadError, ValueError) as e:
+        store.close()
+        raise fail(str(e)) from None
     try:
         with working(f"uploading {store.display_url}"):
             report = upload_store(store, to, batch_size=batch_size, retry=policy)
@@ -80,7 +88,8 @@ def _require_local(db: str | None, fail) -> None:
 
     url = resolve_url(db)
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
-        raise fail(f"no local results table at {url[len('sqlite:///'):]} (pass --db)")
+        hint = "" if db else " (pass --db)"  # the default table: say where another one is given
+        raise fail(f"no local results table at {url[len('sqlite:///'):]}{hint}")
 
 
 def fleet(
@@ -109,8 +118,9 @@ def fleet(
     finally:
         store.close()
     if report.skipped:
-        err_console.print(f"fleet: {report.skipped} unusable rows skipped (values the record "
-                          "checks refuse, or a kernel without a passed check)", highlight=False)
+        err_console.print(f"fleet: {plural(report.skipped, 'unusable row')} skipped (values the "
+                          "record checks refuse, or a kernel without a passed check)",
+                          highlight=False)
     if as_json:
         print_json(report.to_dict())
         return
@@ -124,9 +134,11 @@ def fleet(
     shown = devices if top <= 0 else devices[:top]
     console.print(devices_table(report, shown))
     if len(shown) < len(devices):
-        console.print(f"({len(devices) - len(shown)} more devices: --top 0 lists all)")
+        console.print(f"({plural(len(devices) - len(shown), 'more device')}: --top 0 lists "
+                      "all)")
     n_flagged = sum(d.flagged > 0 for d in devices)
-    console.print(f"{n_flagged} of {len(devices)} devices below {report.threshold:.2f} of their "
+    console.print(f"{n_flagged} of {plural(len(devices), 'device')} below "
+                  f"{report.threshold:.2f} of their "
                   f"fleet median on at least one case "
                   f"({'latest run' if report.latest_only else 'all runs'} per device and case)",
                   highlight=False)
@@ -137,11 +149,15 @@ def _f(x, spec: str) -> str:
 
 
 def _t(x) -> str:
-    """Text from the table for a rich cell: never read as markup, and its control characters
-    (an ESC, a newline in a row stored before the door refused them) shown escaped."""
+    """Text from the table for a rich cell: never read as markup, and its control and format
+    characters (an ESC, a newline, a U+202E in a row stored before the door refused them) shown
+    escaped."""
     text = str(x)
     if CONTROLS.search(text):
         text = CONTROLS.sub(lambda m: repr(m.group())[1:-1], text)
+    if not text.isascii():  # format characters too (a bidi override in an old row)
+        text = "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) == "Cf" else c
+                       for c in text)
     return escape(text)
 
 
@@ -199,7 +215,7 @@ def export(
     finally:
         store.close()
     try:
-        n = do_export(rows, format, out)
+        written = do_export(rows, format, out)
     except BrokenPipeError:  # `export | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return
@@ -207,24 +223,28 @@ def export(
         raise fail(f"cannot write {out}: {e.strerror or first_line(e)}") from None
     except ValueError as e:
         raise fail(str(e)) from None
-    what = "series" if format == "openmetrics" else "rows"
-    err_console.print(f"export: {n} {what} written to {escape(str(out or 'stdout'))}",
+    err_console.print(f"export: {written} written to {escape(str(out or 'stdout'))}",
                       highlight=False)
     if refused:
-        err_console.print(f"export: {len(refused)} rows skipped, the record checks refuse them "
+        err_console.print(f"export: {plural(len(refused), 'row')} skipped, the record checks "
+                          f"refuse {'it' if len(refused) == 1 else 'them'} "
                           f"(first: {escape(refused[0])})", highlight=False, soft_wrap=True)
 
 
 def ingest(
-    files: list[Path] = typer.Argument(..., help="pytest-benchmark JSON or JSON Lines files"),
+    files: list[Path] = typer.Argument(..., help="JSON Lines of records (export -f jsonl), JSON "
+                                            "arrays of records (run --json-out) or "
+                                            "pytest-benchmark JSON files"),
     db: str | None = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
     """Load result files into the table; each file is loaded whole or not at all.
 
-    Exit 0: every file loaded; 2: some file refused (bad input), the others are loaded."""
+    Exit 0: every file loaded; 2: some file refused (one line each, nothing of it written),
+    the other files are loaded all the same. A figure that could not be checked (no datasheet
+    peak for its device) is a note on stderr, not a refusal."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from results.ingest import IngestError, insert_all, load_file
+    from results.ingest import IngestError, insert_all, load_file, unchecked_notes
     from results.schema import RecordError
     from results.store import StoreError
 
@@ -233,11 +253,13 @@ def ingest(
     try:
         for f in files:
             try:
-                records = load_file(f)
+                records = load_file(f, strict=True)
                 store = store or open_store(db)
                 new, total = insert_all(records, store), len(records)
-                console.print(f"{escape(str(f))}: {total} rows, {new} new, {total - new} already "
-                              "there", highlight=False)
+                console.print(f"{escape(str(f))}: {plural(total, 'row')}, {new} new, "
+                              f"{total - new} already there", highlight=False)
+                for note in unchecked_notes(f, records):
+                    err_console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
             except SQLAlchemyError as e:  # a row the database refuses; the file rolled back
                 err_console.print(f"[bold red]error:[/] {escape(str(f))}: the database refused "
                                   f"a row: {escape(first_line(e))} (nothing from this file was "

@@ -21,7 +21,7 @@ import typer
 from rich.table import Table
 
 from results.console import DB_HELP, console, fail, print_json
-from results.rows import shown_by_bandwidth
+from results.rows import case_params, shown_by_bandwidth
 from results.schema import Result
 
 OURS = "triton"
@@ -38,8 +38,10 @@ def counts(r: Result | Side) -> bool:
 
 
 def case_key(r: Result) -> str:
-    """'workload/dtype/params' as `--filter` and the run's progress name it."""
-    return f"{r.workload}/{r.dtype}/" + ",".join(f"{k}={v}" for k, v in r.params.items())
+    """'workload/dtype/params' as `--filter` and the run's progress name it (the case's params:
+    rows.case_params, without the repetition counter of `allreduce -N`)."""
+    return f"{r.workload}/{r.dtype}/" + ",".join(f"{k}={v}" for k, v in
+                                                 case_params(r.params).items())
 
 
 @dataclass
@@ -261,7 +263,8 @@ def compare_verb(
 
     url = resolve_url(db)
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
-        raise fail(f"no results table at {url[len('sqlite:///'):]} (pass --db)")
+        hint = "" if db else " (pass --db)"  # only the default table needs the hint
+        raise fail(f"no results table at {url[len('sqlite:///'):]}{hint}")
     with open_store(db, create=False) as store:
         results = store.records()
     if not results:

@@ -8,7 +8,7 @@ as typed columns of their own (`params_m`, `telemetry_power_w_mean`, ...), the k
 know as JSON text (`params_other`, ...), raw samples as a list of floats (JSON text in CSV). Every
 export has every column, so exports of different workloads read as one `pyarrow.dataset`.
 The gauges: results/openmetrics.py. Only rows the door accepts (results/validate.py) are
-written; the others are skipped and counted (`ExportReport`).
+written; the others are skipped and counted (results/cli.py).
 """
 
 from __future__ import annotations
@@ -18,16 +18,17 @@ import json
 import os
 import sys
 import tempfile
-from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from results.openmetrics import openmetrics
+from results.openmetrics import exposition
 from results.schema import SCHEMA_VERSION, finite
 from results.validate import parse_time
+from results.words import plural
 
 FORMATS = ("csv", "parquet", "jsonl", "openmetrics")
 EXPORT_SCHEMA_VERSION = 1  # bump when a column is renamed, removed or changes type
@@ -117,12 +118,22 @@ def to_arrow(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist([flat_row(r) for r in rows], schema=EXPORT_SCHEMA)
 
 
+def iso_utc(t: datetime) -> str:
+    """An aware time as ISO 8601 in UTC, to the microsecond: 2026-12-02T04:53:12.746000+00:00."""
+    return t.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
 def _csv_table(table: pa.Table) -> pa.Table:
-    """CSV has no lists: the list columns become JSON text; every column keeps its name."""
+    """CSV has no lists: the list columns become JSON text; timestamps become ISO 8601 text in
+    UTC (`iso_utc`: the T separator and zone JSON Lines has, not Arrow's "2026-12-02 04:53:12Z");
+    every column keeps its name."""
     cols = []
     for field, col in zip(table.schema, table.columns):
         if pa.types.is_list(field.type):
             col = pa.array([None if v is None else json.dumps(v) for v in col.to_pylist()],
+                           type=_S)
+        elif pa.types.is_timestamp(field.type):
+            col = pa.array([None if v is None else iso_utc(v) for v in col.to_pylist()],
                            type=_S)
         cols.append(col)
     return pa.table(cols, names=table.column_names)
@@ -133,29 +144,21 @@ def jsonl_text(rows: list[dict]) -> str:
     return "".join(json.dumps(finite(r), allow_nan=False, default=str) + "\n" for r in rows)
 
 
-@dataclass
-class ExportReport:
-    written: int
-    skipped: list[str]  # one line per row the door refuses (not written)
-    target: str
-
-    def __str__(self) -> str:
-        return f"{self.written} rows written to {self.target}"
-
-
-def render(rows: list[dict], fmt: str) -> bytes:
-    """The export of `rows` (dicts the door accepted) in `fmt`, as bytes."""
+def render(rows: list[dict], fmt: str) -> tuple[bytes, str]:
+    """The export of `rows` (dicts the door accepted) in `fmt`, as bytes, and what it holds in
+    words ("2 rows"; for the gauges, their samples and label sets)."""
     if fmt == "jsonl":
-        return jsonl_text(rows).encode()
+        return jsonl_text(rows).encode(), plural(len(rows), "row")
     if fmt == "openmetrics":
-        return openmetrics(rows).encode()
+        gauges = exposition(rows)
+        return gauges.text.encode(), str(gauges)
     buf = io.BytesIO()
     table = to_arrow(rows)
     if fmt == "parquet":
         pq.write_table(table, buf)
     else:
         pa_csv.write_csv(_csv_table(table), buf)
-    return buf.getvalue()
+    return buf.getvalue(), plural(len(rows), "row")
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -172,17 +175,18 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-def export(rows: list[dict], fmt: str, out: str | Path | None) -> int:
-    """Write `rows` to `out` (stdout when None, except for Parquet); returns rows written."""
+def export(rows: list[dict], fmt: str, out: str | Path | None) -> str:
+    """Write `rows` to `out` (stdout when None, except for Parquet); returns what was written,
+    in words (`render`)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if fmt == "parquet" and out is None:
         raise ValueError("parquet is binary: give --out FILE")
-    data = render(rows, fmt)
+    data, what = render(rows, fmt)
     if out is None:
         sys.stdout.flush()
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
     else:
         write_atomically(Path(out), data)
-    return len(rows)
+    return what

@@ -11,7 +11,9 @@ Rows used: the usable ones (results/rows.py: they pass the table's checks, statu
 correct), with a time; unusable rows are skipped and counted in `FleetReport.skipped`. By
 default only each device's latest run of each case counts (a GPU that was fixed leaves the list
 at its next run, and an old bad run does not haunt it); `latest_only=False` takes every run. A
-device is its GPU uuid, else its host (the CPU fallback and GPUs without NVML). Groups with one
+device is its GPU uuid, else its host and device model (the CPU fallback and GPUs without NVML:
+a host's CPU rows and its rows of an unknown GPU are two devices). A case is `rows.case_key`:
+the repetitions of `allreduce -N` (params["cycle"]) are runs of one case, not cases. Groups with one
 device have nothing to compare with: ratio 1.
 """
 
@@ -24,8 +26,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
-from results.rows import read, usable_records
-from results.schema import canonical_json
+from results.rows import case_key, case_params, read, usable_records
 from results.store import Store, results_table
 from results.validate import parse_time
 
@@ -120,23 +121,22 @@ class FleetReport:
 
     def devices(self) -> list[DeviceSummary]:
         """One line per device, slowest (lowest geometric-mean ratio) first."""
-        by: dict[str, list[Entry]] = defaultdict(list)
-        for e in self.entries:
-            by[e.device].append(e)
-        out = [DeviceSummary(device=d, host=es[0].host, model=es[0].model, cases=len(es),
+        by: dict[tuple[str, str], list[Entry]] = defaultdict(list)
+        for e in self.entries:  # a host without GPU uuids holds one device per model
+            by[e.device, e.model].append(e)
+        out = [DeviceSummary(device=d, host=es[0].host, model=model, cases=len(es),
                              flagged=sum(e.flagged for e in es),
                              worst_ratio=min(e.ratio for e in es),
                              geomean_ratio=math.exp(statistics.fmean(math.log(e.ratio)
                                                                      for e in es)))
-               for d, es in by.items()]
-        return sorted(out, key=lambda s: (s.geomean_ratio, s.device))
+               for (d, model), es in by.items()]
+        return sorted(out, key=lambda s: (s.geomean_ratio, s.device, s.model))
 
     def to_dict(self) -> dict:
         return {"threshold": self.threshold,
                 "runs": "latest" if self.latest_only else "all",
                 "skipped_rows": self.skipped,
-                "cases": len({(e.workload, e.backend, e.dtype, canonical_json(e.params), e.model)
-                              for e in self.entries}),
+                "cases": len({(*case_key(asdict(e)), e.model) for e in self.entries}),
                 "devices": [asdict(d) for d in self.devices()],
                 "flagged": [e.to_dict() for e in self.flagged]}
 
@@ -184,8 +184,7 @@ def fleet_report(rows: Iterable[dict], threshold: float = DEFAULT_THRESHOLD, *,
     for r in rows:
         if r.get("median_s") is None:
             continue
-        case = (r["workload"], r["backend"], r["dtype"], canonical_json(r["params"]),
-                model_of(r["device"]))
+        case = (*case_key(r), model_of(r["device"]))
         groups[case][device_key(r["device"], r["host"])].append(r)
     entries = []
     for (_, _, _, _, model), devices in groups.items():
@@ -201,7 +200,8 @@ def fleet_report(rows: Iterable[dict], threshold: float = DEFAULT_THRESHOLD, *,
             first = rs[0]
             entries.append(Entry(
                 workload=first["workload"], backend=first["backend"], dtype=first["dtype"],
-                params=first["params"], model=model, device=d, host=first["host"], runs=len(rs),
+                params=case_params(first["params"]), model=model, device=d,
+                host=first["host"], runs=len(rs),
                 median_s=medians[d], fleet_median_s=fleet, fleet_devices=len(devices),
                 ratio=ratio, flagged=ratio < threshold, **tele[d],
                 fleet_sm_clock_mhz_mean=fleet_clock, fleet_power_w_mean=fleet_power))

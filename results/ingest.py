@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 
 from results.schema import RecordError, Result
-from results.validate import check
+from results.validate import check, unchecked
+from results.words import plural
 
 # A file larger than this is refused before it is read into memory. Assumption: a record is a
 # few KiB (its samples and telemetry), so 2 GiB is hundreds of thousands of rows, more than one
@@ -32,11 +33,12 @@ class IngestError(ValueError):
     """A file that cannot be loaded; the message names the file and the row."""
 
 
-def record(row, where: str) -> Result:
-    """One row of a file as a record: the door's checks, then the record's own (id, status)."""
+def record(row, where: str, strict: bool = False) -> Result:
+    """One row of a file as a record: the door's checks (`strict`: with the contract's names,
+    results/validate.py), then the record's own (id, status)."""
     try:
         if isinstance(row, dict):
-            check(row, where)
+            check(row, where, strict=strict)
         return Result.from_dict(row, where=where)
     except (RecordError, TypeError) as e:
         raise IngestError(str(e)) from None
@@ -51,12 +53,12 @@ def _loads(text: str, where: str):
         raise IngestError(f"{where}: JSON nested too deep") from None
 
 
-def parse_jsonl(path: Path, text: str) -> list[Result]:
+def parse_jsonl(path: Path, text: str, strict: bool = False) -> list[Result]:
     out = []
     for lineno, line in enumerate(text.split("\n"), 1):
         if line.strip():
             where = f"{path}: line {lineno}"
-            out.append(record(_loads(line, where), where))
+            out.append(record(_loads(line, where), where, strict))
     return out
 
 
@@ -73,7 +75,7 @@ def _label(name) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def load_pytest_benchmark(path: Path, doc: dict) -> list[Result]:
+def load_pytest_benchmark(path: Path, doc: dict, strict: bool = False) -> list[Result]:
     """Records from a pytest-benchmark --benchmark-json file written by bench/benchmarks."""
     benchmarks = doc.get("benchmarks")
     if not isinstance(benchmarks, list):
@@ -86,7 +88,7 @@ def load_pytest_benchmark(path: Path, doc: dict) -> list[Result]:
         if rec is None:
             raise IngestError(f"{path}: benchmark {i} ({_label(name)}): no colossus-bench record "
                               "in extra_info: this file was not written by bench/benchmarks")
-        out.append(record(rec, f"{path}: benchmark {i} ({_label(name)})"))
+        out.append(record(rec, f"{path}: benchmark {i} ({_label(name)})", strict))
     return out
 
 
@@ -113,8 +115,10 @@ def read_text(path: Path) -> str:
     return text.removeprefix("\ufeff")  # a byte-order mark some editors write
 
 
-def load_file(path: str | Path) -> list[Result]:
-    """Every record of a file, validated, or an IngestError naming the file and row."""
+def load_file(path: str | Path, *, strict: bool = False) -> list[Result]:
+    """Every record of a file, validated, or an IngestError naming the file and row. `strict`
+    (the `ingest` verb): the contract's run ids and workloads too (results/validate.py); the
+    library default takes what the tables take (a spool of a planted or named run)."""
     path = Path(path)
     text = read_text(path)
     if not text.strip():
@@ -134,16 +138,30 @@ def load_file(path: str | Path) -> list[Result]:
         # a one-line document is also a JSON Lines file of one row: its rows keep that reading
         one_line = "\n" not in text.strip()
         if isinstance(doc, dict) and "benchmarks" in doc:
-            return load_pytest_benchmark(path, doc)
+            return load_pytest_benchmark(path, doc, strict)
         if isinstance(doc, list) and (not one_line or all(isinstance(r, dict) for r in doc)):
             # `run --json` / `--json-out`: an array of records
-            return [record(row, f"{path}: record {i}") for i, row in enumerate(doc, 1)]
+            return [record(row, f"{path}: record {i}", strict) for i, row in enumerate(doc, 1)]
         if isinstance(doc, dict) and not one_line:  # one pretty-printed record, or another file
             if not RECORD_KEYS & set(doc):
                 raise IngestError(f"{path}: a JSON object that is not a results record: "
                                   f"{FORMATS}")
-            return [record(doc, f"{path}: record 1")]
-    return parse_jsonl(path, text)
+            return [record(doc, f"{path}: record 1", strict)]
+    return parse_jsonl(path, text, strict)
+
+
+def unchecked_notes(path, records: list[Result]) -> list[str]:
+    """One line per kind of figure that could not be checked (results/validate.py
+    `unchecked`): which throughput, on which device models, in how many rows."""
+    kinds: dict[str, tuple[int, set[str]]] = {}
+    for r in records:
+        for name in unchecked(r):
+            n, models = kinds.get(name, (0, set()))
+            models.add(str(r.device.get("model") or r.device.get("name") or "unknown"))
+            kinds[name] = (n + 1, models)
+    return [f"{path}: {name} of {plural(n, 'row')} not checked: no datasheet peak known for "
+            f"{', '.join(sorted(models))} (stored all the same)" for name, (n, models)
+            in kinds.items()]
 
 
 def insert_all(records: list[Result], store) -> int:

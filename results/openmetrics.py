@@ -1,21 +1,24 @@
 """Results as Prometheus gauges, in the node_exporter textfile collector's format.
 
-`colossus-bench export --format openmetrics -o /var/lib/node_exporter/textfile/colossus.prom`
-writes one gauge per figure (`GAUGES`) for each usable row (results/rows.py) of the latest run
-of every series; a series is labelled by workload, backend, dtype, case (the params as
-`k=v` pairs), GPU model, device uuid and host. The text is the Prometheus text exposition format
-0.0.4 that the textfile collector reads (no timestamps: the collector refuses them), label values
-escaped (backslash, double quote, newline). The file is written whole (a temporary file renamed
-over it), as the collector's documentation asks. Which DCGM field each telemetry figure matches:
+`colossus-bench export --format openmetrics -o /var/lib/node_exporter/textfile/colossus.prom` writes
+one gauge per figure (`GAUGES`) for each usable row (results/rows.py) of the latest run of every
+series; a series is labelled by workload, backend, dtype, case (the case's params as `k=v` pairs:
+`rows.case_params`, so the repetitions of `allreduce -N` are one series, whose latest cycle is
+shown), GPU model, device uuid and host. The text is the Prometheus text exposition format 0.0.4
+that the textfile collector reads (no timestamps: the collector refuses them), label values escaped
+(backslash, double quote, newline). The file is written whole (a temporary file renamed over it), as
+the collector's documentation asks. Which DCGM field each telemetry figure matches:
 docs/TELEMETRY.md.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
-from results.rows import is_usable
+from results.rows import case_params, is_usable
 from results.validate import parse_time
+from results.words import plural
 
 PREFIX = "colossus_bench_"
 # name -> (help, unit factor, how to read it from a record)
@@ -46,7 +49,8 @@ def case_label(params: dict) -> str:
 
 def labels(row: dict) -> tuple[str, ...]:
     device = row.get("device") or {}
-    return (row["workload"], row["backend"], row["dtype"], case_label(row.get("params") or {}),
+    return (row["workload"], row["backend"], row["dtype"],
+            case_label(case_params(row.get("params"))),
             str(device.get("model") or device.get("name") or ""), str(device.get("uuid") or ""),
             row["host"])
 
@@ -57,19 +61,44 @@ def _value(row: dict, path: str):
     return row.get(path)
 
 
+def _cycle(row: dict) -> int:
+    """The repetition a row is within its run (0 when not repeated), the last one wins."""
+    c = (row.get("params") or {}).get("cycle")
+    return c if isinstance(c, int) and not isinstance(c, bool) else 0
+
+
 def latest(rows: list[dict]) -> dict[tuple[str, ...], dict]:
     """Per series (label set): the usable row of its latest run (rank 0 for collectives)."""
     out: dict[tuple[str, ...], dict] = {}
     for r in sorted((r for r in rows if is_usable(r) and r.get("rank", 0) in (0, None)),
-                    key=lambda r: (parse_time(r.get("created_at")).timestamp(), r["run_id"])):
+                    key=lambda r: (parse_time(r.get("created_at")).timestamp(), r["run_id"],
+                                   _cycle(r))):
         out[labels(r)] = r
     return out
 
 
+@dataclass(frozen=True)
+class Exposition:
+    """The exposition text and what it holds: samples (one line each: a gauge of one label
+    set) and the distinct label sets (the measured series of `latest`) they cover."""
+
+    text: str
+    label_sets: int
+    samples: int
+
+    def __str__(self) -> str:
+        return f"{plural(self.samples, 'sample')} of {plural(self.label_sets, 'label set')}"
+
+
 def openmetrics(rows: list[dict]) -> str:
     """The gauges of `rows` (dicts the door accepted) as exposition text."""
+    return exposition(rows).text
+
+
+def exposition(rows: list[dict]) -> Exposition:
+    """The gauges of `rows` (dicts the door accepted), with their counts."""
     series = latest(rows)
-    lines = []
+    lines, used, n_samples = [], set(), 0
     for name, (help_text, factor, path) in GAUGES.items():
         samples = []
         for key, row in series.items():
@@ -77,7 +106,9 @@ def openmetrics(rows: list[dict]) -> str:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
                 pairs = ",".join(f'{k}="{escape_label(x)}"' for k, x in zip(LABELS, key))
                 samples.append(f"{PREFIX}{name}{{{pairs}}} {float(v) * factor!r}")
+                used.add(key)
+        n_samples += len(samples)
         if samples:
             lines += [f"# HELP {PREFIX}{name} {help_text}", f"# TYPE {PREFIX}{name} gauge",
                       *samples]
-    return "\n".join(lines) + "\n" if lines else ""
+    return Exposition("\n".join(lines) + "\n" if lines else "", len(used), n_samples)

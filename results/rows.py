@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from results.schema import COLUMNS, FIELD_NAMES, JSON_COLUMNS
+from results.schema import COLUMNS, FIELD_NAMES, JSON_COLUMNS, canonical_json
 from results.validate import INT_COLUMNS, problems, show
 
 # rows that count only when checked correct
@@ -31,6 +31,25 @@ KERNEL_WORKLOADS = ("gemm", "attention", "decode_attention")
 # workloads bound by memory bandwidth, shown by GB/s (bench's Workload.bound == "memory", which
 # reports/ cannot import; tests/test_report_inputs.py checks the two agree)
 MEMORY_BOUND_WORKLOADS = ("decode_attention", "hostdevice", "membw")
+
+
+# Params that number a repetition of a case, not a case of its own: `allreduce -N` sweeps the
+# same sizes again and again and each sweep's rows carry params["cycle"] (bench/collectives/
+# worker.py). They stay in the row (its id tells the repetitions apart) but no reader keys a case
+# by them: a case's key is `case_key`.
+REPETITION_PARAMS = ("cycle",)
+
+
+def case_params(params: dict) -> dict:
+    """A row's params less the repetition counters (REPETITION_PARAMS): what names its case."""
+    return {k: v for k, v in (params or {}).items() if k not in REPETITION_PARAMS}
+
+
+def case_key(row: dict) -> tuple[str, str, str, str]:
+    """The one rule for the case of a row: (workload, backend, dtype, its case params as
+    canonical JSON). Rows of one case on one device are repetitions of one measurement."""
+    return (row["workload"], row["backend"], row["dtype"],
+            canonical_json(case_params(row.get("params") or {})))
 
 
 def shown_by_bandwidth(workload: str, tflops: float | None) -> bool:

@@ -23,6 +23,11 @@ SCHEMA_VERSION = 2
 
 STATUSES = ("ok", "failed", "skipped")
 
+# The workloads this colossus-bench writes (bench/workloads/*.py's registered names, and the
+# collectives' family, bench/collectives/worker.py WORKLOAD), as data: results/ cannot import
+# bench/; tests/test_record_fields.py checks the two agree. `ingest` refuses any other name.
+KNOWN_WORKLOADS = ("gemm", "attention", "decode_attention", "membw", "hostdevice", "allreduce")
+
 
 class RecordError(ValueError):
     """A row that is not a valid result record (missing field, wrong type, bad value)."""

@@ -63,6 +63,7 @@ from results.tables import (
     insert_ignore,
     result_rows,
 )
+from results.words import plural
 
 log = logging.getLogger(__name__)
 
@@ -98,14 +99,15 @@ class UploadReport:
 
     def __str__(self) -> str:
         retried = f", {self.retries} retries" if self.retries else ""
-        batches = f"{self.batches} batch" + ("" if self.batches == 1 else "es")
+        batches = plural(self.batches, "batch", "batches")
         refused = f", {self.refused} set aside in {self.refused_file}" if self.refused else ""
-        return (f"{self.new} new rows, {self.already} already there ({self.local} local rows, "
+        return (f"{plural(self.new, 'new row')}, {self.already} already there "
+                f"({plural(self.local, 'local row')}, "
                 f"{batches}{retried}{refused}) to {self.to} in {self.seconds:.1f} s")
 
     def set_aside_line(self) -> str:
         """The last line of an upload that set rows aside."""
-        return (f"{self.refused} row{'s' if self.refused != 1 else ''} set aside in "
+        return (f"{plural(self.refused, 'row')} set aside in "
                 f"{self.refused_file}: the shared table refused them (first: "
                 f"{self.refused_reason}); the next upload tries them again")
 
@@ -121,6 +123,21 @@ def destination(url: str | None) -> str:
     if "://" not in url:  # a plain path would quietly become a new local SQLite file
         raise ValueError(f"destination {url!r} is not a database URL: give the shared table's "
                          "URL (postgresql://user@host/db; sqlite:///path for a local copy)")
+    return url
+
+
+def check_target(source_url: str, url: str | None, batch_size: int) -> str:
+    """The destination URL (`destination`) once the upload's arguments are known good, else a
+    ValueError line: a batch size out of range, no URL, a plain path (an UploadError: the local
+    table itself).
+    The command line calls it before it says "uploading ..."."""
+    if not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH:
+        raise ValueError(f"batch size must be an integer from 1 to {MAX_BATCH}, "
+                         f"got {batch_size!r}")
+    url = destination(url)
+    if resolve_url(url) == source_url:
+        to = redact(resolve_url(url))
+        raise UploadError(f"the destination {to} is the local table itself", UploadReport(to=to))
     return url
 
 
@@ -167,8 +184,9 @@ class _Retrying:
                 if attempt == self.policy.tries:
                     raise UploadError(
                         f"cannot reach {self.report.to} after {attempt} tries ({reason}); "
-                        f"{self.report.new} new rows were uploaded before that, the local table "
-                        "is untouched: run the upload again to send the rest",
+                        f"{plural(self.report.new, 'new row')} "
+                        f"{'was' if self.report.new == 1 else 'were'} uploaded before that, the "
+                        "local table is untouched: run the upload again to send the rest",
                         self.report) from None
                 wait = self.policy.wait_s(attempt)
                 self.report.retries += 1
@@ -290,13 +308,8 @@ def upload_store(source: Store, url: str | None = None, *, batch_size: int = DEF
     Raises UploadError (one line, no password) when the upload cannot finish; batches committed
     before stay committed.
     """
-    if not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH:
-        raise ValueError(f"batch size must be an integer from 1 to {MAX_BATCH}, "
-                         f"got {batch_size!r}")
-    url = destination(url)
+    url = check_target(source.url, url, batch_size)
     report = UploadReport(to=redact(resolve_url(url)))
-    if resolve_url(url) == source.url:
-        raise UploadError(f"the destination {report.to} is the local table itself", report)
     attempt = _Retrying(retry or RetryPolicy.from_env(), report, url, sleep)
     start = time.perf_counter()
     ids = sorted(source.ids())  # id order: concurrent uploaders lock rows in the same order

@@ -12,15 +12,22 @@ The rules, one per kind of field:
 - throughputs: finite, >= 0; for ok rows at most `PEAK_SLACK` x the device's datasheet peak where
   results/peaks.py knows it (TFLOP/s for gemm and attention, HBM for membw), else at most the
   `ABSURD_*` ceilings (and `flags` says there was nothing to check against);
-- created_at: ISO 8601 with a zone; correct: a bool; text: no NUL, no control
-  characters (but `error`); nested fields: JSON values
-  of the right shape (see `NESTED`).
+- n equals len(samples_s) when samples are given, and an ok row with n has its samples;
+- created_at: ISO 8601 with a zone; correct: a bool; text: no NUL, no control characters and no
+  format characters (Unicode category Cf: the bidi overrides, zero-width marks) but in `error`;
+  nested fields: JSON values of the right shape (see `NESTED`).
+
+`strict=True` (what `ingest` checks in the files it reads) adds the contract's names, which rows
+of older versions or a planted test workload may not meet: a run id of one token (`RUN_ID`) and
+a workload this colossus-bench knows (schema.KNOWN_WORKLOADS). Tables keep and read whatever
+they hold.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -29,6 +36,7 @@ from results.schema import (
     FIELD_NAMES,
     FIELDS,
     INT_RANGES,
+    KNOWN_WORKLOADS,
     MAX_LENGTHS,
     REQUIRED,
     SCHEMA_VERSION,
@@ -80,6 +88,11 @@ MAX_DEPTH = 8  # nesting of the JSON fields; ours are two deep
 # A created_at later than now by more than this is a wrong clock or a made-up date: such a row
 # would stay "the latest run" of its device for ever (fleet). One day covers any time zone slip.
 FUTURE_SLACK = timedelta(days=1)
+# A run's id: bench writes 16 hex digits (bench.runner.new_run_id, the collectives' run), but
+# $COLOSSUS_BENCH_RUN_ID names a pytest-benchmark run and tables written before hold names
+# ("r2", "run-cpu"), so the door asks for a name of one token: letters, digits, . _ : -, from a
+# letter or digit, no spaces, slashes, quotes or other punctuation.
+RUN_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z._:-]{0,63}")
 
 
 ABSENT = object()  # the value of a problem that is about the field itself (missing, unknown)
@@ -158,7 +171,9 @@ FREE_TEXT = ("error",)
 def text_problem(text: str, allowed: str | None = None) -> str | None:
     """Why a text cannot be stored: PostgreSQL text and JSONB refuse NUL, a lone surrogate
     (JSON's "\\ud800") is not Unicode, so no database driver can encode it, and a control
-    character other than those `allowed` (None: any) is refused (see CONTROLS)."""
+    character other than those `allowed` (None: any) is refused (see CONTROLS), and so is
+    any format character (Unicode Cf: U+202E RIGHT-TO-LEFT OVERRIDE would show a host name
+    backwards in `fleet`, a zero-width space makes two names look one) unless allowed is None."""
     if "\x00" in text:
         return "text holds a NUL byte"
     if _SURROGATES.search(text):
@@ -167,6 +182,10 @@ def text_problem(text: str, allowed: str | None = None) -> str | None:
         (c for c in CONTROLS.findall(text) if c not in allowed), None)
     if bad is not None:
         return f"text holds a control character ({bad!r})"
+    fmt = None if allowed is None or text.isascii() else next(
+        (c for c in text if unicodedata.category(c) == "Cf"), None)
+    if fmt is not None:
+        return f"text holds a format character (U+{ord(fmt):04X} {unicodedata.name(fmt, '')})"
     return None
 
 
@@ -188,8 +207,8 @@ def _json_problems(name: str, value: Any, depth: int = 0):
     elif isinstance(value, dict):
         for k, v in value.items():
             if not isinstance(k, str) or text_problem(k, ""):
-                yield name, k, "key is not text without NUL, control characters or lone " \
-                               "surrogates"
+                yield name, k, "key is not text without NUL, control or format " \
+                               "characters or lone surrogates"
             else:
                 yield from _json_problems(f"{name}.{k}", v, depth + 1)
     elif isinstance(value, (list, tuple)):
@@ -199,8 +218,19 @@ def _json_problems(name: str, value: Any, depth: int = 0):
         yield name, value, f"{type(value).__name__} is not a JSON value"
 
 
-def field_problems(record: Any):
-    """Yield (field, value, reason) for every problem of a record (dict or Result)."""
+def contract_problems(row: dict):
+    """The contract's names (strict checks, see the module docstring): run id and workload."""
+    run_id, workload = row.get("run_id"), row.get("workload")
+    if isinstance(run_id, str) and run_id and not RUN_ID.fullmatch(run_id):
+        yield "run_id", run_id, "not a run id (letters, digits, . _ : - from a letter or " \
+                                "digit; `run` writes 16 hex digits)"
+    if isinstance(workload, str) and workload and workload not in KNOWN_WORKLOADS:
+        yield "workload", workload, f"not a known workload ({', '.join(KNOWN_WORKLOADS)})"
+
+
+def field_problems(record: Any, strict: bool = False):
+    """Yield (field, value, reason) for every problem of a record (dict or Result); `strict`
+    adds `contract_problems`."""
     row = record if isinstance(record, dict) else vars(record)
     version = row.get("schema_version")
     if type(version) is int and version > SCHEMA_VERSION:
@@ -236,6 +266,8 @@ def field_problems(record: Any):
         elif t > datetime.now(timezone.utc) + FUTURE_SLACK:
             yield "created_at", row["created_at"], "in the future"
     yield from _number_problems(row)
+    if strict:
+        yield from contract_problems(row)
     for name, known in NESTED.items():
         v = row.get(name)
         if not isinstance(v, dict):
@@ -278,6 +310,12 @@ def _number_problems(row: dict):
                 yield name, v, f"outside the column's integer range [{low}, {high}]"
             elif v < lo:
                 yield name, v, f"must be >= {lo}"
+    n = row.get("n")  # the samples' count (bench.timing.Timing.n), once it is a count at all
+    if type(n) is int and 1 <= n <= INT_COLUMNS["n"][1] and isinstance(samples, (list, tuple)):
+        if samples and n != len(samples):
+            yield "n", n, f"does not match the {len(samples)} samples in samples_s"
+        elif not samples and row.get("status", "ok") == "ok":
+            yield "n", n, "counts samples, but samples_s is empty"
     ws, rank = row.get("world_size"), row.get("rank")
     if type(ws) is int and type(rank) is int and ws >= 1 and rank >= ws:
         yield "rank", rank, f"must be below world_size {ws}"
@@ -308,14 +346,19 @@ def problems(record: Any) -> list[str]:
     return [_line(f, v, why) for f, v, why in field_problems(record)]
 
 
-def check(record: Any, where: str = "") -> None:
-    """Raise FieldError for the first problem of a record; `where` prefixes the message."""
-    for f, v, why in field_problems(record):
+def check(record: Any, where: str = "", *, strict: bool = False) -> None:
+    """Raise FieldError for the first problem of a record; `where` prefixes the message;
+    `strict` adds the contract's names (`contract_problems`)."""
+    for f, v, why in field_problems(record, strict):
         raise FieldError(f, v, why, where)
 
 
-def flags(record: Any) -> list[str]:
-    """What could not be checked (not errors): throughputs of devices without a known peak."""
+NO_PEAK = "no datasheet peak known for this device to check it"
+
+
+def unchecked(record: Any) -> list[str]:
+    """The throughputs of a record that could not be checked against a peak (not errors: the
+    row is stored, its figure is unchecked): the device has no known datasheet peak."""
     row = record if isinstance(record, dict) else vars(record)
     out = []
     for name, what in (("tflops", "tflops"), ("gbps", "gbps")):
@@ -323,5 +366,11 @@ def flags(record: Any) -> list[str]:
         applies = row.get("workload") in (TFLOPS_WORKLOADS if what == "tflops"
                                            else HBM_WORKLOADS)
         if _is_number(v) and applies and _peak(row, what) is None:
-            out.append(f"{name} {v:g}: no datasheet peak known for this device to check it")
+            out.append(name)
     return out
+
+
+def flags(record: Any) -> list[str]:
+    """What could not be checked (not errors), one line each: `unchecked` with the values."""
+    row = record if isinstance(record, dict) else vars(record)
+    return [f"{name} {row[name]:g}: {NO_PEAK}" for name in unchecked(row)]

@@ -63,6 +63,19 @@ INGEST = [
      "NUL byte", []),
     (["ingest", "{bad}"], with_line(host="node[/bold]01", median_s=-1.0),
      "field 'median_s' = -1.0", []),
+    # the contract's names and counts (results/validate.py): refused whole, exit 2
+    (["ingest", "{bad}"], with_line(host="node\u202e10"), "line 2: field 'host' = "
+     "'node\\u202e10': text holds a format character (U+202E RIGHT-TO-LEFT OVERRIDE)", []),
+    (["ingest", "{bad}"], with_line(device={"name": "cpu\u200b", "kind": "cpu"}),
+     "field 'device.name' = 'cpu\\u200b': text holds a format character (U+200B", []),
+    (["ingest", "{bad}"], with_line(workload="nonsense"), "line 2: field 'workload' = "
+     "'nonsense': not a known workload (gemm, attention,", []),
+    (["ingest", "{bad}"], with_line(run_id="a run/../x"), "line 2: field 'run_id' = "
+     "'a run/../x': not a run id", []),
+    (["ingest", "{bad}"], with_line(n=7, samples_s=[1e-3] * 279),
+     "line 2: field 'n' = 7: does not match the 279 samples in samples_s", []),
+    (["ingest", "{bad}"], with_line(n=279, samples_s=[]),
+     "line 2: field 'n' = 279: counts samples, but samples_s is empty", []),
     (["ingest", "{bad}"], jsonl([1, 2]), "line 1: expected an object", []),
     (["ingest", "{bad}", "--db", "{tmp}/file/sub/x.db"], jsonl(good_row()),
      "cannot create the database folder", ["{tmp}/file/sub"]),
@@ -173,6 +186,48 @@ def test_a_file_refused_whole_names_file_line_field_and_value(tmp_path):
     assert f"{bad}: line 2: field 'median_s' = -3.14159" in res.output
     assert "nothing from this file was written" in res.output
     assert Store(db).count() == 0
+
+
+def test_an_unknown_gpu_is_stored_with_a_note_and_exit_0(tmp_path):
+    """A device without a datasheet peak: the row is valid, its throughput unchecked; ingest
+    says so in one note per kind of figure (stderr) and exits 0; the counts are in words."""
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    b300 = {"name": "NVIDIA B300", "model": "B300-SXM", "kind": "cuda"}
+    f = tmp_path / "b300.jsonl"
+    f.write_bytes(jsonl(good_row(workload="gemm", dtype="bf16", params={"m": 1}, device=b300,
+                                 tflops=2000.0)))
+    res = runner.invoke(app, ["ingest", str(f), "--db", db])
+    assert res.exit_code == 0, res.output
+    assert f"{f}: 1 row, 1 new, 0 already there" in res.stdout
+    [note] = res.stderr.splitlines()
+    assert note == f"note: {f}: tflops of 1 row not checked: no datasheet peak known for " \
+                   "B300-SXM (stored all the same)"
+    two = tmp_path / "two.jsonl"
+    two.write_bytes(jsonl(*[good_row(run_id=f"r{i}", device=b300, gbps=900.0)
+                            for i in range(2)]))
+    res = runner.invoke(app, ["ingest", str(two), "--db", db])
+    assert res.exit_code == 0 and "2 rows, 2 new" in res.stdout
+    assert "gbps of 2 rows not checked" in res.stderr and len(res.stderr.splitlines()) == 1
+    known = tmp_path / "h100.jsonl"
+    known.write_bytes(jsonl(good_row(run_id="r9", device={"model": "H100-SXM"}, gbps=900.0)))
+    res = runner.invoke(app, ["ingest", str(known), "--db", db])
+    assert res.exit_code == 0 and res.stderr == ""
+
+
+def test_ingest_loads_the_good_files_and_exits_2_for_a_refused_one(tmp_path):
+    """Each file whole or not at all, 2 if any was refused: what README and `ingest -h` say."""
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text(json.dumps([good_row(), good_row(run_id="r2")]))  # a `run --json-out` array
+    bad.write_bytes(with_line(median_s=-1.0))
+    res = runner.invoke(app, ["ingest", str(good), str(bad), "--db", db])
+    assert res.exit_code == 2
+    assert f"{good}: 2 rows, 2 new, 0 already there" in res.stdout
+    assert res.stderr.count("error: ") == 1 and "nothing from this file was written" in res.stderr
+    assert Store(db).count() == 2
+    text = " ".join(runner.invoke(app, ["ingest", "-h"], env={"COLUMNS": "300"}).output.split())
+    assert "JSON arrays of records (run --json-out)" in text and "pytest-benchmark" in text
+    assert "some file refused" in text and "loaded all the same" in text
 
 
 def test_tracebacks_never_show_local_variables():

@@ -4,6 +4,7 @@ counted on stderr, and readers that survive any row already in the table."""
 
 import json
 import math
+from datetime import datetime
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -193,9 +194,48 @@ def test_export_and_readers_on_postgresql(pg_url, tmp_path):
         store.insert_rows([_row(gemm(5, run_id="neg", median_s=-1.0))])
     out = tmp_path / "pg.parquet"
     res = runner.invoke(app, ["export", "-f", "parquet", "-o", str(out), "--db", pg_url])
-    assert res.exit_code == 0 and "2 rows written" in res.stderr and "1 rows skipped" in res.stderr
+    assert res.exit_code == 0 and "2 rows written" in res.stderr and "1 row skipped" in res.stderr
     table = pq.read_table(out)
     assert table.schema.remove_metadata() == EXPORT_SCHEMA.remove_metadata()
     assert sorted(table["workload"].to_pylist()) == ["gemm", "membw"]
     res = runner.invoke(app, ["export", "-f", "jsonl", "--db", pg_url])
     assert [json.loads(line)["workload"] for line in res.stdout.splitlines()] == ["gemm", "membw"]
+
+
+def allreduce(size, cycle, median_s, **kw):
+    base = dict(run_id="a1", workload="allreduce", backend="gloo", dtype="fp32",
+                params={"op": "all_reduce", "bytes": size, "nranks": 2, "cycle": cycle},
+                host="node01", device={"name": "cpu", "kind": "cpu"}, world_size=2,
+                median_s=median_s, busbw_gbps=1.0 / median_s, correct=True,
+                created_at=f"2026-01-02T00:00:{cycle:02d}Z")
+    return Result(**{**base, **kw})
+
+
+def test_openmetrics_one_series_per_case_whatever_the_cycles(tmp_path):
+    """`allreduce -N` rows carry params["cycle"]: a repetition, not a case, so one label set
+    per size (no cycle label), showing the latest cycle; the stderr line counts what the file
+    holds: its samples and label sets."""
+    rows = [allreduce(size, c, 1e-3 * (c + 1)) for size in (1024, 2048) for c in range(5)]
+    url = db_with(tmp_path, "a.db", rows)
+    out = tmp_path / "c.prom"
+    res = cli("export", "-f", "openmetrics", "-o", out, "--db", url)
+    assert res.exit_code == 0, res.output
+    families = {f.name: f for f in text_string_to_metric_families(out.read_text())}
+    samples = [s for f in families.values() for s in f.samples]
+    label_sets = {tuple(sorted(s.labels.items())) for s in samples}
+    assert len(label_sets) == 2 and all("cycle" not in s.labels["case"] for s in samples)
+    median = families["colossus_bench_median_seconds"].samples
+    assert sorted(s.value for s in median) == [pytest.approx(5e-3)] * 2  # the last cycle
+    assert f"export: {len(samples)} samples of 2 label sets written to" in res.stderr
+
+
+def test_csv_created_at_is_iso_8601_utc(tmp_path):
+    url = db_with(tmp_path, "a.db", [gemm(0, created_at="2026-01-01T02:00:00.746+02:00")])
+    res = runner.invoke(app, ["export", "-f", "csv", "--db", url])
+    assert res.exit_code == 0, res.output
+    header, line = res.stdout.splitlines()[:2]
+    at = line.split(",")[header.split(",").index('"created_at"')].strip('"')
+    assert at == "2026-01-01T00:00:00.746000+00:00"
+    jsonl = runner.invoke(app, ["export", "-f", "jsonl", "--db", url]).stdout
+    assert datetime.fromisoformat(json.loads(jsonl)["created_at"]) == datetime.fromisoformat(at)
+    assert "1 row written" in res.stderr

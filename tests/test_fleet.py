@@ -102,6 +102,36 @@ def test_devices_without_uuid_are_told_apart_by_host():
     assert e.explain() == "no telemetry explains it"  # same clocks, power, temperature
 
 
+def test_cycles_are_runs_of_one_case_not_cases():
+    """`allreduce -N 0` rows carry params["cycle"]: 2 sizes x 40 cycles are 2 cases, each device's
+    time the median over its cycles."""
+    rows = [Result(run_id=f"a-{g}", workload="allreduce", backend="nccl", dtype="bf16",
+                   params={"op": "all_reduce", "bytes": size, "nranks": 8, "cycle": c},
+                   host=f"node{g}", device={**H100, "uuid": f"GPU-{g}"}, world_size=8,
+                   median_s=1e-3 * (2 if g == 3 and c % 2 else 1), busbw_gbps=100.0,
+                   correct=True).to_dict()
+            for g in range(4) for size in (1 << 20, 1 << 24) for c in range(40)]
+    report = fleet_report(rows)
+    doc = report.to_dict()
+    assert doc["cases"] == 2 and len(report.entries) == 8
+    assert all("cycle" not in e.case and e.runs == 40 for e in report.entries)
+    assert {d["cases"] for d in doc["devices"]} == {2}
+    slow = [e for e in report.entries if e.device == "GPU-3"]
+    assert all(e.median_s == pytest.approx(1.5e-3) for e in slow)  # median over its cycles
+
+
+def test_a_host_without_uuids_holds_one_device_per_model():
+    """CPU rows and an unknown GPU's rows (no NVML uuid) on one host: two devices, each with
+    its own model, never the GPU's model on the CPU's cases."""
+    cpu = {"name": "AMD EPYC", "kind": "cpu"}
+    rows = [rec(None, 1e-3, host="box", model=cpu).to_dict(),
+            rec(None, 2e-3, host="box", model={"name": "NVIDIA B300", "model": "B300-SXM"},
+                case=1).to_dict()]
+    devices = fleet_report(rows).devices()
+    assert sorted((d.device, d.model, d.cases) for d in devices) == [
+        ("box", "AMD EPYC", 1), ("box", "B300-SXM", 1)]
+
+
 @pytest.mark.parametrize("bad", [0, -1, "x", True, float("nan")])
 def test_bad_threshold(bad):
     with pytest.raises(ValueError, match="threshold"):
@@ -154,7 +184,7 @@ def test_a_fake_date_no_longer_hides_a_gpu_at_half_speed(db_url):
         report = fleet(store)
     assert [e.device for e in report.flagged] == ["GPU-3"] and report.skipped == 1
     res = runner.invoke(app, ["fleet", "--db", db_url])
-    assert res.exit_code == 0 and "1 unusable rows skipped" in res.stderr
+    assert res.exit_code == 0 and "1 unusable row skipped" in res.stderr
 
 
 def test_fleet_survives_any_stored_row(db_url):

@@ -35,3 +35,13 @@ def test_a_version_1_table_is_migrated(db_url):
         store.insert([make(shape="s", flops=1.0, bytes=2.0, compile_s=0.1, backend="triton")])
         rows = {r.backend: r for r in store.records()}
     assert rows["torch"].shape is None and rows["triton"].shape == "s"
+
+
+def test_the_known_workloads_are_those_bench_writes():
+    """results/ cannot import bench/: its list of workload names (what `ingest` takes) is data,
+    checked here against bench's registry and the collectives' family name."""
+    from bench.collectives.worker import WORKLOAD
+    from bench.workloads import WORKLOADS
+    from results.schema import KNOWN_WORKLOADS
+
+    assert sorted(KNOWN_WORKLOADS) == sorted({*WORKLOADS, WORKLOAD})

@@ -209,6 +209,37 @@ def test_cli_errors_are_one_line(tmp_path, monkeypatch):
     assert res.exit_code == 2
 
 
+@pytest.mark.parametrize(("to", "extra", "expected"), [
+    ("{tmp}/x.db", [], "is not a database URL"),
+    ("sqlite:///{tmp}/x.db", ["--batch-size", "0"], "batch size must be an integer from 1"),
+    ("{local}", [], "is the local table itself"),
+])
+def test_upload_refuses_its_arguments_before_any_progress_line(local, tmp_path, to, extra,
+                                                              expected):
+    """The arguments are checked before "uploading ... ...": a refusal is the one line."""
+    to = to.replace("{tmp}", str(tmp_path)).replace("{local}", local.url)
+    res = runner.invoke(app, ["upload", "--to", to, "--db", local.url, *extra])
+    assert res.exit_code == 2
+    assert res.output.count("\n") == 1 and res.output.startswith("error: ")
+    assert expected in res.output and "uploading" not in res.output
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_pass_db_is_said_only_when_db_was_not_given(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("COLOSSUS_BENCH_DB", raising=False)
+    given = runner.invoke(app, ["upload", "--to", "sqlite:///x.db", "--db",
+                                str(tmp_path / "none.db")])
+    assert given.exit_code == 2 and "no local results table at" in given.output
+    assert "pass --db" not in given.output
+    default = runner.invoke(app, ["upload", "--to", "sqlite:///x.db"])
+    assert default.exit_code == 2 and "(pass --db)" in default.output
+    for args in (["--db", str(tmp_path / "empty.db")], []):
+        res = runner.invoke(app, ["compare", *args])
+        assert res.exit_code == 2 and "no results table at" in res.output
+        assert ("(pass --db)" in res.output) == (not args)
+
+
 @pg
 def test_run_upload_prints_the_report_and_never_fails_the_run(local, pg_url, capsys,
                                                               monkeypatch):
@@ -244,6 +275,10 @@ def test_scrub_and_report():
     assert str(r) == ("2 new rows, 1 already there (3 local rows, 1 batch) to "
                       "postgresql+psycopg://u:***@h/db in 0.5 s")
     assert r.to_dict()["rows_per_s"] == 6.0
+    one = UploadReport(to="x", local=1, new=1, batches=2, refused=1, refused_file="f.jsonl",
+                       refused_reason="why")
+    assert str(one).startswith("1 new row, 0 already there (1 local row, 2 batches, 1 set aside")
+    assert one.set_aside_line().startswith("1 row set aside in f.jsonl")
 
 
 def test_retry_waits_have_full_jitter_so_uploaders_do_not_retry_in_lockstep():
