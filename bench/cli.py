@@ -12,7 +12,6 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bench.words import counted
 from results.compare import print_comparison, run_yardstick
 from results.console import (
     DB_HELP,
@@ -28,6 +27,7 @@ from results.console import (
 )
 from results.export import write_atomically
 from results.rows import shown_by_bandwidth
+from results.words import counted
 
 
 def _fmt(x: float | None, spec: str) -> str:

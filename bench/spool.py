@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.words import counted
 from results.errors import first_line
 from results.schema import Result
+from results.words import counted
 
 # Assumption, not a measurement: long enough for a PostgreSQL restart or another writer's
 # SQLite transaction to end. Only errors that may pass by themselves are retried.

@@ -33,7 +33,7 @@ from results.export import FORMATS
 from results.fleet import DEFAULT_THRESHOLD
 from results.retry import BACKOFF_ENV, DEFAULT_BATCH, TRIES_ENV, UPLOAD_ENV, RetryPolicy
 from results.validate import CONTROLS
-from results.words import plural
+from results.words import counted
 
 
 def upload(
@@ -118,7 +118,7 @@ def fleet(
     finally:
         store.close()
     if report.skipped:
-        err_console.print(f"fleet: {plural(report.skipped, 'unusable row')} skipped (values the "
+        err_console.print(f"fleet: {counted(report.skipped, 'unusable row')} skipped (values the "
                           "record checks refuse, or a kernel without a passed check)",
                           highlight=False)
     if as_json:
@@ -134,10 +134,10 @@ def fleet(
     shown = devices if top <= 0 else devices[:top]
     console.print(devices_table(report, shown))
     if len(shown) < len(devices):
-        console.print(f"({plural(len(devices) - len(shown), 'more device')}: --top 0 lists "
+        console.print(f"({counted(len(devices) - len(shown), 'more device')}: --top 0 lists "
                       "all)")
     n_flagged = sum(d.flagged > 0 for d in devices)
-    console.print(f"{n_flagged} of {plural(len(devices), 'device')} below "
+    console.print(f"{n_flagged} of {counted(len(devices), 'device')} below "
                   f"{report.threshold:.2f} of their "
                   f"fleet median on at least one case "
                   f"({'latest run' if report.latest_only else 'all runs'} per device and case)",
@@ -226,7 +226,7 @@ def export(
     err_console.print(f"export: {written} written to {escape(str(out or 'stdout'))}",
                       highlight=False)
     if refused:
-        err_console.print(f"export: {plural(len(refused), 'row')} skipped, the record checks "
+        err_console.print(f"export: {counted(len(refused), 'row')} skipped, the record checks "
                           f"refuse {'it' if len(refused) == 1 else 'them'} "
                           f"(first: {escape(refused[0])})", highlight=False, soft_wrap=True)
 
@@ -256,7 +256,7 @@ def ingest(
                 records = load_file(f, strict=True)
                 store = store or open_store(db)
                 new, total = insert_all(records, store), len(records)
-                console.print(f"{escape(str(f))}: {plural(total, 'row')}, {new} new, "
+                console.print(f"{escape(str(f))}: {counted(total, 'row')}, {new} new, "
                               f"{total - new} already there", highlight=False)
                 for note in unchecked_notes(f, records):
                     err_console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from results.openmetrics import exposition
 from results.schema import SCHEMA_VERSION, finite
 from results.validate import parse_time
-from results.words import plural
+from results.words import counted
 
 FORMATS = ("csv", "parquet", "jsonl", "openmetrics")
 EXPORT_SCHEMA_VERSION = 1  # bump when a column is renamed, removed or changes type
@@ -148,7 +148,7 @@ def render(rows: list[dict], fmt: str) -> tuple[bytes, str]:
     """The export of `rows` (dicts the door accepted) in `fmt`, as bytes, and what it holds in
     words ("2 rows"; for the gauges, their samples and label sets)."""
     if fmt == "jsonl":
-        return jsonl_text(rows).encode(), plural(len(rows), "row")
+        return jsonl_text(rows).encode(), counted(len(rows), "row")
     if fmt == "openmetrics":
         gauges = exposition(rows)
         return gauges.text.encode(), str(gauges)
@@ -158,7 +158,7 @@ def render(rows: list[dict], fmt: str) -> tuple[bytes, str]:
         pq.write_table(table, buf)
     else:
         pa_csv.write_csv(_csv_table(table), buf)
-    return buf.getvalue(), plural(len(rows), "row")
+    return buf.getvalue(), counted(len(rows), "row")
 
 
 def write_atomically(path: Path, data: bytes) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from results.schema import RecordError, Result
 from results.validate import check, unchecked
-from results.words import plural
+from results.words import counted
 
 # A file larger than this is refused before it is read into memory. Assumption: a record is a
 # few KiB (its samples and telemetry), so 2 GiB is hundreds of thousands of rows, more than one
@@ -159,7 +159,7 @@ def unchecked_notes(path, records: list[Result]) -> list[str]:
             n, models = kinds.get(name, (0, set()))
             models.add(str(r.device.get("model") or r.device.get("name") or "unknown"))
             kinds[name] = (n + 1, models)
-    return [f"{path}: {name} of {plural(n, 'row')} not checked: no datasheet peak known for "
+    return [f"{path}: {name} of {counted(n, 'row')} not checked: no datasheet peak known for "
             f"{', '.join(sorted(models))} (stored all the same)" for name, (n, models)
             in kinds.items()]
 

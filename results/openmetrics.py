@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from results.rows import case_params, is_usable
 from results.validate import parse_time
-from results.words import plural
+from results.words import counted
 
 PREFIX = "colossus_bench_"
 # name -> (help, unit factor, how to read it from a record)
@@ -87,7 +87,7 @@ class Exposition:
     samples: int
 
     def __str__(self) -> str:
-        return f"{plural(self.samples, 'sample')} of {plural(self.label_sets, 'label set')}"
+        return f"{counted(self.samples, 'sample')} of {counted(self.label_sets, 'label set')}"
 
 
 def openmetrics(rows: list[dict]) -> str:

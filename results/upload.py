@@ -63,7 +63,7 @@ from results.tables import (
     insert_ignore,
     result_rows,
 )
-from results.words import plural
+from results.words import counted
 
 log = logging.getLogger(__name__)
 
@@ -99,15 +99,15 @@ class UploadReport:
 
     def __str__(self) -> str:
         retried = f", {self.retries} retries" if self.retries else ""
-        batches = plural(self.batches, "batch", "batches")
+        batches = counted(self.batches, "batch", "batches")
         refused = f", {self.refused} set aside in {self.refused_file}" if self.refused else ""
-        return (f"{plural(self.new, 'new row')}, {self.already} already there "
-                f"({plural(self.local, 'local row')}, "
+        return (f"{counted(self.new, 'new row')}, {self.already} already there "
+                f"({counted(self.local, 'local row')}, "
                 f"{batches}{retried}{refused}) to {self.to} in {self.seconds:.1f} s")
 
     def set_aside_line(self) -> str:
         """The last line of an upload that set rows aside."""
-        return (f"{plural(self.refused, 'row')} set aside in "
+        return (f"{counted(self.refused, 'row')} set aside in "
                 f"{self.refused_file}: the shared table refused them (first: "
                 f"{self.refused_reason}); the next upload tries them again")
 
@@ -184,7 +184,7 @@ class _Retrying:
                 if attempt == self.policy.tries:
                     raise UploadError(
                         f"cannot reach {self.report.to} after {attempt} tries ({reason}); "
-                        f"{plural(self.report.new, 'new row')} "
+                        f"{counted(self.report.new, 'new row')} "
                         f"{'was' if self.report.new == 1 else 'were'} uploaded before that, the "
                         "local table is untouched: run the upload again to send the rest",
                         self.report) from None

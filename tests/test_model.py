@@ -592,9 +592,10 @@ def test_micro_batches_per_replica_are_the_nearest_whole_number_and_the_batch_ru
 def test_counts_are_singular_when_one():
     from reports.model import hardware
     from reports.model.comm import dp_seconds
-    from reports.model.config import Parallel, Training, counted
+    from reports.model.config import Parallel, Training
     from reports.model.measurements import Measurements
     from reports.model.presets import MODELS
+    from results.words import counted
 
     assert counted(1, "GPU") == "1 GPU" and counted(1024, "GPU") == "1,024 GPUs"
     assert counted(1, "micro-batch", "micro-batches") == "1 micro-batch"

@@ -240,7 +240,7 @@ def test_a_bad_upload_url_is_refused_before_anything_runs(tmp_path, url, message
 
 
 def test_counts_in_messages_agree_with_their_number(db_url):
-    from bench.words import are, counted
+    from results.words import are, counted
 
     assert [counted(n, "result") for n in (0, 1, 2)] == ["0 results", "1 result", "2 results"]
     assert counted(1, "visible GPU") == "1 visible GPU" and are(1) == "is" and are(3) == "are"

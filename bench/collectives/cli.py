@@ -22,8 +22,8 @@ from bench import spool as spoollib
 from bench.collectives.config import CollConfig, parse_dtypes, parse_redops, world_from_env
 from bench.collectives.formulas import OPS
 from bench.collectives.sizes import format_size, parse_size
-from bench.words import are, counted
 from results.console import choice, console, err_console, fail, open_store, print_json, value
+from results.words import are, counted
 
 COLLECTIVE_HELP = ("all_reduce | all_gather | reduce_scatter | all, or nccl-tests' binary names "
                    "(all_reduce_perf, ...); repeat or comma-separate")

@@ -47,7 +47,7 @@ from bench.collectives.status import (
     read_statuses,
     stall_message,
 )
-from bench.words import are, counted
+from results.words import are, counted
 
 POLL_S = 0.1
 # Assumptions, not measurements: the ranks' own collective timeouts are this much longer than

@@ -46,9 +46,9 @@ from bench.device import detect, detect_cpu
 from bench.record import Facts, build_record
 from bench.telemetry import Sampler
 from bench.timing import EventTimer, Timing
-from bench.words import counted
 from results.schema import Result
 from results.validate import FieldError
+from results.words import counted
 
 WORKLOAD = "allreduce"  # the collectives family is named after its verb; params["op"] says which
 PLACEMENTS = {"out": "out-of-place", "in": "in-place"}

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from reports.model.cluster import TOKEN_BUDGETS, useful_fraction_at
-from reports.model.config import ScenarioError, counted
+from reports.model.config import ScenarioError
 from reports.model.scenario import SCENARIOS
 from reports.model.search import estimate as run_estimate
 from reports.model.serving_cases import WITHIN_PCT, serving_summary, validate_serving
@@ -23,6 +23,7 @@ from reports.model.serving_scenario import SERVING_SCENARIOS, estimate_serving, 
 from reports.model.validation import summary
 from reports.model.validation import validate as run_validation
 from results.console import print_json
+from results.words import counted
 
 
 def _console(stderr: bool = False) -> Console:

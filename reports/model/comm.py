@@ -21,10 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from reports.model.compute import gemm_roles
-from reports.model.config import Parallel, Training, counted
+from reports.model.config import Parallel, Training
 from reports.model.hardware import GPU, Cluster
 from reports.model.measurements import Measurements
 from reports.model.presets import Model
+from results.words import counted
 
 
 def allreduce_seconds(nbytes: float, n: int, busbw_gbps: float, alpha_s: float) -> float:

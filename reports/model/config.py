@@ -34,11 +34,6 @@ def check_int(v, what: str) -> int:
     return v
 
 
-def counted(n: int, noun: str, plural: str | None = None) -> str:
-    """'1 GPU', '8 GPUs', '1,024 buckets': a count with its noun, singular when n is 1."""
-    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
-
-
 def check_str(v, what: str) -> str:
     if not isinstance(v, str):
         raise ScenarioError(f"{what} must be a string, got {v!r} ({type(v).__name__})")

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from reports.model.compute import flops_per_token, mfu
-from reports.model.config import RECOMPUTE, Parallel, ScenarioError, counted
+from reports.model.config import RECOMPUTE, Parallel, ScenarioError
 from reports.model.hardware import Cluster, Pool, gpu
 from reports.model.measurements import Figure, Measurements, as_measurements
 from reports.model.memory import capacity_bytes, gib, memory_per_gpu
@@ -28,6 +28,7 @@ from reports.model.pipeline import (
 from reports.model.presets import Model
 from reports.model.scenario import Scenario, load_scenario
 from reports.model.step import StepTime, step_time
+from results.words import counted
 
 
 @dataclass

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 
 from reports.model.compute import attention_core_flops
-from reports.model.config import ScenarioError, counted
+from reports.model.config import ScenarioError
 from reports.model.hardware import GIB, GPU
 from reports.model.measurements import Figure, Measurements
 from reports.model.presets import Model
+from results.words import counted
 
 # bytes per weight / KV element
 PRECISIONS = {"bf16": 2, "fp8": 1}

@@ -13,11 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from reports.model import scaling
-from reports.model.config import ScenarioError, counted
+from reports.model.config import ScenarioError
 from reports.model.hardware import cluster, gpu
 from reports.model.measurements import Measurements, as_measurements
 from reports.model.presets import model_from
 from reports.model.serving import Serving, ServingEstimate, evaluate
+from results.words import counted
 
 
 @dataclass(frozen=True)
