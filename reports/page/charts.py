@@ -11,7 +11,8 @@ from results.peaks import PEAKS
 MAX_BAR_SHAPES = 40  # shapes drawn per baseline figure (the table lists them all)
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (lazy: only the report draws)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -22,7 +23,7 @@ def _plt():
 
 def to_png(fig) -> bytes:
     """PNG bytes of a figure, without metadata (no version strings or URLs in the page)."""
-    plt = _plt()
+    plt = pyplot()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
@@ -40,7 +41,7 @@ WORKLOAD_MARKERS = {"gemm": "o", "attention": "^"}
 def roofline_png(points: list[dict], bandwidths: dict[str, float], gpus: list[str]) -> bytes:
     """One panel per GPU model: datasheet roofs (per dtype), the measured HBM ceiling (dashed)
     where membw rows exist, and every kernel point (intensity, TFLOP/s)."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(gpus), figsize=(5.5 * len(gpus), 4.2), squeeze=False)
     xs = [10 ** (e / 10) for e in range(-10, 51)]  # 0.1 .. 1e5 FLOP/B
     for ax, gpu in zip(axes[0], gpus):
@@ -83,7 +84,7 @@ def bars_figure(title: str, labels: list[str], series: dict[str, list[float | No
     """Horizontal grouped bars: one group per shape, one bar per backend; `errors` (per series:
     the distances below and above each value) draws whiskers, e.g. a modelled range. The legend
     sits right of the axes, never over a bar."""
-    plt = _plt()
+    plt = pyplot()
     n = len(labels)
     fig, ax = plt.subplots(figsize=(8, 1.0 + 0.32 * n * max(1, len(series)) ** 0.5))
     height = 0.8 / max(1, len(series))
@@ -109,7 +110,7 @@ def lines_figure(title: str, series: dict[str, tuple[list[float], list[float]]],
                  bands: dict[str, tuple[list[float], list[float]]] | None = None):
     """Line plot of named (x, y) series, with optional labelled horizontal reference lines and,
     per series, a shaded band (low, high at the same x: the range of a modelled figure)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     for name, (x, y) in series.items():
         (line,) = ax.plot(x, y, marker="o", ms=3, label=name)
@@ -147,7 +148,7 @@ def lines_png(title: str, series: dict[str, tuple[list[float], list[float]]], xl
 
 def scatter_png(x: list[float], y: list[float], xlabel: str, ylabel: str) -> bytes:
     """Predicted against published, with the y = x line."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 4.5))
     lo, hi = 0.9 * min(x + y), 1.1 * max(x + y)
     ax.plot([lo, hi], [lo, hi], "k--", lw=1)

@@ -23,6 +23,7 @@ from reports.model.serving import ASSUMPTIONS, Serving, evaluate, figure_dicts, 
 from reports.model.serving_cases import WITHIN_PCT, serving_summary, validate_serving
 from reports.model.serving_cluster import WORKLOADS, cluster_serving, serving_gain
 from reports.model.serving_scenario import SERVING_SCENARIOS, estimate_serving
+from reports.page.charts import pyplot, to_png
 
 TITLE = "Serving: what Colossus serves, and what the H200 adds"
 CURVE = {"H100-SXM": "serve-llama3-70b-h100", "H200-SXM": "serve-llama3-70b-h200"}
@@ -68,15 +69,6 @@ def cell(value, text: str, ref: str) -> dict:
     return {"text": text, "value": value, "ref": ref}
 
 
-def _plt():
-    import matplotlib  # lazy: only the report draws
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def batch_sweep(s: Serving, meas, points: int = 14) -> list[dict]:
     """Throughput and latency at log-spaced batches up to the largest that fits."""
     top = min(max_batch_fitting(s), s.max_batch)
@@ -94,15 +86,14 @@ def batch_sweep(s: Serving, meas, points: int = 14) -> list[dict]:
 
 def _save(fig, path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
-    _plt().close(fig)
+    path.write_bytes(to_png(fig))
     return str(path)
 
 
 def curves_png(sweeps: dict[str, list[dict]], out_dir: Path) -> tuple[str, str]:
     """Tokens/s per GPU against batch, and TPOT against tokens/s per GPU (the latency-throughput
     curve), H100 and H200."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for g, pts in sweeps.items():
         ax.plot([p["batch"] for p in pts], [p["per_gpu"] for p in pts], "o-", color=COLORS[g],
@@ -133,7 +124,7 @@ def gain_png(gains: list[dict], out_dir: Path) -> str:
 def gain_figure(gains: list[dict]):
     """Serving and training gain bars per model and workload: labels on two lines, the legend
     below the axes (never over a bar)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     labels = [f"{g['model']}\n({g['workload']})" for g in gains]  # two lines: no overlap
     x = range(len(gains))
