@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from reports.model import hardware
-from reports.model.cluster import h200_gain
+from reports.model.h200 import h200_gain
 from reports.model.measurements import Measurements, same_silicon
 from tests.test_model import row
 

@@ -2,8 +2,8 @@
 
 Where things live: scenario.py (Scenario, SCENARIOS, BATCH_PRESETS, load_scenario), search.py
 (Estimate, evaluate, search, estimate with its range), cluster.py (cluster_throughput,
-batch_sensitivity, h200_gain, mixed_job, colossus_200k_gain, power, TOKEN_BUDGETS), goodput.py
-(goodput, young_daly_interval, useful_fraction). This module re-exports them for callers.
+batch_sensitivity, mixed_job, colossus_200k_gain, power, TOKEN_BUDGETS), h200.py (h200_gain),
+goodput.py (goodput, young_daly_interval, useful_fraction). This module re-exports them for callers.
 """
 
 from reports.model.cluster import (
@@ -13,7 +13,6 @@ from reports.model.cluster import (
     batch_sensitivity,
     cluster_throughput,
     colossus_200k_gain,
-    h200_gain,
     mixed_job,
     power,
 )
@@ -26,6 +25,7 @@ from reports.model.goodput import (
     useful_fraction,
     young_daly_interval,
 )
+from reports.model.h200 import h200_gain
 from reports.model.scenario import (
     BATCH_PRESETS,
     SCENARIOS,

@@ -5,7 +5,8 @@ goodput.
 
 from __future__ import annotations
 
-from reports.model.cluster import SPLIT_RULE, hbm_figures
+from reports.model.cluster import SPLIT_RULE
+from reports.model.h200 import hbm_figures
 from reports.model.hardware import cluster
 from reports.model.scaling import colossus_200k_gain, goodput, h200_gain, power
 from reports.page.charts import bars_png, lines_png
