@@ -191,13 +191,13 @@ def _best_split(model: str, c: Cluster, pool: Pool, batch_tokens: int | None,
 
 def single_pool_options(model: str, c: Cluster, batch_tokens: int | None, meas) -> dict:
     """A one-pool cluster under the same options as a mixed one (SPLIT_RULE): one job at its
-    best layout, or the pool split into two jobs; the best of them."""
+    best layout, or the pool split into two jobs; the best of them (_best_split, whose first
+    option is the whole pool as one job: `one_job` is that estimate, from the search cache)."""
     (pool,) = c.pools
     split = _best_split(model, c, pool, batch_tokens, meas)
     one = search(_scenario_for(model, _job_cluster(c, pool.gpu, pool.gpus), batch_tokens), meas)
-    best = max(one.tokens_per_s, split["tokens_per_s"])
-    return {"one_job": one, "split": split, "best_tokens_per_s": best,
-            "best": "one_job" if best == one.tokens_per_s else "separate_jobs",
+    return {"one_job": one, "split": split, "best_tokens_per_s": split["tokens_per_s"],
+            "best": "one_job" if len(split["jobs"]) == 1 else "separate_jobs",
             "options": {pool.gpu: split["considered"]}}
 
 
@@ -247,8 +247,7 @@ def colossus_200k_gain(model: str = "llama3-405b", measurements=None,
                      "all_h100_best_parallel": best_h100.parallel.to_dict(),
                      "colossus_100k_one_job_tokens_per_s": base["one_job"].tokens_per_s,
                      "colossus_100k_separate_jobs_tokens_per_s": base["split"]["tokens_per_s"],
-                     "colossus_100k_jobs": [j["gpus"] for j in base["split"]["jobs"]]
-                     if base["best"] == "separate_jobs" else [100_000],
+                     "colossus_100k_jobs": [j["gpus"] for j in base["split"]["jobs"]],
                      "colossus_100k_tokens_per_s": base100,
                      "gain_one_job_same_layout": one_job / same.tokens_per_s,
                      "gain_vs_best": gain,
