@@ -60,6 +60,9 @@ MODEL_SHAPES: dict[str, dict] = {
     "megatron-310.1b": _gpt(96, 16384, 128, _N21),
     "megatron-529.6b": _gpt(105, 20480, 128, _N21),
     "megatron-1t": _gpt(128, 25600, 160, _N21),
+    "megatron-22b": _gpt(48, 6144, 64, "Korthikanti et al. 2022 (Reducing Activation "
+                         "Recomputation), Table 3: 48 layers, hidden 6144, 64 heads; vocab 51,200 "
+                         "and seq 2048 (sec. 6)"),
     "mt-nlg-530b": _gpt(105, 20480, 128, "Smith et al. 2022 (MT-NLG), sec. 3.1: 105 layers, "
                         "hidden 20480, 128 heads, seq 2048; GPT-2 BPE vocabulary", vocab=50257),
     "bloom-176b": {**_gpt(70, 14336, 112, "", vocab=250880),

@@ -12,3 +12,8 @@ def counted(n: int, noun: str, plural: str | None = None) -> str:
 def are(n: int) -> str:
     """The verb that agrees with a count: "1 row is", "2 rows are"."""
     return "is" if n == 1 else "are"
+
+
+def was(n: int) -> str:
+    """The past tense that agrees with a count: "1 row was", "2 rows were"."""
+    return "was" if n == 1 else "were"

@@ -313,6 +313,8 @@ def test_model_and_parallel_errors():
     ({"zero": "1"}, "training zero must be an integer"),
     ({"grad_bytes": 4.0}, "grad_bytes must be an integer"),
     ({"attention": ["flash"]}, "attention must be a string"),
+    ({"grad_accum": "unfused"}, "grad_accum must be one of fused, add, cast_add, got 'unfused'"),
+    ({"grad_accum": 1}, "training grad_accum must be a string"),
 ])
 def test_training_types_are_checked(spec, message):
     with pytest.raises(ScenarioError, match=message):
@@ -542,6 +544,31 @@ def test_deepspeed_pipeline_sends_partition_activations_but_not_gradients():
     assert training_from({"pp_scatter_gather": False}).pp_scatter_gather is False
     with pytest.raises(ScenarioError):
         training_from({"pp_scatter_gather": "false"})
+
+
+def test_gradient_accumulation_by_hand():
+    # per micro-batch, on the gradients the GPU keeps: "add" reads the 16-bit gradient and reads
+    # and writes the accumulator (2 + 2 x grad_bytes); "cast_add" (DeepSpeed's BF16_Optimizer)
+    # first casts it to a temporary (2 + 4), then adds (3 x 4): 18 B; fused: nothing
+    from reports.model.step import grad_accum_bytes
+
+    assert grad_accum_bytes(1e9, Training(), 1) == 0.0
+    assert grad_accum_bytes(1e9, Training(grad_accum="add", grad_bytes=2), 1) == 6e9
+    assert grad_accum_bytes(1e9, Training(grad_accum="add", grad_bytes=4), 1) == 10e9
+    assert grad_accum_bytes(1e9, Training(grad_accum="cast_add", grad_bytes=4), 1) == 18e9
+    assert grad_accum_bytes(1e9, Training(grad_accum="cast_add", grad_bytes=4), 8) == 18e9 / 8
+    m, clu = MODELS["mt-nlg-530b"], hardware.cluster("selene-a100")
+    g = hardware.gpu(clu.pools[0].gpu)
+    par = Parallel(tp=8, pp=35, dp=8, micro_batch=1, recompute="full")
+    meas = no_ref()
+    fused = step_time(m, par, Training(), clu, g, meas, microbatches=240)
+    cast = step_time(m, par, Training(grad_accum="cast_add"), clu, g, meas, microbatches=240)
+    assert fused.breakdown_s["grad_accum"] == 0.0
+    per_mb = 18 * max(stage_params(m, 35, 8)) / 8 / (meas.hbm_tbps(g).value * 1e12)
+    assert cast.breakdown_s["grad_accum"] == pytest.approx(240 * per_mb)
+    # inside the pipeline slot: the bubble grows with it
+    assert cast.microbatch_s == pytest.approx(fused.microbatch_s + per_mb)
+    assert training_from({"grad_accum": "add"}).grad_accum == "add"
 
 
 def test_jean_zay_has_the_omni_path_links_bloom_states():

@@ -240,10 +240,11 @@ def test_a_bad_upload_url_is_refused_before_anything_runs(tmp_path, url, message
 
 
 def test_counts_in_messages_agree_with_their_number(db_url):
-    from results.words import are, counted
+    from results.words import are, counted, was
 
     assert [counted(n, "result") for n in (0, 1, 2)] == ["0 results", "1 result", "2 results"]
     assert counted(1, "visible GPU") == "1 visible GPU" and are(1) == "is" and are(3) == "are"
+    assert (was(1), was(0), was(2)) == ("was", "were", "were")
     res = cli("run", "--filter", "membw/fp32/op=copy*:torch", "--timing", "smoke", "--db", db_url)
     assert res.exit_code == 0, res.output
     assert "suite quick: 1 case-backend |" in res.output, res.output

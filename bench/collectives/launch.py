@@ -47,7 +47,7 @@ from bench.collectives.status import (
     read_statuses,
     stall_message,
 )
-from results.words import are, counted
+from results.words import are, counted, was
 
 POLL_S = 0.1
 # Assumptions, not measurements: the ranks' own collective timeouts are this much longer than
@@ -363,8 +363,7 @@ def _conclude(cfg, nproc, proc, run_dir, err, err_tail, timed_out, interrupted, 
     if saved.kept:
         print(saved.message(), file=err or sys.stderr, flush=True)
     left = saved.rows - saved.stored
-    were = "was" if saved.stored == 1 else "were"
-    stored = f"{counted(saved.stored, 'finished row')} {were} stored" + (
+    stored = f"{counted(saved.stored, 'finished row')} {was(saved.stored)} stored" + (
         f" ({left} more {are(left)} kept in {saved.kept})" if saved.kept else "")
     error = None
     if interrupted:

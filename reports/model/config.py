@@ -100,6 +100,9 @@ class Parallel:
 ZERO = (0, 1, 2, 3)
 
 
+GRAD_ACCUM = ("fused", "add", "cast_add")
+
+
 @dataclass(frozen=True)
 class Training:
     """Settings of the training software, fixed during a search.
@@ -123,6 +126,12 @@ class Training:
     and gradients between pipeline stages (Megatron-LM's scatter/gather, Narayanan et al. 2021,
     sec. 4.1); False: DeepSpeed's pipeline engine (Megatron-DeepSpeed), which partitions the
     activations but sends the gradients whole, one blocking call each (comm.pp_seconds).
+    grad_accum: how each micro-batch's weight gradient reaches the main gradient. "fused": the
+    weight-gradient GEMM accumulates straight into it (Megatron-LM's gradient-accumulation
+    fusion, in the same LinearWithGradAccumulationAndAsyncCommunication as async_dgrad;
+    Megatron-Core's default). "add": an add kernel per micro-batch (Megatron-LM of 2021, its DDP
+    hook's main_grad.add_(grad)). "cast_add": the gradient cast to the accumulator's precision
+    first, then added (DeepSpeed's BF16_Optimizer: hp_grad.add_(lp.grad.to(hp_grad.dtype))).
     """
 
     attention: str = "flash"
@@ -134,6 +143,7 @@ class Training:
     grad_bytes: int = 4
     causal: bool = True
     pp_scatter_gather: bool = True
+    grad_accum: str = "fused"
     sources: dict[str, str] = field(default_factory=lambda: {
         "grad_bytes": "FP32 gradient reduce-scatter, as Llama 3 (Dubey et al. 2024, sec. 3.3.2)",
         "tp_overlap": "assumption: tensor-parallel collectives exposed (no overlap)",
@@ -147,6 +157,10 @@ class Training:
         check_int(self.zero, "training zero")
         check_number(self.tp_overlap, "training tp_overlap")
         check_int(self.grad_bytes, "training grad_bytes")
+        check_str(self.grad_accum, "training grad_accum")
+        if self.grad_accum not in GRAD_ACCUM:
+            raise ScenarioError(f"grad_accum must be one of {', '.join(GRAD_ACCUM)}, got "
+                                f"{self.grad_accum!r}")
         if self.attention not in ("flash", "unfused"):
             raise ScenarioError(f"attention must be 'flash' or 'unfused', got {self.attention!r}")
         if self.zero not in ZERO:
@@ -167,7 +181,8 @@ class Training:
 
 
 _TRAINING_KEYS = {"attention", "sequence_parallel", "zero", "overlap_grad_reduce", "tp_overlap",
-                  "async_dgrad", "grad_bytes", "causal", "pp_scatter_gather"}
+                  "async_dgrad", "grad_bytes", "causal", "pp_scatter_gather",
+                  "grad_accum"}
 
 
 def training_from(spec: dict | None) -> Training:

@@ -117,7 +117,7 @@ def gemm_ceiling(gpu: GPU) -> Figure:
 # H200 share Hopper's (same SMs and clocks); an architecture without runs takes Hopper's
 # (framework_efficiency_for).
 FRAMEWORK_EFFICIENCY: dict[str, Figure] = {
-    "ampere": Figure(0.78, "calibrated: kernels reach 78% of their benchmarked speed inside a "
+    "ampere": Figure(0.77, "calibrated: kernels reach 77% of their benchmarked speed inside a "
                            "training step on A100; fitted on the A100 calibration runs of "
                            "reports/model/validation_cases.py (Narayanan et al. 2021 Tables 1-2, "
                            "OPT-175B); later A100 runs held out", "calibrated"),

@@ -30,6 +30,17 @@ __all__ = ["StepTime", "Training", "model_from", "step_time", "training_from"]
 OPTIMIZER_BYTES_PER_PARAM = 30
 
 
+def grad_accum_bytes(params_local: float, train: Training, shards: int) -> float:
+    """HBM traffic of one micro-batch's gradient accumulation outside the GEMM, over the
+    gradients this GPU keeps (a 1/shards share when sharded per micro-batch, ZeRO-2/3).
+    "add": the 16-bit gradient read, the accumulator read and written (2 + 2 x grad_bytes per
+    parameter); "cast_add": a cast to a temporary first (2 + grad_bytes), then the add reads the
+    temporary and the accumulator and writes it (3 x grad_bytes). "fused": none."""
+    per_param = {"fused": 0, "add": 2 + 2 * train.grad_bytes,
+                 "cast_add": 2 + 4 * train.grad_bytes}[train.grad_accum]
+    return params_local / shards * per_param
+
+
 @dataclass
 class StepTime:
     """One training step on one GPU type, seconds, with where the time goes."""
@@ -102,12 +113,15 @@ def step_time(model: Model, par: Parallel, train: Training, cluster: Cluster, g:
     stage = max(full, tail, key=lambda d: sum(d.values())) if par.pp > 1 else \
         {k: full.get(k, 0.0) + out.get(k, 0.0) for k in {**full, **out}}
     stage["pp_comm"] = pp_seconds(model, par, cluster, g, meas, train)
+    params_local = max(stage_params(model, par.pp, par.tp)) / par.tp
+    grad_shards = par.dp * par.cp if train.zero >= 2 else 1
+    stage["grad_accum"] = grad_accum_bytes(params_local, train, grad_shards) / (
+        meas.hbm_tbps(g).value * 1e12)
     t_mb = sum(stage.values())
 
     m = microbatches
     breakdown = {k: m * v for k, v in stage.items()}
     breakdown["pp_bubble"] = bubble_fraction(par.pp, m, par.virtual_stages) * m * t_mb
-    params_local = max(stage_params(model, par.pp, par.tp)) / par.tp
     breakdown["dp_comm"], dp_src = dp_seconds(model, par, train, cluster, g, meas,
                                               params_local, stage, m)
     shard = params_local / (par.dp * par.cp if train.zero >= 1 else 1)

@@ -22,31 +22,41 @@ _MCORE = ("NVIDIA/Megatron-LM README (2024), 'Training Speed and Scalability': G
 _N15 = "Nemotron-4 15B Technical Report (Parmar et al. 2024), Table 2: iteration time"
 _DGXC = "NVIDIA/dgxc-benchmarking {}, NeMo recipe, BF16: training step time"
 _K22 = ("Korthikanti et al. 2022 (Reducing Activation Recomputation in Large Transformer Models), "
-        "abstract: 530B on 2,240 A100, MFU 54.2% with sequence parallelism and selective "
-        "recompute, 42.1% with full recomputation")
+        "Table 5: iteration time with full recompute and with sequence parallelism + selective "
+        "recompute, layouts of Table 3")
+_K22_63 = ("Korthikanti et al. 2022, sec. 6.3: the 530B run on 2,240 GPUs (8-way data "
+           "parallel) at 39.15 s per iteration, MFU 54.2% (the abstract's figure)")
 
 # 2021-era Megatron-LM: unfused attention, no sequence parallelism, replicated optimizer, the
 # gradient all-reduce after the backward pass, nothing overlapped. Its runs were fp16 mixed
 # precision (assumption: Narayanan et al. 2021 say "mixed precision", the repository's scripts
 # of the time pass --fp16), and fp16 keeps gradients and their all-reduce in fp16: only bf16
 # forces fp32 (megatron/arguments.py: accumulate_allreduce_grads_in_fp32 is set for bf16 alone).
+# Each micro-batch's gradient is added to the main gradient by its DDP hook
+# (megatron/model/distributed.py: param.main_grad.add_(param.grad.data)).
 MEGATRON_2021 = Training(attention="unfused", sequence_parallel=False, zero=0,
                          overlap_grad_reduce=False, tp_overlap=0.0, grad_bytes=2,
-                         async_dgrad=False)
+                         async_dgrad=False, grad_accum="add")
 # OPT (metaseq): FSDP (ZeRO-3) with Megatron tensor parallelism (its 2021 fork: no async
-# input-gradient all-reduce, assumption), prefetching gathers.
+# input-gradient all-reduce, no gradient-accumulation fusion, assumption), prefetching gathers;
+# its gradients are reduce-scattered every micro-batch, so only the shard is accumulated.
 OPT_2022 = Training(attention="unfused", sequence_parallel=False, zero=3,
-                    overlap_grad_reduce=True, tp_overlap=0.0, grad_bytes=4, async_dgrad=False)
+                    overlap_grad_reduce=True, tp_overlap=0.0, grad_bytes=4, async_dgrad=False,
+                    grad_accum="add")
 # Megatron-LM 2022 (Korthikanti et al.): the input-gradient all-reduce behind the weight-gradient
-# GEMM (from late 2021), its baseline without sequence parallelism, otherwise as 2021.
-MEGATRON_2022 = replace(MEGATRON_2021, async_dgrad=True)
+# GEMM and the gradient accumulated inside it, both from LinearWithGradAccumulationAndAsync-
+# Communication (late 2021); its baseline without sequence parallelism, otherwise as 2021.
+MEGATRON_2022 = replace(MEGATRON_2021, async_dgrad=True, grad_accum="fused")
 MEGATRON_2022_SP = replace(MEGATRON_2022, sequence_parallel=True)
-# Megatron-DeepSpeed (MT-NLG, BLOOM): ZeRO-1 over data parallelism, fp32 gradients (BLOOM's
-# bf16 optimizer keeps them so; MT-NLG's precision unstated, assumption); DeepSpeed's
-# pipeline engine partitions the activations it sends over the tensor-parallel ranks but sends
-# the gradients whole, each in its own blocking call (deepspeed/runtime/pipe/engine.py of
-# 2020-21; comm.pp_seconds).
-DEEPSPEED_2022 = replace(MEGATRON_2021, zero=1, pp_scatter_gather=False, grad_bytes=4)
+# Megatron-DeepSpeed (MT-NLG, BLOOM): bf16 (MT-NLG: Smith et al. 2022, sec. 2, "mixed
+# precision using 16-bit bfloat16"; BLOOM: BigScience 2022) through DeepSpeed's
+# BF16_Optimizer: fp32 gradients, each micro-batch's cast to fp32 and added
+# (hp_grad.add_(lp.grad.to(hp_grad.dtype))), optimizer state sharded over data parallelism
+# (ZeRO-1). DeepSpeed's pipeline engine partitions the activations it sends over the
+# tensor-parallel ranks but sends the gradients whole, each in its own blocking call
+# (deepspeed/runtime/pipe/engine.py of 2020-21; comm.pp_seconds).
+DEEPSPEED_2022 = replace(MEGATRON_2021, zero=1, pp_scatter_gather=False, grad_bytes=4,
+                         grad_accum="cast_add")
 # Llama 3: flash attention, sequence parallel, FSDP that keeps weights after the forward
 # (ZeRO-2), FP32 gradient reduce-scatter, overlapped (Dubey et al. 2024, sec. 3.3.2).
 LLAMA3 = Training(attention="flash", sequence_parallel=True, zero=2, overlap_grad_reduce=True,
@@ -108,15 +118,40 @@ class Case:
         return "s/step" if self.metric == "step_s" else "TFLOP/s/GPU"
 
 
-_UNSTATED_21 = ("micro-batch 1, no interleaving (unstated)",
-                "2021 software: unfused attention, no sequence parallelism, fp16 gradients "
-                "all-reduced after the backward (its --fp16 default), replicated optimizer "
-                "(assumption)")
+# Narayanan et al. 2021, sec. 5.1: "we use the interleaved pipeline schedule with the
+# scatter/gather optimization enabled"; the degree is not given, so it is searched.
+_SOFTWARE_21 = ("2021 software: unfused attention, no sequence parallelism, fp16 gradients "
+                "added per micro-batch and all-reduced after the backward (its --fp16 default), "
+                "replicated optimizer (assumption)")
+_UNSTATED_21 = {
+    _T1: ("interleaved schedule with scatter/gather (sec. 5.1), degree unstated: searched; "
+          "micro-batch unstated: searched", _SOFTWARE_21),
+    _T2: ("micro-batch 1 (Table 2); interleaved with scatter/gather as sec. 5.1's runs "
+          "(assumption), degree searched", _SOFTWARE_21),
+}
 
 
 def _n21(name, model, gpus, tp, pp, batch, tflops, src=_T1) -> Case:
     return Case(name, model, "selene-a100", gpus, tp, pp, batch, tflops, src,
-                assumptions=_UNSTATED_21)
+                micro_batch=None if src == _T1 else 1, virtual_stages=None,
+                assumptions=_UNSTATED_21[src])
+
+
+# Korthikanti et al. 2022, Table 3 (tp 8, micro-batch) and sec. 6 ("the interleaving schedule
+# with three interleaving stages for the 175B and 530B models"): size, model, GPUs, pp,
+# batch, micro-batch, virtual stages, Table 5's seconds with full recompute and with the
+# present work.
+_K22_ROWS = (("22B", "megatron-22b", 8, 1, 4, 4, 1, 1.42, 1.10),
+             ("175B", "gpt3-175b", 64, 8, 64, 1, 3, 18.13, 13.75),
+             ("530B", "megatron-529.6b", 280, 35, 280, 1, 3, 49.05, 37.83),
+             ("1T", "megatron-1t", 512, 64, 512, 1, 1, 94.42, 71.49))
+_K22_A = ("layout, micro-batch and interleaving as Table 3 and sec. 6 state (22B and 1T not "
+          "interleaved: sec. 6 names 175B and 530B); vocabulary 51,200, seq 2048",
+          "unfused attention, fp16 gradients all-reduced after the backward (assumption: "
+          "Megatron-LM's --fp16 default)",
+          "the paper's 2022 Megatron-LM: input-gradient all-reduce behind the weight-gradient "
+          "GEMM and gradient-accumulation fusion (LinearWithGradAccumulationAndAsync"
+          "Communication; assumption: both on)")
 
 
 _LLAMA_A = ("interleaving degree unstated: searched", "tensor-parallel overlap off (unstated)",
@@ -157,17 +192,20 @@ CASES: tuple[Case, ...] = (
            metric="step_s", training=DEEPSPEED_2022, flop_vocab=51200, micro_batch=None,
            assumptions=("micro-batch unstated: searched (the range spans it); no interleaving "
                         "(DeepSpeed's pipeline engine has none)",
-                        "Megatron-DeepSpeed: ZeRO-1, unfused attention, fp32 all-reduce after "
-                        "the backward (assumption); DeepSpeed's pipeline engine of 2021: "
-                        "partitioned activations, whole gradients"))
+                        "Megatron-DeepSpeed, bf16 (sec. 2): BF16_Optimizer's fp32 gradients, "
+                        "cast and added per micro-batch, ZeRO-1, unfused attention, the "
+                        "all-reduce after the backward (assumption: BLOOM's engine of 2022 for "
+                        "a run of 2021); DeepSpeed's pipeline engine of 2021: partitioned "
+                        "activations, whole gradients"))
       for n, t in ((2240, 60.1), (2800, 50.2), (3360, 44.4))],
     Case("BLOOM 176B", "bloom-176b", "jean-zay-a100", 384, 4, 12, 2048, 150.0, _BLOOM,
          micro_batch=2, training=DEEPSPEED_2022,
          assumptions=("fabric: 4x 100 Gb/s Omni-Path per 8-GPU node as stated (BLOOM sec. "
                       "3.4.1) at 94% (assumption)",
-                      "Megatron-DeepSpeed: ZeRO-1, fp32 all-reduce after the backward, "
-                      "pipeline sends as the engine of 2021 (whole gradients; assumption: "
-                      "later engines partition them too)",
+                      "Megatron-DeepSpeed: BF16_Optimizer (fp32 gradients cast and added per "
+                      "micro-batch), ZeRO-1, the all-reduce after the backward, pipeline sends "
+                      "as the engine of 2021 (whole gradients; assumption: later engines "
+                      "partition them too)",
                       "no dropout counted (BLOOM trained without)")),
     Case("Llama 3 405B, 8,192 GPUs", "llama3-405b", "meta-h100-roce", 8192, 8, 16,
          2048, 430.0, _LLAMA, metric="model_causal", training=LLAMA3, virtual_stages=None,
@@ -205,21 +243,20 @@ CASES: tuple[Case, ...] = (
                         "(NVIDIA/NeMo-Framework-Launcher conf/training/nemotron/nemotron_15b.yaml,"
                         " micro_batch_size: 2); the range spans 1 and 4"))
       for n, b, t in ((768, 384, 0.57), (1536, 768, 0.58), (2304, 1152, 0.64))],
-    *[Case(f"Megatron 530B, {what}, 2240 GPUs", "megatron-529.6b", "selene-a100", 2240, 8, 35,
-           2240, round(mfu * 312.0, 1), _K22, metric="model_full", training=train,
-           recompute=rc,
-           assumptions=("batch 2,240 sequences, micro-batch 1, no interleaving (assumption: "
-                        "Narayanan et al. 2021 Table 2's 530B run on 2,240 GPUs; the abstract "
-                        "does not say)", "published MFU x the 312 TFLOP/s A100 bf16 peak; model "
-                        "FLOPs 72 B s l h^2 (1 + s/6h + V/12lh) = 6N + full-square attention",
-                        "unfused attention, fp16 gradients all-reduced after the backward "
-                        "(assumption: Megatron-LM's --fp16 default)",
-                        "both on the paper's 2022 Megatron-LM, the baseline without sequence "
-                        "parallelism: input-gradient all-reduce behind the weight-gradient GEMM "
-                        "(assumption)"))
-      for what, mfu, train, rc in (("SP + selective recompute", 0.542, MEGATRON_2022_SP,
-                                    "selective"),
-                                   ("full recompute", 0.421, MEGATRON_2022, "full"))],
+    # Korthikanti et al. 2022, Table 5 on Table 3's layouts (one replica each: tp x pp GPUs, no
+    # data parallelism), both settings on the paper's Megatron-LM
+    *[Case(f"Megatron {size}, {what} (Korthikanti et al.)", model, "selene-a100", gpus, 8, pp,
+           batch, t, _K22, metric="step_s", training=train, recompute=rc, micro_batch=mb,
+           virtual_stages=v, vocab=51200, assumptions=_K22_A)
+      for size, model, gpus, pp, batch, mb, v, full, present in _K22_ROWS
+      for what, t, train, rc in (("full recompute", full, MEGATRON_2022, "full"),
+                                 ("SP + selective recompute", present, MEGATRON_2022_SP,
+                                  "selective"))],
+    # sec. 6.3: the 530B run scaled to 8-way data parallelism, batch x 8
+    Case("Megatron 530B, SP + selective recompute, 2240 GPUs (Korthikanti et al.)",
+         "megatron-529.6b", "selene-a100", 2240, 8, 35, 2240, 39.15, _K22_63, metric="step_s",
+         training=MEGATRON_2022_SP, recompute="selective", virtual_stages=3,
+         assumptions=_K22_A),
     *[Case(f"NeMo Nemotron-4 15B, {n} GPUs", "nemotron4-15b", "dgx-cloud-h100", n, 4, 1, 4 * n,
            t, _DGXC.format("nemotron/README_15b.md (commit 0b71cfd)"), metric="step_s",
            training=NEMO_RECIPE, micro_batch=4, recompute="none", assumptions=_DGXC_A)
