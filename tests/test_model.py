@@ -569,6 +569,17 @@ def test_gradient_accumulation_by_hand():
     # inside the pipeline slot: the bubble grows with it
     assert cast.microbatch_s == pytest.approx(fused.microbatch_s + per_mb)
     assert training_from({"grad_accum": "add"}).grad_accum == "add"
+    with pytest.raises(ScenarioError, match="cast_add casts 16-bit gradients to fp32"):
+        training_from({"grad_accum": "cast_add", "grad_bytes": 2})
+    # ZeRO-3 reduce-scatters every micro-batch: it accumulates its 1/dp shard; ZeRO-2 reduces
+    # once per step (comm.dp_seconds) and accumulates whole
+    gpt = MODELS["gpt3-175b"]
+    p64 = Parallel(tp=8, pp=1, dp=64, micro_batch=1, recompute="full")
+    acc = {z: step_time(gpt, p64, Training(grad_accum="add", zero=z), clu, g, meas, 4)
+           for z in (1, 2, 3)}
+    assert acc[2].breakdown_s["grad_accum"] == pytest.approx(acc[1].breakdown_s["grad_accum"])
+    assert acc[3].breakdown_s["grad_accum"] == pytest.approx(acc[1].breakdown_s["grad_accum"]
+                                                             / 64)
 
 
 def test_jean_zay_has_the_omni_path_links_bloom_states():

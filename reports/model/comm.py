@@ -286,7 +286,7 @@ def dp_seconds(model: Model, par: Parallel, train: Training, cluster: Cluster, g
     # the windows: the last micro-batch's backward (all v chunks) and the first one's forward
     bwd_window, fwd_window = compute * 2 / 3, compute / 3
     if train.zero == 3:
-        window = sum(v for k, v in stage.items() if k != "pp_comm")
+        window = sum(v for k, v in stage.items() if k not in ("pp_comm", "grad_accum"))
         return m * overlapped(2 * ag_t + rs_t, window), how + ", ZeRO-3 every micro-batch"
     if train.zero == 0:
         total = 2 * rs_t  # all-reduce = reduce-scatter + all-gather of the gradients

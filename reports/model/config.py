@@ -100,7 +100,11 @@ class Parallel:
 ZERO = (0, 1, 2, 3)
 
 
-GRAD_ACCUM = ("fused", "add", "cast_add")
+# HBM bytes per parameter of one micro-batch's gradient accumulation outside the GEMM, as
+# (fixed, per accumulator byte): bytes = fixed + per x grad_bytes. "add" reads the 16-bit
+# gradient (2) and reads and writes the accumulator (2 x grad_bytes); "cast_add" first casts it
+# to a temporary (2 read + grad_bytes written), then adds (3 x grad_bytes); "fused": nothing.
+GRAD_ACCUM: dict[str, tuple[int, int]] = {"fused": (0, 0), "add": (2, 2), "cast_add": (2, 4)}
 
 
 @dataclass(frozen=True)
@@ -130,8 +134,8 @@ class Training:
     weight-gradient GEMM accumulates straight into it (Megatron-LM's gradient-accumulation
     fusion, in the same LinearWithGradAccumulationAndAsyncCommunication as async_dgrad;
     Megatron-Core's default). "add": an add kernel per micro-batch (Megatron-LM of 2021, its DDP
-    hook's main_grad.add_(grad)). "cast_add": the gradient cast to the accumulator's precision
-    first, then added (DeepSpeed's BF16_Optimizer: hp_grad.add_(lp.grad.to(hp_grad.dtype))).
+    hook's main_grad.add_(grad)). "cast_add": the gradient cast to fp32 first, then added
+    (DeepSpeed's BF16_Optimizer: hp_grad.add_(lp.grad.to(hp_grad.dtype))). Bytes: GRAD_ACCUM.
     """
 
     attention: str = "flash"
@@ -173,6 +177,9 @@ class Training:
                                 "all-gathers and reduce-scatters); set tp_overlap 0 without it")
         if self.grad_bytes not in (2, 4):
             raise ScenarioError(f"grad_bytes must be 2 or 4, got {self.grad_bytes!r}")
+        if self.grad_accum == "cast_add" and self.grad_bytes == 2:
+            raise ScenarioError("grad_accum cast_add casts 16-bit gradients to fp32: it needs "
+                                "grad_bytes 4")
 
     def to_dict(self) -> dict:
         d = asdict(self)

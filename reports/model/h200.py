@@ -45,7 +45,7 @@ def _why_h200(h100: Estimate, own: Estimate, same: Estimate, meas) -> list[str]:
     why = (f"HBM {bw['H100-SXM']['model']:.2f} -> {bw['H200-SXM']['model']:.2f} TB/s as the "
            f"model prices it, {bw['H200-SXM']['kind']}; datasheet "
            f"{bw['H100-SXM']['datasheet']:g} -> {bw['H200-SXM']['datasheet']:g} TB/s")
-    for k in ("memory_bound", "optimizer"):
+    for k in ("memory_bound", "grad_accum", "optimizer"):  # the HBM-bound parts of a step
         h, s = h100.breakdown_s.get(k, 0.0), same.breakdown_s.get(k, 0.0)
         if max(h, s) >= 5e-4:  # both would print as 0.000 s
             out.append(f"{k} {h:.3g} s -> {s:.3g} s per step at the same layout ({why})")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from reports.model.comm import cp_seconds, dp_seconds, pp_seconds, tp_seconds
 from reports.model.compute import Clock, layer_compute, output_layer_compute
-from reports.model.config import Parallel, ScenarioError, Training, training_from
+from reports.model.config import GRAD_ACCUM, Parallel, ScenarioError, Training, training_from
 from reports.model.hardware import GPU, Cluster
 from reports.model.measurements import Measurements
 from reports.model.memory import capacity_bytes, memory_per_gpu, stage_params
@@ -31,14 +31,11 @@ OPTIMIZER_BYTES_PER_PARAM = 30
 
 
 def grad_accum_bytes(params_local: float, train: Training, shards: int) -> float:
-    """HBM traffic of one micro-batch's gradient accumulation outside the GEMM, over the
-    gradients this GPU keeps (a 1/shards share when sharded per micro-batch, ZeRO-2/3).
-    "add": the 16-bit gradient read, the accumulator read and written (2 + 2 x grad_bytes per
-    parameter); "cast_add": a cast to a temporary first (2 + grad_bytes), then the add reads the
-    temporary and the accumulator and writes it (3 x grad_bytes). "fused": none."""
-    per_param = {"fused": 0, "add": 2 + 2 * train.grad_bytes,
-                 "cast_add": 2 + 4 * train.grad_bytes}[train.grad_accum]
-    return params_local / shards * per_param
+    """HBM traffic of one micro-batch's gradient accumulation outside the GEMM
+    (config.GRAD_ACCUM), over the gradients this GPU accumulates: a 1/shards share when they
+    are reduce-scattered every micro-batch (ZeRO-3), else all of them."""
+    fixed, per = GRAD_ACCUM[train.grad_accum]
+    return params_local / shards * (fixed + per * train.grad_bytes)
 
 
 @dataclass
@@ -93,7 +90,8 @@ def step_time(model: Model, par: Parallel, train: Training, cluster: Cluster, g:
     """One training step with `microbatches` micro-batches per pipeline on GPU type `g`.
 
     step = (m + (p-1)/v) x t_mb  +  exposed data-parallel communication  +  optimizer step,
-    where t_mb is one micro-batch (forward + backward, all chunks) on the slowest stage.
+    where t_mb is one micro-batch (forward + backward, all chunks, its pipeline sends and its
+    gradient accumulation) on the slowest stage.
     """
     if microbatches < 1:
         raise ScenarioError("a step needs at least one micro-batch per pipeline")
@@ -114,7 +112,9 @@ def step_time(model: Model, par: Parallel, train: Training, cluster: Cluster, g:
         {k: full.get(k, 0.0) + out.get(k, 0.0) for k in {**full, **out}}
     stage["pp_comm"] = pp_seconds(model, par, cluster, g, meas, train)
     params_local = max(stage_params(model, par.pp, par.tp)) / par.tp
-    grad_shards = par.dp * par.cp if train.zero >= 2 else 1
+    # ZeRO-3 reduce-scatters every micro-batch (comm.dp_seconds), so it accumulates its shard;
+    # below it the gradients are reduced once per step and accumulated whole
+    grad_shards = par.dp * par.cp if train.zero == 3 else 1
     stage["grad_accum"] = grad_accum_bytes(params_local, train, grad_shards) / (
         meas.hbm_tbps(g).value * 1e12)
     t_mb = sum(stage.values())
@@ -132,5 +132,10 @@ def step_time(model: Model, par: Parallel, train: Training, cluster: Cluster, g:
     sources["fabric"] = f"{cluster.fabric.name}: " + "; ".join(
         f"{k}: {v}" for k, v in cluster.fabric.sources.items())
     sources["dp_comm"] = dp_src
+    if train.grad_accum != "fused":
+        per = grad_accum_bytes(1, train, 1)
+        on = "its whole gradients" if grad_shards == 1 else f"its 1/{grad_shards} shard"
+        sources["grad_accum"] = (f"{train.grad_accum}: {per:g} B per parameter per micro-batch "
+                                 f"at the HBM rate, on {on}")
     return StepTime(sum(breakdown.values()), t_mb, breakdown, mem,
                     capacity_bytes(g.memory_bytes), sources)

@@ -6,6 +6,7 @@ range spans the rest (reports/model/search.py estimate_range)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from reports.model.config import Training
 
@@ -52,8 +53,10 @@ MEGATRON_2022_SP = replace(MEGATRON_2022, sequence_parallel=True)
 # precision using 16-bit bfloat16"; BLOOM: BigScience 2022) through DeepSpeed's
 # BF16_Optimizer: fp32 gradients, each micro-batch's cast to fp32 and added
 # (hp_grad.add_(lp.grad.to(hp_grad.dtype))), optimizer state sharded over data parallelism
-# (ZeRO-1). DeepSpeed's pipeline engine partitions the activations it sends over the
-# tensor-parallel ranks but sends the gradients whole, each in its own blocking call
+# (ZeRO-1). BF16_Optimizer was written for BLOOM (2022); MT-NLG trained in 2021 on a bf16 path
+# that is not public: taking BLOOM's for it is an assumption. DeepSpeed's pipeline engine
+# partitions the activations it sends over the tensor-parallel ranks but sends the gradients
+# whole, each in its own blocking call
 # (deepspeed/runtime/pipe/engine.py of 2020-21; comm.pp_seconds).
 DEEPSPEED_2022 = replace(MEGATRON_2021, zero=1, pp_scatter_gather=False, grad_bytes=4,
                          grad_accum="cast_add")
@@ -137,21 +140,39 @@ def _n21(name, model, gpus, tp, pp, batch, tflops, src=_T1) -> Case:
                 assumptions=_UNSTATED_21[src])
 
 
-# Korthikanti et al. 2022, Table 3 (tp 8, micro-batch) and sec. 6 ("the interleaving schedule
-# with three interleaving stages for the 175B and 530B models"): size, model, GPUs, pp,
-# batch, micro-batch, virtual stages, Table 5's seconds with full recompute and with the
-# present work.
-_K22_ROWS = (("22B", "megatron-22b", 8, 1, 4, 4, 1, 1.42, 1.10),
-             ("175B", "gpt3-175b", 64, 8, 64, 1, 3, 18.13, 13.75),
-             ("530B", "megatron-529.6b", 280, 35, 280, 1, 3, 49.05, 37.83),
-             ("1T", "megatron-1t", 512, 64, 512, 1, 1, 94.42, 71.49))
-_K22_A = ("layout, micro-batch and interleaving as Table 3 and sec. 6 state (22B and 1T not "
-          "interleaved: sec. 6 names 175B and 530B); vocabulary 51,200, seq 2048",
-          "unfused attention, fp16 gradients all-reduced after the backward (assumption: "
-          "Megatron-LM's --fp16 default)",
-          "the paper's 2022 Megatron-LM: input-gradient all-reduce behind the weight-gradient "
-          "GEMM and gradient-accumulation fusion (LinearWithGradAccumulationAndAsync"
-          "Communication; assumption: both on)")
+class _K22Row(NamedTuple):
+    """One model of Korthikanti et al. 2022: Table 3's layout (tp 8, no data parallelism) and
+    Table 5's seconds per iteration with full recompute and with the present work."""
+
+    size: str
+    model: str
+    gpus: int
+    pp: int
+    batch: int
+    micro_batch: int
+    virtual_stages: int
+    full_s: float
+    present_s: float
+
+
+# sec. 6: "the interleaving schedule with three interleaving stages for the 175B and 530B
+# models"; 1T (pp 64, two layers per stage) not interleaved is our reading of that sentence
+_K22_ROWS = (_K22Row("22B", "megatron-22b", 8, 1, 4, 4, 1, 1.42, 1.10),
+             _K22Row("175B", "gpt3-175b", 64, 8, 64, 1, 3, 18.13, 13.75),
+             _K22Row("530B", "megatron-529.6b", 280, 35, 280, 1, 3, 49.05, 37.83),
+             _K22Row("1T", "megatron-1t", 512, 64, 512, 1, 1, 94.42, 71.49))
+_K22_SOFTWARE = ("unfused attention, fp16 gradients all-reduced after the backward (assumption: "
+                 "Megatron-LM's --fp16 default)",
+                 "the paper's 2022 Megatron-LM: input-gradient all-reduce behind the "
+                 "weight-gradient GEMM and gradient-accumulation fusion (LinearWithGradAccumulation"
+                 "AndAsyncCommunication; assumption: both on)")
+_K22_A = ("layout, batch and micro-batch as Table 3 states, interleaving (v 3) for 175B and "
+          "530B as sec. 6 states; 1T not interleaved (assumption: sec. 6 names only 175B and "
+          "530B; at v 2 the 1T rows read -6.7 / -6.4%); vocabulary 51,200, seq "
+          "2048", *_K22_SOFTWARE)
+_K22_63_A = ("batch 8 x 280 = 2,240 sequences and 8-way data parallelism (sec. 6.3: the batch "
+             "multiplied by the data-parallel size; 39.15 s gives its MFU of 54.2%); Table 3's "
+             "530B layout otherwise, interleaved (v 3) as sec. 6", *_K22_SOFTWARE)
 
 
 _LLAMA_A = ("interleaving degree unstated: searched", "tensor-parallel overlap off (unstated)",
@@ -187,16 +208,20 @@ CASES: tuple[Case, ...] = (
     Case("OPT-175B", "opt-175b", "meta-opt-a100", 992, 8, 1, 992 * 8, 147.0, _OPT,
          micro_batch=8, training=OPT_2022,
          assumptions=("micro-batch 8 per GPU so 992 x 8 x 2048 = 2.03M matches the stated 2M "
-                      "batch", "FLOPs counted as Narayanan's (assumption)")),
+                      "batch", "FLOPs counted as Narayanan's (assumption)",
+                      "metaseq (assumption): FSDP full shard (ZeRO-3) with prefetched gathers, "
+                      "fp32 gradients reduce-scattered every micro-batch and added on the "
+                      "shard, Megatron tensor parallelism of 2021 (no async input-gradient "
+                      "reduction), unfused attention")),
     *[Case(f"MT-NLG 530B, {n} GPUs", "mt-nlg-530b", "selene-a100", n, 8, 35, 1920, t, _MTNLG,
            metric="step_s", training=DEEPSPEED_2022, flop_vocab=51200, micro_batch=None,
            assumptions=("micro-batch unstated: searched (the range spans it); no interleaving "
                         "(DeepSpeed's pipeline engine has none)",
-                        "Megatron-DeepSpeed, bf16 (sec. 2): BF16_Optimizer's fp32 gradients, "
-                        "cast and added per micro-batch, ZeRO-1, unfused attention, the "
-                        "all-reduce after the backward (assumption: BLOOM's engine of 2022 for "
-                        "a run of 2021); DeepSpeed's pipeline engine of 2021: partitioned "
-                        "activations, whole gradients"))
+                        "Megatron-DeepSpeed, bf16 (sec. 2); assumption: DeepSpeed's bf16 path "
+                        "of 2021 is not public, so BLOOM's BF16_Optimizer of 2022 stands for it "
+                        "(fp32 gradients cast and added per micro-batch, ZeRO-1); unfused "
+                        "attention, the all-reduce after the backward; DeepSpeed's pipeline "
+                        "engine of 2021: partitioned activations, whole gradients"))
       for n, t in ((2240, 60.1), (2800, 50.2), (3360, 44.4))],
     Case("BLOOM 176B", "bloom-176b", "jean-zay-a100", 384, 4, 12, 2048, 150.0, _BLOOM,
          micro_batch=2, training=DEEPSPEED_2022,
@@ -256,7 +281,7 @@ CASES: tuple[Case, ...] = (
     Case("Megatron 530B, SP + selective recompute, 2240 GPUs (Korthikanti et al.)",
          "megatron-529.6b", "selene-a100", 2240, 8, 35, 2240, 39.15, _K22_63, metric="step_s",
          training=MEGATRON_2022_SP, recompute="selective", virtual_stages=3,
-         assumptions=_K22_A),
+         assumptions=_K22_63_A),
     *[Case(f"NeMo Nemotron-4 15B, {n} GPUs", "nemotron4-15b", "dgx-cloud-h100", n, 4, 1, 4 * n,
            t, _DGXC.format("nemotron/README_15b.md (commit 0b71cfd)"), metric="step_s",
            training=NEMO_RECIPE, micro_batch=4, recompute="none", assumptions=_DGXC_A)
