@@ -189,3 +189,27 @@ def test_settings_as_the_papers_state_them(rows):
     for t in (vc.LLAMA3, vc.MCORE_README, vc.MCORE_2024):
         assert t.grad_accum == "fused"
     assert all(c.assumptions for c in validation.CASES if c.source == vc._OPT)
+
+
+def test_one_layer_against_korthikanti_table4():
+    # Korthikanti et al. 2022, Table 4: one layer of the 22B model (tp 8, micro-batch 4, seq
+    # 2048) forward + backward, ms; the model's layer within 7% of each, in the same order
+    from reports.model import hardware
+    from reports.model.config import Parallel
+    from reports.model.measurements import Measurements
+    from reports.model.step import layer_seconds
+    from reports.model.validation_cases import MEGATRON_2022, MEGATRON_2022_SP
+
+    published = {("none", False): 19.6, ("none", True): 19.0, ("full", False): 27.2,
+                 ("selective", False): 20.9, ("selective", True): 20.3}
+    clu = hardware.cluster("selene-a100")
+    g = hardware.gpu("A100-SXM-80GB")
+    meas = Measurements(None, use_reference=False)
+    model = {}
+    for (rc, sp), ms in published.items():
+        par = Parallel(tp=8, pp=1, dp=1, micro_batch=4, recompute=rc)
+        train = MEGATRON_2022_SP if sp else MEGATRON_2022
+        model[rc, sp] = sum(layer_seconds(MODELS["megatron-22b"], par, train, clu, g,
+                                          meas).t.values()) * 1e3
+        assert model[rc, sp] == pytest.approx(ms, rel=0.07), (rc, sp, model[rc, sp])
+    assert sorted(published, key=published.get) == sorted(model, key=model.get)
