@@ -42,6 +42,7 @@ _LLAMA3 = ("The Llama 3 Herd of Models (Dubey et al. 2024), Table 3; vocab 128,2
 MODEL_SHAPES: dict[str, dict] = {
     "gpt3-175b": _gpt(96, 12288, 96, "Brown et al. 2020 (GPT-3), Table 2.1; d_ff = 4 d_model "
                       "(sec. 2.1); GPT-2 BPE vocabulary of 50,257", vocab=50257),
+    "llama3-8b": _llama(32, 4096, 32, 8, 14336, _LLAMA3),
     "llama3-70b": _llama(80, 8192, 64, 8, 28672, _LLAMA3),
     "llama3-405b": _llama(126, 16384, 128, 8, 53248, _LLAMA3),
     "dense-1t": {**_gpt(128, 25600, 160, "", vocab=128256, seq=8192),

@@ -137,7 +137,7 @@ def test_a_recipe_micro_batch_is_the_point_and_the_range_spans_the_rest(rows):
 
 def test_nemo_recipes_on_h100_run_with_their_stated_layout(rows):
     nemo = [c for c in validation.CASES if c.source.startswith("NVIDIA/dgxc-benchmarking")]
-    assert len(nemo) == 11 and set(nemo) == set(validation.CALIBRATION_BY_ARCH["hopper"])
+    assert len(nemo) == 14 and set(nemo) == set(validation.CALIBRATION_BY_ARCH["hopper"])
     by_name = {r.name: r for r in rows}
     for c in nemo:
         r = by_name[c.name]

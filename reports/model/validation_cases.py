@@ -286,6 +286,11 @@ CASES: tuple[Case, ...] = (
            t, _DGXC.format("nemotron/README_15b.md (commit 0b71cfd)"), metric="step_s",
            training=NEMO_RECIPE, micro_batch=4, recompute="none", assumptions=_DGXC_A)
       for n, t in ((16, 2.812), (128, 2.859), (2048, 2.887))],
+    *[Case(f"NeMo Llama 3.1 8B, {n} GPUs", "llama3-8b", "dgx-cloud-h100", n, 1, 1, 16 * n, t,
+           _DGXC.format("llama3.1/README_8b.md (commit e6afea3), NeMo 24.09"),
+           metric="step_s", training=NEMO_RECIPE, cp=2, virtual_stages=1, recompute="none",
+           assumptions=_DGXC_A)
+      for n, t in ((8, 12.91), (32, 13.05), (128, 13.10))],
     *[Case(f"NeMo Llama 3.1 70B, {n} GPUs", "llama3-70b", "dgx-cloud-h100", n, 4, 4, 2 * n, t,
            _DGXC.format("llama3.1/README_70b.md (commit 143b90d), NeMo 24.09"),
            metric="step_s", training=NEMO_RECIPE, cp=2, virtual_stages=5, recompute="none",
