@@ -63,7 +63,7 @@ from results.tables import (
     insert_ignore,
     result_rows,
 )
-from results.words import counted
+from results.words import counted, was
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ class _Retrying:
                     raise UploadError(
                         f"cannot reach {self.report.to} after {attempt} tries ({reason}); "
                         f"{counted(self.report.new, 'new row')} "
-                        f"{'was' if self.report.new == 1 else 'were'} uploaded before that, the "
+                        f"{was(self.report.new)} uploaded before that, the "
                         "local table is untouched: run the upload again to send the rest",
                         self.report) from None
                 wait = self.policy.wait_s(attempt)

@@ -197,7 +197,7 @@ def allreduce(
     summary = f"run {cfg.run_id}: {counted(saved.stored, 'row')} stored in {where}"
     if saved.kept:
         left = saved.rows - saved.stored
-        raise fail(f"{summary}; {left} {'is' if left == 1 else 'are'} not (kept in {saved.kept})",
+        raise fail(f"{summary}; {left} {are(left)} not (kept in {saved.kept})",
                    code=1)
     if not as_json:
         console.print(summary, highlight=False)

@@ -17,6 +17,7 @@ from rich.table import Table
 from reports.model.cluster import TOKEN_BUDGETS, useful_fraction_at
 from reports.model.config import ScenarioError
 from reports.model.scenario import SCENARIOS
+from reports.model.search import days_to_train
 from reports.model.search import estimate as run_estimate
 from reports.model.serving_cases import WITHIN_PCT, serving_summary, validate_serving
 from reports.model.serving_scenario import SERVING_SCENARIOS, estimate_serving, serving_spec
@@ -70,10 +71,10 @@ def _time_to_train(d: dict) -> list[tuple[str, str]]:
         return []
     budget, _ = TOKEN_BUDGETS[d["model"]]
     useful = useful_fraction_at(d["gpus"])
-    days = budget / d["tokens_per_s"] / 86400.0
-    return [("time to train", f"{days / useful:.1f} d for {budget / 1e12:.3g}T tokens with "
+    days, days_all = (days_to_train(budget, d["tokens_per_s"], u) for u in (useful, 1.0))
+    return [("time to train", f"{days:.1f} d for {budget / 1e12:.3g}T tokens with "
                               f"goodput applied ({useful:.1%} of wall time trains at "
-                              f"{counted(d['gpus'], 'GPU')}); {days:.1f} d at 100% "
+                              f"{counted(d['gpus'], 'GPU')}); {days_all:.1f} d at 100% "
                               f"goodput")]
 
 

@@ -9,18 +9,18 @@ recompute, another split, faster memory-bound work), with the bandwidths the mod
 
 from __future__ import annotations
 
-from reports.model.cluster import _scenario_for
+from reports.model.cluster import _job_cluster, _scenario_for
 from reports.model.config import Parallel, ScenarioError
-from reports.model.hardware import Cluster, Pool, cluster, gpu
+from reports.model.hardware import Cluster, cluster, gpu
 from reports.model.measurements import as_measurements
 from reports.model.memory import gib
 from reports.model.search import Estimate, estimate_range, evaluate, search
 
 
-def _homogeneous(gpu_name: str, gpus: int, base: str = "colossus-100k") -> Cluster:
-    c = cluster(base)
-    return c.with_pools((Pool(gpu_name, gpus),), name=f"{gpus // 1000}k-{gpu_name}")
-
+def _homogeneous(gpu_name: str, gpus: int) -> Cluster:
+    """`gpus` GPUs of one type on colossus-100k's fabric and nodes: cluster._job_cluster, so a
+    job of that size elsewhere in the same process is searched once."""
+    return _job_cluster(cluster("colossus-100k"), gpu_name, gpus)
 
 
 def _why_h200(h100: Estimate, own: Estimate, same: Estimate, meas) -> list[str]:

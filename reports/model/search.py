@@ -31,6 +31,11 @@ from reports.model.step import StepTime, step_time
 from results.words import counted
 
 
+def days_to_train(tokens: float, tokens_per_s: float, useful_fraction: float = 1.0) -> float:
+    """Days to train `tokens` at `tokens_per_s`, with goodput's useful fraction of wall time."""
+    return tokens / (tokens_per_s * useful_fraction) / 86400.0
+
+
 @dataclass
 class Estimate:
     """The model's answer for one scenario. `to_dict()` is what `estimate --json` prints."""
@@ -84,7 +89,7 @@ class Estimate:
 
     def days_to_train(self, tokens: float, useful_fraction: float = 1.0) -> float:
         """Days to train `tokens`, with the goodput's useful fraction of wall time applied."""
-        return tokens / (self.tokens_per_s * useful_fraction) / 86400.0
+        return days_to_train(tokens, self.tokens_per_s, useful_fraction)
 
     def notes(self) -> list[str]:
         """What a planner must know to read this estimate: a bubble that dominates the step (too
