@@ -253,10 +253,12 @@ def dp_seconds(model: Model, par: Parallel, train: Training, cluster: Cluster, g
     Gradients are reduced over dp x cp ranks (weights are replicated across cp). The group is
     hierarchical: ranks that share a node (when tp < GPUs per node) reduce over NVLink first,
     the rest cross the fabric on each GPU's NIC. With a sharded optimizer: reduce-scatter of
-    grad_bytes gradients and all-gather of bf16 weights; replicated: an all-reduce. ZeRO-3
-    gathers the weights for forward and backward and reduce-scatters gradients every
-    micro-batch. With overlap, the reduce-scatter hides behind the last micro-batch's backward
-    and the all-gather behind the first forward, except the last bucket.
+    grad_bytes gradients and all-gather of bf16 weights; replicated: an all-reduce. ZeRO-2
+    keeps only its gradient shard, so it reduce-scatters every micro-batch (and gathers the
+    updated weights once); ZeRO-3 also gathers the weights for each forward and backward. With
+    overlap, a once-per-step reduce-scatter hides behind the last micro-batch's backward, a
+    per-micro-batch one behind that micro-batch's work, the all-gather behind the first forward,
+    except the last bucket.
     """
     n = par.dp * par.cp
     if n == 1:
@@ -285,9 +287,15 @@ def dp_seconds(model: Model, par: Parallel, train: Training, cluster: Cluster, g
     compute = stage.get("compute", 0.0)
     # the windows: the last micro-batch's backward (all v chunks) and the first one's forward
     bwd_window, fwd_window = compute * 2 / 3, compute / 3
+    window = sum(v for k, v in stage.items() if k not in ("pp_comm", "grad_accum"))
     if train.zero == 3:
-        window = sum(v for k, v in stage.items() if k not in ("pp_comm", "grad_accum"))
         return m * overlapped(2 * ag_t + rs_t, window), how + ", ZeRO-3 every micro-batch"
+    if train.zero == 2:
+        # the gradients are sharded (memory.state_bytes_per_param), so each micro-batch's are
+        # reduce-scattered as they come, as DeepSpeed's ZeRO-2 and FSDP's SHARD_GRAD_OP do,
+        # behind the pipeline's other work; the updated weights are gathered once
+        return (m * overlapped(rs_t, window) + overlapped(ag_t, fwd_window),
+                how + ", ZeRO-2: reduce-scatter every micro-batch, all-gather once")
     if train.zero == 0:
         total = 2 * rs_t  # all-reduce = reduce-scatter + all-gather of the gradients
         if not train.overlap_grad_reduce:

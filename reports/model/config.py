@@ -114,8 +114,9 @@ class Training:
     attention: "flash" (fused kernel, causal work skipped, nothing s^2 stored) or "unfused"
     (batched GEMMs plus softmax/dropout kernels over the full s^2 scores: Megatron-LM 2021).
     zero: 0 replicated optimizer; 1 distributed optimizer (Megatron-Core; ZeRO-1: optimizer
-    state sharded over dp x cp); 2 gradients sharded too (ZeRO-2; FSDP that does not reshard
-    weights after the forward, as Llama 3's); 3 weights too (ZeRO-3 / FSDP full shard).
+    state sharded over dp x cp); 2 gradients sharded too, so reduce-scattered every
+    micro-batch (ZeRO-2; FSDP that does not reshard weights after the forward, as Llama 3's);
+    3 weights too (ZeRO-3 / FSDP full shard).
     tp_overlap: fraction of a layer's tensor-parallel collectives run as Transformer Engine's
     comm-GEMM overlap (Megatron-Core --tp-comm-overlap: 1.0; comm.UB_SITES), paid for with
     smaller GEMM chunks and the SMs the overlapped collectives occupy; only with sequence

@@ -112,9 +112,9 @@ def step_time(model: Model, par: Parallel, train: Training, cluster: Cluster, g:
         {k: full.get(k, 0.0) + out.get(k, 0.0) for k in {**full, **out}}
     stage["pp_comm"] = pp_seconds(model, par, cluster, g, meas, train)
     params_local = max(stage_params(model, par.pp, par.tp)) / par.tp
-    # ZeRO-3 reduce-scatters every micro-batch (comm.dp_seconds), so it accumulates its shard;
-    # below it the gradients are reduced once per step and accumulated whole
-    grad_shards = par.dp * par.cp if train.zero == 3 else 1
+    # ZeRO-2 and -3 reduce-scatter every micro-batch (comm.dp_seconds), so they accumulate
+    # their shard; below them the gradients are reduced once per step and accumulated whole
+    grad_shards = par.dp * par.cp if train.zero >= 2 else 1
     stage["grad_accum"] = grad_accum_bytes(params_local, train, grad_shards) / (
         meas.hbm_tbps(g).value * 1e12)
     t_mb = sum(stage.values())

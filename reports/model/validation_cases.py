@@ -60,10 +60,13 @@ MEGATRON_2022_SP = replace(MEGATRON_2022, sequence_parallel=True)
 # (deepspeed/runtime/pipe/engine.py of 2020-21; comm.pp_seconds).
 DEEPSPEED_2022 = replace(MEGATRON_2021, zero=1, pp_scatter_gather=False, grad_bytes=4,
                          grad_accum="cast_add")
-# Llama 3: flash attention, sequence parallel, FSDP that keeps weights after the forward
-# (ZeRO-2), FP32 gradient reduce-scatter, overlapped (Dubey et al. 2024, sec. 3.3.2).
+# Llama 3: flash attention, sequence parallel, FSDP that keeps weights after the forward and
+# shards optimizer state and gradients (ZeRO-2: reduce-scattered every micro-batch, since only
+# the shard is kept), FP32 gradient reduce-scatter, overlapped, FP32 accumulation over
+# micro-batches (Dubey et al. 2024, sec. 3.3.2): PyTorch autograd has no GEMM that accumulates,
+# so an add kernel on the shard (assumption).
 LLAMA3 = Training(attention="flash", sequence_parallel=True, zero=2, overlap_grad_reduce=True,
-                  tp_overlap=0.0, grad_bytes=4)
+                  tp_overlap=0.0, grad_bytes=4, grad_accum="add")
 # Megatron-Core as its README's scaling runs: all communication overlapped, as stated there
 # (--overlap-grad-reduce --overlap-param-gather --tp-comm-overlap).
 MCORE_README = Training(attention="flash", sequence_parallel=True, zero=1,
@@ -150,36 +153,44 @@ class _K22Row(NamedTuple):
     pp: int
     batch: int
     micro_batch: int
-    virtual_stages: int
+    virtual_stages: int | None  # None: unstated, searched
     full_s: float
     present_s: float
 
 
 # sec. 6: "the interleaving schedule with three interleaving stages for the 175B and 530B
-# models"; 1T (pp 64, two layers per stage) not interleaved is our reading of that sentence
+# models". The 1T (pp 64) has two layers per stage, so it cannot take three: its degree is
+# unstated and searched, as every unstated setting is. Table 5 agrees: the 1T's MFU (56.3%)
+# tops the 530B's (56.0%), which its 12% bubble without interleaving would not allow.
 _K22_ROWS = (_K22Row("22B", "megatron-22b", 8, 1, 4, 4, 1, 1.42, 1.10),
              _K22Row("175B", "gpt3-175b", 64, 8, 64, 1, 3, 18.13, 13.75),
              _K22Row("530B", "megatron-529.6b", 280, 35, 280, 1, 3, 49.05, 37.83),
-             _K22Row("1T", "megatron-1t", 512, 64, 512, 1, 1, 94.42, 71.49))
+             _K22Row("1T", "megatron-1t", 512, 64, 512, 1, None, 94.42, 71.49))
 _K22_SOFTWARE = ("unfused attention, fp16 gradients all-reduced after the backward (assumption: "
                  "Megatron-LM's --fp16 default)",
                  "the paper's 2022 Megatron-LM: input-gradient all-reduce behind the "
                  "weight-gradient GEMM and gradient-accumulation fusion (LinearWithGradAccumulation"
                  "AndAsyncCommunication; assumption: both on)")
 _K22_A = ("layout, batch and micro-batch as Table 3 states, interleaving (v 3) for 175B and "
-          "530B as sec. 6 states; 1T not interleaved (assumption: sec. 6 names only 175B and "
-          "530B; at v 2 the 1T rows read -6.7 / -6.4%); vocabulary 51,200, seq "
-          "2048", *_K22_SOFTWARE)
+          "530B as sec. 6 states; the 1T's degree unstated (two layers per stage cannot take "
+          "3): searched; not interleaved, its rows would read -11.3 / -10.8%; vocabulary "
+          "51,200, seq 2048", *_K22_SOFTWARE)
 _K22_63_A = ("batch 8 x 280 = 2,240 sequences and 8-way data parallelism (sec. 6.3: the batch "
              "multiplied by the data-parallel size; 39.15 s gives its MFU of 54.2%); Table 3's "
              "530B layout otherwise, interleaved (v 3) as sec. 6", *_K22_SOFTWARE)
 
 
 _LLAMA_A = ("interleaving degree unstated: searched", "tensor-parallel overlap off (unstated)",
-            "fabric: 400 Gb/s RoCE per GPU at Spectrum-X's 95% efficiency (assumption)",
+            "gradients sharded (sec. 3.3.2), so FP32-reduce-scattered every micro-batch "
+            "(FSDP's SHARD_GRAD_OP); accumulated whole and reduced once per step instead, the "
+            "three rows would read +6.6 / +6.5 / +3.6% and need 11.7 GiB more per GPU, which "
+            "80 GB does not hold",
+            "fabric: 400 Gb/s RoCE per GPU at Spectrum-X's 95% efficiency (assumption; the "
+            "per-micro-batch reduce-scatter keeps the NIC busy ~70% of the step: at 80% and "
+            "22 us per step the rows read -24.6 / -23.1 / -6.2%)",
             "FLOPs counted as 6N + causal attention (assumption: the paper cites Chowdhery et "
             "al. 2023 for MFU, whose formula counts the full square; counted so, the three "
-            "rows would read +14.9 / +14.7 / +48.0%)")
+            "rows would read +1.1 / +1.7 / +36.7%)")
 _NEMO_A = ("interleaving degree and recompute unstated: searched",
            "fabric: 8x 400 Gb/s NDR InfiniBand per DGX H100 at 94% (assumption)",
            "Megatron-Core defaults: distributed optimizer, overlapped grad reduce, TP overlap off")
