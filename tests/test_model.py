@@ -513,6 +513,16 @@ def test_zero2_reduce_scatters_every_micro_batch():
     d8, d16 = by_m[2][8].breakdown_s["dp_comm"], by_m[2][16].breakdown_s["dp_comm"]
     assert d8 < d16 < 2 * d8
     assert "reduce-scatter every micro-batch" in by_m[2][8].sources["dp_comm"]
+    # one micro-batch: the same traffic behind the same backward as ZeRO-1, never cheaper
+    one = {z: step_time(m, par, Training(zero=z), clu, g, meas, 1).breakdown_s["dp_comm"]
+           for z in (1, 2)}
+    assert one[2] == pytest.approx(one[1])
+    # overlap off: every micro-batch's reduce-scatter exposed, linear in the micro-batches
+    off = [step_time(m, par, Training(zero=2, overlap_grad_reduce=False), clu, g, meas, n)
+           for n in (8, 16, 24)]
+    d = [o.breakdown_s["dp_comm"] for o in off]
+    assert d[2] - d[1] == pytest.approx(d[1] - d[0]) and d[0] > d8
+    assert "not overlapped" in off[0].sources["dp_comm"]
     # and the memory holds the shard, not the whole gradients
     assert by_m[2][8].memory_bytes["grads"] < by_m[1][8].memory_bytes["grads"] / 32
 

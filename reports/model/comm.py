@@ -288,13 +288,26 @@ def dp_seconds(model: Model, par: Parallel, train: Training, cluster: Cluster, g
     # the windows: the last micro-batch's backward (all v chunks) and the first one's forward
     bwd_window, fwd_window = compute * 2 / 3, compute / 3
     window = sum(v for k, v in stage.items() if k not in ("pp_comm", "grad_accum"))
+
+    def every_microbatch(per_mb: float, last_window: float) -> float:
+        # each micro-batch's collectives hide behind the next one's work; only the last
+        # micro-batch's wait, behind `last_window`, their last bucket exposed
+        share = meas.comm_sm_share.value
+        return (m - 1) * overlap_exposed(per_mb, window, share) + overlapped(per_mb, last_window)
+
     if train.zero == 3:
-        return m * overlapped(2 * ag_t + rs_t, window), how + ", ZeRO-3 every micro-batch"
+        per_mb = 2 * ag_t + rs_t
+        if not train.overlap_grad_reduce:
+            return m * per_mb, how + ", ZeRO-3 every micro-batch, not overlapped"
+        return every_microbatch(per_mb, window), how + ", ZeRO-3 every micro-batch"
     if train.zero == 2:
         # the gradients are sharded (memory.state_bytes_per_param), so each micro-batch's are
-        # reduce-scattered as they come, as DeepSpeed's ZeRO-2 and FSDP's SHARD_GRAD_OP do,
-        # behind the pipeline's other work; the updated weights are gathered once
-        return (m * overlapped(rs_t, window) + overlapped(ag_t, fwd_window),
+        # reduce-scattered as they come (DeepSpeed's ZeRO-2); the weights stay gathered
+        # (memory holds them whole) and are gathered once, after the optimizer step
+        if not train.overlap_grad_reduce:
+            return (m * rs_t + ag_t,
+                    how + ", ZeRO-2: reduce-scatter every micro-batch, not overlapped")
+        return (every_microbatch(rs_t, bwd_window) + overlapped(ag_t, fwd_window),
                 how + ", ZeRO-2: reduce-scatter every micro-batch, all-gather once")
     if train.zero == 0:
         total = 2 * rs_t  # all-reduce = reduce-scatter + all-gather of the gradients

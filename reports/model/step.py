@@ -33,7 +33,7 @@ OPTIMIZER_BYTES_PER_PARAM = 30
 def grad_accum_bytes(params_local: float, train: Training, shards: int) -> float:
     """HBM traffic of one micro-batch's gradient accumulation outside the GEMM
     (config.GRAD_ACCUM), over the gradients this GPU accumulates: a 1/shards share when they
-    are reduce-scattered every micro-batch (ZeRO-3), else all of them."""
+    are reduce-scattered every micro-batch (ZeRO-2 and -3), else all of them."""
     fixed, per = GRAD_ACCUM[train.grad_accum]
     return params_local / shards * (fixed + per * train.grad_bytes)
 

@@ -181,16 +181,17 @@ _K22_63_A = ("batch 8 x 280 = 2,240 sequences and 8-way data parallelism (sec. 6
 
 
 _LLAMA_A = ("interleaving degree unstated: searched", "tensor-parallel overlap off (unstated)",
-            "gradients sharded (sec. 3.3.2), so FP32-reduce-scattered every micro-batch "
-            "(FSDP's SHARD_GRAD_OP); accumulated whole and reduced once per step instead, the "
-            "three rows would read +6.6 / +6.5 / +3.6% and need 11.7 GiB more per GPU, which "
-            "80 GB does not hold",
+            "gradients sharded as sec. 3.3.2 says, so FP32-reduce-scattered every micro-batch "
+            "(assumption: ZeRO-2; the text also fits accumulating whole FP32 gradients and "
+            "reducing once, as PyTorch's pipelining does with FSDP: then the 8k rows read "
+            "+6.6 / +6.5% but need 88.3 / 81.6 GiB per GPU, and the 131k row fits only with "
+            "full recompute, -20.6%)",
             "fabric: 400 Gb/s RoCE per GPU at Spectrum-X's 95% efficiency (assumption; the "
-            "per-micro-batch reduce-scatter keeps the NIC busy ~70% of the step: at 80% and "
-            "22 us per step the rows read -24.6 / -23.1 / -6.2%)",
+            "per-micro-batch reduce-scatter keeps the NIC busy ~80% of the step at 8k: at 80% "
+            "the rows read -15.6 / -14.7 / -2.9%)",
             "FLOPs counted as 6N + causal attention (assumption: the paper cites Chowdhery et "
             "al. 2023 for MFU, whose formula counts the full square; counted so, the three "
-            "rows would read +1.1 / +1.7 / +36.7%)")
+            "rows would read +0.6 / +1.1 / +38.5%)")
 _NEMO_A = ("interleaving degree and recompute unstated: searched",
            "fabric: 8x 400 Gb/s NDR InfiniBand per DGX H100 at 94% (assumption)",
            "Megatron-Core defaults: distributed optimizer, overlapped grad reduce, TP overlap off")
