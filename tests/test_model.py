@@ -523,8 +523,30 @@ def test_zero2_reduce_scatters_every_micro_batch():
     d = [o.breakdown_s["dp_comm"] for o in off]
     assert d[2] - d[1] == pytest.approx(d[1] - d[0]) and d[0] > d8
     assert "not overlapped" in off[0].sources["dp_comm"]
+    # ZeRO-3 the same way: each micro-batch's gathers and reduce-scatter hide behind the next
+    z3 = [step_time(m, par, Training(zero=3), clu, g, meas, n).breakdown_s["dp_comm"]
+          for n in (8, 16, 24)]
+    assert z3[2] - z3[1] == pytest.approx(z3[1] - z3[0]) and z3[1] > z3[0]
+    z3_off = step_time(m, par, Training(zero=3, overlap_grad_reduce=False), clu, g, meas, 8)
+    assert z3_off.breakdown_s["dp_comm"] > z3[0]
     # and the memory holds the shard, not the whole gradients
     assert by_m[2][8].memory_bytes["grads"] < by_m[1][8].memory_bytes["grads"] / 32
+
+
+def test_per_micro_batch_reduction_longer_than_its_window_is_exposed():
+    """On a slow fabric a micro-batch's reduce-scatter outlasts the next micro-batch's work: the
+    excess is exposed every micro-batch, so each one adds at least its transfer minus the work."""
+    m = MODELS["gpt3-175b"]
+    clu = cluster_from_dict({"gpu": "H100-SXM", "gpus": 512, "scale_out_gbps_per_gpu": 10})
+    g = hardware.gpu("H100-SXM")
+    par = Parallel(tp=8, pp=8, dp=8, micro_batch=1, recompute="none")
+    meas = no_ref()
+    st = {n: step_time(m, par, Training(zero=2), clu, g, meas, n) for n in (8, 16)}
+    per_mb = (st[16].breakdown_s["dp_comm"] - st[8].breakdown_s["dp_comm"]) / 8
+    params = max(stage_params(m, 8, 8)) / 8
+    transfer = params * 4 * 7 / 8 / (clu.fabric.busbw_gbps * 1e9)
+    assert transfer > 2 * st[8].microbatch_s  # the premise: far longer than the work
+    assert per_mb >= transfer - st[8].microbatch_s
 
 
 def test_interleaving_memory_and_schedule_rules():

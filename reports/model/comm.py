@@ -8,7 +8,8 @@
   in chunks behind the next chunk on fewer SMs, the backward's in bulk beside whole GEMMs.
 - Data parallel: gradients reduce-scattered (and weights all-gathered with a sharded optimizer)
   over dp x cp, bucketed, overlapped with the backward of the last micro-batch and the forward of
-  the first (Megatron-Core --overlap-grad-reduce / --overlap-param-gather); two-level: NVLink
+  the first (Megatron-Core --overlap-grad-reduce / --overlap-param-gather); with gradients
+  sharded (ZeRO-2, -3) every micro-batch's, behind the next one's work; two-level: NVLink
   inside a node, then each GPU's NIC across the Spectrum-X fabric.
 - Pipeline: point-to-point of one micro-batch's activations per chunk boundary, each way.
 - Context parallel: the ring exchange of K and V blocks, overlapped with attention.
@@ -256,9 +257,10 @@ def dp_seconds(model: Model, par: Parallel, train: Training, cluster: Cluster, g
     grad_bytes gradients and all-gather of bf16 weights; replicated: an all-reduce. ZeRO-2
     keeps only its gradient shard, so it reduce-scatters every micro-batch (and gathers the
     updated weights once); ZeRO-3 also gathers the weights for each forward and backward. With
-    overlap, a once-per-step reduce-scatter hides behind the last micro-batch's backward, a
-    per-micro-batch one behind that micro-batch's work, the all-gather behind the first forward,
-    except the last bucket.
+    overlap, a once-per-step reduce-scatter hides behind the last micro-batch's backward and the
+    all-gather behind the first forward, except the last bucket; per-micro-batch collectives
+    hide behind the next micro-batch's work, the last micro-batch's behind its own backward
+    (ZeRO-2) or whole work (ZeRO-3), its last bucket exposed.
     """
     n = par.dp * par.cp
     if n == 1:

@@ -13,8 +13,9 @@ NOT_MODELLED: tuple[str, ...] = (
     "checkpoints and interruptions enter only through goodput, outside the step.",
     "Switch topology beyond two levels (NVLink inside a node, then each GPU's NIC on a "
     "non-blocking fabric): no rail or spine oversubscription; a fabric's efficiency is an "
-    "input, and Llama 3's rows hang on it (its FSDP reduce-scatters every micro-batch): "
-    "-3.3 / -2.8 / -1.1% at an assumed 95% on Meta's RoCE, -15.6 / -14.7 / -2.9% at 80%.",
+    "input, and Llama 3's rows hang on it (its FSDP read as reduce-scattering every "
+    "micro-batch, an assumption): -3.3 / -2.8 / -1.1% at an assumed 95% on Meta's RoCE, "
+    "-15.6 / -14.7 / -2.9% at 80%.",
     "Idle GPUs inside one job: a job uses every GPU of its pools (a pool can be split into "
     "jobs).",
     "DeepSpeed's per-step costs beyond its pipeline sends and gradient accumulation: MT-NLG "
