@@ -297,20 +297,21 @@ def dp_seconds(model: Model, par: Parallel, train: Training, cluster: Cluster, g
         share = meas.comm_sm_share.value
         return (m - 1) * overlap_exposed(per_mb, window, share) + overlapped(per_mb, last_window)
 
-    if train.zero == 3:
-        per_mb = 2 * ag_t + rs_t
+    if train.grads_sharded:
+        # only a gradient shard is kept (memory.state_bytes_per_param), so each micro-batch's
+        # are reduce-scattered as they come (DeepSpeed's ZeRO-2). ZeRO-3 also gathers the
+        # weights for each forward and backward; ZeRO-2 keeps them whole (memory holds them)
+        # and gathers them once, after the optimizer step
+        zero3 = train.zero == 3
+        per_mb = rs_t + (2 * ag_t if zero3 else 0.0)
+        how += ", ZeRO-3 every micro-batch" if zero3 else \
+            ", ZeRO-2: reduce-scatter every micro-batch"
         if not train.overlap_grad_reduce:
-            return m * per_mb, how + ", ZeRO-3 every micro-batch, not overlapped"
-        return every_microbatch(per_mb, window), how + ", ZeRO-3 every micro-batch"
-    if train.zero == 2:
-        # the gradients are sharded (memory.state_bytes_per_param), so each micro-batch's are
-        # reduce-scattered as they come (DeepSpeed's ZeRO-2); the weights stay gathered
-        # (memory holds them whole) and are gathered once, after the optimizer step
-        if not train.overlap_grad_reduce:
-            return (m * rs_t + ag_t,
-                    how + ", ZeRO-2: reduce-scatter every micro-batch, not overlapped")
-        return (every_microbatch(rs_t, bwd_window) + overlapped(ag_t, fwd_window),
-                how + ", ZeRO-2: reduce-scatter every micro-batch, all-gather once")
+            return m * per_mb + (0.0 if zero3 else ag_t), how + ", not overlapped"
+        if zero3:
+            return every_microbatch(per_mb, window), how
+        return (every_microbatch(per_mb, bwd_window) + overlapped(ag_t, fwd_window),
+                how + ", all-gather once")
     if train.zero == 0:
         total = 2 * rs_t  # all-reduce = reduce-scatter + all-gather of the gradients
         if not train.overlap_grad_reduce:

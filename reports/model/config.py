@@ -182,6 +182,13 @@ class Training:
             raise ScenarioError("grad_accum cast_add casts 16-bit gradients to fp32: it needs "
                                 "grad_bytes 4")
 
+    @property
+    def grads_sharded(self) -> bool:
+        """Only a 1/(dp x cp) gradient shard is kept (ZeRO-2 and -3), so each micro-batch's
+        gradients are reduce-scattered as they come and only the shard is accumulated; below
+        that the whole gradients are accumulated and reduced once per step."""
+        return self.zero >= 2
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("sources")

@@ -112,9 +112,9 @@ def step_time(model: Model, par: Parallel, train: Training, cluster: Cluster, g:
         {k: full.get(k, 0.0) + out.get(k, 0.0) for k in {**full, **out}}
     stage["pp_comm"] = pp_seconds(model, par, cluster, g, meas, train)
     params_local = max(stage_params(model, par.pp, par.tp)) / par.tp
-    # ZeRO-2 and -3 reduce-scatter every micro-batch (comm.dp_seconds), so they accumulate
-    # their shard; below them the gradients are reduced once per step and accumulated whole
-    grad_shards = par.dp * par.cp if train.zero >= 2 else 1
+    # sharded gradients are reduce-scattered every micro-batch (comm.dp_seconds), so only the
+    # shard is accumulated; otherwise the whole gradients, reduced once per step
+    grad_shards = par.dp * par.cp if train.grads_sharded else 1
     stage["grad_accum"] = grad_accum_bytes(params_local, train, grad_shards) / (
         meas.hbm_tbps(g).value * 1e12)
     t_mb = sum(stage.values())
