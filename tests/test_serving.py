@@ -10,9 +10,7 @@ from typer.testing import CliRunner
 from cli import app
 from reports.model.measurements import Measurements
 from reports.model.serving import (
-    ALLREDUCE_8GPU_US,
     ASSUMPTIONS,
-    allreduce_busbw_gbps,
     figures,
     kv_bytes_per_token,
     max_batch_fitting,
@@ -22,6 +20,7 @@ from reports.model.serving import (
     tp_allreduce_seconds,
     weight_bytes_per_gpu,
 )
+from reports.model.serving_allreduce import ALLREDUCE_8GPU_US, allreduce_busbw_gbps
 from reports.model.serving_cases import (
     CASES,
     case_serving,
