@@ -16,8 +16,8 @@ from rich.table import Table
 
 from reports.model.cluster import TOKEN_BUDGETS, useful_fraction_at
 from reports.model.config import ScenarioError
+from reports.model.estimate import days_to_train
 from reports.model.scenario import SCENARIOS
-from reports.model.search import days_to_train
 from reports.model.search import estimate as run_estimate
 from reports.model.serving_cases import WITHIN_PCT, serving_summary, validate_serving
 from reports.model.serving_scenario import SERVING_SCENARIOS, estimate_serving, serving_spec

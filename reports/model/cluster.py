@@ -14,13 +14,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 from reports.model.config import Parallel, Training
+from reports.model.estimate import Estimate
 from reports.model.goodput import goodput
 from reports.model.hardware import Cluster, Pool, cluster, gpu
 from reports.model.measurements import as_measurements
 from reports.model.memory import gib
 from reports.model.presets import model_from
 from reports.model.scenario import BATCH_PRESETS, DEFAULT_BATCH, Scenario
-from reports.model.search import Estimate, estimate_range, evaluate, search
+from reports.model.search import estimate_range, evaluate, search
 
 TOKEN_BUDGETS: dict[str, tuple[float, str]] = {
     "gpt3-175b": (300e9, "GPT-3 was trained on 300B tokens (Brown et al. 2020, sec. 2.2)"),

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from reports.model.cluster import _job_cluster, _scenario_for
 from reports.model.config import Parallel, ScenarioError
+from reports.model.estimate import Estimate
 from reports.model.hardware import Cluster, cluster, gpu
 from reports.model.measurements import as_measurements
 from reports.model.memory import gib
-from reports.model.search import Estimate, estimate_range, evaluate, search
+from reports.model.search import estimate_range, evaluate, search
 
 
 def _homogeneous(gpu_name: str, gpus: int) -> Cluster:

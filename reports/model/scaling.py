@@ -17,6 +17,7 @@ from reports.model.cluster import (
     power,
 )
 from reports.model.config import ScenarioError
+from reports.model.estimate import Estimate
 from reports.model.goodput import (
     CHECKPOINT_S,
     LLAMA3_FAILURES_PER_GPU_HOUR,
@@ -32,7 +33,7 @@ from reports.model.scenario import (
     Scenario,
     load_scenario,
 )
-from reports.model.search import Estimate, candidates, estimate, evaluate, search
+from reports.model.search import candidates, estimate, evaluate, search
 
 __all__ = ["BATCH_PRESETS", "CHECKPOINT_S", "COLOSSUS_CLUSTERS", "COLOSSUS_MODELS", "Estimate",
            "LLAMA3_FAILURES_PER_GPU_HOUR", "RESTART_S", "SCENARIOS", "Scenario", "ScenarioError",

@@ -23,12 +23,13 @@ from dataclasses import asdict, dataclass, replace
 
 from reports.model.compute import flops_per_token, narayanan_flops_per_iteration
 from reports.model.config import RECOMPUTE, Parallel, ScenarioError
+from reports.model.estimate import Estimate
 from reports.model.hardware import cluster
 from reports.model.measurements import Measurements
 from reports.model.pipeline import closest_batches, microbatches_per_replica, virtual_stage_options
 from reports.model.presets import MODELS, padded_vocab
 from reports.model.scenario import Scenario
-from reports.model.search import EFFICIENCY_SPREAD, Estimate, evaluate, with_efficiency
+from reports.model.search import EFFICIENCY_SPREAD, evaluate, with_efficiency
 from reports.model.validation_cases import CALIBRATION, CALIBRATION_BY_ARCH, CASES, Case
 
 __all__ = ["CALIBRATION", "CALIBRATION_BY_ARCH", "CASES", "Case", "ValidationRow", "calibrate",
