@@ -55,13 +55,26 @@ def test_script_is_shellcheck_clean():
     assert proc.returncode == 0, proc.stdout
 
 
+def hanging_on(folder: Path, arg: str) -> Path:
+    """A Python for the script that hangs when called with `arg` (a stage that never ends on
+    its own, whatever the machine's speed) and is the real one otherwise."""
+    folder.mkdir()
+    path = folder / "python"
+    path.write_text(f'#!/bin/sh\nfor a in "$@"; do [ "$a" = "{arg}" ] && exec sleep 300; done\n'
+                    f'exec "{sys.executable}" "$@"\n')
+    path.chmod(0o755)
+    return path
+
+
 @pytest.mark.slow
 def test_cpu_rehearsal_every_stage_kept_and_exported(tmp_path):
     out = tmp_path / "out"
-    # a --budget far beyond each stage's limit, so the gemm stage's own 4 s timeout is what
-    # ends it (not its budget, which could let it finish first on a fast machine)
+    # the gemm stage hangs, so its own 4 s timeout is what ends it (the quick suite's CPU gemm
+    # cases can finish inside 4 s); a --budget far beyond each stage's limit, so no budget
+    # ends a stage first
     env = rehearsal_env(out, CAMPAIGN_CAP_S="150", CAMPAIGN_GEMM_S="4",
                         CAMPAIGN_RUN_MARGIN_S="-100",
+                        PYTHON=str(hanging_on(tmp_path / "bin", "gemm/*")),
                         CAMPAIGN_ATTENTION_S="20", CAMPAIGN_WHEELS=str(tiny_wheel(
                             tmp_path / "wheels")), CAMPAIGN_SITE=str(tmp_path / "site"))
     t0 = time.monotonic()
