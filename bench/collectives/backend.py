@@ -122,7 +122,11 @@ def buffer_bytes(cfg: CollConfig, nranks: int) -> int:
 
 def memory_bytes(backend: str) -> int:
     """The memory the ranks' buffers come out of: one GPU's (NCCL, one GPU per rank), else the
-    host's physical memory (gloo: every local rank's buffers share it)."""
+    host's physical memory (gloo: every local rank's buffers share it). The GPU's total is read
+    from its properties, which open no CUDA context: this runs in the launcher and in every
+    srun rank before it picks its GPU, and a context each on GPU 0 would cost its memory (and
+    fail in exclusive-process mode). The smallest visible GPU: a rank may land on any of them."""
     if backend == "nccl":
-        return torch.cuda.mem_get_info(0)[1]
+        return min(torch.cuda.get_device_properties(i).total_memory
+                   for i in range(torch.cuda.device_count()))
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
