@@ -96,6 +96,36 @@ def test_signal_to_the_launcher_ends_the_whole_tree(tmp_path, sig):
     assert processes_mentioning(str(tmp_path)) == []
 
 
+def test_a_second_ctrl_c_cannot_cut_the_teardown_short(tmp_path):
+    """Ctrl-C twice, 20 ms apart (an impatient user): the second lands in the teardown, which
+    ignores it; every process still ends, the finished rows are stored and the folder goes."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in (FAULT_ENV, "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")}
+    env.update(TMPDIR=str(tmp_path), XDG_DATA_HOME=str(tmp_path / "xdg"))
+    db = tmp_path / "r.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", "allreduce", "--backend", "gloo", "--nproc-per-node", "2",
+         "-b", "1K", "-e", "64K", "-f", "2", "-n", "400", "-w", "1", "--no-telemetry",
+         "--db", str(db)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        statuses = _wait_running(tmp_path, 2)
+        tree = descendants(proc.pid) | {s["pid"] for s in statuses.values()}
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        assert _gone(tree | {proc.pid}, 10.0), [cmdline(p) for p in tree if _state(p) != "Z"]
+        proc.wait(timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    _, err = proc.communicate()
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err and "Traceback" not in err, err[-2000:]
+    assert list(tmp_path.glob("colossus-allreduce-*")) == []
+    assert processes_mentioning(str(tmp_path)) == []
+
+
 def test_a_stopped_rank_ends_the_run_at_the_timeout_naming_it(db_url, monkeypatch, tmp_path):
     """SIGSTOP freezes rank 1 (no exit, no status, no heartbeat): the run ends within
     --timeout + 5 s with one line naming it, and the stopped process is gone too."""
@@ -197,11 +227,12 @@ def test_a_second_signal_ends_the_final_pass_and_keeps_the_rows(tmp_path, db_url
         return real(self, records, **kwargs)
 
     monkeypatch.setattr(Store, "insert", insert)
-    before = {s: signal.getsignal(s) for s in launchlib.STOP_SIGNALS}
+    before = {s: signal.getsignal(s) for s in launchlib.TEARDOWN_SIGNALS}
     try:
         with launchlib._stoppable():
             saved = spool.save(path, db_url, "t", retry_s=0)
-        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN  # the teardown's again
+        assert all(signal.getsignal(s) == signal.SIG_IGN  # the teardown's again
+                   for s in launchlib.TEARDOWN_SIGNALS)
     finally:
         for s, h in before.items():
             signal.signal(s, h)

@@ -58,6 +58,9 @@ RANK_TIMEOUT_MARGIN_S = 30.0
 STARTUP_GRACE_S = 120.0
 TERM_GRACE_S = 3.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+# Ctrl-C stops a run as they do; while the teardown runs all three are ignored, so a second
+# one cannot skip the kill sweep or the final storing pass
+TEARDOWN_SIGNALS = (signal.SIGINT, *STOP_SIGNALS)
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 ROOT = Path(__file__).resolve().parents[2]  # the folder holding the bench package
@@ -203,10 +206,11 @@ def _die_with_parent() -> None:
 
 
 class Stopped(BaseException):
-    """SIGTERM or SIGHUP reached the launcher."""
+    """SIGINT, SIGTERM or SIGHUP reached the launcher."""
 
 
 def _raise_stopped(signum, _frame):
+    _ignore_stop_signals()  # first: a second signal lands in the teardown, which ignores it
     raise Stopped(signal.Signals(signum).name)
 
 
@@ -259,21 +263,22 @@ def launch(cfg: CollConfig, nproc: int, *, out: TextIO | None = None, err: TextI
     child_env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(ROOT), child_env.get("PYTHONPATH")) if p)
     child_env.setdefault("OMP_NUM_THREADS", "1")  # torchrun's default too, without its banner
-    proc = subprocess.Popen(torchrun_command(nproc, config_path), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, bufsize=1, env=child_env,
-                            start_new_session=True, preexec_fn=_die_with_parent)
     err_tail: collections.deque = collections.deque(maxlen=50)
-    pumps = [threading.Thread(target=_pump, args=(proc.stdout, out, "stdout",
-                                                  collections.deque(maxlen=1)), daemon=True),
-             threading.Thread(target=_pump, args=(proc.stderr, err, "stderr", err_tail),
-                              daemon=True)]
-    for t in pumps:
-        t.start()
+    pumps: list[threading.Thread] = []
     timed_out = interrupted = False
     stall = None
     watchdog = _Watchdog(nproc, cfg, startup_grace_s)
-    handlers = _catch_stop_signals()
+    handlers = _catch_stop_signals()  # from here a signal is a Stopped the teardown answers
+    proc = subprocess.Popen(torchrun_command(nproc, config_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, bufsize=1, env=child_env,
+                            start_new_session=True, preexec_fn=_die_with_parent)
     try:
+        pumps = [threading.Thread(target=_pump, args=(proc.stdout, out, "stdout",
+                                                      collections.deque(maxlen=1)), daemon=True),
+                 threading.Thread(target=_pump, args=(proc.stderr, err, "stderr", err_tail),
+                                  daemon=True)]
+        for t in pumps:
+            t.start()
         while proc.poll() is None:
             statuses = read_statuses(run_dir)
             stalled = watchdog.stalled(statuses)
@@ -315,15 +320,16 @@ def _settle(proc: subprocess.Popen, run_dir: str, stalled: list[int],
 
 
 def _catch_stop_signals() -> dict:
-    """SIGTERM/SIGHUP raise Stopped in the main thread (elsewhere: leave them alone)."""
+    """SIGINT/SIGTERM/SIGHUP raise Stopped in the main thread (elsewhere: leave them alone).
+    Returns the handlers they had, for _restore."""
     if threading.current_thread() is not threading.main_thread():
         return {}
-    return {s: signal.signal(s, _raise_stopped) for s in STOP_SIGNALS}
+    return {s: signal.signal(s, _raise_stopped) for s in TEARDOWN_SIGNALS}
 
 
 def _ignore_stop_signals() -> None:
     if threading.current_thread() is threading.main_thread():
-        for s in STOP_SIGNALS:
+        for s in TEARDOWN_SIGNALS:
             signal.signal(s, signal.SIG_IGN)
 
 
@@ -333,13 +339,13 @@ def _stop_storing(signum, _frame):
 
 @contextlib.contextmanager
 def _stoppable():
-    """While the final pass stores the spool: SIGTERM/SIGHUP as Ctrl-C, which spool.save takes
-    as "stop storing, keep the rows" (a transaction it cuts short is rolled back); ignored
+    """While the final pass stores the spool: SIGINT/SIGTERM/SIGHUP as Ctrl-C, which spool.save
+    takes as "stop storing, keep the rows" (a transaction it cuts short is rolled back); ignored
     again after it."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    for s in STOP_SIGNALS:
+    for s in TEARDOWN_SIGNALS:
         signal.signal(s, _stop_storing)
     try:
         yield
