@@ -22,7 +22,8 @@
 # (docs/CAMPAIGN.md says how to build it); they are installed with --no-deps into
 # $CAMPAIGN_SITE (default /tmp/site), never into the image, or, where the image has no pip,
 # put on PYTHONPATH as they are (a pure-Python wheel is an importable zip). Without an
-# importable SQLAlchemy the script stops at once with one line and exit status 2.
+# importable SQLAlchemy (or typer, rich, pyarrow, numpy, torch) the script stops at once with
+# one line and exit status 2.
 #
 # Environment (defaults in brackets): OUT [$PWD/out], SUITE [campaign], TIMING [by device],
 # CAMPAIGN_CAP_S [480], CAMPAIGN_<STAGE>_S (a stage's own limit, e.g. CAMPAIGN_GEMM_S),
@@ -31,7 +32,7 @@
 # every row's software.git_sha). The CPU rehearsal (tests/test_campaign_script.py) runs this same
 # script with SUITE=quick TIMING=smoke ALLREDUCE_BACKEND=gloo and a small cap.
 # Exit status: 0 every stage ran clean, 1 some stage failed or timed out, 2 bad set-up (no
-# SQLAlchemy, unusable wheels or $OUT), 130 interrupted.
+# SQLAlchemy or another module, unusable wheels or $OUT), 130 interrupted.
 set -uo pipefail
 
 START=$SECONDS
@@ -80,6 +81,18 @@ if ! where=$("$PY" -c 'import sqlalchemy; print(sqlalchemy.__version__, sqlalche
   exit 2
 fi
 echo "== sqlalchemy $where"
+# the rest of what the command line imports (typer, rich, pyarrow, numpy) and torch: the image
+# should have them; if not, one line naming the module instead of a traceback per stage
+if ! missing=$("$PY" -c 'import importlib.util as u, sys
+try:
+    import cli  # noqa: F401
+except ImportError as e:
+    sys.exit(f"{e.name or e}")
+if u.find_spec("torch") is None:
+    sys.exit("torch")' 2>&1); then
+  echo "error: $PY cannot start colossus-bench: no module ${missing##*$'\n'} (docs/CAMPAIGN.md)" >&2
+  exit 2
+fi
 # Rows the database refuses go to $XDG_DATA_HOME/colossus-bench/unstored-*.jsonl
 # (bench/spool.py): under $OUT they come back with it.
 export XDG_DATA_HOME="$OUT"

@@ -160,6 +160,20 @@ def test_without_sqlalchemy_one_line_and_exit_2_before_any_stage(tmp_path):
     assert "Traceback" not in proc.stderr and not (out / "stages.tsv").exists()
 
 
+def test_without_typer_one_line_naming_it_and_exit_2_before_any_stage(tmp_path):
+    """The command line's other imports are checked as SQLAlchemy is: one line, no stage."""
+    out = tmp_path / "out"
+    no_typer = shim(tmp_path / "shim", typer="raise ModuleNotFoundError(\"No module named "
+                                              "'typer'\", name='typer')\n")
+    env = rehearsal_env(out, PYTHONPATH=f"{no_typer}:{ROOT}")
+    proc = subprocess.run(["bash", str(SCRIPT)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot start colossus-bench: no module typer" in lines[0], lines
+    assert "Traceback" not in proc.stderr and not (out / "stages.tsv").exists()
+
+
 def pure_sqlalchemy_wheel(folder: Path) -> Path:
     """The installed SQLAlchemy's Python files as a py3-none-any wheel (its compiled parts
     left out: SQLAlchemy then uses its pure-Python fallback, as from a zip on the GPU node)."""
