@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 import typer
@@ -119,6 +120,7 @@ def run(
     Exit status: 0 every case ok or skipped, 1 a case failed its check or crashed or results
     were not stored (kept in a file) or not uploaded, 2 bad input, 130 interrupted.
     """
+    started = time.monotonic()  # --budget counts from here: torch's import and CUDA's start too
     from bench import runner
     from bench.device import detect
     from bench.suites import SuiteError
@@ -163,7 +165,7 @@ def run(
         with Progress(*cols, console=err_console, transient=True) as progress:
             task = progress.add_task("starting", total=len(pairs), left="")
             runner.run(pairs, store, device=device, run_id=run_id, timing=cfg,
-                       telemetry=not no_telemetry, budget_s=budget, tune=tune,
+                       telemetry=not no_telemetry, budget_s=budget, tune=tune, started=started,
                        on_start=lambda c, b: progress.update(task, description=f"{c.key}:{b}"),
                        on_estimate=lambda s: progress.update(task, left=f"~{_duration(s)} left"),
                        on_result=lambda r: (done.append(r), progress.advance(task)),

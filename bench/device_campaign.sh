@@ -48,7 +48,7 @@ ALLREDUCE_MAX=${ALLREDUCE_MAX:-1G}
 EXPORT_RESERVE_S=20  # kept back from the cap for the final export; also each export's timeout
 KILL_AFTER_S=10      # a stage that ignores its timeout's SIGTERM is killed this much later
 SUMMARY_S=10         # the summary's own timeout
-RUN_MARGIN_S=${CAMPAIGN_RUN_MARGIN_S:-15}  # a run stage's start and final table, outside its --budget
+RUN_MARGIN_S=${CAMPAIGN_RUN_MARGIN_S:-15}  # Python, typer and the final table: outside --budget
 
 mkdir -p "$OUT" || exit 2
 OUT=$(cd "$OUT" && pwd)  # absolute: the stages and the store see the same folder

@@ -232,7 +232,7 @@ def time_together(checked: list[Checked], ctx: RunContext,
 
 def run(pairs: list[tuple[Case, str]], store, *, device: DeviceInfo,
         run_id: str | None = None, timing: TimingConfig | None = None, telemetry: bool = True,
-        budget_s: float | None = None, tune: bool = False,
+        budget_s: float | None = None, tune: bool = False, started: float | None = None,
         on_start: Callable[[Case, str], None] | None = None,
         on_estimate: Callable[[float], None] | None = None,
         on_result: Callable[[Result], None] | None = None,
@@ -241,8 +241,10 @@ def run(pairs: list[tuple[Case, str]], store, *, device: DeviceInfo,
 
     `budget_s`: a time box. Before each case its estimate (bench/budget.py) is added to the time
     spent so far; once the next case would not fit, it and every later one are stored as
-    skipped with error "budget" (so the table says what was not measured). `on_estimate` is told
-    the estimated seconds left before each case.
+    skipped with error "budget" (so the table says what was not measured). `started`: the
+    time.monotonic() the budget counts from (default now; the CLI passes its verb's start, so
+    importing torch and starting CUDA are inside the box). `on_estimate` is told the estimated
+    seconds left before each case.
 
     A result the table refuses (database locked or gone, disk full) is appended to
     `bench.spool.unstored_path(run_id)` instead, `on_unstored` is told, and the run goes on:
@@ -253,7 +255,7 @@ def run(pairs: list[tuple[Case, str]], store, *, device: DeviceInfo,
     estimator = Estimator(device, ctx.timing, tune)  # for the budget, charged as cases run
     together = device.kind != "cuda" and ctx.timing.rounds > 1  # CPU: timed round-robin
     pending: list[Checked] = []
-    started = time.monotonic()
+    started = time.monotonic() if started is None else started
     out_of_budget = False
     done: list[Result] = []
 

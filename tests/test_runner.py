@@ -226,6 +226,16 @@ def test_a_budget_stores_the_rest_as_skipped(monkeypatch, db_url):
     assert lefts and lefts[0] <= 0.3
 
 
+def test_the_budget_counts_from_the_start_it_is_given(planted):
+    """The CLI passes its verb's start, so time spent importing torch and starting CUDA before
+    the first case is inside the box: a start 10 s ago leaves a 5 s budget nothing."""
+    from bench.runner import BUDGET
+
+    results = run([(case("ok"), "torch")] * 2, None, device=DEVICE, run_id="s",
+                  timing=PRESETS["smoke"], budget_s=5.0, started=time.monotonic() - 10.0)
+    assert [(r.status, r.error) for r in results] == [("skipped", BUDGET)] * 2
+
+
 def test_no_budget_runs_everything_and_tells_the_time_left(planted):
     lefts = []
     results = run([(case("ok"), "torch")] * 3, None, device=DEVICE, run_id="n",
