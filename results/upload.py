@@ -26,18 +26,17 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from urllib.parse import quote
 
-import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from results.errors import first_line
-from results.pgcopy import copy_rows
 from results.refused import precheck, precheck_values, write_refused
 from results.retry import (  # noqa: F401  (re-exported: the upload API)
     BACKOFF_ENV,
@@ -157,7 +156,8 @@ def data_error(e: BaseException) -> bool:
     """Whether the server (or the driver, for it) refused a value: SQLSTATE class 22 (data
     exception: NUL character, integer out of range, bad time) or 23 (integrity)."""
     orig = getattr(e, "orig", None)
-    if isinstance(orig, (psycopg.DataError, psycopg.IntegrityError)):
+    pg = sys.modules.get("psycopg")  # never imported: the error cannot be one of its own
+    if pg is not None and isinstance(orig, (pg.DataError, pg.IntegrityError)):
         return True
     state = getattr(orig, "sqlstate", None) or ""
     return state.startswith(("22", "23")) or (
@@ -251,6 +251,10 @@ def _send_rows(src: Store, dst: Store, rows: list[tuple]) -> int:
     _send_values(src, dst, rows)
     with dst.engine.begin() as conn:
         if dst.dialect == "postgresql":
+            # imported here: an upload to SQLite (or a run without --upload) needs no psycopg
+            import psycopg
+
+            from results.pgcopy import copy_rows
             try:
                 return copy_rows(conn, rows)
             except psycopg.Error as e:

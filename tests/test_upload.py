@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -28,6 +29,7 @@ from results.upload import (
 from results.upload_bench import concurrency
 from tests.pg import free_port
 
+ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 pg = pytest.mark.postgres
 
@@ -264,6 +266,22 @@ def test_run_with_upload_end_to_end(pg_url, tmp_path):
     assert "uploaded: 2 new rows, 0 already there" in res.output
     with Store(pg_url) as shared, Store(db) as mine:
         assert shared.ids() == mine.ids() and len(mine.ids()) == 2
+
+
+def test_run_upload_to_sqlite_needs_no_psycopg(tmp_path):
+    """As on the GPU image: psycopg is absent, and `run --upload` to a SQLite file still works
+    (psycopg is imported only for a PostgreSQL destination)."""
+    shim = tmp_path / "shim" / "psycopg"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text("raise ImportError('no psycopg here')\n")
+    db, shared = tmp_path / "r.db", tmp_path / "shared.db"
+    proc = cli_subprocess("run", "--suite", "quick", "--filter", "membw/*:torch", "--db", db,
+                          "--timing", "smoke", "--upload", f"sqlite:///{shared}",
+                          env={"PYTHONPATH": f"{shim.parent}:{ROOT}"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "uploaded: 2 new rows, 0 already there" in proc.stdout
+    with Store(str(shared)) as theirs, Store(str(db)) as mine:
+        assert theirs.ids() == mine.ids() and len(mine.ids()) == 2
 
 
 def test_scrub_and_report():
