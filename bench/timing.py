@@ -5,7 +5,8 @@ choose the repetition count that fills a time budget, then time each repetition 
 two CUDA events with the L2 cache flushed before it (a large buffer write outside the events), so
 every sample is a cold-L2 call and no sample hides another's tail. A GPU sleep queued first
 keeps the device busy while the host enqueues every sample, so no sample measures launch gaps.
-On CPU: the same over perf_counter, under `cpu_timing` (CPU_TIMING, recorded in the row), the
+On CPU: the same over perf_counter, under `cpu_timing` (bench/cpu_recipe.py: CPU_TIMING,
+recorded in the row), the
 samples of a run's cases taken round-robin (`measure_rounds`) with a fixed `yardstick` timed
 among them (its median recorded in each row: the guest's speed). Raw samples are kept: the
 median is what we report, the spread is evidence.
@@ -17,13 +18,13 @@ stream; perf_counter marks on CPU) and its context manager `device_interval`.
 
 from __future__ import annotations
 
-import gc
 import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
+from bench.cpu_recipe import cpu_timing, timing_settings, yardstick
 from bench.device import DeviceInfo
 
 
@@ -103,56 +104,6 @@ def device_interval(device: DeviceInfo) -> Iterator[EventTimer]:
     timer.start()
     yield timer
     timer.stop()
-
-
-# What the CPU recipe holds fixed while sampling (stored in each timed CPU row's
-# software["timing"]): one torch thread (two threads on two busy cores made runs differ ~100x)
-# and the garbage collector off (as timeit: no collection inside a sample). Measured, not
-# needed (docs/USAGE.md "CPU rows"): no other thread (OpenMP, OpenBLAS) ran while a case was
-# sampled, and pinning to one core changed nothing.
-CPU_TIMING: dict[str, int | bool] = {"torch_threads": 1, "gc": False}
-CPU_TIMING_THREADS = CPU_TIMING["torch_threads"]
-
-
-@contextmanager
-def cpu_timing(device: DeviceInfo) -> Iterator[None]:
-    """Hold the CPU_TIMING settings while a CPU case is sampled; restore torch's thread count
-    and the garbage collector after (also on error). A no-op on a GPU."""
-    if device.kind == "cuda":
-        yield
-        return
-    import torch
-
-    threads, gc_was_on = torch.get_num_threads(), gc.isenabled()
-    torch.set_num_threads(CPU_TIMING_THREADS)
-    if not CPU_TIMING["gc"]:
-        gc.disable()
-    try:
-        yield
-    finally:
-        if gc_was_on:
-            gc.enable()
-        torch.set_num_threads(threads)
-
-
-# The guest's speed, timed among the cases: a VM's speed drifts between processes, and the
-# Triton interpreter and torch's small CPU kernels both tracked a pure-Python loop (ratios to
-# it within ~8% while medians moved ~40%: docs/USAGE.md "CPU rows"). Pure Python: fixed work,
-# ~1.5 ms there. Two runs' yardstick ratio is the guest's speed, not the code's.
-YARDSTICK_N = 20000
-
-
-def yardstick() -> float:
-    """The seconds of YARDSTICK_N pure-Python multiply-adds."""
-    t0, s = time.perf_counter(), 0
-    for i in range(YARDSTICK_N):
-        s += i * i
-    return time.perf_counter() - t0
-
-
-def timing_settings(device: DeviceInfo) -> dict[str, int | bool]:
-    """The settings `cpu_timing` holds on this device, for `Timing.settings`."""
-    return {} if device.kind == "cuda" else dict(CPU_TIMING)
 
 
 def percentile(sorted_xs: list[float], q: float) -> float:
@@ -408,40 +359,3 @@ def _measure_cuda(fn: Callable[[], object], device: DeviceInfo, cfg: TimingConfi
                 timer.stop()
             torch.cuda.synchronize()
         return Timing([t.seconds() for t in timers])
-
-
-class DeviceClock:
-    """A clock that advances by device time only: pytest-benchmark reads it before and after
-    each round, and the difference is the CUDA-event time of the calls wrapped by `wrap`, so
-    its numbers mean device time (reading the clock synchronises, then folds the finished
-    events into the total). `backlog_s`: a GPU sleep queued before each wrapped call, as the
-    recipe's backlog: the device is idle when a round starts (the clock has just synchronised),
-    so without it a launch-heavy call would measure the host enqueueing it. On CPU it is
-    perf_counter."""
-
-    def __init__(self, device: DeviceInfo, backlog_s: float = 0.0):
-        self.device = device
-        self.backlog_s = backlog_s
-        self.total_s = 0.0
-        self._pending: list = []
-
-    def wrap(self, fn: Callable[[], object]) -> Callable[[], object]:
-        if self.device.kind != "cuda":
-            return fn
-
-        def timed():
-            sleep(self.device, self.backlog_s)  # outside the interval
-            with device_interval(self.device) as t:
-                out = fn()
-            self._pending.append(t)
-            return out
-
-        return timed
-
-    def __call__(self) -> float:
-        if self.device.kind != "cuda":
-            return time.perf_counter()
-        synchronizer(self.device)()
-        self.total_s += sum(t.seconds() for t in self._pending)
-        self._pending.clear()
-        return self.total_s

@@ -26,7 +26,7 @@ def test_an_ok_record_carries_timing_throughput_and_provenance():
 
 
 def test_a_cpu_row_says_how_it_was_timed_in_its_software():
-    from bench.timing import CPU_TIMING
+    from bench.cpu_recipe import CPU_TIMING
 
     row = build_record(FACTS, timing=Timing([1.0, 2.0], dict(CPU_TIMING)), correct=True)
     assert row.software == {**provenance.software(), "timing": CPU_TIMING}

@@ -5,9 +5,10 @@ import time
 import pytest
 import torch
 
+from bench.cpu_recipe import timing_settings
 from bench.device import detect
 from bench.runner import RunContext, run, run_case
-from bench.timing import PRESETS, timing_settings
+from bench.timing import PRESETS
 from bench.workloads import WORKLOADS, Case, Check, Unsupported, Workload
 from bench.workloads.membw import MemBandwidth
 from results.store import Store
@@ -296,8 +297,9 @@ def test_the_attention_reference_counts_its_kv_copies_in_each_chunk():
 
 
 def test_cpu_cases_are_checked_one_by_one_then_timed_together(planted, db_url):
+    from bench.cpu_recipe import CPU_TIMING
     from bench.device import DeviceInfo
-    from bench.timing import CPU_TIMING, TimingConfig
+    from bench.timing import TimingConfig
 
     cpu = DeviceInfo(name="cpu", kind="cpu")
     cfg = TimingConfig(warmup_s=0.0, budget_s=0.0, min_reps=2, max_reps=2, flush_l2=False,

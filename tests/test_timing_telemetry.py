@@ -134,7 +134,7 @@ def test_event_timer_and_device_interval_on_cpu():
 def test_cpu_timing_holds_torch_to_a_fixed_thread_count():
     import torch
 
-    from bench.timing import CPU_TIMING_THREADS
+    from bench.cpu_recipe import CPU_TIMING_THREADS
 
     device = detect()
     if device.kind == "cuda":
@@ -149,7 +149,7 @@ def test_cpu_timing_holds_torch_to_a_fixed_thread_count():
 def test_cpu_timing_turns_gc_off_while_sampling_and_records_its_settings():
     import gc
 
-    from bench.timing import CPU_TIMING
+    from bench.cpu_recipe import CPU_TIMING
 
     device = DeviceInfo(name="cpu", kind="cpu")
     seen = []
@@ -166,7 +166,7 @@ def test_cpu_timing_restores_threads_and_gc_after_an_error_and_keeps_gc_off_if_i
 
     import torch
 
-    from bench.timing import CPU_TIMING_THREADS, cpu_timing
+    from bench.cpu_recipe import CPU_TIMING_THREADS, cpu_timing
 
     device = DeviceInfo(name="cpu", kind="cpu")
     before = torch.get_num_threads()
@@ -188,7 +188,7 @@ def test_cpu_timing_leaves_a_gpu_alone():
 
     import torch
 
-    from bench.timing import cpu_timing, timing_settings
+    from bench.cpu_recipe import cpu_timing, timing_settings
 
     gpu = DeviceInfo(name="NVIDIA H200", kind="cuda", model="H200-SXM", cc="9.0")
     before = torch.get_num_threads()
@@ -235,8 +235,8 @@ def test_gpu_event_timer_clock_and_flush():
     and the flush's return contract on a real device buffer."""
     import torch
 
+    from bench.benchmarks.timer import DeviceClock
     from bench.timing import (
-        DeviceClock,
         EventTimer,
         default_config,
         device_interval,
@@ -283,6 +283,7 @@ def test_cpu_rounds_take_the_cases_samples_round_robin_after_every_warm_up():
 
 def test_the_yardstick_is_timed_in_every_slice_between_the_cases_shares(monkeypatch):
     import bench.timing as timing
+    from bench.cpu_recipe import CPU_TIMING
 
     order, told = [], []
 
@@ -300,7 +301,7 @@ def test_the_yardstick_is_timed_in_every_slice_between_the_cases_shares(monkeypa
     assert told == [9, 10]  # each told once the yardstick after its last share is in
     # each case's median over the yardsticks either side of its shares: a 2,3 5,6 8,9; b one on
     assert [t.yardstick_s for t in ts] == [5.5, 6.5]
-    assert ts[0].software() == {**timing.CPU_TIMING, "yardstick_s": 5.5}
+    assert ts[0].software() == {**CPU_TIMING, "yardstick_s": 5.5}
 
 
 def test_a_cpu_timing_carries_a_real_yardstick():

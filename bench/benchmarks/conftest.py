@@ -2,8 +2,8 @@
 
 The suite runs the same cases, the same reference check and the same timing recipe as
 `colossus-bench run`; only the repetitions are driven by pytest-benchmark's fixture, with a
-clock that counts CUDA-event time (bench.timing.DeviceClock) and the L2 flush as its per-round
-`setup` (bench/benchmarks/timer.py). So pytest-benchmark's statistics are device time, and each
+clock that counts CUDA-event time (`DeviceClock`) and the L2 flush as its per-round `setup`
+(both in bench/benchmarks/timer.py). So pytest-benchmark's statistics are device time, and each
 benchmark's `extra_info` carries the full result record (`extra_info["record"]`) that
 `colossus-bench ingest` loads, and the run id (`extra_info["run_id"]`).
 
