@@ -1,10 +1,11 @@
 """From result rows to the efficiencies the scaling model needs, each with where it came from.
 
-Lookup order for every figure: the frame passed in (rows measured by the user), then the reference
-results shipped with the package (`results.reference.load_reference()`, imported lazily so this
-module works before that exists), then the fallbacks of reports/model/fallbacks.py, each with
-its source string or labelled as an assumption. Rows count only when `status == "ok"` and, for
-kernels, `correct` is true; per shape the best row (any backend) wins.
+Lookup order for every figure: the frame passed in (rows measured by the user), then the
+reference results shipped with the package (`reference_frame` in reports/model/frame_rows.py,
+which imports results.reference lazily so this module works before that exists), then the
+fallbacks of reports/model/fallbacks.py, each with its source string or labelled as an
+assumption. Rows count only when `status == "ok"` and, for kernels, `correct` is true; per
+shape the best row (any backend) wins.
 
 Compute figures (GEMM, attention) are one per silicon, not per GPU name: a type without rows of
 its own takes those of a type with the same architecture and SMs (same_silicon: an H200 priced
@@ -18,9 +19,6 @@ Figures are returned as `Figure(value, source, kind)`; `kind` is "measured", "re
 
 from __future__ import annotations
 
-import functools
-import json
-import logging
 import math
 from typing import Any
 
@@ -40,64 +38,12 @@ from reports.model.fallbacks import (
     gemm_time_fallback,
     power_fallback,
 )
+from reports.model.frame_rows import intra_node, num, reference_frame, usable_rows
 from reports.model.hardware import GPU, GPUS
-from results.rows import usable_records
 
 __all__ = ["ATTENTION_FALLBACK", "COMM_SM_SHARE", "FRAMEWORK_EFFICIENCY", "GEMM_ANCHOR",
            "HBM_FALLBACK", "NVLINK_FALLBACK", "Figure", "Measurements", "anchor_rate",
            "as_measurements", "gemm_time_fallback"]
-
-log = logging.getLogger(__name__)
-
-@functools.lru_cache(maxsize=1)
-def reference_frame():
-    """The shipped reference results, or None when results.reference is not there (yet).
-    Read once per process: the shipped files do not change while it runs."""
-    try:
-        from results.reference import load_reference
-    except ImportError:
-        return None
-    try:
-        return load_reference()
-    except Exception as e:  # a broken shipped file must not break estimates
-        log.warning("could not load reference results: %s", e)
-        return None
-
-
-def as_dict(v: Any) -> dict:
-    """A record's dict column as a dict, whether it comes from a frame (dict) or from CSV/JSON
-    text; anything else is an empty dict."""
-    if isinstance(v, dict):
-        return v
-    if isinstance(v, str) and v.startswith("{"):
-        try:
-            return json.loads(v)
-        except ValueError:
-            return {}
-    return {}
-
-
-def _rows(frame, origin: str) -> list[dict]:
-    """Plain dict rows of the usable results in a frame, by the one rule (results/rows.py:
-    the door's checks, status ok, kernels checked correct), each tagged with its origin."""
-    if frame is None or len(frame) == 0:
-        return []
-    rows, _ = usable_records(frame.to_dict("records"))
-    out = []
-    for rec in rows:
-        for k in ("params", "device", "telemetry"):
-            rec[k] = as_dict(rec.get(k))
-        rec["_origin"] = origin
-        out.append(rec)
-    return out
-
-
-def _intra_node(row: dict, node_gpus: int) -> bool:
-    """A collective row over 2..node_gpus ranks (one node's NVLink; a larger world crossed the
-    network). world_size must be a whole number."""
-    w = _num(row.get("world_size"))
-    return w is not None and w == int(w) and 2 <= w <= node_gpus
-
 
 def same_silicon(gpu: GPU) -> tuple[GPU, ...]:
     """The other GPU types whose kernel (GEMM, attention) rows stand for this one's where it has
@@ -107,14 +53,6 @@ def same_silicon(gpu: GPU) -> tuple[GPU, ...]:
     SM count do is an assumption (true of the types in hardware.GPUS)."""
     return tuple(g for g in GPUS.values() if g.name != gpu.name and g.arch == gpu.arch
                  and g.sm_count == gpu.sm_count)
-
-
-def _num(v) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) and f > 0 else None
 
 
 class Measurements:
@@ -134,9 +72,9 @@ class Measurements:
         self.efficiencies = dict(FRAMEWORK_EFFICIENCY) | {
             a: Figure(v, "given by the caller", "assumption") for a, v in (given or {}).items()}
         self.comm_sm_share = COMM_SM_SHARE
-        self._rows = _rows(frame, "measured")
+        self._rows = usable_rows(frame, "measured")
         if use_reference:
-            self._rows += _rows(reference_frame(), "reference")
+            self._rows += usable_rows(reference_frame(), "reference")
         self._memo: dict[tuple, Any] = {}  # figures, shape-model rates and row tables by key
         self.cache: dict = {}  # for callers' derived results (the model's per-layer times)
 
@@ -205,7 +143,7 @@ class Measurements:
             best: dict[tuple[int, int, int], tuple[float, str]] = {}
             for r in self._select("gemm", gpu, origin):
                 p = r["params"]
-                tf = _num(r.get("tflops"))
+                tf = num(r.get("tflops"))
                 if r.get("dtype") != "bf16" or tf is None:
                     continue
                 try:
@@ -294,10 +232,10 @@ class Measurements:
         pts: dict[int, tuple[float, str]] = {}
         for r in self._select("attention", gpu, origin):
             p = r["params"]
-            tf = _num(r.get("tflops"))
+            tf = num(r.get("tflops"))
             if (tf is None or r.get("dtype") not in ("bf16", "fp16")
                     or p.get("direction") != direction or bool(p.get("causal")) != causal
-                    or _num(p.get("d")) != d or _num(p.get("s")) is None):
+                    or num(p.get("d")) != d or num(p.get("s")) is None):
                 continue
             si = int(p["s"])
             if tf > pts.get(si, (0.0, ""))[0]:
@@ -350,10 +288,10 @@ class Measurements:
 
     def _hbm_tbps(self, gpu: GPU) -> Figure:
         for origin in ("measured", "reference"):
-            rows = [r for r in self._select("membw", gpu.name, origin) if _num(r.get("gbps"))]
+            rows = [r for r in self._select("membw", gpu.name, origin) if num(r.get("gbps"))]
             if rows:
-                size = max(_num(r["params"].get("bytes")) or 0 for r in rows)
-                big = [r for r in rows if (_num(r["params"].get("bytes")) or 0) == size]
+                size = max(num(r["params"].get("bytes")) or 0 for r in rows)
+                big = [r for r in rows if (num(r["params"].get("bytes")) or 0) == size]
                 best = max(big, key=lambda r: float(r["gbps"]))
                 op = best["params"].get("op", "?")
                 return Figure(float(best["gbps"]) / 1000.0,
@@ -373,14 +311,14 @@ class Measurements:
     def _nvlink_busbw_gbps(self, gpu: GPU) -> Figure:
         for origin in ("measured", "reference"):
             rows = [r for r in self._select(("all_reduce", "allreduce"), gpu.name, origin)
-                    if _num(r.get("busbw_gbps")) and _intra_node(r, gpu.node_gpus)
+                    if num(r.get("busbw_gbps")) and intra_node(r, gpu.node_gpus)
                     and r["params"].get("op") == "all_reduce"
                     and r.get("backend") in ("nccl", None)]
             if rows:
                 world = max(int(r["world_size"]) for r in rows)  # the node's size when measured
                 rows = [r for r in rows if int(r["world_size"]) == world]
-                size = max(_num(r["params"].get("bytes")) or 0 for r in rows)
-                best = max((r for r in rows if (_num(r["params"].get("bytes")) or 0) == size),
+                size = max(num(r["params"].get("bytes")) or 0 for r in rows)
+                best = max((r for r in rows if (num(r["params"].get("bytes")) or 0) == size),
                            key=lambda r: float(r["busbw_gbps"]))
                 note = "" if world == gpu.node_gpus else \
                     f"; from a smaller world than the {gpu.node_gpus}-GPU node (none measured)"
@@ -400,7 +338,7 @@ class Measurements:
     def _gemm_power_w(self, gpu: GPU) -> Figure:
         for origin in ("measured", "reference"):
             rows = [r for r in self._select("gemm", gpu.name, origin)
-                    if _num(r["telemetry"].get("power_w_mean")) and _num(r.get("tflops"))]
+                    if num(r["telemetry"].get("power_w_mean")) and num(r.get("tflops"))]
             if rows:
                 top = max(float(r["tflops"]) for r in rows)
                 watts = sorted(float(r["telemetry"]["power_w_mean"]) for r in rows

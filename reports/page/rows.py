@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from reports.model.measurements import as_dict
+from reports.model.frame_rows import as_dict
 from reports.page.provenance import REFERENCE
 from results.rows import (  # noqa: F401  (re-exported)
     KERNEL_WORKLOADS,
