@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import pytest
 from bench.collectives.config import CollConfig
 from bench.collectives.faults import FAULT_ENV
 from bench.collectives.launch import cmdline, descendants, launch, processes_mentioning
+from results.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 K = 1024
@@ -122,8 +124,73 @@ def test_a_second_ctrl_c_cannot_cut_the_teardown_short(tmp_path):
     _, err = proc.communicate()
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted" in err and "Traceback" not in err, err[-2000:]
+    said = re.search(r"(\d+) finished rows? (?:is|are|was|were) stored", err)
+    assert said, err[-2000:]
+    with Store(str(db)) as store:  # what the line says is there
+        assert store.count() == int(said.group(1))
     assert list(tmp_path.glob("colossus-allreduce-*")) == []
     assert processes_mentioning(str(tmp_path)) == []
+
+
+def test_a_signal_while_torchrun_starts_is_held_for_the_teardown(tmp_path, monkeypatch):
+    """A SIGTERM that arrives while torchrun is being forked waits until the launcher has the
+    process, then ends the run as any stop does: interrupted, nothing left, handlers back."""
+    from bench.collectives import launch as launchlib
+    from bench.collectives.stop_signals import TEARDOWN_SIGNALS
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    real = subprocess.Popen
+
+    def popen(*args, **kwargs):  # the signal lands just before the fork
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(launchlib.subprocess, "Popen", popen)
+    before = {s: signal.getsignal(s) for s in TEARDOWN_SIGNALS}
+    cfg = CollConfig(ops=("all_reduce",), backend="gloo", min_bytes=K, max_bytes=4 * K,
+                     step_factor=4, iters=2, warmup_iters=1, run_id="held", telemetry=False)
+    outcome = launch(cfg, 2, out=open(os.devnull, "w"))
+    assert outcome.interrupted and outcome.error.startswith("interrupted"), outcome.error
+    assert {s: signal.getsignal(s) for s in TEARDOWN_SIGNALS} == before
+    assert list(tmp_path.glob("colossus-allreduce-*")) == []
+    assert processes_mentioning(str(tmp_path)) == []
+
+
+def test_torchrun_that_cannot_start_leaves_no_folder_and_the_handlers_as_they_were(
+        tmp_path, monkeypatch):
+    from bench.collectives import launch as launchlib
+    from bench.collectives.stop_signals import TEARDOWN_SIGNALS
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def popen(*args, **kwargs):
+        raise OSError("no such interpreter")
+
+    monkeypatch.setattr(launchlib.subprocess, "Popen", popen)
+    before = {s: signal.getsignal(s) for s in TEARDOWN_SIGNALS}
+    cfg = CollConfig(ops=("all_reduce",), backend="gloo", run_id="nostart", telemetry=False)
+    with pytest.raises(OSError, match="no such interpreter"):
+        launch(cfg, 2, out=open(os.devnull, "w"))
+    assert {s: signal.getsignal(s) for s in TEARDOWN_SIGNALS} == before
+    assert list(tmp_path.glob("colossus-allreduce-*")) == []
+
+
+def test_a_stop_signal_inherited_as_ignored_stays_ignored():
+    """As Python itself does for a background job's SIGINT."""
+    from bench.collectives.stop_signals import StopSignals
+
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        stops = StopSignals()
+        stops.catch()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN  # caught
+        with stops.storing():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        stops.restore()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def test_a_stopped_rank_ends_the_run_at_the_timeout_naming_it(db_url, monkeypatch, tmp_path):
@@ -160,7 +227,6 @@ def test_a_stopped_rank_ends_the_run_at_the_timeout_naming_it(db_url, monkeypatc
 def test_the_password_never_lands_in_a_file(pg_url, monkeypatch, tmp_path):
     import sqlalchemy as sa
 
-    from results.store import Store
 
     password = sa.engine.make_url(pg_url).password
     assert password and password in pg_url
@@ -206,9 +272,8 @@ def test_a_second_signal_ends_the_final_pass_and_keeps_the_rows(tmp_path, db_url
     to this process) while it does ends that pass: the batches committed stay, none is
     half-written, and every row is kept in unstored-<run>.jsonl."""
     from bench import spool
-    from bench.collectives import launch as launchlib
+    from bench.collectives.stop_signals import TEARDOWN_SIGNALS, StopSignals
     from results.schema import Result
-    from results.store import Store
 
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     path = tmp_path / "rows.jsonl"
@@ -227,12 +292,12 @@ def test_a_second_signal_ends_the_final_pass_and_keeps_the_rows(tmp_path, db_url
         return real(self, records, **kwargs)
 
     monkeypatch.setattr(Store, "insert", insert)
-    before = {s: signal.getsignal(s) for s in launchlib.TEARDOWN_SIGNALS}
+    before = {s: signal.getsignal(s) for s in TEARDOWN_SIGNALS}
     try:
-        with launchlib._stoppable():
+        with StopSignals().storing():
             saved = spool.save(path, db_url, "t", retry_s=0)
         assert all(signal.getsignal(s) == signal.SIG_IGN  # the teardown's again
-                   for s in launchlib.TEARDOWN_SIGNALS)
+                   for s in TEARDOWN_SIGNALS)
     finally:
         for s, h in before.items():
             signal.signal(s, h)

@@ -22,7 +22,6 @@ a file.
 from __future__ import annotations
 
 import collections
-import contextlib
 import ctypes
 import os
 import re
@@ -47,6 +46,7 @@ from bench.collectives.status import (
     read_statuses,
     stall_message,
 )
+from bench.collectives.stop_signals import Stopped, StopSignals
 from results.words import are, counted, was
 
 POLL_S = 0.1
@@ -57,10 +57,6 @@ POLL_S = 0.1
 RANK_TIMEOUT_MARGIN_S = 30.0
 STARTUP_GRACE_S = 120.0
 TERM_GRACE_S = 3.0
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-# Ctrl-C stops a run as they do; while the teardown runs all three are ignored, so a second
-# one cannot skip the kill sweep or the final storing pass
-TEARDOWN_SIGNALS = (signal.SIGINT, *STOP_SIGNALS)
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 ROOT = Path(__file__).resolve().parents[2]  # the folder holding the bench package
@@ -205,15 +201,6 @@ def _die_with_parent() -> None:
         pass
 
 
-class Stopped(BaseException):
-    """SIGINT, SIGTERM or SIGHUP reached the launcher."""
-
-
-def _raise_stopped(signum, _frame):
-    _ignore_stop_signals()  # first: a second signal lands in the teardown, which ignores it
-    raise Stopped(signal.Signals(signum).name)
-
-
 class _Watchdog:
     """Per-rank progress: when each rank's (step, state) last changed, as seen from here."""
 
@@ -268,11 +255,19 @@ def launch(cfg: CollConfig, nproc: int, *, out: TextIO | None = None, err: TextI
     timed_out = interrupted = False
     stall = None
     watchdog = _Watchdog(nproc, cfg, startup_grace_s)
-    handlers = _catch_stop_signals()  # from here a signal is a Stopped the teardown answers
-    proc = subprocess.Popen(torchrun_command(nproc, config_path), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, bufsize=1, env=child_env,
-                            start_new_session=True, preexec_fn=_die_with_parent)
+    stops = StopSignals()
+    stops.catch()  # from here a signal is a Stopped the teardown answers
+    stops.hold()  # one arriving while torchrun starts waits for `proc`
     try:
+        proc = subprocess.Popen(torchrun_command(nproc, config_path), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, bufsize=1, env=child_env,
+                                start_new_session=True, preexec_fn=_die_with_parent)
+    except BaseException:  # torchrun did not start: nothing to tear down, nothing ran
+        stops.restore()
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    try:
+        stops.release()  # a held signal is answered here, by the teardown
         pumps = [threading.Thread(target=_pump, args=(proc.stdout, out, "stdout",
                                                       collections.deque(maxlen=1)), daemon=True),
                  threading.Thread(target=_pump, args=(proc.stderr, err, "stderr", err_tail),
@@ -292,15 +287,15 @@ def launch(cfg: CollConfig, nproc: int, *, out: TextIO | None = None, err: TextI
     except (KeyboardInterrupt, Stopped):
         interrupted = True
     finally:
-        _ignore_stop_signals()  # a second signal must not cut the teardown short
+        stops.ignore()  # a second signal must not cut the teardown short
         teardown(proc, run_dir)
         for t in pumps:
             t.join(timeout=5)
     try:
         return _conclude(cfg, nproc, proc, run_dir, err, err_tail, timed_out, interrupted,
-                         stall, keep_run_dir, 0.0 if interrupted else store_retry_s)
+                         stall, keep_run_dir, 0.0 if interrupted else store_retry_s, stops)
     finally:
-        _restore(handlers)
+        stops.restore()
 
 
 def _settle(proc: subprocess.Popen, run_dir: str, stalled: list[int],
@@ -319,52 +314,13 @@ def _settle(proc: subprocess.Popen, run_dir: str, stalled: list[int],
     return statuses
 
 
-def _catch_stop_signals() -> dict:
-    """SIGINT/SIGTERM/SIGHUP raise Stopped in the main thread (elsewhere: leave them alone).
-    Returns the handlers they had, for _restore."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    return {s: signal.signal(s, _raise_stopped) for s in TEARDOWN_SIGNALS}
-
-
-def _ignore_stop_signals() -> None:
-    if threading.current_thread() is threading.main_thread():
-        for s in TEARDOWN_SIGNALS:
-            signal.signal(s, signal.SIG_IGN)
-
-
-def _stop_storing(signum, _frame):
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
-@contextlib.contextmanager
-def _stoppable():
-    """While the final pass stores the spool: SIGINT/SIGTERM/SIGHUP as Ctrl-C, which spool.save
-    takes as "stop storing, keep the rows" (a transaction it cuts short is rolled back); ignored
-    again after it."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    for s in TEARDOWN_SIGNALS:
-        signal.signal(s, _stop_storing)
-    try:
-        yield
-    finally:
-        _ignore_stop_signals()
-
-
-def _restore(handlers: dict) -> None:
-    for s, h in handlers.items():
-        signal.signal(s, h if h is not None else signal.SIG_DFL)
-
-
 def _conclude(cfg, nproc, proc, run_dir, err, err_tail, timed_out, interrupted, stall,
-              keep_run_dir, store_retry_s) -> Outcome:
+              keep_run_dir, store_retry_s, stops: StopSignals) -> Outcome:
     """After the teardown: store the spool, name what went wrong, remove the run folder."""
     statuses = read_statuses(run_dir)
     spool = Path(run_dir) / "rows.jsonl"
     rows = spoollib.read_rows(spool)
-    with _stoppable():  # a second signal ends the pass; its rows are then kept in a file
+    with stops.storing():  # a second signal ends the pass; its rows are then kept in a file
         saved = spoollib.save(spool, cfg.db_url, cfg.run_id, retry_s=store_retry_s)
     if saved.kept:
         print(saved.message(), file=err or sys.stderr, flush=True)
