@@ -49,6 +49,7 @@ from results.retry import (  # noqa: F401  (re-exported: the upload API)
 from results.store import (
     Store,
     StoreError,
+    backend,
     redact,
     resolve_url,
     transient,
@@ -115,13 +116,21 @@ class UploadReport:
 
 
 def destination(url: str | None) -> str:
-    """--to URL, else $COLOSSUS_BENCH_UPLOAD_URL; a URL with a scheme, never a bare path."""
+    """--to URL, else $COLOSSUS_BENCH_UPLOAD_URL; a URL with a scheme, never a bare path, and
+    for PostgreSQL a driver that imports."""
     url = url or os.environ.get(UPLOAD_ENV)
     if not url:
         raise ValueError(f"no destination: pass --to URL or set {UPLOAD_ENV}")
     if "://" not in url:  # a plain path would quietly become a new local SQLite file
         raise ValueError(f"destination {url!r} is not a database URL: give the shared table's "
                          "URL (postgresql://user@host/db; sqlite:///path for a local copy)")
+    if backend(resolve_url(url)) == "postgresql":  # asked before any row is read or run
+        try:
+            import psycopg  # noqa: F401  (the driver, imported where it is needed)
+        except ImportError as e:
+            raise ValueError(f"destination {redact(resolve_url(url))} needs psycopg 3, which "
+                             f"cannot be imported here ({first_line(str(e))}): pip install "
+                             "'psycopg[binary]'") from None
     return url
 
 

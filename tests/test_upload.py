@@ -268,20 +268,50 @@ def test_run_with_upload_end_to_end(pg_url, tmp_path):
         assert shared.ids() == mine.ids() and len(mine.ids()) == 2
 
 
-def test_run_upload_to_sqlite_needs_no_psycopg(tmp_path):
-    """As on the GPU image: psycopg is absent, and `run --upload` to a SQLite file still works
-    (psycopg is imported only for a PostgreSQL destination)."""
+def no_psycopg(tmp_path) -> dict:
+    """The environment of a process where psycopg cannot be imported, as on the GPU image."""
     shim = tmp_path / "shim" / "psycopg"
     shim.mkdir(parents=True)
     (shim / "__init__.py").write_text("raise ImportError('no psycopg here')\n")
+    return {"PYTHONPATH": f"{shim.parent}:{ROOT}"}
+
+
+def test_run_upload_to_sqlite_needs_no_psycopg(tmp_path):
+    """psycopg is imported only for a PostgreSQL destination: `run --upload` and `upload --to`
+    a SQLite file work without it."""
+    env = no_psycopg(tmp_path)
     db, shared = tmp_path / "r.db", tmp_path / "shared.db"
     proc = cli_subprocess("run", "--suite", "quick", "--filter", "membw/*:torch", "--db", db,
-                          "--timing", "smoke", "--upload", f"sqlite:///{shared}",
-                          env={"PYTHONPATH": f"{shim.parent}:{ROOT}"})
+                          "--timing", "smoke", "--upload", f"sqlite:///{shared}", env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "uploaded: 2 new rows, 0 already there" in proc.stdout
     with Store(str(shared)) as theirs, Store(str(db)) as mine:
         assert theirs.ids() == mine.ids() and len(mine.ids()) == 2
+    other = tmp_path / "other.db"
+    proc = cli_subprocess("upload", "--db", db, "--to", f"sqlite:///{other}", env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with Store(str(other)) as theirs:
+        assert len(theirs.ids()) == 2
+
+
+@pytest.mark.parametrize("verb", ["run", "upload"])
+def test_a_postgresql_destination_without_psycopg_is_refused_before_anything_runs(tmp_path,
+                                                                                  verb):
+    """Before any case runs (or any row is read): one line naming psycopg, exit 2, and the
+    URL's password never shown."""
+    db, url = tmp_path / "r.db", "postgresql://bench:s3cret@127.0.0.1:1/colossus"
+    if verb == "upload":
+        Store(str(db)).close()
+        args = ["upload", "--db", db, "--to", url]
+    else:
+        args = ["run", "--suite", "quick", "--filter", "membw/*:torch", "--db", db,
+                "--timing", "smoke", "--upload", url]
+    proc = cli_subprocess(*args, env=no_psycopg(tmp_path))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs psycopg 3" in lines[0], lines
+    assert "s3cret" not in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
+    assert "device:" not in proc.stdout  # no case ran
 
 
 def test_scrub_and_report():
