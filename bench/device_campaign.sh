@@ -83,14 +83,16 @@ fi
 echo "== sqlalchemy $where"
 # the rest of what the command line imports (typer, rich, pyarrow, numpy) and torch: the image
 # should have them; if not, one line naming the module instead of a traceback per stage
-if ! missing=$("$PY" -c 'import importlib.util as u, sys
+if ! why=$("$PY" -c 'import importlib.util as u, sys
 try:
     import cli  # noqa: F401
-except ImportError as e:
-    sys.exit(f"{e.name or e}")
+except ModuleNotFoundError as e:
+    sys.exit(f"no module {e.name or e}")
+except Exception as e:  # a name that will not import, an ABI mismatch: said as it is
+    sys.exit(f"{type(e).__name__}: " + (str(e).splitlines() or [""])[0])
 if u.find_spec("torch") is None:
-    sys.exit("torch")' 2>&1); then
-  echo "error: $PY cannot start colossus-bench: no module ${missing##*$'\n'} (docs/CAMPAIGN.md)" >&2
+    sys.exit("no module torch")' 2>&1); then
+  echo "error: $PY cannot start colossus-bench: ${why##*$'\n'} (docs/CAMPAIGN.md)" >&2
   exit 2
 fi
 # Rows the database refuses go to $XDG_DATA_HOME/colossus-bench/unstored-*.jsonl

@@ -160,17 +160,26 @@ def test_without_sqlalchemy_one_line_and_exit_2_before_any_stage(tmp_path):
     assert "Traceback" not in proc.stderr and not (out / "stages.tsv").exists()
 
 
-def test_without_typer_one_line_naming_it_and_exit_2_before_any_stage(tmp_path):
-    """The command line's other imports are checked as SQLAlchemy is: one line, no stage."""
+@pytest.mark.parametrize("module,source,said", [
+    ("typer", "raise ModuleNotFoundError(\"No module named 'typer'\", name='typer')\n",
+     "cannot start colossus-bench: no module typer"),
+    ("rich", "raise ImportError(\"cannot import name 'Console' from 'rich'\")\n",
+     "cannot start colossus-bench: ImportError: cannot import name 'Console' from 'rich'"),
+    ("pyarrow", "raise RuntimeError('module compiled against ABI version 0x1000009')\n",
+     "cannot start colossus-bench: RuntimeError: module compiled against ABI version"),
+])
+def test_a_command_line_that_cannot_start_is_one_line_and_exit_2_before_any_stage(
+        tmp_path, module, source, said):
+    """The command line's other imports are checked as SQLAlchemy is: one line saying what
+    failed (a missing module by name, anything else as it is), no stage run."""
     out = tmp_path / "out"
-    no_typer = shim(tmp_path / "shim", typer="raise ModuleNotFoundError(\"No module named "
-                                              "'typer'\", name='typer')\n")
-    env = rehearsal_env(out, PYTHONPATH=f"{no_typer}:{ROOT}")
+    broken = shim(tmp_path / "shim", **{module: source})
+    env = rehearsal_env(out, PYTHONPATH=f"{broken}:{ROOT}")
     proc = subprocess.run(["bash", str(SCRIPT)], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "cannot start colossus-bench: no module typer" in lines[0], lines
+    assert len(lines) == 1 and said in lines[0], lines
     assert "Traceback" not in proc.stderr and not (out / "stages.tsv").exists()
 
 
