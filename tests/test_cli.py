@@ -420,3 +420,29 @@ def test_every_verb_help_keeps_each_paragraph_on_one_line():
     text = runner.invoke(app, ["run", "-h"], env={"COLUMNS": "80"}).output
     assert "crashed or results were not stored" in flat(text)
     assert not any(line.rstrip(" │").endswith("or results") for line in text.splitlines())
+
+
+def test_run_gives_the_runner_its_start_so_the_budget_covers_the_set_up(tmp_path, monkeypatch):
+    """--budget counts from the verb's start: `run` hands the runner a start taken before it
+    finds the device (and imports torch), not one the runner takes itself."""
+    import bench.device
+    import bench.runner
+
+    seen: dict = {}
+    real_run, real_detect = bench.runner.run, bench.device.detect
+
+    def detect(*args, **kwargs):
+        seen.setdefault("detect", time.monotonic())
+        return real_detect(*args, **kwargs)
+
+    def run(*args, **kwargs):
+        seen["started"] = kwargs.get("started")
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(bench.device, "detect", detect)
+    monkeypatch.setattr(bench.runner, "run", run)
+    before = time.monotonic()
+    res = cli("run", "--suite", "quick", "--filter", "membw/*:torch", "--timing", "smoke",
+              "--db", tmp_path / "r.db", "--budget", "60")
+    assert res.exit_code == 0, res.output
+    assert seen["started"] is not None and before <= seen["started"] <= seen["detect"]
