@@ -169,7 +169,7 @@ def print_comparison(results: list[Result], out=console) -> None:
 
 
 def yardstick_s(r: Result) -> float | None:
-    """A CPU row's guest yardstick (software.timing.yardstick_s, bench/timing.py `yardstick`:
+    """A CPU row's guest yardstick (software.timing.yardstick_s, bench/cpu_recipe.py `yardstick`:
     fixed pure-Python work timed among the cases); None on a GPU row or an older CPU row."""
     y = ((r.software or {}).get("timing") or {}).get("yardstick_s")
     return float(y) if isinstance(y, (int, float)) and y > 0 else None

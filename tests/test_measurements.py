@@ -103,13 +103,13 @@ def test_measured_rows_calibrate_the_shape_model():
 
 def test_sibling_measured_rows_come_before_own_reference_rows(monkeypatch, request):
     import results.reference
-    from reports.model import measurements
+    from reports.model import frame_rows
 
     ref = pd.DataFrame([row("gemm", {"m": 8192, "n": 8192, "k": 8192}, device="H200-SXM",
                             tflops=760.0)])
     monkeypatch.setattr(results.reference, "load_reference", lambda: ref)
-    measurements.reference_frame.cache_clear()  # read once per process: plant, then forget
-    request.addfinalizer(measurements.reference_frame.cache_clear)
+    frame_rows.reference_frame.cache_clear()  # read once per process: plant, then forget
+    request.addfinalizer(frame_rows.reference_frame.cache_clear)
     # no measured rows: the H200's reference row prices both types
     only_ref = Measurements(None)
     for g in (H100, H200):

@@ -323,14 +323,14 @@ def test_model_inputs_use_the_measurements(measured, empty):
 def test_reference_measurements_are_labelled_as_such(monkeypatch, request):
     """With the shipped reference as the measurements, the model's inputs say 'reference'."""
     import results.reference
-    from reports.model import measurements
+    from reports.model import frame_rows
 
     frame = synthetic_frame()
     monkeypatch.setattr(results.reference, "load_reference", lambda: frame)
     # reference_frame() reads the shipped files once per process: forget an earlier read, and
     # forget this test's planted frame afterwards
-    measurements.reference_frame.cache_clear()
-    request.addfinalizer(measurements.reference_frame.cache_clear)
+    frame_rows.reference_frame.cache_clear()
+    request.addfinalizer(frame_rows.reference_frame.cache_clear)
     rows = rows_mod.usable_rows(frame)
     for origin, kind in ((prov_mod.REFERENCE, "reference"), ("local table", "measured")):
         ctx = context_mod.ModelContext(frame, rows, prov_mod.Provenance(origin),

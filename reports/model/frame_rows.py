@@ -1,5 +1,6 @@
-"""Result rows as the scaling model reads them: the shipped reference frame, usable rows of a
-frame as plain dicts (results/rows.py's one rule), and the small readers of their fields."""
+"""Result rows as the scaling model reads them: the shipped reference frame, the usable rows of
+a frame as plain dicts tagged with their origin (results/rows.py's one rule; the report's
+reports/page/rows.py reads them for its tables), and the small readers of their fields."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def as_dict(v: Any) -> dict:
     return {}
 
 
-def usable_rows(frame, origin: str) -> list[dict]:
+def tagged_rows(frame, origin: str) -> list[dict]:
     """Plain dict rows of the usable results in a frame, by the one rule (results/rows.py:
     the door's checks, status ok, kernels checked correct), each tagged with its origin."""
     if frame is None or len(frame) == 0:
@@ -60,11 +61,11 @@ def usable_rows(frame, origin: str) -> list[dict]:
 def intra_node(row: dict, node_gpus: int) -> bool:
     """A collective row over 2..node_gpus ranks (one node's NVLink; a larger world crossed the
     network). world_size must be a whole number."""
-    w = num(row.get("world_size"))
+    w = positive(row.get("world_size"))
     return w is not None and w == int(w) and 2 <= w <= node_gpus
 
 
-def num(v) -> float | None:
+def positive(v) -> float | None:
     """A positive finite number, else None (a missing, text or zero field counts as none)."""
     try:
         f = float(v)

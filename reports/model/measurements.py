@@ -38,7 +38,7 @@ from reports.model.fallbacks import (
     gemm_time_fallback,
     power_fallback,
 )
-from reports.model.frame_rows import intra_node, num, reference_frame, usable_rows
+from reports.model.frame_rows import intra_node, positive, reference_frame, tagged_rows
 from reports.model.hardware import GPU, GPUS
 
 __all__ = ["ATTENTION_FALLBACK", "COMM_SM_SHARE", "FRAMEWORK_EFFICIENCY", "GEMM_ANCHOR",
@@ -72,9 +72,9 @@ class Measurements:
         self.efficiencies = dict(FRAMEWORK_EFFICIENCY) | {
             a: Figure(v, "given by the caller", "assumption") for a, v in (given or {}).items()}
         self.comm_sm_share = COMM_SM_SHARE
-        self._rows = usable_rows(frame, "measured")
+        self._rows = tagged_rows(frame, "measured")
         if use_reference:
-            self._rows += usable_rows(reference_frame(), "reference")
+            self._rows += tagged_rows(reference_frame(), "reference")
         self._memo: dict[tuple, Any] = {}  # figures, shape-model rates and row tables by key
         self.cache: dict = {}  # for callers' derived results (the model's per-layer times)
 
@@ -143,7 +143,7 @@ class Measurements:
             best: dict[tuple[int, int, int], tuple[float, str]] = {}
             for r in self._select("gemm", gpu, origin):
                 p = r["params"]
-                tf = num(r.get("tflops"))
+                tf = positive(r.get("tflops"))
                 if r.get("dtype") != "bf16" or tf is None:
                     continue
                 try:
@@ -232,10 +232,10 @@ class Measurements:
         pts: dict[int, tuple[float, str]] = {}
         for r in self._select("attention", gpu, origin):
             p = r["params"]
-            tf = num(r.get("tflops"))
+            tf = positive(r.get("tflops"))
             if (tf is None or r.get("dtype") not in ("bf16", "fp16")
                     or p.get("direction") != direction or bool(p.get("causal")) != causal
-                    or num(p.get("d")) != d or num(p.get("s")) is None):
+                    or positive(p.get("d")) != d or positive(p.get("s")) is None):
                 continue
             si = int(p["s"])
             if tf > pts.get(si, (0.0, ""))[0]:
@@ -288,10 +288,10 @@ class Measurements:
 
     def _hbm_tbps(self, gpu: GPU) -> Figure:
         for origin in ("measured", "reference"):
-            rows = [r for r in self._select("membw", gpu.name, origin) if num(r.get("gbps"))]
+            rows = [r for r in self._select("membw", gpu.name, origin) if positive(r.get("gbps"))]
             if rows:
-                size = max(num(r["params"].get("bytes")) or 0 for r in rows)
-                big = [r for r in rows if (num(r["params"].get("bytes")) or 0) == size]
+                size = max(positive(r["params"].get("bytes")) or 0 for r in rows)
+                big = [r for r in rows if (positive(r["params"].get("bytes")) or 0) == size]
                 best = max(big, key=lambda r: float(r["gbps"]))
                 op = best["params"].get("op", "?")
                 return Figure(float(best["gbps"]) / 1000.0,
@@ -311,14 +311,14 @@ class Measurements:
     def _nvlink_busbw_gbps(self, gpu: GPU) -> Figure:
         for origin in ("measured", "reference"):
             rows = [r for r in self._select(("all_reduce", "allreduce"), gpu.name, origin)
-                    if num(r.get("busbw_gbps")) and intra_node(r, gpu.node_gpus)
+                    if positive(r.get("busbw_gbps")) and intra_node(r, gpu.node_gpus)
                     and r["params"].get("op") == "all_reduce"
                     and r.get("backend") in ("nccl", None)]
             if rows:
                 world = max(int(r["world_size"]) for r in rows)  # the node's size when measured
                 rows = [r for r in rows if int(r["world_size"]) == world]
-                size = max(num(r["params"].get("bytes")) or 0 for r in rows)
-                best = max((r for r in rows if (num(r["params"].get("bytes")) or 0) == size),
+                size = max(positive(r["params"].get("bytes")) or 0 for r in rows)
+                best = max((r for r in rows if (positive(r["params"].get("bytes")) or 0) == size),
                            key=lambda r: float(r["busbw_gbps"]))
                 note = "" if world == gpu.node_gpus else \
                     f"; from a smaller world than the {gpu.node_gpus}-GPU node (none measured)"
@@ -338,7 +338,7 @@ class Measurements:
     def _gemm_power_w(self, gpu: GPU) -> Figure:
         for origin in ("measured", "reference"):
             rows = [r for r in self._select("gemm", gpu.name, origin)
-                    if num(r["telemetry"].get("power_w_mean")) and num(r.get("tflops"))]
+                    if positive(r["telemetry"].get("power_w_mean")) and positive(r.get("tflops"))]
             if rows:
                 top = max(float(r["tflops"]) for r in rows)
                 watts = sorted(float(r["telemetry"]["power_w_mean"]) for r in rows
