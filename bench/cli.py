@@ -22,6 +22,7 @@ from results.console import (
     err_console,
     fail,
     first_line,
+    not_the_database,
     open_store,
     print_json,
     value,
@@ -129,7 +130,7 @@ def run(
     if budget is not None and not (budget > 0 and math.isfinite(budget)):  # nan, inf too
         raise fail(f"--budget must be a positive, finite number of seconds, got {budget}")
     if upload is not None:  # a mistyped URL is refused before a campaign, not after it
-        _check_upload_url(upload)
+        _check_upload_url(upload, db)
     if tune:
         os.environ["COLOSSUS_TUNE"] = "1"  # read by the kernels when they pick configs
     device = detect()
@@ -143,6 +144,7 @@ def run(
         return
     if json_out is not None:  # refused before any case runs
         _check_json_out(json_out)
+        not_the_database(json_out, db, "--json-out")
     out = err_console if as_json else console  # --json: stdout holds only the JSON
     store = open_store(db)
     if device.kind == "cpu":
@@ -270,17 +272,18 @@ def _records_out(records: list[dict], json_out, as_json: bool, where: str) -> No
         print_json(records)
 
 
-def _check_upload_url(url: str) -> None:
+def _check_upload_url(url: str, db: str | None) -> None:
     """--upload names a database URL the upload can use (results/upload.py's and the store's
-    rules); else one line, exit 2. One that is unreachable still fails only at the end."""
+    rules; a SQLite one as far as it can be known without creating it); else one line, exit 2.
+    A server that is unreachable still fails only at the end."""
     try:  # lazy: sqlalchemy and psycopg cost CLI start time
         from results.store import BACKENDS, UNSUPPORTED, backend, redact, resolve_url
-        from results.upload import destination
+        from results.upload import UploadError, check_target
     except ImportError as e:
         raise fail(f"--upload: upload is not available in this build ({e})") from None
     try:
-        destination(url)
-    except ValueError as e:
+        check_target(resolve_url(db), url, 1)
+    except (ValueError, UploadError) as e:  # a line each, password-free
         raise fail(f"--upload: {e}") from None
     if backend(resolve_url(url)) not in BACKENDS:
         raise fail(f"--upload: cannot use database URL {redact(resolve_url(url))}: "

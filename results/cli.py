@@ -24,6 +24,7 @@ from results.console import (
     err_console,
     fail,
     first_line,
+    not_the_database,
     open_store,
     print_json,
     value,
@@ -207,6 +208,8 @@ def export(
         raise fail("parquet is binary: give --out FILE")
     if out is not None and out.is_dir():
         raise fail(f"--out {out} is a folder; give a file name")
+    if out is not None:
+        not_the_database(out, db, "--out")
     store = open_store(db, create=False)
     try:
         rows, refused = valid_records(read(store))

@@ -8,10 +8,12 @@ kernels) so that the verbs of results/, bench/ and reports/ all use the same one
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -61,6 +63,17 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     from a file or a table (a host named `node[/b]`) is never read as rich markup."""
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+def not_the_database(path: Path, db: str | None, flag: str) -> None:
+    """An output file must not be the SQLite file of the results table (`db` as --db takes
+    it): writing it would replace the table. One line, exit 2, before anything is written."""
+    from results.store import resolve_url, sqlite_file  # lazy: sqlalchemy costs start time
+
+    table = sqlite_file(resolve_url(db))
+    if table is not None and (path.resolve() == table.resolve() or (
+            path.exists() and table.exists() and os.path.samefile(path, table))):
+        raise fail(f"{flag} {path}: is the results database itself; name another file")
 
 
 def open_store(db: str | None, *, create: bool = True):

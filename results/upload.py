@@ -50,8 +50,10 @@ from results.store import (
     Store,
     StoreError,
     backend,
+    in_memory,
     redact,
     resolve_url,
+    sqlite_file,
     transient,
     url_secrets,
 )
@@ -136,8 +138,8 @@ def destination(url: str | None) -> str:
 
 def check_target(source_url: str, url: str | None, batch_size: int) -> str:
     """The destination URL (`destination`) once the upload's arguments are known good, else a
-    ValueError line: a batch size out of range, no URL, a plain path (an UploadError: the local
-    table itself).
+    ValueError line: a batch size out of range, no URL, a plain path, a SQLite destination that
+    cannot be one (`check_sqlite_target`); an UploadError: the local table itself.
     The command line calls it before it says "uploading ..."."""
     if not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH:
         raise ValueError(f"batch size must be an integer from 1 to {MAX_BATCH}, "
@@ -146,7 +148,30 @@ def check_target(source_url: str, url: str | None, batch_size: int) -> str:
     if resolve_url(url) == source_url:
         to = redact(resolve_url(url))
         raise UploadError(f"the destination {to} is the local table itself", UploadReport(to=to))
+    if backend(resolve_url(url)) == "sqlite":
+        check_sqlite_target(url)
     return url
+
+
+def check_sqlite_target(url: str) -> None:
+    """What can be known of a SQLite destination without creating anything (`run --upload`
+    asks before its cases run): not in memory, its folder there, and a file already there a
+    database. A ValueError line otherwise."""
+    resolved = resolve_url(url)
+    if in_memory(resolved):
+        raise ValueError(f"destination {url} is an in-memory database: the rows would vanish "
+                         "with the process; give the shared table's URL")
+    path = sqlite_file(resolved)
+    if path is not None and path.is_dir():
+        raise ValueError(f"destination {redact(resolved)}: {path} is a folder, not a database")
+    if path is not None and not path.exists():
+        if not path.parent.is_dir():
+            raise ValueError(f"destination {redact(resolved)}: no folder {path.parent}")
+        return
+    try:
+        Store(resolved, create=False).close()  # reads only: refuses a folder, a non-database
+    except StoreError as e:
+        raise ValueError(f"destination {redact(resolved)}: {e}") from None
 
 
 def scrub(text: str, url: str) -> str:

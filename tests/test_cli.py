@@ -446,3 +446,40 @@ def test_run_gives_the_runner_its_start_so_the_budget_covers_the_set_up(tmp_path
               "--db", tmp_path / "r.db", "--budget", "60")
     assert res.exit_code == 0, res.output
     assert seen["started"] is not None and before <= seen["started"] <= seen["detect"]
+
+
+@pytest.mark.parametrize("verb", ["run", "export"])
+def test_an_output_file_that_is_the_database_is_refused_and_the_table_kept(tmp_path, verb):
+    """--json-out / --out naming the SQLite file itself (by path, or a link to it) would replace
+    the table with JSON or CSV: one line, exit 2, the table untouched."""
+    db = tmp_path / "r.db"
+    assert cli("run", "-k", "membw/*:torch", "--timing", "smoke", "--db", db).exit_code == 0
+    before = db.read_bytes()
+    (tmp_path / "link.db").symlink_to(db)
+    for target in (db, tmp_path / "link.db"):
+        args = (["run", "-k", "membw/*:torch", "--timing", "smoke", "--db", db, "--json-out",
+                 target] if verb == "run" else ["export", "--db", db, "-o", target])
+        res = apart.invoke(app, [str(a) for a in args])
+        assert res.exit_code == 2, res.output
+        assert "is the results database itself" in res.stderr
+        assert db.read_bytes() == before
+    fresh = tmp_path / "new.db"  # not there yet: run would create it, then overwrite it
+    res = cli("run", "-k", "membw/*:torch", "--db", fresh, "--json-out", fresh)
+    assert res.exit_code == 2 and not fresh.exists()
+
+
+def test_run_upload_to_a_sqlite_target_that_cannot_be_one_is_refused_before_any_case(tmp_path):
+    db = tmp_path / "r.db"
+    (tmp_path / "text.txt").write_text("not a database\n")
+    (tmp_path / "folder").mkdir()
+    for url, said in ((f"sqlite:///{db}", "is the local table itself"),
+                      ("sqlite:///:memory:", "in-memory database"),
+                      (f"sqlite:///{tmp_path}/nodir/x.db", "no folder"),
+                      (f"sqlite:///{tmp_path}/text.txt", "file is not a database"),
+                      (f"sqlite:///{tmp_path}/folder", "is a folder")):
+        res = apart.invoke(app, ["run", "-k", "membw/*:torch", "--timing", "smoke", "--db",
+                                 str(db), "--upload", url])
+        assert res.exit_code == 2, (url, res.output)
+        assert said in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+        assert "device:" not in res.stdout  # no case ran
+    assert not db.exists() and not (tmp_path / "nodir").exists()
