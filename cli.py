@@ -15,20 +15,38 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import signal
 import sys
+import threading
 
-import typer
-import typer.core
-from rich.markup import escape
-from typer.core import TyperGroup
 
-from bench import cli as bench_cli
-from bench.collectives import cli as collectives_cli
-from reports.model import cli as model_cli
-from reports.page import cli as page_cli
-from results import cli as results_cli
-from results import compare as compare_view
-from results.console import err_console, first_line
+def _interrupted_while_loading(_signum, _frame):
+    sys.stderr.write("interrupted\n")
+    raise SystemExit(130)
+
+
+# Ctrl-C while the parts load (pyarrow, SQLAlchemy, rich: up to a second) is an interrupted
+# start, not a traceback from inside an import; a SIGINT the shell ignores stays ignored
+_LOADING = (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+if _LOADING:
+    signal.signal(signal.SIGINT, _interrupted_while_loading)
+
+import typer  # noqa: E402  (after the handler: the imports are what it covers)
+import typer.core  # noqa: E402
+from rich.markup import escape  # noqa: E402
+from typer.core import TyperGroup  # noqa: E402
+
+from bench import cli as bench_cli  # noqa: E402
+from bench.collectives import cli as collectives_cli  # noqa: E402
+from reports.model import cli as model_cli  # noqa: E402
+from reports.page import cli as page_cli  # noqa: E402
+from results import cli as results_cli  # noqa: E402
+from results import compare as compare_view  # noqa: E402
+from results.console import err_console, first_line  # noqa: E402
+
+if _LOADING:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 DEBUG_ENV = "COLOSSUS_BENCH_DEBUG"
 
@@ -67,6 +85,17 @@ class OneLineErrors(TyperGroup):
         if cmd is not None:
             plain_metavars(cmd.get_params(ctx))  # its own options and its -h/--help
         return cmd
+
+    def invoke(self, ctx):
+        # typer turns a Ctrl-C that no verb answered into a silent exit 130; say it, as the
+        # verbs that answer it themselves (run, allreduce) do
+        if signal.getsignal(signal.SIGINT) is _interrupted_while_loading:  # main() set it
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # the verb's from here
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            raise typer.Exit(130) from None
 
     def main(self, *args, standalone_mode: bool = True, **kwargs):
         try:
@@ -150,6 +179,8 @@ for _name, _verb in VERBS.items():
 def main() -> None:
     """The console script: no traceback reaches a user unless COLOSSUS_BENCH_DEBUG is set."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if _LOADING:  # until a verb starts (typer's own lazy imports, parsing): as while loading
+        signal.signal(signal.SIGINT, _interrupted_while_loading)
     try:
         app()
     except KeyboardInterrupt:

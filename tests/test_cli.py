@@ -215,6 +215,36 @@ def test_interrupt_or_crash_mid_run_keeps_finished_rows(tmp_path, sig):
         assert "finished results are stored" in err
 
 
+SIGINT_AT_IMPORT = """\
+import importlib.abc, os, signal, sys
+
+class _CtrlC(importlib.abc.MetaPathFinder):  # Ctrl-C the moment a named module is imported
+    def find_spec(self, name, path, target=None):
+        if name == os.environ["SIGINT_AT"]:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, _CtrlC())
+"""
+
+
+@pytest.mark.parametrize("verb,at", [
+    (("run", "-k", "membw/*:torch"), "sqlalchemy"),  # while the parts load: before any verb
+    (("validate", "--json"), "results.reference"),   # inside a verb that does not answer it
+])
+def test_ctrl_c_while_loading_or_in_any_verb_is_one_line_and_exit_130(tmp_path, verb, at):
+    """Whenever a Ctrl-C lands, one line that says so and exit 130: never a traceback from
+    inside an import, never a silent 130 (typer's own answer)."""
+    (tmp_path / "sitecustomize.py").write_text(SIGINT_AT_IMPORT)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}:{ROOT}", "SIGINT_AT": at}
+    proc = subprocess.run([sys.executable, "-m", "cli", *verb, "--db", str(tmp_path / "r.db")]
+                          if verb[0] == "run" else [sys.executable, "-m", "cli", *verb],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert proc.stderr.strip() == "interrupted" and proc.stdout == "", proc.stderr[-2000:]
+
+
 def test_export_into_a_closed_pipe_is_quiet(filled_db):
     env = {**os.environ, "COLOSSUS_BENCH_DB": filled_db}
     proc = subprocess.run(f"{sys.executable} -m cli export --format jsonl | head -c 10",
