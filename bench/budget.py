@@ -40,6 +40,11 @@ INTERPRETER_S = 1.5
 # whatever the budget): the quick suite's Triton rows took 0.04 to 0.52 s a call on a 2-core
 # x86 VM (`colossus-bench run`, 2026-12-01 ~23:00 UTC); 0.25 s is an assumption near their mean.
 INTERPRETER_CALL_S = 0.25
+# A checked CPU case's later calls against its first: 25% slower at most (assumption; priced
+# at 1.0x, `run --suite campaign --budget 30` took 32.4 s wall on a 2-core x86 VM, 2026-12-03;
+# the yardsticks between the shares and storing the rows come on top). A case not yet checked
+# is priced by the plan (`estimate`), so the last one admitted can still overrun by its error.
+CALL_MARGIN = 1.25
 # Process start (CUDA context, NVML, imports) before the first case: assumption, seconds.
 START_S = {"cuda": 10.0, "cpu": 3.0}
 
@@ -116,6 +121,17 @@ class Estimator:
         if backend == "triton" and self.device.kind != "cuda":
             samples = max(samples, self.timing.min_reps * INTERPRETER_CALL_S)
         return self.timing.warmup_s + samples
+
+    def checked_timing_s(self, backend: str, call_s: float) -> float:
+        """A checked case's timing still to come, now that its first call took `call_s` (on CPU,
+        where this is used, nothing compiles: a first call is no faster than a steady one):
+        warm-up (one untimed call, then calls until warmup_s), then repetitions filling the
+        budget, at least min_reps of them (bench/timing.py `warm_up`, `repetitions`). Never
+        below the plain estimate (`timing_s`)."""
+        call_s *= CALL_MARGIN
+        warm = call_s + max(self.timing.warmup_s, call_s)
+        samples = max(self.timing.budget_s, self.timing.min_reps * call_s)
+        return max(self.timing_s(backend), warm + samples)
 
     def compile_s(self, case: Case, backend: str, *, commit: bool = True) -> float:
         if backend != "triton":

@@ -130,7 +130,8 @@ class Checked:
     base: Facts
     inputs: object
     fn: Callable[[], object]
-    first_s: float
+    first_s: float  # prepare + first call
+    call_s: float  # the first call alone: on CPU (no JIT) near a steady call's time
     check: Check
     sampler: Sampler
 
@@ -158,13 +159,14 @@ def check_case(case: Case, backend: str, ctx: RunContext) -> Result | Checked:
         sync = synchronizer(ctx.device)
         t0 = time.perf_counter()  # prepare + first call: JIT compiles and autotuning happen here
         fn = wl.prepare(case, backend, inputs)
+        t1 = time.perf_counter()
         out = fn()
         sync()
-        first_s = time.perf_counter() - t0
+        first_s, call_s = time.perf_counter() - t0, time.perf_counter() - t1
         check: Check = wl.check(case, backend, inputs, out)
         del out
         if check.correct:
-            return Checked(case, backend, base, inputs, fn, first_s, check,
+            return Checked(case, backend, base, inputs, fn, first_s, call_s, check,
                            Sampler(ctx.device, enabled=ctx.telemetry))
         result = build_record(base, compile_s=first_s, correct=False,
                               max_rel_error=check.max_rel_error, tolerance=check.tolerance,
@@ -273,8 +275,9 @@ def run(pairs: list[tuple[Case, str]], store, *, device: DeviceInfo,
             on_result(result)
 
     for i, (case, backend) in enumerate(pairs):
-        # the checked cases' timing is still to come
-        spent = time.monotonic() - started + sum(estimator.timing_s(c.backend) for c in pending)
+        # the checked cases' timing is still to come, priced from their first call's time
+        spent = time.monotonic() - started + sum(
+            estimator.checked_timing_s(c.backend, c.call_s) for c in pending)
         if budget_s is not None and not out_of_budget:
             out_of_budget = spent + estimator.estimate(case, backend, commit=False) > budget_s
         if out_of_budget:

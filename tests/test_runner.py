@@ -227,6 +227,39 @@ def test_a_budget_stores_the_rest_as_skipped(monkeypatch, db_url):
     assert lefts and lefts[0] <= 0.3
 
 
+class SlowCalls(Planted):
+    """Each call takes 0.1 s: what a checked CPU case's later timing costs is priced from it."""
+
+    def prepare(self, case, backend, x):
+        def slow():
+            time.sleep(0.1)
+            return x * 2
+
+        return slow
+
+
+def test_cpu_cases_waiting_to_be_timed_are_priced_from_their_first_call(monkeypatch):
+    """On CPU the checked cases are timed together at the end: the budget prices that from
+    each one's first call (min_reps calls of 0.1 s with the margin: ~0.9 s a case), not from
+    the preset alone (0.2 s), so a 2 s box keeps two cases, not six."""
+    from bench.budget import CALL_MARGIN, Estimator
+    from bench.device import DeviceInfo
+    from bench.runner import BUDGET
+
+    cpu = DeviceInfo(name="cpu", kind="cpu")
+    cfg = PRESETS["cpu"]
+    monkeypatch.setitem(WORKLOADS, "planted", SlowCalls())
+    est = Estimator(cpu, cfg)
+    assert est.checked_timing_s("torch", 0.0) == est.timing_s("torch")  # never below the plan
+    assert est.checked_timing_s("torch", 0.1) == pytest.approx(
+        (2 + cfg.min_reps) * 0.1 * CALL_MARGIN)
+    pairs = [(Case("planted", "fp32", {"what": "ok", "i": i}, ("torch",)), "torch")
+             for i in range(6)]
+    results = run(pairs, None, device=cpu, run_id="c", timing=cfg, budget_s=2.0)
+    assert [r.status for r in results].count("ok") == 2
+    assert [r.error for r in results if r.status == "skipped"] == [BUDGET] * 4
+
+
 def test_the_budget_counts_from_the_start_it_is_given(planted):
     """The CLI passes its verb's start, so time spent importing torch and starting CUDA before
     the first case is inside the box: a start 10 s ago leaves a 5 s budget nothing."""
