@@ -114,6 +114,7 @@ OTHERS = [
     (["estimate", "--scenario", "no-such-preset"], None, "serving presets are named serve-*",
      []),
     (["estimate", "--scenario", "{tmp}"], None, "is a directory, not a scenario file", []),
+    (["estimate", "--scenario", ""], None, "--scenario is empty", []),
     (["estimate", "--scenario", "{bad}"], b"model: [a, b\ncluster: x\n",
      "neither JSON nor YAML: expected ',' or ']', but got ':' at line 2, column 8", []),
     (["estimate", "--scenario", "{bad}"], b"[" * 100_000, "nested too deep", []),
@@ -129,6 +130,8 @@ OTHERS = [
     (["run", "--db", "{tmp}/r.db", "--suite", "nope"], None, "'nope' is not one of", []),
     (["report", "--db", "{db}", "--config", "nope", "-o", "{tmp}/rep"], None,
      "unknown --config", ["{tmp}/rep"]),
+    (["allreduce", "--backend", "gloo", "--nproc-per-node", "0", "--db", "{tmp}/ar.db"], None,
+     "--nproc-per-node must be >= 1", ["{tmp}/ar.db"]),
 ]
 
 # The scenario reader and the report's read-only open (fixed with the layers' merge).

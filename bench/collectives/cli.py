@@ -150,8 +150,13 @@ def allreduce(
         raise fail(str(e)) from None
     nproc = nproc_per_node if nproc_per_node is not None else (
         torch.cuda.device_count() if backend == "nccl" else 2)
-    if world is None:
-        _refuse_if_too_big(cfg, max(nproc, 1), max(nproc, 1))
+    if world is None:  # every launch argument refused before the database is touched
+        if nproc < 1:
+            raise fail(f"--nproc-per-node must be >= 1, got {nproc}")
+        if backend == "nccl" and nproc > torch.cuda.device_count():
+            gpus = counted(torch.cuda.device_count(), "visible GPU")
+            raise fail(f"--nproc-per-node {nproc} > {gpus}: NCCL needs one GPU per rank")
+        _refuse_if_too_big(cfg, nproc, nproc)
     else:  # in an srun/torchrun world: how many ranks share this host is not known here
         _refuse_if_too_big(cfg, world.world_size, 1)
     store = open_store(db) if world is None or world.rank == 0 else None
@@ -172,11 +177,6 @@ def allreduce(
         # no process-group destructors after a failure
         os._exit(code or (1 if bad or kept else 0))
 
-    if nproc < 1:
-        raise fail(f"--nproc-per-node must be >= 1, got {nproc}")
-    if backend == "nccl" and nproc > torch.cuda.device_count():
-        gpus = counted(torch.cuda.device_count(), "visible GPU")
-        raise fail(f"--nproc-per-node {nproc} > {gpus}: NCCL needs one GPU per rank")
     outcome = launch(cfg, nproc)  # prints the line naming the kept file if storing failed
     saved = outcome.saved
     if as_json:

@@ -211,6 +211,9 @@ def estimate(
     """Estimate a training scenario (step time, tokens/s, MFU, memory) or a serving one
     ("mode": "serve": output tokens/s, TTFT, TPOT, batch, KV cache)."""
 
+    if not scenario.strip():  # else it reads as the current folder
+        raise _fail("--scenario is empty: give a scenario file or a preset ("
+                    + ", ".join([*SCENARIOS, *SERVING_SCENARIOS]) + ")")
     frame = _frame(db) if db else None
     try:
         serve = serving_spec(scenario)
