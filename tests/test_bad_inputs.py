@@ -115,6 +115,8 @@ OTHERS = [
      []),
     (["estimate", "--scenario", "{tmp}"], None, "is a directory, not a scenario file", []),
     (["estimate", "--scenario", ""], None, "--scenario is empty", []),
+    (["estimate", "--scenario", "{bad}"], b"model: llama3-8b\ncluster: colossus-100k\n"
+     b"global_batch_tokens: 4.0e6\n", "global_batch_tokens '4.0e6' was read as text", []),
     (["estimate", "--scenario", "{bad}"], b"model: [a, b\ncluster: x\n",
      "neither JSON nor YAML: expected ',' or ']', but got ':' at line 2, column 8", []),
     (["estimate", "--scenario", "{bad}"], b"[" * 100_000, "nested too deep", []),

@@ -162,10 +162,22 @@ def _read_text(spec: str) -> dict:
     return data
 
 
+def _number_text(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def batch_tokens(spec, seq_len: int, given_by: str = "scenario file") -> tuple[int, str]:
     """(tokens per step, source) of a global_batch_tokens value: an integer (its source:
     `given_by`, the file or the scenario preset that holds it) or a BATCH_PRESETS name."""
     if isinstance(spec, str):
+        if spec not in BATCH_PRESETS and _number_text(spec):  # YAML 1.1 reads 4.0e6 as text
+            raise ScenarioError(f"global_batch_tokens {spec!r} was read as text, not a number "
+                                "(YAML wants 4.0e+6 or 4000000): write an integer number of "
+                                "tokens")
         if spec not in BATCH_PRESETS:
             raise ScenarioError(f"unknown global_batch_tokens preset {spec!r}; known: "
                                 f"{', '.join(sorted(BATCH_PRESETS))} (or an integer)")
