@@ -235,7 +235,8 @@ def export(
 
 
 def ingest(
-    files: list[Path] = typer.Argument(..., help="JSON Lines of records (export -f jsonl), JSON "
+    files: list[Path] = typer.Argument(..., metavar="FILE",
+                                       help="JSON Lines of records (export -f jsonl), JSON "
                                             "arrays of records (run --json-out) or "
                                             "pytest-benchmark JSON files"),
     db: str | None = typer.Option(None, "--db", help=DB_HELP),

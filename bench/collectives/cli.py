@@ -87,7 +87,8 @@ def allreduce(
                                                         "| all (comma-separate several)"),
     dtype: str = typer.Option("float", "-d", "--datatype", "--dtype",
                               help="float | half | bfloat16 | double | int8 | uint8 | int32 | "
-                                   "int64 | f8e4m3 | f8e5m2 | all (or fp32, bf16, ...)"),
+                                   "int64 | f8e4m3 | f8e5m2 | all (or fp32, bf16, ...); uint32 "
+                                   "and uint64 are refused: torch cannot fill or add them"),
     average: int = typer.Option(1, "-a", "--average",
                                 help="time across ranks: 0 rank 0, 1 mean, 2 min, 3 max"),
     blocking: int = typer.Option(0, "-z", "--blocking",
