@@ -130,8 +130,10 @@ def gpu(name: str) -> GPU:
     """The GPU preset for a PEAKS key (H100-SXM, H200-SXM, A100-SXM-80GB, B200-SXM)."""
     if name not in GPUS:
         raise ValueError(f"unknown GPU {name!r}; the model knows {', '.join(sorted(GPUS))} "
-                         "(the peak table `info` prints lists more, for measuring; the model "
-                         "needs each one's memory, NVLink and node too)")
+                         f"({', '.join(sorted(WHAT_IF_PEAKS))} as a what-if of the model alone; "
+                         "`info`'s peak table lists "
+                         "the GPUs that can be measured, and the model needs each one's "
+                         "memory, NVLink and node too)")
     return GPUS[name]
 
 
