@@ -184,6 +184,9 @@ class Store:
         self.url = resolve_url(url)
         self.display_url = redact(self.url)
         path = sqlite_file(self.url)
+        if path is not None and path.is_dir():
+            raise StoreError(f"{path} is a folder; give the database file in it (e.g. "
+                             f"{path / 'results.db'})")
         if path is not None and create:
             default = default_path().expanduser().absolute()
             if path != default and not path.parent.is_dir():  # a mistyped --db path
