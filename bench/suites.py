@@ -114,4 +114,19 @@ def select_and_unmatched(cases: list[Case], device: DeviceInfo,
         shown = exprs[0] if len(exprs) == 1 else " | ".join(exprs)
         raise SuiteError(f"filter {shown!r} matches no case of this suite on this device")
     kept = {(id(c), b) for c, b in pairs}
-    return pairs, [e for e, picked in each.items() if not picked & kept]
+    unmatched = [e for e, picked in each.items() if not picked & kept]
+    for e in exprs:  # a value split into terms: each term that selects nothing here too
+        if e not in unmatched:
+            unmatched += [t for t in _terms(e, pairs)
+                          if not any(_term_matches(f"{c.key}:{b}", t) for c, b in pairs)]
+    return pairs, unmatched
+
+
+def _terms(expr: str, pairs: list[tuple[Case, str]]) -> list[str]:
+    """The comma-separated terms of a --filter value that `_pick` splits (one that is no exact
+    key and matches nothing as a whole); none for any other value."""
+    expr = expr.strip()
+    if "," not in expr or any(expr in (f"{c.key}:{b}", c.key)
+                              or _term_matches(f"{c.key}:{b}", expr) for c, b in pairs):
+        return []
+    return [t.strip() for t in expr.split(",") if t.strip()]
