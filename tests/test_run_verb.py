@@ -111,6 +111,17 @@ def test_campaign_with_a_30s_budget_on_cpu(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     df = Store(str(db)).frame()
     assert len(df) == 23  # every case-backend of the CPU campaign has its row
+    # in suite order (rows are stored as they exist: a skipped one before the cases checked
+    # earlier and timed together at the end)
+    from bench.device import detect_cpu
+    from bench.suites import select, suite_cases
+
+    cpu = detect_cpu()
+    order = {f"{c.key}:{b}": i
+             for i, (c, b) in enumerate(select(suite_cases("campaign", cpu), cpu, None))}
+    at = [order[f"{w}/{d}/" + ",".join(f"{k}={v}" for k, v in p.items()) + f":{b}"]
+          for w, d, p, b in zip(df.workload, df.dtype, df.params, df.backend)]
+    df = df.iloc[sorted(range(len(df)), key=at.__getitem__)].reset_index(drop=True)
     ok = df.status == "ok"
     left_out = (df.status == "skipped") & (df.error == "budget")
     assert (ok | left_out).all() and ok.any()
@@ -263,3 +274,14 @@ def test_an_interrupt_before_any_case_finished_prints_one_line_and_no_table(db_u
     err = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(err) == 1 and "no case finished" in err[0], res.stderr
     assert len(Store(db_url).frame()) == 0
+
+
+def test_a_term_of_a_comma_filter_that_matches_nothing_warns_too(tmp_path):
+    """'membw,zzz' is split into terms (it matches nothing whole): 'zzz' is said, 'membw' runs."""
+    res = cli("run", "--list", "-k", "membw,zzz", "--db", tmp_path / "never.db")
+    assert res.exit_code == 0, res.output
+    warned = [line for line in res.output.splitlines() if "zzz" in line]
+    assert warned == ["warning: filter 'zzz' matches no case of suite quick on this device"]
+    assert res.stdout.startswith("membw/")
+    exact = cli("run", "--list", "-k", "membw/fp32/op=copy", "--db", tmp_path / "never.db")
+    assert "warning" not in exact.output  # a value matched whole is never split
