@@ -60,18 +60,20 @@ def matches(case: Case, backend: str, expr: str) -> bool:
                                if t.strip())
 
 
-def _pick(pairs: list[tuple[Case, str]], expr: str) -> list[tuple[Case, str]]:
-    """The pairs one --filter value selects: a value that names a case exactly (KEY:BACKEND, or
-    KEY for all its backends) selects only that; else glob or substring (`matches`). Case keys
-    hold commas, so an exact key is never split into terms."""
+def _pick(pairs: list[tuple[Case, str]], expr: str) -> tuple[list[tuple[Case, str]], list[str]]:
+    """The pairs one --filter value selects, and the terms it was split into (none unless it
+    was): a value that names a case exactly (KEY:BACKEND, or KEY for all its backends) selects
+    only that; else glob or substring (`matches`). Case keys hold commas, so an exact key is
+    never split into terms."""
     expr = expr.strip()
     exact = [(c, b) for c, b in pairs if expr in (f"{c.key}:{b}", c.key)]
     if exact:
-        return exact
+        return exact, []
     whole = [(c, b) for c, b in pairs if _term_matches(f"{c.key}:{b}", expr)] if expr else []
     if whole or "," not in expr:
-        return whole
-    return [(c, b) for c, b in pairs if matches(c, b, expr)]
+        return whole, []
+    terms = [t.strip() for t in expr.split(",") if t.strip()]
+    return [(c, b) for c, b in pairs if matches(c, b, expr)], terms
 
 
 def vendor_first(backends) -> list[str]:
@@ -101,9 +103,11 @@ def select_and_unmatched(cases: list[Case], device: DeviceInfo,
     pairs = [(c, b) for c in cases for b in vendor_first(c.backends)]
     exprs = [expr] if isinstance(expr, str) else [e for e in (expr or ()) if e]
     each: dict[str, set[tuple[int, str]]] = {}
+    terms: dict[str, list[str]] = {}
     if exprs:
         for e in exprs:
-            each[e] = {(id(c), b) for c, b in _pick(pairs, e)}
+            picked, terms[e] = _pick(pairs, e)
+            each[e] = {(id(c), b) for c, b in picked}
         chosen = set().union(*each.values())
         pairs = [(c, b) for c, b in pairs if (id(c), b) in chosen]
     runnable: dict[int, set[str]] = {}
@@ -117,16 +121,6 @@ def select_and_unmatched(cases: list[Case], device: DeviceInfo,
     unmatched = [e for e, picked in each.items() if not picked & kept]
     for e in exprs:  # a value split into terms: each term that selects nothing here too
         if e not in unmatched:
-            unmatched += [t for t in _terms(e, pairs)
+            unmatched += [t for t in terms[e]
                           if not any(_term_matches(f"{c.key}:{b}", t) for c, b in pairs)]
     return pairs, unmatched
-
-
-def _terms(expr: str, pairs: list[tuple[Case, str]]) -> list[str]:
-    """The comma-separated terms of a --filter value that `_pick` splits (one that is no exact
-    key and matches nothing as a whole); none for any other value."""
-    expr = expr.strip()
-    if "," not in expr or any(expr in (f"{c.key}:{b}", c.key)
-                              or _term_matches(f"{c.key}:{b}", expr) for c, b in pairs):
-        return []
-    return [t.strip() for t in expr.split(",") if t.strip()]
