@@ -162,8 +162,6 @@ def check_sqlite_target(url: str) -> None:
         raise ValueError(f"destination {url} is an in-memory database: the rows would vanish "
                          "with the process; give the shared table's URL")
     path = sqlite_file(resolved)
-    if path is not None and path.is_dir():
-        raise ValueError(f"destination {redact(resolved)}: {path} is a folder, not a database")
     if path is not None and not path.exists():
         if not path.parent.is_dir():
             raise ValueError(f"destination {redact(resolved)}: no folder {path.parent}")
