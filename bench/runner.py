@@ -162,7 +162,8 @@ def check_case(case: Case, backend: str, ctx: RunContext) -> Result | Checked:
         t1 = time.perf_counter()
         out = fn()
         sync()
-        first_s, call_s = time.perf_counter() - t0, time.perf_counter() - t1
+        t2 = time.perf_counter()
+        first_s, call_s = t2 - t0, t2 - t1
         check: Check = wl.check(case, backend, inputs, out)
         del out
         if check.correct:
