@@ -6,10 +6,9 @@ two CUDA events with the L2 cache flushed before it (a large buffer write outsid
 every sample is a cold-L2 call and no sample hides another's tail. A GPU sleep queued first
 keeps the device busy while the host enqueues every sample, so no sample measures launch gaps.
 On CPU: the same over perf_counter, under `cpu_timing` (bench/cpu_recipe.py: CPU_TIMING,
-recorded in the row), the
-samples of a run's cases taken round-robin (`measure_rounds`) with a fixed `yardstick` timed
-among them (its median recorded in each row: the guest's speed). Raw samples are kept: the
-median is what we report, the spread is evidence.
+recorded in the row), the samples of a run's cases taken round-robin (`measure_rounds`) with a
+fixed `yardstick` timed among them (its median recorded in each row: the guest's speed). Raw
+samples are kept: the median is what we report, the spread is evidence.
 
 One primitive marks device intervals for every timer (this recipe, pytest-benchmark's clock in
 bench/benchmarks, the collective worker): `EventTimer` (a CUDA event pair on the current
