@@ -488,6 +488,15 @@ def test_cli_report_errors(app, tmp_path):
     assert res.exit_code == 2 and "unknown --config" in res.output
 
 
+def test_cli_report_empty_out_refused(app, tmp_path, monkeypatch):
+    # a Path option reads '' as '.', so the report landed in the current folder
+    monkeypatch.chdir(tmp_path)
+    for out in ("", " "):
+        res = CliRunner().invoke(app, ["report", "--out", out])
+        assert res.exit_code == 2 and "--out is empty" in res.output
+    assert list(tmp_path.iterdir()) == []
+
+
 # ----------------------------------------------------------------------------------------------
 # In a real browser
 # ----------------------------------------------------------------------------------------------

@@ -59,8 +59,8 @@ def _progress():
 
 
 def report(
-    out: Path = typer.Option(Path("report"), "--out", "-o",
-                             help="folder for report.html, report.md and its figures"),
+    out: str = typer.Option("report", "--out", "-o",
+                            help="folder for report.html, report.md and its figures"),
     db: str | None = typer.Option(None, "--db",
                                      help="Database URL or SQLite path (default: "
                                           "$COLOSSUS_BENCH_DB, else the per-user SQLite "
@@ -75,6 +75,8 @@ def report(
 
     if config not in CONFIGS:
         raise fail(f"unknown --config {config!r}; choose one of {', '.join(CONFIGS)}")
+    if not out.strip():  # a Path option would read '' as '.' and write into the cwd
+        raise fail("--out is empty; name the report's folder")
     try:
         local, where, why_not = _local_frame(db)
     except StoreError as e:
@@ -87,7 +89,7 @@ def report(
         origin = f"local table {where}"
     try:  # build_report checks the folder first, before the seconds of work
         with _progress() as say:
-            html, md = build_report(frame, out, origin=origin, config=config, progress=say)
+            html, md = build_report(frame, Path(out), origin=origin, config=config, progress=say)
     except OSError as e:
         raise fail(f"cannot write the report to {out}: {e.strerror or e}") from None
     n = len(usable_rows(frame))
