@@ -100,9 +100,9 @@ def test_h200_reasons_take_the_bandwidths_from_the_model(meas):
 
 
 def test_an_h200_layout_the_h100_cannot_hold_is_named_with_its_bytes(meas):
-    """Llama 3 70B on 1,024 GPUs: the H200 trades tensor for context parallelism at the same
+    """GPT-3 175B on 4,096 GPUs: the H200 trades tensor for context parallelism at the same
     model-parallel count, a layout that needs more than an H100 holds; the reason says so."""
-    g = scaling.h200_gain("llama3-70b", gpus=1024, measurements=meas)
+    g = scaling.h200_gain("gpt3-175b", gpus=4096, measurements=meas)
     a, b = g["h100"]["parallel"], g["h200_own_config"]["parallel"]
     assert (a["tp"], a["cp"]) != (b["tp"], b["cp"])
     (line,) = [r for r in g["reasons"] if r.startswith("another split of the model")]

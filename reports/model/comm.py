@@ -71,6 +71,21 @@ def overlap_exposed(comm_s: float, window_s: float, sm_share: float) -> float:
     return comm_s - hidden + hidden * sm_share
 
 
+def staggered_exposed(comm_s: float, chunks: int, window_s: float, gap_s: float,
+                      sm_share: float) -> float:
+    """Time a step's data-parallel collective adds when the model is cut into `chunks` chunks per
+    stage whose shares are issued one chunk at a time, as Megatron-Core's interleaved schedule
+    does: each chunk's gradient reduce-scatter starts once its last micro-batch's backward is
+    done, with `gap_s` of the other chunks' backward still to come for each chunk behind it (its
+    weight all-gather, launched one chunk ahead, mirrors this in the first forwards;
+    megatron/core/pipeline_parallel/schedules.py, forward_backward_pipelining_with_interleaving:
+    is_last_microbatch_for_model_chunk, param_sync_func). One stream serves the chunks in turn,
+    so the wait is the latest of: the last chunk's share behind its own `window_s`, or the whole
+    behind the window and the chunks - 1 gaps. One chunk: overlap_exposed."""
+    late = max(0.0, comm_s / chunks - window_s, comm_s - (chunks - 1) * gap_s - window_s)
+    return late + (comm_s - late) * sm_share
+
+
 def link(cluster: Cluster, group_span: int, nvlink_busbw: float) -> tuple[float, float]:
     """(busbw GB/s, alpha s) of a collective over `group_span` consecutive ranks: NVLink when they
     fit in one node, otherwise the scale-out NIC of each GPU."""
@@ -277,18 +292,25 @@ def dp_seconds(model: Model, par: Parallel, train: Training, cluster: Cluster, g
                                                    cluster.nvlink_alpha_s, cluster.fabric.alpha_s)
 
     buckets = dp_bucket_count(params_local, n)
+    compute = stage.get("compute", 0.0)
+    v = par.virtual_stages
 
     def overlapped(total: float, window: float) -> float:
+        # window: the pass (of all v chunks) the last micro-batch's collectives hide behind;
+        # interleaved, each chunk's share is issued after its own pass of 1/v of it, a group
+        # of pp micro-batches' passes of the chunk (Megatron-Core's default
+        # microbatch_group_size_per_vp_stage) apart from the next
         tail = total / buckets  # the last bucket cannot hide
-        return overlap_exposed(total - tail, window, meas.comm_sm_share.value) + tail
+        return staggered_exposed(total - tail, v, window / v, par.pp * window / v,
+                                 meas.comm_sm_share.value) + tail
 
     rs_t = rs(params_local * train.grad_bytes) + (buckets - 1) * rs(0.0)
     ag_t = rs(params_local * 2) + (buckets - 1) * rs(0.0)
     how = (f"hierarchical: {n_local} per node on NVLink x {counted(n_nodes, 'node')} on "
            f"{cluster.fabric.busbw_gbps:.1f} GB/s per GPU, {counted(buckets, 'bucket')}")
-    compute = stage.get("compute", 0.0)
-    # the windows: the last micro-batch's backward (all v chunks) and the first one's forward
-    bwd_window, fwd_window = compute * 2 / 3, compute / 3
+    # the windows: the last micro-batch's backward (all v chunks, with what it recomputes) and
+    # the first one's forward
+    bwd_window, fwd_window = compute * 2 / 3 + stage.get("recompute", 0.0), compute / 3
     window = sum(v for k, v in stage.items() if k not in ("pp_comm", "grad_accum"))
 
     def every_microbatch(per_mb: float, last_window: float) -> float:
