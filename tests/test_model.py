@@ -31,7 +31,7 @@ from reports.model.memory import (
     activation_bytes_per_layer,
     end_params,
     memory_per_gpu,
-    stage_params,
+    rank_params,
     state_bytes_per_param,
 )
 from reports.model.pipeline import bubble_fraction, stage_layers
@@ -207,8 +207,21 @@ def test_embedding_and_output_layer_on_the_stages():
     assert end_params(gpt3, 1) == (emb, emb)  # the output layer is the embedding
     assert end_params(gpt3, 8) == (emb, 51200 * 12288)  # the last stage keeps a copy
     layer = llama.layer_params()
-    assert stage_params(llama, 1) == (80 * layer + 2 * vh,) * 2
-    assert sum(stage_params(llama, 1)) / 2 == pytest.approx(llama.params())
+    assert rank_params(llama, 1) == [80 * layer + 2 * vh]
+    assert rank_params(llama, 1)[0] == pytest.approx(llama.params())
+    assert rank_params(llama, 4) == [20 * layer + vh, 20 * layer, 20 * layer, 20 * layer + vh]
+
+
+def test_llama3_layout_puts_one_layer_fewer_on_the_end_ranks():
+    """126 layers over pp 16 x v 8: (126 + 2) / 128 = 1 layer per chunk, less one on the first
+    chunk (beside the embedding) and the last (beside the output layer), as Llama 3 did. The
+    fullest rank is a middle one (8 layers); none holds 8 layers and the embedding."""
+    m = MODELS["llama3-405b"]
+    layer, vh = m.layer_params(), 128256 * 16384
+    ranks = rank_params(m, 16, 8)
+    assert ranks[0] == 7 * layer + vh and ranks[-1] == 7 * layer + vh
+    assert set(ranks[1:-1]) == {8 * layer} and max(ranks) == 8 * layer
+    assert sum(ranks) == pytest.approx(m.params())
 
 
 def test_dp_gradients_and_memory_count_the_same_parameters():
@@ -242,7 +255,8 @@ def test_memory_capacity_is_the_driver_reported_gib():
     assert H100.memory_bytes == 85_520_809_984
     assert H100.memory_bytes / 2**30 == pytest.approx(79.65, abs=0.01)
     assert hardware.gpu("H200-SXM").memory_bytes / 2**30 == pytest.approx(140.4, abs=0.1)
-    assert hardware.gpu("A100-SXM-80GB").memory_bytes == 80 * 2**30
+    # A100-SXM4-80GB: torch reports 79.35 GiB, 0.65 below nvidia-smi's 81,920 MiB
+    assert hardware.gpu("A100-SXM-80GB").memory_bytes / 2**30 == pytest.approx(79.35, abs=0.001)
     for g in hardware.GPUS.values():
         assert "memory_total_bytes" in g.sources and g.node_gpus == 8
     st = step_time(MODELS["gpt3-175b"], Parallel(tp=8, pp=8, dp=4), Training(),
@@ -543,7 +557,7 @@ def test_per_micro_batch_reduction_longer_than_its_window_is_exposed():
     meas = no_ref()
     st = {n: step_time(m, par, Training(zero=2), clu, g, meas, n) for n in (8, 16)}
     per_mb = (st[16].breakdown_s["dp_comm"] - st[8].breakdown_s["dp_comm"]) / 8
-    params = max(stage_params(m, 8, 8)) / 8
+    params = max(rank_params(m, 8, 1, 8)) / 8
     transfer = params * 4 * 7 / 8 / (clu.fabric.busbw_gbps * 1e9)
     assert transfer > 2 * st[8].microbatch_s  # the premise: far longer than the work
     assert per_mb >= transfer - st[8].microbatch_s
@@ -616,7 +630,7 @@ def test_gradient_accumulation_by_hand():
     fused = step_time(m, par, Training(), clu, g, meas, microbatches=240)
     cast = step_time(m, par, Training(grad_accum="cast_add"), clu, g, meas, microbatches=240)
     assert fused.breakdown_s["grad_accum"] == 0.0
-    per_mb = 18 * max(stage_params(m, 35, 8)) / 8 / (meas.hbm_tbps(g).value * 1e12)
+    per_mb = 18 * max(rank_params(m, 35, 1, 8)) / 8 / (meas.hbm_tbps(g).value * 1e12)
     assert cast.breakdown_s["grad_accum"] == pytest.approx(240 * per_mb)
     # inside the pipeline slot: the bubble grows with it
     assert cast.microbatch_s == pytest.approx(fused.microbatch_s + per_mb)

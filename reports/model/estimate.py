@@ -47,15 +47,17 @@ class Estimate:
 
     @property
     def tflops_per_gpu(self) -> float:
-        """Model TFLOP/s per GPU (causal attention as computed; recomputation not counted)."""
-        return flops_per_token(self.scenario.model) * self.tokens_per_s / self.gpus / 1e12
+        """Model TFLOP/s per GPU (attention as computed; recomputation not counted)."""
+        return flops_per_token(self.scenario.model, self.scenario.attention_count) * \
+            self.tokens_per_s / self.gpus / 1e12
 
     @property
     def mfu(self) -> float:
         """Model FLOPs utilisation against the GPUs' dense bf16 peak (count-weighted)."""
         pools = self.scenario.cluster.pools
         peak = sum(gpu(p.gpu).bf16_tflops * p.gpus for p in pools) / self.gpus
-        return mfu(self.tokens_per_s / self.gpus, self.scenario.model, peak)
+        return mfu(self.tokens_per_s / self.gpus, self.scenario.model, peak,
+                   self.scenario.attention_count)
 
     @property
     def batch_deviation(self) -> float:

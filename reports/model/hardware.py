@@ -82,9 +82,9 @@ class GPU:
 _NVL4 = ("NVLink 4: 900 GB/s total per GPU, 450 per direction (NVIDIA H100 Tensor Core GPU "
          "datasheet)")
 MIB = 2**20
-# Device memory as reported on real parts. nvidia-smi's memory.total (MiB) and torch's
-# get_device_properties().total_memory agree to within a MiB; these are public readings of the
-# shipped parts, not measured by this project.
+# Device memory as reported on real parts: public readings of the shipped parts, not measured by
+# this project. torch's get_device_properties().total_memory is what an allocator can use; on
+# the H100 it equals nvidia-smi's memory.total, on the A100 80GB it is 0.65 GiB less.
 _MEM_SRC = ("nvidia-smi memory.total {mib:,} MiB = {gib:.1f} GiB on {part} (public nvidia-smi "
             "listings; assumption: every part of the model reports the same){extra}")
 
@@ -94,6 +94,7 @@ def _mem_source(mib: float, part: str, extra: str = "") -> str:
 
 
 _H100_MEM = 85_520_809_984  # torch total_memory on "NVIDIA H100 80GB HBM3" (= 81,559 MiB)
+_A100_MEM = round(79.35 * 2**30)  # torch's "79.35 GiB total capacity" on the A100-SXM4-80GB
 _H200_MEM = 143_771 * MIB
 _NODE8 = "8 GPUs per NVLink domain on an HGX/DGX baseboard (NVIDIA DGX H100 / HGX H200 datasheets)"
 GPUS: dict[str, GPU] = {
@@ -109,12 +110,14 @@ GPUS: dict[str, GPU] = {
         "sm_count": "132 SMs: the H100 SXM5 die (NVIDIA H200 datasheet: same Hopper GPU, HBM3e)",
         "memory_total_bytes": _mem_source(143_771, "NVIDIA H200 (141 GB)"),
         "node_gpus": _NODE8}),
-    "A100-SXM-80GB": GPU("A100-SXM-80GB", "ampere", 108, 300.0, 81_920 * MIB, 8, {
+    "A100-SXM-80GB": GPU("A100-SXM-80GB", "ampere", 108, 300.0, _A100_MEM, 8, {
         "peaks": PEAKS["A100-SXM-80GB"].source,
         "nvlink_gbps": "NVLink 3: 600 GB/s total per GPU, 300 per direction (NVIDIA A100 "
                        "datasheet)",
         "sm_count": "108 SMs (NVIDIA A100 whitepaper)",
-        "memory_total_bytes": _mem_source(81_920, "NVIDIA A100-SXM4-80GB"),
+        "memory_total_bytes": "torch total capacity 79.35 GiB on NVIDIA A100-SXM4-80GB, as "
+                              "CUDA out-of-memory errors print it (public training logs); "
+                              "nvidia-smi memory.total lists 81,920 MiB (80.0 GiB)",
         "node_gpus": "8 A100 per DGX A100 / HGX A100 baseboard (NVIDIA DGX A100 datasheet)"}),
     "B200-SXM": GPU("B200-SXM", "blackwell", 148, 900.0, 183_359 * MIB, 8, {
         "peaks": _B200_SRC,

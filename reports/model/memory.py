@@ -5,7 +5,10 @@ State per parameter (mixed precision, Adam): bf16 weights 2 + main gradients (gr
 variance 12. Sharding over the dp x cp ranks (weights are replicated across cp): ZeRO-1 /
 Megatron-Core's distributed optimizer shards the 12 (Megatron-LM docs, distributed optimizer);
 ZeRO-2 (FSDP without resharding after the forward, as Llama 3) the gradients too; ZeRO-3 / FSDP
-full shard everything (Rajbhandari et al. 2020).
+full shard everything (Rajbhandari et al. 2020). With 16-bit gradients the optimizer also makes
+an fp32 copy of its gradient shard (Megatron-LM's table: 4 + 16/d, not 4 + 12/d); it lives only
+during the optimizer step, after the activations are freed (zero_grad(set_to_none)), so it is
+left out of the peak (assumption).
 
 Activations (Korthikanti et al. 2022, sec. 4) with sequence parallelism and selective or full
 recompute; flash attention stores no s x s term. The pipeline's in-flight micro-batches come from
@@ -18,7 +21,7 @@ import functools
 
 from reports.model.config import Parallel, Training
 from reports.model.hardware import GIB
-from reports.model.pipeline import chunk_layers, inflight_layer_microbatches, stage_layers
+from reports.model.pipeline import chunk_layers, inflight_layer_microbatches
 from reports.model.presets import Model, framework_vocab
 
 # Usable fraction of HBM for the model state. Set from the largest runs known to have fit, not
@@ -90,12 +93,17 @@ def end_params(model: Model, pp: int, tp: int = 1) -> tuple[int, int]:
     return emb, out
 
 
-def stage_params(model: Model, pp: int, tp: int = 1) -> tuple[int, int]:
-    """All parameters (before tensor parallelism) on the (first, last) pipeline stage: the fullest
-    stage's layers plus the embedding, the last stage's layers plus the output layer."""
-    per, last = stage_layers(model.layers, pp)
+def rank_params(model: Model, pp: int, virtual_stages: int = 1, tp: int = 1) -> list[int]:
+    """All parameters (before tensor parallelism) on each pipeline rank: its chunks' layers
+    (pipeline.chunk_layers: Llama 3's layout puts one layer fewer on the first and last rank)
+    plus the embedding on the first and the output layer on the last. The one count for memory
+    and for the data-parallel gradient, accumulation and optimizer bytes (step.step_time)."""
     first_end, last_end = end_params(model, pp, tp)
-    return per * model.layer_params() + first_end, last * model.layer_params() + last_end
+    out = [sum(c) * model.layer_params() for c in chunk_layers(model.layers, pp, virtual_stages)]
+    out[0] += first_end
+    if pp > 1:
+        out[-1] += last_end
+    return out
 
 
 def memory_per_gpu(model: Model, par: Parallel, train: Training, microbatches: int) -> dict:
@@ -117,7 +125,6 @@ def _memory_per_gpu(model: Model, par: Parallel, train: Training, microbatches: 
     """
     p, v, t = par.pp, par.virtual_stages, par.tp
     state = state_bytes_per_param(train.zero, par.dp * par.cp, train.grad_bytes)
-    first_end, last_end = end_params(model, p, t)
     seq = model.seq_len // par.cp
     flash = train.attention == "flash"
     a_layer = activation_bytes_per_layer(model, par.micro_batch, seq, t, train.sequence_parallel,
@@ -127,11 +134,10 @@ def _memory_per_gpu(model: Model, par: Parallel, train: Training, microbatches: 
     remat = a_full if par.recompute == "full" else 0.0
     logits = par.micro_batch * seq * (framework_vocab(model, t) // t) * 6
     gathered = 2 * 2 * model.layer_params() / t if train.zero == 3 else 0.0
-    chunks = chunk_layers(model.layers, p, v)
+    params_by_rank = rank_params(model, p, v, t)
 
     def rank(r: int) -> dict:
-        params = sum(chunks[r]) * model.layer_params()
-        params += (first_end if r == 0 else 0) + (last_end if r == p - 1 and p > 1 else 0)
+        params = params_by_rank[r]
         acts = inflight_layer_microbatches(model.layers, p, v, microbatches, r) * a_layer
         acts += remat + (logits if r == p - 1 else 0.0)
         return {k: params / t * bpp for k, bpp in state.items()} | {

@@ -96,6 +96,12 @@ class Scenario:
         """Sequences per step (global batch)."""
         return self.global_batch_tokens // self.model.seq_len
 
+    @property
+    def attention_count(self) -> str:
+        """How MFU counts attention: as computed (compute.flops_per_token), so half the square
+        with a causal mask and the whole square without."""
+        return "causal" if self.training.causal else "full"
+
 
 def file_text(path: Path) -> str:
     """A scenario file's text; a file that is not UTF-8 text is one line (ScenarioError)."""

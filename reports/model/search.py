@@ -100,7 +100,7 @@ def evaluate(scn: Scenario, par: Parallel, meas: Measurements) -> Estimate:
     sources = dict(times[slow].sources)
     sources["global_batch_tokens"] = scn.batch_source
     if len(reps) > 1:
-        fpt = flops_per_token(scn.model)
+        fpt = flops_per_token(scn.model, scn.attention_count)
         for pool, r in reps:
             t = times[pool.gpu]
             tok = r * mbs[pool.gpu] * par.micro_batch * scn.model.seq_len
@@ -109,7 +109,8 @@ def evaluate(scn: Scenario, par: Parallel, meas: Measurements) -> Estimate:
                 "own_step_time_s": t.step_s, "idle_s": step - t.step_s,
                 "tokens_per_s": tok / step,
                 "tflops_per_gpu": fpt * tok / step / pool.gpus / 1e12,
-                "mfu": mfu(tok / step / pool.gpus, scn.model, gpu(pool.gpu).bf16_tflops),
+                "mfu": mfu(tok / step / pool.gpus, scn.model, gpu(pool.gpu).bf16_tflops,
+                           scn.attention_count),
                 "inflight_microbatches": inflight_microbatches(par.pp, mbs[pool.gpu],
                                                                par.virtual_stages),
                 "breakdown_s": t.breakdown_s,
@@ -175,7 +176,7 @@ def candidates(scn: Scenario, *, recompute=RECOMPUTE, micro_batches=(1, 2, 4, 8)
                     for v in virtual_stage_options(model.layers, pp, m, max_virtual):
                         for rc in recompute:
                             if rc == "selective" and flash and "none" in recompute:
-                                continue  # with flash attention the same time and bytes
+                                continue  # with flash: none's bytes, and the forward again
                             yield Parallel(tp, pp, cp, dp, b, v, rc)
 
 

@@ -19,7 +19,7 @@ from reports.model.compute import Clock, layer_compute, output_layer_compute
 from reports.model.config import GRAD_ACCUM, Parallel, ScenarioError, Training, training_from
 from reports.model.hardware import GPU, Cluster
 from reports.model.measurements import Measurements
-from reports.model.memory import capacity_bytes, memory_per_gpu, stage_params
+from reports.model.memory import capacity_bytes, memory_per_gpu, rank_params
 from reports.model.pipeline import bubble_fraction, stage_layers
 from reports.model.presets import Model, model_from
 
@@ -78,10 +78,11 @@ def layer_seconds(model: Model, par: Parallel, train: Training, cluster: Cluster
         c.add("recompute", x["fwd"] + x["attn_f"] + x["elem_f"])
         c.add("tp_comm", tp_f)
         c.add("cp_comm", cp_f)
-    elif par.recompute == "selective" and train.attention == "unfused":
-        # the attention core (scores, softmax, dropout) again: free for flash, which already
-        # recomputes it in its backward
-        c.add("recompute", x["attn_f"] + x["score_f"])
+    elif par.recompute == "selective":
+        # the attention core again: Megatron-Core's selective granularity checkpoints core_attn,
+        # so a flash forward re-runs before its backward (for the same bytes as none); unfused,
+        # its scores, softmax and dropout too
+        c.add("recompute", x["attn_f"] + (x["score_f"] if train.attention == "unfused" else 0.0))
     return c
 
 
@@ -111,7 +112,7 @@ def step_time(model: Model, par: Parallel, train: Training, cluster: Cluster, g:
     stage = max(full, tail, key=lambda d: sum(d.values())) if par.pp > 1 else \
         {k: full.get(k, 0.0) + out.get(k, 0.0) for k in {**full, **out}}
     stage["pp_comm"] = pp_seconds(model, par, cluster, g, meas, train)
-    params_local = max(stage_params(model, par.pp, par.tp)) / par.tp
+    params_local = max(rank_params(model, par.pp, par.virtual_stages, par.tp)) / par.tp
     # sharded gradients are reduce-scattered every micro-batch (comm.dp_seconds), so only the
     # shard is accumulated; otherwise the whole gradients, reduced once per step
     grad_shards = par.dp * par.cp if train.grads_sharded else 1
