@@ -16,6 +16,7 @@ from reports.model.serving import (
     max_batch_fitting,
     peak_batch,
     prefill_stage_seconds,
+    read_weight_bytes,
     timing,
     tp_allreduce_seconds,
     weight_bytes_per_gpu,
@@ -77,6 +78,19 @@ def test_memory_formulas(meas):
     assert max_batch_fitting(serving_from(spec(gpu="H200-SXM"))) > 2 * max_batch_fitting(s)
     d = estimate_serving(spec(), meas).to_dict()
     assert d["batch"] == max_batch_fitting(s) and d["batch_reason"] == "memory"
+
+
+def test_a_decode_step_streams_the_output_layer_tied_or_not():
+    """Only the input embedding is a lookup; tied, the output layer is that same matrix and is
+    still read every step."""
+    from dataclasses import replace
+
+    s = serving_from(spec())
+    m = s.model
+    whole = (m.layers * m.layer_params() + m.vocab * m.hidden) / 2  # fp8, tp 2
+    assert read_weight_bytes(s) == pytest.approx(whole)
+    tied = replace(s, model=replace(m, tied_embeddings=True))
+    assert read_weight_bytes(tied) == pytest.approx(whole)
 
 
 def test_h200_serves_more_per_gpu_and_bandwidth_matters(meas):

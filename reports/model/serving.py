@@ -211,9 +211,11 @@ def gemm_seconds(s: Serving, meas: Measurements, tokens: float, eff: float) -> f
 
 
 def read_weight_bytes(s: Serving) -> float:
-    """Weights a decode step streams per GPU: all but the input embedding (a lookup)."""
+    """Weights a decode step streams per GPU: the layers and the output layer (the embedding
+    matrix itself when tied), not the input embedding (a lookup)."""
     m = s.model
-    return (m.params() - m.vocab * m.hidden) * PRECISIONS[s.precision] / s.gpus_per_replica
+    return (m.layers * m.layer_params() + m.vocab * m.hidden) * PRECISIONS[s.precision] / \
+        s.gpus_per_replica
 
 
 def decode_stage(s: Serving, meas: Measurements, f: dict, b: float, eff: float,
