@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -201,11 +202,12 @@ def run(
                           f"{'it is' if n == 1 else 'they are'} kept in {path}: load with "
                           f"`colossus-bench ingest --db '{store.display_url}' {path}`[/]",
                           highlight=False, soft_wrap=True)
-    _records_out([r.to_dict() for r in done], json_out, as_json, store.display_url)
+    written = _records_out([r.to_dict() for r in done], json_out, as_json, store.display_url)
     uploaded = _upload_after_run(store, upload) if upload else True
-    # 1 when a case failed (its row says why) or rows were set aside (kept in a spool file or
-    # only local after a failed --upload): fleet scripts count a node ok only on 0
-    if bad or kept or not uploaded:
+    # 1 when a case failed (its row says why), rows were set aside (kept in a spool file or
+    # only local after a failed --upload) or --json-out could not be written: fleet scripts
+    # count a node ok only on 0
+    if bad or kept or not uploaded or not written:
         raise typer.Exit(1)
 
 
@@ -217,6 +219,13 @@ def _check_json_out(path: Path) -> None:
         raise fail(f"--json-out {path}: no folder {path.parent}")
     if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise fail(f"--json-out {path}: not writable")
+    try:  # the write itself, as the end of the run will do it: root passes os.access on /sys
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as e:
+        raise fail(f"--json-out {path}: cannot write in {path.parent}: {e.strerror or e}") \
+            from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _duration(seconds: float) -> str:
@@ -258,18 +267,21 @@ def _list(pairs, suite: str, device, cfg, tune: bool, budget: float | None,
                       highlight=False)
 
 
-def _records_out(records: list[dict], json_out, as_json: bool, where: str) -> None:
+def _records_out(records: list[dict], json_out, as_json: bool, where: str) -> bool:
     """The run's records to --json-out (whole or not at all: a reader never sees half a file)
-    and to stdout with --json."""
+    and to stdout with --json; False when --json-out could not be written."""
+    written = True
     if json_out:
         try:
             write_atomically(json_out, (json.dumps(records, indent=JSON_INDENT, default=str)
                                         + "\n").encode("utf-8"))
         except OSError as e:
+            written = False
             err_console.print(f"[yellow]cannot write {json_out}: {e.strerror or e} (the results "
                               f"are stored in {where})[/]", highlight=False)
     if as_json:
         print_json(records)
+    return written
 
 
 def _check_upload_url(url: str, db: str | None) -> None:

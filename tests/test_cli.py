@@ -65,6 +65,15 @@ def test_user_mistakes_give_one_line_and_exit_2(args, message, db_url):
     assert "Traceback" not in res.output
 
 
+@pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs Linux sysfs")
+def test_json_out_where_no_file_can_be_made_is_refused_before_any_case(db_url):
+    """sysfs refuses new files even to root, for whom os.access says yes: the check makes one,
+    as the end of the run would (it ran every case, then exited 0 without the file)."""
+    res = cli("run", "-k", "membw/*:torch", "--json-out", "/sys/o.json", "--db", db_url)
+    assert res.exit_code == 2 and "--json-out /sys/o.json" in flat(res.output)
+    assert "Traceback" not in res.output and Store(db_url).frame().empty
+
+
 def test_unwritable_database_path(tmp_path):
     (tmp_path / "file").write_text("")
     res = cli("run", "--filter", "membw", "--db", tmp_path / "file" / "x.db")
@@ -513,3 +522,10 @@ def test_run_upload_to_a_sqlite_target_that_cannot_be_one_is_refused_before_any_
         assert said in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
         assert "device:" not in res.stdout  # no case ran
     assert not db.exists() and not (tmp_path / "nodir").exists()
+
+
+def test_records_out_says_when_the_file_could_not_be_written(tmp_path):
+    from bench.cli import _records_out
+
+    assert _records_out([], tmp_path / "r.json", False, "db") is True
+    assert _records_out([], tmp_path / "gone" / "r.json", False, "db") is False  # run exits 1
