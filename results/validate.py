@@ -13,6 +13,9 @@ The rules, one per kind of field:
   results/peaks.py knows it (TFLOP/s for gemm and attention, HBM for membw), else at most the
   `ABSURD_*` ceilings (and `flags` says there was nothing to check against);
 - n equals len(samples_s) when samples are given, and an ok row with n has its samples;
+- an ok row agrees with itself: a throughput comes with the median_s it was computed from, the
+  time summary (median, p20, p80, mean) lies within its own samples, and tflops / gbps are
+  flops / bytes over the median (bench.runner.tflops, gbps) to `AGREE_REL`;
 - created_at: ISO 8601 with a zone; correct: a bool; text: no NUL, no control characters and no
   format characters (Unicode category Cf: the bidi overrides, zero-width marks) but in `error`;
   nested fields: JSON values of the right shape (see `NESTED`).
@@ -265,7 +268,10 @@ def field_problems(record: Any, strict: bool = False):
             yield "created_at", row["created_at"], "not an ISO 8601 time with a zone"
         elif t > datetime.now(timezone.utc) + FUTURE_SLACK:
             yield "created_at", row["created_at"], "in the future"
-    yield from _number_problems(row)
+    number = list(_number_problems(row))
+    yield from number
+    if not number:  # the figures agree only once each is a valid figure at all
+        yield from _agreement_problems(row)
     if strict:
         yield from contract_problems(row)
     for name, known in NESTED.items():
@@ -339,6 +345,35 @@ def _number_problems(row: dict):
         v = row.get(name)
         if _is_number(v) and v < 0:
             yield name, v, "must be >= 0"
+
+
+# How far a stored throughput may differ from its work over its median: rounding of a figure
+# written with three significant digits, not a second timing (an assumption).
+AGREE_REL = 0.01
+
+
+def _agreement_problems(row: dict):
+    """An ok row's figures against each other (once each is valid on its own): an edited or
+    broken row would otherwise price the model and head the report with a time its own samples
+    deny."""
+    median, samples = row.get("median_s"), row.get("samples_s")
+    if row.get("status", "ok") != "ok":
+        return
+    if not _is_number(median):
+        yield from ((n, row[n], "a throughput needs the median_s it was computed from")
+                    for n in THROUGHPUTS if _is_number(row.get(n)))
+        return
+    lo, hi = (min(samples), max(samples)) if isinstance(samples, (list, tuple)) and samples \
+        else (0.0, math.inf)
+    for name in TIMES:
+        v = row.get(name)
+        if _is_number(v) and not lo * (1 - 1e-9) <= v <= hi * (1 + 1e-9):
+            yield name, v, f"outside its own samples [{lo:.6g}, {hi:.6g}] s"
+    for name, work, scale in (("tflops", "flops", 1e12), ("gbps", "bytes", 1e9)):
+        v, w = row.get(name), row.get(work)
+        if _is_number(v) and _is_number(w) and w > 0 and \
+                abs(v - w / median / scale) > AGREE_REL * w / median / scale:
+            yield name, v, f"is not {work} / median_s = {w / median / scale:.6g}"
 
 
 def problems(record: Any) -> list[str]:

@@ -26,7 +26,7 @@ H100 = {"name": "NVIDIA H100 80GB HBM3", "model": "H100-SXM", "kind": "cuda", "u
 def good(**kw) -> dict:
     base = dict(run_id="r1", workload="gemm", backend="triton", dtype="bf16",
                 params={"m": 4096, "n": 4096, "k": 4096, "layout": "nt"}, host="node01",
-                device=dict(H100), median_s=2e-4, p20_s=1.9e-4, p80_s=2.1e-4,
+                device=dict(H100), median_s=2e-4, p20_s=2e-4, p80_s=2.1e-4,
                 samples_s=[2e-4, 2.1e-4], n=2, tflops=687.2, correct=True,
                 created_at="2026-01-01T00:00:00.000+00:00")
     return Result(**{**base, **kw}).to_dict()  # the id follows the run and case
@@ -169,3 +169,27 @@ def test_timestamps_from_a_timestamp_column_are_read_as_times():
     naive = {**good(run_id="r2"), "created_at": datetime(2026, 1, 1)}  # without zone: UTC
     kept, skipped = usable_records([aware, naive])
     assert skipped == 0 and [r["created_at"] for r in kept] == ["2026-01-01T00:00:00+00:00"] * 2
+
+
+# A row that contradicts itself (found by hand-editing a real record: each loaded, and the
+# report's headline and the model's GEMM rate then came from the edit)
+FLOPS = 2 * 4096**3
+DISAGREE = [
+    ({"median_s": None, "samples_s": [], "n": None}, "tflops", "needs the median_s"),
+    ({"median_s": 1.1e-4}, "median_s", "outside its own samples"),
+    ({"p80_s": 3e-4}, "p80_s", "outside its own samples"),
+    ({"flops": FLOPS, "tflops": 1000 * FLOPS / 2e-4 / 1e12 / 1000 * 1.5}, "tflops",
+     "is not flops / median_s"),
+    ({"bytes": 3 * 4096**2 * 2, "gbps": 1.0}, "gbps", "is not bytes / median_s"),
+]
+
+
+@pytest.mark.parametrize("change,field,why", DISAGREE)
+def test_an_ok_row_must_agree_with_itself(change, field, why):
+    (line,) = problems(good(**change))
+    assert f"field '{field}'" in line and why in line
+
+
+def test_agreeing_figures_pass_and_failed_rows_are_not_asked():
+    assert problems(good(flops=FLOPS, tflops=FLOPS / 2e-4 / 1e12 * 1.005)) == []  # rounding
+    assert problems(good(status="failed", correct=None, median_s=1.1e-4, error="boom")) == []
