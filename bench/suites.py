@@ -60,13 +60,30 @@ def matches(case: Case, backend: str, expr: str) -> bool:
                                if t.strip())
 
 
+def _unordered(key: str):
+    """A case key with its params as a set: PostgreSQL's JSONB gives a row's params back in
+    its own order (k=83,m=67,n=45 for m=67,n=45,k=83), and a key copied from such a table
+    names the same case."""
+    parts = key.split("/", 2)
+    return (parts[0], parts[1], frozenset(parts[2].split(","))) if len(parts) == 3 else key
+
+
+def _names(expr: str, key: str, backend: str) -> bool:
+    """Whether a --filter value names this case exactly (KEY, or KEY:BACKEND), in any order of
+    its params."""
+    if expr in (f"{key}:{backend}", key):
+        return True
+    body = expr[:-len(backend) - 1] if expr.endswith(f":{backend}") else expr
+    return "=" in body and _unordered(body) == _unordered(key)
+
+
 def _pick(pairs: list[tuple[Case, str]], expr: str) -> tuple[list[tuple[Case, str]], list[str]]:
     """The pairs one --filter value selects, and the terms it was split into (none unless it
     was): a value that names a case exactly (KEY:BACKEND, or KEY for all its backends) selects
     only that; else glob or substring (`matches`). Case keys hold commas, so an exact key is
     never split into terms."""
     expr = expr.strip()
-    exact = [(c, b) for c, b in pairs if expr in (f"{c.key}:{b}", c.key)]
+    exact = [(c, b) for c, b in pairs if _names(expr, c.key, b)]
     if exact:
         return exact, []
     whole = [(c, b) for c, b in pairs if _term_matches(f"{c.key}:{b}", expr)] if expr else []
