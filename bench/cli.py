@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -165,7 +167,8 @@ def run(
     cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), TextColumn("{task.fields[left]}"))
     try:  # progress on stderr, so piped stdout stays clean
-        with Progress(*cols, console=err_console, transient=True) as progress:
+        with _sigterm_as_interrupt(), Progress(*cols, console=err_console,
+                                                transient=True) as progress:
             task = progress.add_task("starting", total=len(pairs), left="")
             runner.run(pairs, store, device=device, run_id=run_id, timing=cfg,
                        telemetry=not no_telemetry, budget_s=budget, tune=tune, started=started,
@@ -173,16 +176,17 @@ def run(
                        on_estimate=lambda s: progress.update(task, left=f"~{_duration(s)} left"),
                        on_result=lambda r: (done.append(r), progress.advance(task)),
                        on_unstored=note_unstored)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        word, code = ("terminated", 143) if isinstance(e, Terminated) else ("interrupted", 130)
         if done:
             out.print(results_table(done))
-            err_console.print(f"interrupted: finished results are stored in {store.display_url} "
+            err_console.print(f"{word}: finished results are stored in {store.display_url} "
                               f"({counted(len(done), 'result')}, run {run_id})")
         else:  # no table of nothing
-            err_console.print(f"interrupted: no case finished, nothing was stored (run {run_id})")
+            err_console.print(f"{word}: no case finished, nothing was stored (run {run_id})")
         # --json and --json-out still hold what they promise: the finished records
         _records_out([r.to_dict() for r in done], json_out, as_json, store.display_url)
-        raise typer.Exit(130) from None
+        raise typer.Exit(code) from None
     out.print(results_table(done))
     yard = run_yardstick(done)
     if yard is not None:  # CPU: how fast the guest was while the cases were timed
@@ -209,6 +213,28 @@ def run(
     # count a node ok only on 0
     if bad or kept or not uploaded or not written:
         raise typer.Exit(1)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during `run` (timeout, Slurm's time limit, scancel): answered as Ctrl-C is, the
+    finished results kept and said, exit 143 (128 + SIGTERM)."""
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM raises Terminated while the cases run; one the shell ignores stays ignored."""
+    def stop(signum, frame):
+        raise Terminated()
+
+    before = signal.getsignal(signal.SIGTERM)
+    if before is not signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _check_json_out(path: Path) -> None:

@@ -234,6 +234,30 @@ def test_an_interrupted_run_still_gives_the_finished_records_to_json_and_json_ou
     assert json.loads(out.read_text()) == rows
 
 
+def test_a_sigterm_mid_run_keeps_the_finished_results_and_exits_143(db_url, monkeypatch):
+    """timeout(1) and Slurm's time limit send SIGTERM, not Ctrl-C: it ended the run silently
+    with 143 before; now it is answered as Ctrl-C is, and the handler is put back."""
+    import os
+    import signal
+
+    real = br.run
+
+    def terminated_after_one(pairs, store, **kw):
+        def then_term(r):
+            kw["on_result"](r)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        return real(pairs, store, **{**kw, "on_result": then_term})
+
+    monkeypatch.setattr(br, "run", terminated_after_one)
+    before = signal.getsignal(signal.SIGTERM)
+    res = cli("run", "--filter", "membw/*:torch", "--timing", "smoke", "--db", db_url)
+    assert res.exit_code == 143, res.output
+    assert "terminated: finished results are stored" in res.output and "1 result" in res.output
+    assert len(Store(db_url).frame()) == 1
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 @pytest.mark.parametrize("url, message", [
     ("/tmp/notaurl.db", "is not a database URL"),
     ("mysql://u:secret@host/db", "only SQLite paths"),
