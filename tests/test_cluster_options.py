@@ -92,7 +92,7 @@ def test_h200_reasons_take_the_bandwidths_from_the_model(meas):
     # measured rows change the figures the reasons name
     rows = [{"workload": "membw", "backend": "torch", "dtype": "fp32", "status": "ok",
              "correct": True, "params": {"op": "copy", "bytes": 2**30},
-             "device": {"model": m}, "gbps": v, "run_id": "t", "host": "node-1"}
+             "device": {"model": m}, "gbps": v, "median_s": 1e-3, "run_id": "t", "host": "node-1"}
             for m, v in (("H100-SXM", 2900.0), ("H200-SXM", 4100.0))]
     g2 = scaling.h200_gain("llama3-405b", gpus=16384,
                            measurements=Measurements(pd.DataFrame(rows), use_reference=False))

@@ -151,6 +151,12 @@ def test_impossible_scenarios_give_clear_errors(change, message, meas):
     ({"cluster": {"gpu": "H100-SXM", "gpus": 4096, "fabric": ["x"]}},
      "cluster: fabric must be a string"),
     ({"cluster": {"gpu": "H100-SXM", "gpus": 4096, "power": 1}}, "unknown cluster keys: power"),
+    ({"cluster": {"gpu": "H100-SXM", "gpus": 64, "pools": []}},
+     "^cluster: give either gpu/gpus or pools, not both$"),
+    ({"cluster": {"gpu": "H100-SXM", "gpus": 64, "fabric_efficiency": 5}},
+     r"^cluster: fabric_efficiency must be in \(0, 1\] .*got 5(\.0)?$"),
+    ({"cluster": {"gpu": "H100-SXM", "gpus": 64, "scale_out_gbps_per_gpu": 0}},
+     r"^cluster: scale_out_gbps_per_gpu must be > 0, got 0(\.0)?$"),
 ])
 def test_wrong_types_give_scenario_errors(change, message):
     with pytest.raises(ScenarioError, match=message):
@@ -188,7 +194,8 @@ def gemm_rows(device: str, tflops: float, correct=True) -> list[dict]:
     shapes += [(51200 // 8, 12288, 2048), (2048, 51200 // 8, 12288)]
     return [{"workload": "gemm", "backend": "torch", "dtype": "bf16", "status": "ok",
              "correct": correct, "params": {"m": m, "n": n, "k": k},
-             "device": {"model": device}, "tflops": tflops, "run_id": "t", "host": "node-1"}
+             "device": {"model": device}, "tflops": tflops, "median_s": 1e-3, "run_id": "t",
+             "host": "node-1"}
             for m, n, k in shapes]
 
 
@@ -394,3 +401,24 @@ def test_cluster_throughput_and_h200_gain_carry_ranges(meas):
     for k in ("h100", "h200_same_config", "h200_own_config"):
         lo, hi = g[k]["range"]["tokens_per_s"]
         assert lo <= g[k]["tokens_per_s"] <= hi
+
+
+@pytest.mark.parametrize("text, key", [
+    ("model: llama3-70b\nmodel: llama3-405b\ncluster: colossus-100k\n", "model"),
+    ('{"model": "llama3-70b", "model": "x", "cluster": "colossus-100k"}', "model"),
+    ("model: llama3-70b\ncluster: {gpu: H100-SXM, gpus: 64, gpus: 128}\n", "gpus"),
+])
+def test_a_key_given_twice_is_refused(tmp_path, text, key):
+    """JSON and YAML keep the last of a repeated key silently; the strict key rules did not
+    see the first (found by a new-user trial)."""
+    f = tmp_path / "s.yaml"
+    f.write_text(text)
+    with pytest.raises(ScenarioError, match=f"^scenario key '{key}' is given twice$"):
+        load_scenario(str(f))
+
+
+def test_yaml_anchors_and_merge_keys_still_load():
+    from reports.model.scenario import parse_text
+
+    got = parse_text("base: &b {gpu: H100-SXM, gpus: 64}\ncluster: {<<: *b, gpus: 128}\n")
+    assert got["cluster"] == {"gpu": "H100-SXM", "gpus": 128}

@@ -153,8 +153,8 @@ def test_measured_decode_rows_replace_the_hbm_figure():
         "workload": "decode_attention", "backend": "triton", "dtype": "bf16", "status": "ok",
         "correct": True, "params": {"b": 64, "h": 64, "kv_h": 8, "s_q": 1, "s": 2048, "d": 128,
                                     "causal": True},
-        "device": {"model": "H100-SXM"}, "gbps": 1500.0, "run_id": "run-decode-1",
-        "host": "node-1"}])
+        "device": {"model": "H100-SXM"}, "gbps": 1500.0, "median_s": 1e-3,
+        "run_id": "run-decode-1", "host": "node-1"}])
     slow = estimate_serving(spec(batch=64), rows)
     assert "run-decode-1" in slow.sources["kv_read_tbps"]
     assert slow.timing.parts["kv_cache"] == pytest.approx(base.timing.parts["kv_cache"] * 2)
@@ -251,7 +251,7 @@ def test_measured_allreduce_rows_replace_the_published_curve():
         return {"workload": "allreduce", "backend": "nccl", "dtype": "bf16", "status": "ok",
                 "correct": True, "params": {"op": "all_reduce", "bytes": nbytes},
                 "device": {"model": "H100-SXM"}, "world_size": world, "busbw_gbps": busbw,
-                "run_id": "run-ar-1", "host": "node-1"}
+                "median_s": 1e-3, "run_id": "run-ar-1", "host": "node-1"}
     sizes = (2 ** 20, 2 ** 24, 2 ** 28)
     est = estimate_serving(spec(batch=64), pd.DataFrame([row(x, 100.0) for x in sizes]))
     assert "x8, 3 sizes" in est.sources["allreduce_by_size"]

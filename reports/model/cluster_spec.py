@@ -39,7 +39,7 @@ def cluster_from_dict(d: dict) -> Cluster:
                          f"allowed: {', '.join(sorted(_CLUSTER_KEYS))}")
     if "pools" in d:
         if "gpu" in d or "gpus" in d:
-            raise ValueError("cluster: give either gpu/gpus or pools, not both")
+            raise ValueError("give either gpu/gpus or pools, not both")
         if not isinstance(d["pools"], list):
             raise TypeError(f"pools must be a list of {{gpu, gpus}} mappings, got {d['pools']!r}")
         pools = tuple(_pool(p, f"pools[{i}]") for i, p in enumerate(d["pools"]))
@@ -55,8 +55,11 @@ def cluster_from_dict(d: dict) -> Cluster:
     base = FABRICS[fabric_name]
     gbps = _number(d.get("scale_out_gbps_per_gpu", base.gbps_per_gpu), "scale_out_gbps_per_gpu")
     eff = _number(d.get("fabric_efficiency", base.efficiency), "fabric_efficiency")
-    if gbps <= 0 or not 0 < eff <= 1:
-        raise ValueError("scale_out_gbps_per_gpu must be > 0 and fabric_efficiency in (0, 1]")
+    if gbps <= 0:
+        raise ValueError(f"scale_out_gbps_per_gpu must be > 0, got {gbps!r}")
+    if not 0 < eff <= 1:
+        raise ValueError(f"fabric_efficiency must be in (0, 1] (a fraction of the line rate), "
+                         f"got {eff!r}")
     fabric = Fabric(base.name, gbps, eff, base.alpha_s,
                     {**base.sources, "gbps_per_gpu": "scenario file"} if "scale_out_gbps_per_gpu"
                     in d else base.sources)

@@ -12,6 +12,7 @@ integer, or a BATCH_PRESETS name), `name`.
 from __future__ import annotations
 
 import json
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,18 +114,48 @@ def file_text(path: Path) -> str:
         raise ScenarioError(f"cannot read scenario file {path}: {e.strerror or e}") from None
 
 
+def _unique(pairs: list) -> dict:
+    """A mapping whose keys are given once: JSON and YAML both keep the last of a repeated key
+    silently, and a scenario that says `model:` twice means one of them by mistake."""
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise ScenarioError(f"scenario key {k!r} is given twice")
+        out[k] = v
+    return out
+
+
+def _yaml_loader():
+    import yaml  # lazy: only YAML scenarios need it
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            # the mapping's own keys once each; a merged one (<<: *anchor) it may override
+            keys = [self.construct_object(k, deep=deep) for k, _ in node.value
+                    if k.tag != "tag:yaml.org,2002:merge"]
+            _unique([(k, None) for k in keys if isinstance(k, Hashable)])
+            return super().construct_mapping(node, deep=deep)  # unhashable: its YAMLError
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                           Loader.construct_mapping)
+    return Loader
+
+
 def parse_text(text: str):
-    """A scenario's JSON or YAML text parsed (JSON first: it is also YAML, only faster)."""
+    """A scenario's JSON or YAML text parsed (JSON first: it is also YAML, only faster); a key
+    given twice in one mapping is refused."""
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique)
+    except ScenarioError:
+        raise
     except ValueError:
         pass
     except RecursionError:
         raise ScenarioError("scenario is nested too deep to be one") from None
-    import yaml  # lazy: only YAML scenarios need it
+    import yaml
 
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_yaml_loader())  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as e:
         raise ScenarioError(f"scenario is neither JSON nor YAML: {yaml_line(e)}") from None
     except RecursionError:
