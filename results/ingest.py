@@ -116,6 +116,20 @@ def read_text(path: Path) -> str:
 
 
 def load_file(path: str | Path, *, strict: bool = False) -> list[Result]:
+    """Every record of a file, validated (`read_records`), none two different results of one
+    identity: a table keeps the first of an id, so the second would be dropped silently."""
+    records = read_records(path, strict=strict)
+    seen: dict[str, tuple[int, dict]] = {}
+    for i, r in enumerate(records, 1):
+        d = r.to_dict()
+        first = seen.setdefault(d["id"], (i, d))
+        if first[1] != d:
+            raise IngestError(f"{path}: records {first[0]} and {i} are one result (id {d['id']}: "
+                              "same run, case and rank) with different figures; keep one")
+    return records
+
+
+def read_records(path: str | Path, *, strict: bool = False) -> list[Result]:
     """Every record of a file, validated, or an IngestError naming the file and row. `strict`
     (the `ingest` verb): the contract's run ids and workloads too (results/validate.py); the
     library default takes what the tables take (a spool of a planted or named run)."""
@@ -131,7 +145,9 @@ def load_file(path: str | Path, *, strict: bool = False) -> list[Result]:
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as e:
-            raise IngestError(f"{path}: not valid JSON (line {e.lineno}: {e.msg}); "
+            # a file cut short fails at its end, after the last newline: name the last line
+            line = text.count("\n", 0, min(e.pos, len(text.rstrip()))) + 1
+            raise IngestError(f"{path}: not valid JSON (line {line}: {e.msg}); "
                               "truncated?") from None
         except RecursionError:
             raise IngestError(f"{path}: JSON nested too deep") from None

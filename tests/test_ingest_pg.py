@@ -191,3 +191,25 @@ def test_a_real_run_json_out_file_ingests_into_another_table(tmp_path):
     assert res.exit_code == 0, res.output
     with Store(str(first)) as a, Store(str(other)) as b:
         assert a.ids() == b.ids() and len(b.ids()) == 2
+
+
+def test_two_different_records_of_one_result_refuse_the_file(db_url, tmp_path):
+    """The table keeps the first of an id: the second used to be dropped as 'already there'."""
+    a = rec(0).to_dict()
+    b = dict(a, median_s=a["median_s"] * 2)
+    f = tmp_path / "two.jsonl"
+    f.write_text(json.dumps(a) + "\n" + json.dumps(b) + "\n")
+    res = runner.invoke(app, ["ingest", str(f), "--db", db_url])
+    assert res.exit_code == 2 and "records 1 and 2 are one result" in " ".join(res.output.split())
+    with Store(db_url) as store:
+        assert store.ids() == set()
+    f.write_text(json.dumps(a) + "\n" + json.dumps(a) + "\n")  # the same row twice is fine
+    res = runner.invoke(app, ["ingest", str(f), "--db", db_url])
+    assert res.exit_code == 0 and "2 rows, 1 new" in res.output
+
+
+def test_a_truncated_one_line_file_names_its_line(tmp_path):
+    f = tmp_path / "cut.jsonl"
+    f.write_text(json.dumps(rec(0).to_dict())[:-20] + "\n")
+    with pytest.raises(IngestError, match=r"cut.jsonl: not valid JSON \(line 1: "):
+        load_file(f)
