@@ -59,7 +59,8 @@ SCENARIOS: dict[str, dict] = {
     "colossus-100k-dense-1t": _colossus("dense-1t", "colossus-100k"),
     "colossus-200k-llama3-405b": _colossus("llama3-405b", "colossus-200k"),
     "colossus-200k-h200-llama3-405b": _colossus("llama3-405b", "colossus-200k-h200"),
-    # Llama 3's own 16k-GPU run size and batch (Dubey et al. 2024, Table 4), layout searched
+    # Llama 3's own 16k-GPU run size and batch (Dubey et al. 2024, Table 4), layout searched,
+    # default (Megatron-Core) training settings, not Meta's FSDP (docs/MODEL.md, Presets)
     "llama3-405b-16k-h100": {
         "model": "llama3-405b",
         "cluster": {"name": "h100-16k", "gpu": "H100-SXM", "gpus": 16384, "gpus_per_node": 8,
