@@ -160,6 +160,11 @@ def run(
     unstored: dict = {}  # spool path -> [count, last error]
 
     def note_unstored(result, path, error):
+        if path not in unstored:  # said at once: each refused insert may wait out a lock
+            err_console.print(f"[yellow]{store.display_url} refused a result "
+                              f"({escape(first_line(error))}); it is kept in {path}, and so is "
+                              f"each later one it refuses (the run goes on)[/]",
+                              highlight=False, soft_wrap=True)
         entry = unstored.setdefault(path, [0, error])
         entry[0] += 1
         entry[1] = error

@@ -152,6 +152,9 @@ def test_results_not_stored_make_run_exit_1_and_say_where_they_are(tmp_path, mon
     assert res.exit_code == 1, res.output
     assert "could not be stored" in res.output and "unstored-" in res.output
     assert "Traceback" not in res.output
+    # said when it first happens too (each refused insert may wait out a lock), once
+    said = [line for line in res.output.splitlines() if "refused a result" in line]
+    assert len(said) == 1 and "gone" in said[0] and "the run goes on" in said[0]
 
 
 def test_a_failed_upload_makes_run_exit_1_and_keeps_the_rows(tmp_path, db_url, monkeypatch):
