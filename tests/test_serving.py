@@ -339,3 +339,8 @@ def test_a_one_gpu_replica_reads_singular():
     r = runner.invoke(app, ["estimate", "--scenario", "serve-llama3-70b-h200"])
     assert r.exit_code == 0, r.output
     assert "= 1 GPU" in r.output and "= 1 GPUs" not in r.output
+
+
+def test_every_missing_serving_key_is_named_at_once():
+    with pytest.raises(ScenarioError, match="^serving is missing 'input_len', 'output_len'$"):
+        serving_from({"mode": "serve", "serving": {"model": "llama3-70b", "gpu": "H100-SXM"}})

@@ -100,9 +100,9 @@ def serving_from(d: dict, name: str = "custom") -> Serving:
     if unknown:
         raise ScenarioError(f"unknown serving keys: {', '.join(sorted(map(str, unknown)))}; "
                             f"allowed: {', '.join(sorted(SERVING_KEYS))}")
-    for k in ("model", "gpu", "input_len", "output_len"):
-        if k not in s:
-            raise ScenarioError(f"serving is missing {k!r}")
+    missing = [k for k in ("model", "gpu", "input_len", "output_len") if k not in s]
+    if missing:  # all of them at once, as a training scenario's
+        raise ScenarioError(f"serving is missing {', '.join(map(repr, missing))}")
     try:
         g = gpu(s["gpu"]) if isinstance(s["gpu"], str) else None
     except ValueError as e:
