@@ -134,7 +134,7 @@ OTHERS = [
      ["{tmp}/:memory:"]),
     (["run", "--db", "{tmp}/r.db", "--suite", "nope"], None, "'nope' is not one of", []),
     (["report", "--db", "{db}", "--config", "nope", "-o", "{tmp}/rep"], None,
-     "unknown --config", ["{tmp}/rep"]),
+     "'nope' is not one of 'full', 'quick'", ["{tmp}/rep"]),
     (["allreduce", "--backend", "gloo", "--nproc-per-node", "0", "--db", "{tmp}/ar.db"], None,
      "--nproc-per-node must be >= 1", ["{tmp}/ar.db"]),
 ]

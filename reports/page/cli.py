@@ -15,7 +15,7 @@ import typer
 from reports.page.context import CONFIGS
 from reports.page.render import build_report
 from reports.page.rows import NO_MEASUREMENTS, pick_measurements, usable_rows
-from results.console import console, err_console, fail
+from results.console import choice, console, err_console, fail, value
 
 
 def _local_frame(db: str | None) -> tuple[object, str | None, str | None]:
@@ -58,6 +58,9 @@ def _progress():
         yield lambda text: err_console.print(f"report: {text}", highlight=False)
 
 
+Config = choice("Config", CONFIGS)
+
+
 def report(
     out: str = typer.Option("report", "--out", "-o",
                             help="folder for report.html, report.md and its figures"),
@@ -66,15 +69,14 @@ def report(
                                           "$COLOSSUS_BENCH_DB, else the per-user SQLite "
                                           "file; without rows there, the shipped reference "
                                           "results)"),
-    config: str = typer.Option("full", "--config",
-                               help=f"model sections: {' | '.join(CONFIGS)} (quick: fewer "
-                                    f"GPU counts, for a preview)"),
+    config: Config = typer.Option("full", "--config",
+                                  help="model sections (quick: fewer GPU counts, for a "
+                                       "preview)"),
 ) -> None:
     """Write the HTML report (self-contained) and its Markdown twin."""
     from results.store import StoreError  # lazy: sqlalchemy costs every verb's start time
 
-    if config not in CONFIGS:
-        raise fail(f"unknown --config {config!r}; choose one of {', '.join(CONFIGS)}")
+    config = value(config)
     if not out.strip():  # a Path option would read '' as '.' and write into the cwd
         raise fail("--out is empty; name the report's folder")
     try:
