@@ -247,6 +247,24 @@ def print_between_runs(a_id: str, a: list[Result], b_id: str, b: list[Result], a
               f"{sum(within(r.scaled) for r in rows)}", highlight=False)
 
 
+def runs_summary(results: list[Result]) -> list[dict]:
+    """One line per run, oldest first: what `--run` and `--against` take, and what each holds
+    (when it started, where, on what, how many rows ran ok)."""
+    runs: dict[str, list[Result]] = {}
+    for r in results:  # records come in created_at order
+        runs.setdefault(r.run_id, []).append(r)
+
+    def names(values) -> str:
+        return ", ".join(sorted({v for v in values if v}))
+
+    return [{"run_id": rid, "started": str(rows[0].created_at),
+             "hosts": names(r.host for r in rows),
+             "devices": names((r.device or {}).get("model") or (r.device or {}).get("name")
+                              for r in rows),
+             "rows": len(rows), "ok": sum(r.status == "ok" for r in rows)}
+            for rid, rows in runs.items()]
+
+
 def compare_verb(
     db: str | None = typer.Option(None, "--db", help=DB_HELP),
     run: str | None = typer.Option(None, "--run", help="run id (default: the latest run)"),
@@ -255,6 +273,8 @@ def compare_verb(
                                        help="instead: the run's medians against this run's, "
                                             "per case-backend (on CPU also per the guest's "
                                             "yardstick)"),
+    list_runs: bool = typer.Option(False, "--runs", help="instead: list the table's runs "
+                                                         "(ids for --run and --against)"),
 ) -> None:
     """Ours (triton) against the vendor baseline per case: speedup and accuracy of each; or,
     with --against, two runs' medians per case-backend."""
@@ -269,6 +289,17 @@ def compare_verb(
         results = store.records()
     if not results:
         raise fail(f"no results in {store.display_url}")
+    if list_runs:
+        runs = runs_summary(results)
+        if as_json:
+            print_json(runs)
+            return
+        table = Table("run", "started (UTC)", "host", "device", "rows", "ok")
+        for r in runs:
+            table.add_row(r["run_id"], r["started"], r["hosts"], r["devices"], str(r["rows"]),
+                          str(r["ok"]))
+        console.print(table)
+        return
     run_id = run or results[-1].run_id  # records come in created_at order
     def rows_of(rid: str) -> list[Result]:
         rows = [r for r in results if r.run_id == rid]

@@ -107,3 +107,23 @@ def test_compare_against_shows_the_guest_speed_of_two_stored_cpu_runs(db_url):
     assert "guest speed" not in raw.output
     bad = cli.invoke(app, ["compare", "--db", db_url, "--against", "nope"])
     assert bad.exit_code == 2 and "no run 'nope'" in bad.output
+
+
+def test_compare_runs_lists_the_ids_run_and_against_take(db_url):
+    """The ids were shown only by `run`'s last line and by `export` (a new-user trial)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from cli import app
+    from results.store import Store
+
+    with Store(db_url) as store:
+        store.insert([timed("A", "triton", 1.0, 0.001), timed("A", "torch", 2.0, 0.001)])
+        store.insert([timed("B", "triton", 1.2)])
+    res = CliRunner().invoke(app, ["compare", "--db", db_url, "--runs", "--json"])
+    assert res.exit_code == 0, res.output
+    runs = json.loads(res.stdout)
+    assert [(r["run_id"], r["rows"], r["ok"]) for r in runs] == [("A", 2, 2), ("B", 1, 1)]
+    text = CliRunner().invoke(app, ["compare", "--db", db_url, "--runs"]).output
+    assert "A" in text and "B" in text and "started (UTC)" in text
