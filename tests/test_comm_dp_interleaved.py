@@ -29,6 +29,10 @@ def test_by_hand():
     # gaps too short: the whole queue less the gaps and the window
     assert staggered_exposed(8.0, 4, 1.0, 1.0, 0.0) == pytest.approx(8.0 - 3.0 - 1.0)
     assert staggered_exposed(8.0, 4, 9.0, 9.0, 0.0) == 0.0
+    # gradients as Megatron-Core's default align_grad_reduce launches them: a chunk's whole share
+    # after its last backward (no window), the last rank pp - 1 passes late
+    assert staggered_exposed(8.0, 4, 0.0, 3.0, 0.0, lag_s=3.0) == pytest.approx(4.0)  # c = 1
+    assert staggered_exposed(8.0, 4, 0.0, 3.0, 0.0, lag_s=99.0) == pytest.approx(8.0)  # at the end
     # what hides still takes its SMs from the compute beside it
     assert staggered_exposed(8.0, 4, 1.0, 3.0, 0.1) == pytest.approx(1.0 + 7.0 * 0.1)
 

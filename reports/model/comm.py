@@ -72,17 +72,23 @@ def overlap_exposed(comm_s: float, window_s: float, sm_share: float) -> float:
 
 
 def staggered_exposed(comm_s: float, chunks: int, window_s: float, gap_s: float,
-                      sm_share: float) -> float:
-    """Time a step's data-parallel collective adds when the model is cut into `chunks` chunks per
-    stage whose shares are issued one chunk at a time, as Megatron-Core's interleaved schedule
-    does: each chunk's gradient reduce-scatter starts once its last micro-batch's backward is
-    done, with `gap_s` of the other chunks' backward still to come for each chunk behind it (its
-    weight all-gather, launched one chunk ahead, mirrors this in the first forwards;
-    megatron/core/pipeline_parallel/schedules.py, forward_backward_pipelining_with_interleaving:
-    is_last_microbatch_for_model_chunk, param_sync_func). One stream serves the chunks in turn,
-    so the wait is the latest of: the last chunk's share behind its own `window_s`, or the whole
-    behind the window and the chunks - 1 gaps. One chunk: overlap_exposed."""
-    late = max(0.0, comm_s / chunks - window_s, comm_s - (chunks - 1) * gap_s - window_s)
+                      sm_share: float, lag_s: float = 0.0) -> float:
+    """Time a once-per-step data-parallel collective adds when the model is cut into `chunks`
+    chunks per stage whose equal shares are issued one chunk at a time, on one stream, as
+    Megatron-Core's interleaved schedule issues them (megatron/core/pipeline_parallel/
+    schedules.py, forward_backward_pipelining_with_interleaving).
+
+    Chunk c (counted from the one issued last) may start `window_s` before the compute it hides
+    behind ends plus c gaps of `gap_s`, and `lag_s` later than that (never after the compute
+    ends): weights, all gathered from the step's start, are needed chunk after chunk;
+    gradients, with Megatron-Core's default align_grad_reduce, are launched after a chunk's last
+    backward and pp_rank passes later (`window_s` 0, `lag_s` the last rank's pp - 1 passes; the
+    last chunk's launched after the compute). What is late is the single server's finish past
+    that end: max over c of (c + 1) shares less c gaps, the window and the lag. One chunk, no
+    lag: overlap_exposed."""
+    d = comm_s / chunks
+    late = max([0.0] + [min(0.0, lag_s - c * gap_s - window_s) + (c + 1) * d
+                        for c in range(chunks)])
     return late + (comm_s - late) * sm_share
 
 
@@ -291,18 +297,34 @@ def dp_seconds(model: Model, par: Parallel, train: Training, cluster: Cluster, g
                                                    cluster.fabric.busbw_gbps,
                                                    cluster.nvlink_alpha_s, cluster.fabric.alpha_s)
 
-    buckets = dp_bucket_count(params_local, n)
-    compute = stage.get("compute", 0.0)
     v = par.virtual_stages
+    # Megatron-Core keeps one gradient buffer per model chunk: at least one bucket each
+    buckets = max(dp_bucket_count(params_local, n), v)
+    compute = stage.get("compute", 0.0)
+    share = meas.comm_sm_share.value
 
-    def overlapped(total: float, window: float) -> float:
-        # window: the pass (of all v chunks) the last micro-batch's collectives hide behind;
-        # interleaved, each chunk's share is issued after its own pass of 1/v of it, a group
-        # of pp micro-batches' passes of the chunk (Megatron-Core's default
-        # microbatch_group_size_per_vp_stage) apart from the next
-        tail = total / buckets  # the last bucket cannot hide
-        return staggered_exposed(total - tail, v, window / v, par.pp * window / v,
-                                 meas.comm_sm_share.value) + tail
+    def behind(total: float, window: float) -> float:
+        # `window` of compute hides it but for its last bucket (no chunks, or per micro-batch:
+        # the other micro-batches' collectives fill the stream between the chunks' passes)
+        tail = total / buckets
+        return overlap_exposed(total - tail, window, share) + tail
+
+    def gathered(total: float, window: float) -> float:
+        # the weights behind the first forward (`window`: all v chunks); interleaved, chunk
+        # after chunk, a group of pp micro-batches' passes of one chunk apart (Megatron-Core's
+        # default microbatch_group_size_per_vp_stage)
+        if v == 1:
+            return behind(total, window)
+        tail = total / buckets
+        return staggered_exposed(total - tail, v, window / v, par.pp * window / v, share) + tail
+
+    def reduced(total: float, window: float) -> float:
+        # the gradients once per step behind the last micro-batch's backward (`window`);
+        # interleaved, each chunk's whole share after its last backward, pp_rank passes late
+        if v == 1:
+            return behind(total, window)
+        tau = window / v
+        return staggered_exposed(total, v, 0.0, par.pp * tau, share, lag_s=(par.pp - 1) * tau)
 
     rs_t = rs(params_local * train.grad_bytes) + (buckets - 1) * rs(0.0)
     ag_t = rs(params_local * 2) + (buckets - 1) * rs(0.0)
@@ -311,13 +333,12 @@ def dp_seconds(model: Model, par: Parallel, train: Training, cluster: Cluster, g
     # the windows: the last micro-batch's backward (all v chunks, with what it recomputes) and
     # the first one's forward
     bwd_window, fwd_window = compute * 2 / 3 + stage.get("recompute", 0.0), compute / 3
-    window = sum(v for k, v in stage.items() if k not in ("pp_comm", "grad_accum"))
+    window = sum(t for k, t in stage.items() if k not in ("pp_comm", "grad_accum"))
 
     def every_microbatch(per_mb: float, last_window: float) -> float:
         # each micro-batch's collectives hide behind the next one's work; only the last
         # micro-batch's wait, behind `last_window`, their last bucket exposed
-        share = meas.comm_sm_share.value
-        return (m - 1) * overlap_exposed(per_mb, window, share) + overlapped(per_mb, last_window)
+        return (m - 1) * overlap_exposed(per_mb, window, share) + behind(per_mb, last_window)
 
     if train.grads_sharded:
         # only a gradient shard is kept (memory.state_bytes_per_param), so each micro-batch's
@@ -332,14 +353,14 @@ def dp_seconds(model: Model, par: Parallel, train: Training, cluster: Cluster, g
             return m * per_mb + (0.0 if zero3 else ag_t), how + ", not overlapped"
         if zero3:
             return every_microbatch(per_mb, window), how
-        return (every_microbatch(per_mb, bwd_window) + overlapped(ag_t, fwd_window),
+        return (every_microbatch(per_mb, bwd_window) + gathered(ag_t, fwd_window),
                 how + ", all-gather once")
     if train.zero == 0:
         total = 2 * rs_t  # all-reduce = reduce-scatter + all-gather of the gradients
         if not train.overlap_grad_reduce:
             return total, how + ", all-reduce after the backward (not overlapped)"
-        return overlapped(total, bwd_window), how + ", all-reduce overlapped"
+        return reduced(total, bwd_window), how + ", all-reduce overlapped"
     if not train.overlap_grad_reduce:
         return rs_t + ag_t, how + ", reduce-scatter + all-gather, not overlapped"
-    exposed = overlapped(rs_t, bwd_window) + overlapped(ag_t, fwd_window)
+    exposed = reduced(rs_t, bwd_window) + gathered(ag_t, fwd_window)
     return exposed, how + ", reduce-scatter + all-gather overlapped with backward/forward"
