@@ -7,6 +7,7 @@ import math
 import os
 import signal
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -231,6 +232,9 @@ def _sigterm_as_interrupt():
     def stop(signum, frame):
         raise Terminated()
 
+    if threading.current_thread() is not threading.main_thread():  # only it may set handlers
+        yield
+        return
     before = signal.getsignal(signal.SIGTERM)
     if before is not signal.SIG_DFL:
         yield

@@ -290,6 +290,8 @@ def compare_verb(
     if not results:
         raise fail(f"no results in {store.display_url}")
     if list_runs:
+        if run is not None or against is not None:
+            raise fail("--runs lists the runs: give it without --run and --against")
         runs = runs_summary(results)
         if as_json:
             print_json(runs)

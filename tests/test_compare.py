@@ -127,3 +127,5 @@ def test_compare_runs_lists_the_ids_run_and_against_take(db_url):
     assert [(r["run_id"], r["rows"], r["ok"]) for r in runs] == [("A", 2, 2), ("B", 1, 1)]
     text = CliRunner().invoke(app, ["compare", "--db", db_url, "--runs"]).output
     assert "A" in text and "B" in text and "started (UTC)" in text
+    both = CliRunner().invoke(app, ["compare", "--db", db_url, "--runs", "--run", "A"])
+    assert both.exit_code == 2 and "--runs lists the runs" in both.output

@@ -422,3 +422,4 @@ def test_yaml_anchors_and_merge_keys_still_load():
 
     got = parse_text("base: &b {gpu: H100-SXM, gpus: 64}\ncluster: {<<: *b, gpus: 128}\n")
     assert got["cluster"] == {"gpu": "H100-SXM", "gpus": 128}
+    assert parse_text("=: 1\nmodel: x\n") == {"=": 1, "model": "x"}  # YAML's value key, as text

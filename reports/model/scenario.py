@@ -133,7 +133,7 @@ def _yaml_loader():
         def construct_mapping(self, node, deep=False):
             # the mapping's own keys once each; a merged one (<<: *anchor) it may override
             keys = [self.construct_object(k, deep=deep) for k, _ in node.value
-                    if k.tag != "tag:yaml.org,2002:merge"]
+                    if k.tag not in ("tag:yaml.org,2002:merge", "tag:yaml.org,2002:value")]
             _unique([(k, None) for k in keys if isinstance(k, Hashable)])
             return super().construct_mapping(node, deep=deep)  # unhashable: its YAMLError
 
