@@ -232,11 +232,9 @@ def _sigterm_as_interrupt():
     def stop(signum, frame):
         raise Terminated()
 
-    if threading.current_thread() is not threading.main_thread():  # only it may set handlers
-        yield
-        return
     before = signal.getsignal(signal.SIGTERM)
-    if before is not signal.SIG_DFL:
+    # only the main thread may set handlers; a handler someone else set is theirs
+    if threading.current_thread() is not threading.main_thread() or before is not signal.SIG_DFL:
         yield
         return
     signal.signal(signal.SIGTERM, stop)

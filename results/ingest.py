@@ -119,12 +119,11 @@ def load_file(path: str | Path, *, strict: bool = False) -> list[Result]:
     """Every record of a file, validated (`read_records`), none two different results of one
     identity: a table keeps the first of an id, so the second would be dropped silently."""
     records = read_records(path, strict=strict)
-    seen: dict[str, tuple[int, dict]] = {}
+    seen: dict[str, tuple[int, Result]] = {}
     for i, r in enumerate(records, 1):
-        d = r.to_dict()
-        first = seen.setdefault(d["id"], (i, d))
-        if first[1] != d:
-            raise IngestError(f"{path}: records {first[0]} and {i} are one result (id {d['id']}: "
+        first = seen.setdefault(r.id, (i, r))
+        if first[1] != r:  # field by field, as the record's dataclass compares
+            raise IngestError(f"{path}: records {first[0]} and {i} are one result (id {r.id}: "
                               "same run, case and rank) with different figures; keep one")
     return records
 

@@ -371,9 +371,11 @@ def _agreement_problems(row: dict):
             yield name, v, f"outside its own samples [{lo:.6g}, {hi:.6g}] s"
     for name, work, scale in (("tflops", "flops", 1e12), ("gbps", "bytes", 1e9)):
         v, w = row.get(name), row.get(work)
-        if _is_number(v) and _is_number(w) and w > 0 and \
-                abs(v - w / median / scale) > AGREE_REL * w / median / scale:
-            yield name, v, f"is not {work} / median_s = {w / median / scale:.6g}"
+        if not (_is_number(v) and _is_number(w) and w > 0):
+            continue
+        expect = w / median / scale
+        if abs(v - expect) > AGREE_REL * expect:
+            yield name, v, f"is not {work} / median_s = {expect:.6g}"
 
 
 def problems(record: Any) -> list[str]:

@@ -312,9 +312,7 @@ def dp_seconds(model: Model, par: Parallel, train: Training, cluster: Cluster, g
     def gathered(total: float, window: float) -> float:
         # the weights behind the first forward (`window`: all v chunks); interleaved, chunk
         # after chunk, a group of pp micro-batches' passes of one chunk apart (Megatron-Core's
-        # default microbatch_group_size_per_vp_stage)
-        if v == 1:
-            return behind(total, window)
+        # default microbatch_group_size_per_vp_stage); one chunk: `behind`
         tail = total / buckets
         return staggered_exposed(total - tail, v, window / v, par.pp * window / v, share) + tail
 
