@@ -279,9 +279,10 @@ def dp_seconds(model: Model, par: Parallel, train: Training, cluster: Cluster, g
     keeps only its gradient shard, so it reduce-scatters every micro-batch (and gathers the
     updated weights once); ZeRO-3 also gathers the weights for each forward and backward. With
     overlap, a once-per-step reduce-scatter hides behind the last micro-batch's backward and the
-    all-gather behind the first forward, except the last bucket; per-micro-batch collectives
-    hide behind the next micro-batch's work, the last micro-batch's behind its own backward
-    (ZeRO-2) or whole work (ZeRO-3), its last bucket exposed.
+    all-gather behind the first forward, bucket by bucket as the gradients come and the weights
+    are needed, except the last bucket; per-micro-batch collectives hide behind the next
+    micro-batch's work, the last micro-batch's behind its own backward (ZeRO-2) or whole work
+    (ZeRO-3), its last bucket exposed.
     """
     n = par.dp * par.cp
     if n == 1:
@@ -304,15 +305,21 @@ def dp_seconds(model: Model, par: Parallel, train: Training, cluster: Cluster, g
     share = meas.comm_sm_share.value
 
     def behind(total: float, window: float) -> float:
-        # `window` of compute hides it but for its last bucket (no chunks, or per micro-batch:
-        # the other micro-batches' collectives fill the stream between the chunks' passes)
-        tail = total / buckets
-        return overlap_exposed(total - tail, window, share) + tail
+        # bucket by bucket over `window`: a bucket's reduction starts once the backward has
+        # made its last gradient (Megatron-Core: param_and_grad_buffer.py, register_grad_ready),
+        # a bucket's gathered weights are needed once the forward reaches them; spaced evenly
+        # (a layer's GEMMs take time in proportion to its weights: assumption). The last bucket
+        # is exposed whole; a collective longer than `window` also waits window / buckets for
+        # the first. No chunks, or per micro-batch: the other micro-batches' collectives fill
+        # the stream between the chunks' passes
+        return staggered_exposed(total, buckets, 0.0, window / buckets, share)
 
     def gathered(total: float, window: float) -> float:
         # the weights behind the first forward (`window`: all v chunks); interleaved, chunk
         # after chunk, a group of pp micro-batches' passes of one chunk apart (Megatron-Core's
         # default microbatch_group_size_per_vp_stage); one chunk: `behind`
+        if v == 1:
+            return behind(total, window)
         tail = total / buckets
         return staggered_exposed(total - tail, v, window / v, par.pp * window / v, share) + tail
 

@@ -1,0 +1,75 @@
+"""Data-parallel buckets as Megatron-Core issues them without interleaving: a bucket's gradients
+are reduced once the backward has made them (register_grad_ready), a bucket's weights are needed
+once the forward reaches them, so a collective longer than its window also waits for the first
+bucket (comm.dp_seconds, `behind`)."""
+
+from dataclasses import replace
+
+import pytest
+
+from reports.model import hardware
+from reports.model.comm import dp_bucket_count, dp_seconds, staggered_exposed
+from reports.model.config import Parallel, Training
+from reports.model.measurements import Measurements
+from reports.model.presets import MODELS
+
+H100 = hardware.gpu("H100-SXM")
+EOS = hardware.cluster("eos-h100")
+MEAS = Measurements(None, use_reference=False)
+SHARE = MEAS.comm_sm_share.value
+
+
+def test_by_hand():
+    # 4 buckets of 2 s behind a 4 s backward: made 1 s apart, the first 3 s before the end
+    assert staggered_exposed(8.0, 4, 0.0, 1.0, 0.0) == pytest.approx(8.0 - 4.0 + 1.0)
+    # inside the window only the last bucket shows
+    assert staggered_exposed(2.0, 4, 0.0, 1.0, 0.0) == pytest.approx(0.5)
+    # one bucket: nothing exists before the backward ends
+    assert staggered_exposed(2.0, 1, 0.0, 4.0, 0.0) == pytest.approx(2.0)
+
+
+def _exposed(dp: int, stage: dict, params_local: float = 1.95e9) -> float:
+    par = Parallel(tp=8, pp=1, dp=dp, micro_batch=2)
+    return dp_seconds(MODELS["nemotron4-15b"], par, Training(), EOS, H100, MEAS, params_local,
+                      stage, 2)[0]
+
+
+def _collectives(dp: int, params_local: float = 1.95e9) -> float:
+    """The fp32 reduce-scatter plus the bf16 all-gather, seconds: tp 8 leaves one rank per
+    node, so each is a ring over dp nodes on one NIC, a latency step per bucket and rank."""
+    bw, alpha = EOS.fabric.busbw_gbps * 1e9, EOS.fabric.alpha_s
+    steps = dp_bucket_count(params_local, dp) * alpha * (dp - 1)
+    return sum(params_local * b * (dp - 1) / dp / bw + steps for b in (4, 2))
+
+
+def test_fewer_larger_buckets_expose_more_when_the_collective_outlasts_its_window():
+    # Nemotron-4 15B on tp 8: 1.95B weights per GPU, buckets of max(40M, 1M x dp)
+    assert dp_bucket_count(1.95e9, 96) == 21 and dp_bucket_count(1.95e9, 288) == 7
+    stage = {"compute": 0.155}  # one micro-batch: a 0.10 s backward, a 0.05 s forward
+    # saturated: each collective less its window, plus one bucket's share of the window
+    # waited for, and its SMs taken from the window
+    window = 0.155
+    for dp in (96, 288):
+        assert _collectives(dp) > window
+        wait = window / dp_bucket_count(1.95e9, dp)
+        assert _exposed(dp, stage) == pytest.approx(
+            _collectives(dp) - (window - wait) * (1 - SHARE))
+    assert _exposed(288, stage) > _exposed(96, stage)
+
+
+def test_a_collective_inside_its_window_shows_its_last_bucket_only():
+    for dp in (96, 288):
+        last = 1 / dp_bucket_count(1.95e9, dp)
+        expected = _collectives(dp) * (last + (1 - last) * SHARE)
+        assert _exposed(dp, {"compute": 50.0}) == pytest.approx(expected)
+        assert _exposed(dp, {"compute": 100.0}) == pytest.approx(expected)
+
+
+def test_without_overlap_buckets_do_not_matter():
+    off = replace(Training(), overlap_grad_reduce=False)
+    par = Parallel(tp=8, pp=1, dp=288, micro_batch=2)
+    a = dp_seconds(MODELS["nemotron4-15b"], par, off, EOS, H100, MEAS, 1.95e9,
+                   {"compute": 0.155}, 2)[0]
+    b = dp_seconds(MODELS["nemotron4-15b"], par, off, EOS, H100, MEAS, 1.95e9,
+                   {"compute": 50.0}, 2)[0]
+    assert a == pytest.approx(b) == pytest.approx(_collectives(288))
