@@ -190,7 +190,7 @@ _LLAMA_A = ("interleaving degree unstated: searched", "tensor-parallel overlap o
             "per-micro-batch reduce-scatter keeps the NIC busy ~70% of the step at 8k: at 80% "
             "fabric efficiency the rows read -9.7 / -8.7 / -3.2%; the SMs its overlap takes, "
             "20 of 132 (assumption, as every overlap), cost 1.4 s of the 8k step: free, the "
-            "rows would read +11.1 / +12.0 / +6.3%)",
+            "rows would read +11.1 / +11.9 / +6.3%)",
             "FLOPs counted as 6N + causal attention (assumption: the paper cites Chowdhery et "
             "al. 2023 for MFU, whose formula counts the full square; counted so, the three "
             "rows would read +2.1 / +3.5 / +37.8%)")
