@@ -1,14 +1,21 @@
-"""Data-parallel buckets as Megatron-Core issues them without interleaving: a bucket's gradients
-are reduced once the backward has made them (register_grad_ready), a bucket's weights are needed
-once the forward reaches them, so a collective longer than its window also waits for the first
-bucket (comm.dp_seconds, `behind`)."""
+"""Data-parallel buckets as Megatron-Core issues them: a bucket's gradients are reduced once the
+backward has made them (register_grad_ready), a bucket's weights are needed once the forward
+reaches them (finish_param_sync), so a collective longer than its window also waits for the first
+bucket (comm.dp_seconds, comm.weights_gathered_exposed). Checked against an event-by-event
+simulation of one stream serving the buckets."""
 
+import itertools
 from dataclasses import replace
 
 import pytest
 
 from reports.model import hardware
-from reports.model.comm import dp_bucket_count, dp_seconds, staggered_exposed
+from reports.model.comm import (
+    dp_bucket_count,
+    dp_seconds,
+    staggered_exposed,
+    weights_gathered_exposed,
+)
 from reports.model.config import Parallel, Training
 from reports.model.measurements import Measurements
 from reports.model.presets import MODELS
@@ -26,6 +33,52 @@ def test_by_hand():
     assert staggered_exposed(2.0, 4, 0.0, 1.0, 0.0) == pytest.approx(0.5)
     # one bucket: nothing exists before the backward ends
     assert staggered_exposed(2.0, 1, 0.0, 4.0, 0.0) == pytest.approx(2.0)
+
+
+def _reduce_late(total: float, buckets: int, window: float) -> float:
+    """One stream: bucket k's gradients exist (k + 1) window / buckets into the backward, each
+    bucket takes total / buckets; how long after the backward the last one ends."""
+    end = 0.0
+    for k in range(buckets):
+        end = max(end, (k + 1) * window / buckets) + total / buckets
+    return end - window
+
+
+def _gather_late(total: float, chunks: int, per_chunk: int, window: float, gap: float) -> float:
+    """One stream gathers the buckets in the order the forward needs them, from the step's
+    start; chunk c's pass (window / chunks) starts c gaps after the first, its buckets needed
+    evenly over it; the forward waits for each. How late it ends."""
+    d, tau, done, late = total / (chunks * per_chunk), window / chunks, 0.0, 0.0
+    for c, j in itertools.product(range(chunks), range(per_chunk)):
+        done += d
+        need = c * gap + j * tau / per_chunk + late  # where the forward, late so far, is
+        late += max(0.0, done - need)
+    return late
+
+
+GRID = [(total, b, w) for total in (0.5, 2.0, 8.0) for b in (1, 3, 7) for w in (0.0, 1.0, 4.0)]
+
+
+@pytest.mark.parametrize("total,buckets,window", GRID)
+def test_the_gradients_as_one_stream_serves_them(total, buckets, window):
+    assert staggered_exposed(total, buckets, 0.0, window / buckets, 0.0) == \
+        pytest.approx(_reduce_late(total, buckets, window))
+
+
+@pytest.mark.parametrize("chunks,per_chunk,gap", [(1, 1, 0.0), (1, 5, 0.0), (2, 2, 3.0),
+                                                  (4, 3, 1.0), (8, 2, 0.2)])
+@pytest.mark.parametrize("total,window", [(0.5, 4.0), (2.0, 2.0), (8.0, 1.0), (8.0, 0.0)])
+def test_the_weights_as_one_stream_serves_them(chunks, per_chunk, gap, total, window):
+    gap = max(gap, window / chunks)  # a chunk's next pass starts after its own
+    assert weights_gathered_exposed(total, chunks, chunks * per_chunk, window, gap, 0.0) == \
+        pytest.approx(_gather_late(total, chunks, per_chunk, window, gap))
+
+
+@pytest.mark.parametrize("total,buckets,window", GRID)
+def test_one_chunk_gathers_as_the_gradients_reduce(total, buckets, window):
+    # the two directions mirror each other in time; the SMs of what hides are charged alike
+    assert weights_gathered_exposed(total, 1, buckets, window, 0.0, 0.15) == \
+        pytest.approx(staggered_exposed(total, buckets, 0.0, window / buckets, 0.15))
 
 
 def _exposed(dp: int, stage: dict, params_local: float = 1.95e9) -> float:

@@ -92,6 +92,22 @@ def staggered_exposed(comm_s: float, chunks: int, window_s: float, gap_s: float,
     return late + (comm_s - late) * sm_share
 
 
+def weights_gathered_exposed(comm_s: float, chunks: int, buckets: int, window_s: float,
+                             gap_s: float, sm_share: float) -> float:
+    """Time the once-per-step weight all-gather adds ahead of the forward: `buckets` equal
+    buckets (at least one per chunk) gathered in the order the forward needs them, on one
+    stream from the step's start; the forward waits for each (Megatron-Core's
+    finish_param_sync). Chunk c's pass takes window_s / chunks and starts c gaps of `gap_s`
+    after the first; its buckets are needed evenly over the pass. The forward ends late by the
+    largest (gathered by then - needed by then) over the buckets (a single server feeding one
+    consumer), at each chunk's first or last bucket. One chunk: staggered_exposed(comm_s,
+    buckets, 0, window_s / buckets, sm_share), bucket by bucket."""
+    d, per, tau = comm_s / buckets, buckets / chunks, window_s / chunks
+    late = max(max(d * (c * per + 1), d * (c + 1) * per - tau + tau / per) - c * gap_s
+               for c in range(chunks))
+    return late + (comm_s - late) * sm_share
+
+
 def link(cluster: Cluster, group_span: int, nvlink_busbw: float) -> tuple[float, float]:
     """(busbw GB/s, alpha s) of a collective over `group_span` consecutive ranks: NVLink when they
     fit in one node, otherwise the scale-out NIC of each GPU."""
@@ -307,21 +323,17 @@ def dp_seconds(model: Model, par: Parallel, train: Training, cluster: Cluster, g
     def behind(total: float, window: float) -> float:
         # bucket by bucket over `window`: a bucket's reduction starts once the backward has
         # made its last gradient (Megatron-Core: param_and_grad_buffer.py, register_grad_ready),
-        # a bucket's gathered weights are needed once the forward reaches them; spaced evenly
-        # (a layer's GEMMs take time in proportion to its weights: assumption). The last bucket
-        # is exposed whole; a collective longer than `window` also waits window / buckets for
-        # the first. No chunks, or per micro-batch: the other micro-batches' collectives fill
-        # the stream between the chunks' passes
+        # the buckets spaced evenly (a layer's GEMMs take time in proportion to its weights:
+        # assumption). The last bucket is exposed whole; a collective longer than `window` also
+        # waits window / buckets for the first. Per micro-batch under chunks: the other
+        # micro-batches' collectives fill the stream between the chunks' passes
         return staggered_exposed(total, buckets, 0.0, window / buckets, share)
 
     def gathered(total: float, window: float) -> float:
         # the weights behind the first forward (`window`: all v chunks); interleaved, chunk
         # after chunk, a group of pp micro-batches' passes of one chunk apart (Megatron-Core's
-        # default microbatch_group_size_per_vp_stage); one chunk: `behind`
-        if v == 1:
-            return behind(total, window)
-        tail = total / buckets
-        return staggered_exposed(total - tail, v, window / v, par.pp * window / v, share) + tail
+        # default microbatch_group_size_per_vp_stage): weights_gathered_exposed
+        return weights_gathered_exposed(total, v, buckets, window, par.pp * window / v, share)
 
     def reduced(total: float, window: float) -> float:
         # the gradients once per step behind the last micro-batch's backward (`window`);
@@ -357,6 +369,9 @@ def dp_seconds(model: Model, par: Parallel, train: Training, cluster: Cluster, g
         if not train.overlap_grad_reduce:
             return m * per_mb + (0.0 if zero3 else ag_t), how + ", not overlapped"
         if zero3:
+            # lumped: the last micro-batch's gathers and reduce-scatter, bucket by bucket over
+            # its whole work (an approximation: its reduce-scatter cannot start before its
+            # backward, so this errs fast)
             return every_microbatch(per_mb, window), how
         return (every_microbatch(per_mb, bwd_window) + gathered(ag_t, fwd_window),
                 how + ", all-gather once")

@@ -121,7 +121,7 @@ FRAMEWORK_EFFICIENCY: dict[str, Figure] = {
                            "training step on A100; fitted on the A100 calibration runs of "
                            "reports/model/validation_cases.py (Narayanan et al. 2021 Tables 1-2, "
                            "OPT-175B); later A100 runs held out", "calibrated"),
-    "hopper": Figure(0.78, "calibrated: kernels reach 78% of their benchmarked speed inside a "
+    "hopper": Figure(0.77, "calibrated: kernels reach 77% of their benchmarked speed inside a "
                            "training step on H100/H200; fitted on NeMo's published H100 recipes "
                            "(NVIDIA/dgxc-benchmarking, every setting stated); the papers' H100 "
                            "runs held out", "calibrated"),
