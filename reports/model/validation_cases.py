@@ -184,16 +184,16 @@ _LLAMA_A = ("interleaving degree unstated: searched", "tensor-parallel overlap o
             "gradients sharded as sec. 3.3.2 says, so FP32-reduce-scattered every micro-batch "
             "(assumption: ZeRO-2; the text also fits accumulating whole FP32 gradients and "
             "reducing once, as PyTorch's pipelining does with FSDP: then the 8k rows read "
-            "+7.1 / +8.0% but need 88.3 / 81.6 GiB per GPU, and the 131k row fits only with "
-            "full recompute, -21.5%)",
+            "+6.0 / +6.9% but need 88.3 / 81.6 GiB per GPU, and the 131k row fits only with "
+            "full recompute, -22.3%)",
             "fabric: 400 Gb/s RoCE per GPU at Spectrum-X's 95% efficiency (assumption; the "
             "per-micro-batch reduce-scatter keeps the NIC busy ~70% of the step at 8k: at 80% "
-            "fabric efficiency the rows read -9.7 / -8.7 / -3.2%; the SMs its overlap takes, "
+            "fabric efficiency the rows read -9.9 / -8.9 / -4.3%; the SMs its overlap takes, "
             "20 of 132 (assumption, as every overlap), cost 1.4 s of the 8k step: free, the "
-            "rows would read +11.1 / +11.9 / +6.3%)",
+            "rows would read +9.9 / +10.8 / +5.0%)",
             "FLOPs counted as 6N + causal attention (assumption: the paper cites Chowdhery et "
             "al. 2023 for MFU, whose formula counts the full square; counted so, the three "
-            "rows would read +2.1 / +3.5 / +37.8%)")
+            "rows would read +1.1 / +2.5 / +36.3%)")
 _NEMO_A = ("interleaving degree and recompute unstated: searched",
            "fabric: 8x 400 Gb/s NDR InfiniBand per DGX H100 at 94% (assumption)",
            "Megatron-Core defaults: distributed optimizer, overlapped grad reduce, TP overlap off")
