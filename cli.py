@@ -60,14 +60,15 @@ _NO_ARGS = getattr(_exc, "NoArgsIsHelpError", ())  # `colossus-bench` alone: the
 def plain_metavars(params) -> list:
     """Help that reads as the command line is typed. typer's rich help (0.2x) prints each
     option's Python type as its metavar: `<bool>` beside a flag, which takes no value (so
-    `run --list true` looks right and fails), `<list[str]>` beside a repeatable option. A flag
-    gets no metavar, a repeatable option its own name (e.g. --collective COLLECTIVE), unless
-    the verb set one (run's -k KEY)."""
+    `run --list true` looks right and fails), `<list[str]>` beside a repeatable option, `<str>`
+    beside a path or URL. A flag gets no metavar, a repeatable or text option its own name
+    (e.g. --collective COLLECTIVE, --db DB), unless the verb set one (run's -k KEY); numbers and
+    choices keep theirs (`<int>`, `<full|quick>`), which say what they take."""
     for p in params:
         if isinstance(p, typer.core.TyperOption) and p.metavar is None:
             if p.is_flag:
                 p.metavar = ""
-            elif p.multiple:
+            elif p.multiple or p.bare_type() == "str":
                 p.metavar = p.name.upper()
     return params
 

@@ -433,8 +433,8 @@ def test_an_unexpected_error_is_one_line_and_exit_1(monkeypatch, capsys):
 
 
 def test_no_option_in_any_help_shows_a_python_type_for_a_flag_or_a_list():
-    """Flags take no value and repeatable options name what they take: `--list`, not
-    `--list <bool>`; `-k KEY`, not `-k <list[str]>`."""
+    """Flags take no value and repeatable and text options name what they take: `--list`, not
+    `--list <bool>`; `-k KEY`, not `-k <list[str]>`; `--out OUT`, not `--out <str>`."""
     from typer.main import get_command
 
     verbs = [None, *get_command(app).commands]
@@ -442,7 +442,11 @@ def test_no_option_in_any_help_shows_a_python_type_for_a_flag_or_a_list():
         res = runner.invoke(app, ([verb] if verb else []) + ["--help"],
                             env={"COLUMNS": "200"})
         assert res.exit_code == 0, (verb, res.output)
-        assert "<bool>" not in res.output and "<list[str]>" not in res.output, (verb, res.output)
+        for python_type in ("<bool>", "<list[str]>", "<str>"):
+            assert python_type not in res.output, (verb, python_type, res.output)
+    report_help = runner.invoke(app, ["report", "-h"], env={"COLUMNS": "200"}).output
+    assert re.search(r"--out\s+-o\s+OUT\b", report_help), report_help
+    assert "<full|quick>" in report_help  # choices keep theirs
     run_help = runner.invoke(app, ["run", "-h"], env={"COLUMNS": "200"}).output
     assert re.search(r"--filter\s+-k\s+KEY", run_help), run_help
     assert re.search(r"--list\s+print the cases", run_help), run_help
