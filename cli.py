@@ -57,6 +57,15 @@ _exc = (getattr(typer.core, "_click", None) or typer.core.click).exceptions
 _NO_ARGS = getattr(_exc, "NoArgsIsHelpError", ())  # `colossus-bench` alone: the help
 
 
+def takes_text(p) -> bool:
+    """A plain text option: typer 0.29 names its type `str` (bare_type); click-based releases
+    (the >=0.23 the project allows) carry click's STRING, named `text`, and no bare_type."""
+    bare = getattr(p, "bare_type", None)
+    if callable(bare):
+        return bare() == "str"
+    return getattr(getattr(p, "type", None), "name", None) == "text"
+
+
 def plain_metavars(params) -> list:
     """Help that reads as the command line is typed. typer's rich help (0.2x) prints each
     option's Python type as its metavar: `<bool>` beside a flag, which takes no value (so
@@ -68,7 +77,7 @@ def plain_metavars(params) -> list:
         if isinstance(p, typer.core.TyperOption) and p.metavar is None:
             if p.is_flag:
                 p.metavar = ""
-            elif p.multiple or p.bare_type() == "str":
+            elif p.multiple or takes_text(p):
                 p.metavar = p.name.upper()
     return params
 

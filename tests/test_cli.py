@@ -452,6 +452,20 @@ def test_no_option_in_any_help_shows_a_python_type_for_a_flag_or_a_list():
     assert re.search(r"--list\s+print the cases", run_help), run_help
 
 
+def test_a_text_option_is_told_by_either_typer():
+    """typer 0.29 names a text option's type `str` (bare_type); click-based releases carry
+    click's STRING (`text`) and have no bare_type, where calling it would break every help."""
+    from types import SimpleNamespace
+
+    from cli import takes_text
+
+    assert takes_text(SimpleNamespace(bare_type=lambda: "str"))
+    assert not takes_text(SimpleNamespace(bare_type=lambda: "int"))
+    assert takes_text(SimpleNamespace(type=SimpleNamespace(name="text")))
+    assert not takes_text(SimpleNamespace(type=SimpleNamespace(name="integer")))
+    assert not takes_text(SimpleNamespace())
+
+
 def test_every_verb_help_keeps_each_paragraph_on_one_line():
     """typer's rich help keeps a docstring's line breaks, so a sentence broke at the source's
     100 columns inside the 80-column box; the registered help joins each paragraph."""
